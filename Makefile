@@ -1,0 +1,50 @@
+# godwit's build, test and demo entry points. `make test` is what CI runs.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.tools/bin:/usr/local/go/bin:$(PATH)
+
+GO ?= go
+BIN := bin/godwit
+GO_TEST_FLAGS ?= -count=1 -timeout 20m
+
+.PHONY: all build deps test vet proto proto-check unit demo bench clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/godwit
+
+# proto regenerates the gRPC code committed beside the .proto files.
+proto:
+	protoc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		proto/godwit/v1/*.proto
+
+# proto-check fails when the committed generated code is stale.
+proto-check: proto
+	@git diff --exit-code -- proto || { echo "generated code in proto/ is stale: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { echo "untracked generated files in proto/: run 'make proto' and commit"; git status --short -- proto; exit 1; }
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); exit 1; }
+	$(GO) vet ./...
+
+# test installs what it needs, then runs every test, the root ones included.
+test: deps proto-check vet build
+	$(GO) test $(GO_TEST_FLAGS) ./...
+
+# unit runs only the fast tests that need no root.
+unit:
+	$(GO) test -short -count=1 ./...
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./bench/agent-density.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// globalOptions are the flags every operator command shares.
+type globalOptions struct {
+	agentAddr string // --agent / GODWIT_AGENT: the node agent to talk to
+}
+
+func newRootCommand() *cobra.Command {
+	opts := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "godwit",
+		Short:         "Live migration and checkpointing for Linux container clusters",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&opts.agentAddr, "agent", envOr("GODWIT_AGENT", "127.0.0.1:7701"),
+		"address of the node agent to talk to (env GODWIT_AGENT)")
+
+	for _, add := range subcommands {
+		root.AddCommand(add(opts))
+	}
+	return root
+}
+
+// subcommands is filled by each command's file in init, so that adding a
+// command touches only its own file.
+var subcommands []func(*globalOptions) *cobra.Command
+
+func register(f func(*globalOptions) *cobra.Command) { subcommands = append(subcommands, f) }
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
