@@ -1,0 +1,174 @@
+// Package testutil holds what godwit's tests share: gating tests on root
+// and host tools (skip on a developer's machine, fail under CI=true), the
+// godwit binary built once per test binary, and busybox root filesystems.
+package testutil
+
+import (
+	"archive/tar"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// inCI reports whether the tests run in CI, where a missing requirement is
+// a failure, never a skip.
+func inCI() bool { return os.Getenv("CI") == "true" }
+
+// missing skips t, or fails it under CI=true, naming what is missing.
+func missing(t testing.TB, what string) {
+	t.Helper()
+	if inCI() {
+		t.Fatalf("%s (CI=true: missing requirements fail; run scripts/install-deps.sh as root)", what)
+	}
+	t.Skipf("skipped: %s", what)
+}
+
+// RequireRoot stops t unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "needs root")
+	}
+}
+
+// RequireTools stops t unless every named program is on PATH.
+func RequireTools(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			missing(t, "needs "+n+" on PATH")
+		}
+	}
+}
+
+// ModuleRoot is the repository's root directory.
+func ModuleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+	buildOut  []byte
+)
+
+// Godwit builds the godwit binary once per test binary and returns its
+// path. The binary lives in a directory removed when the process exits
+// only if the caller arranges it (tests use it for shims that outlive a
+// single test, so it is kept under os.TempDir).
+func Godwit(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "godwit-test-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "godwit")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/godwit")
+		cmd.Dir = ModuleRoot()
+		buildOut, buildErr = cmd.CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("build godwit: %v\n%s", buildErr, buildOut)
+	}
+	return buildPath
+}
+
+// busyboxApplets are the commands the test images link to busybox.
+var busyboxApplets = []string{
+	"sh", "ash", "cat", "echo", "date", "sleep", "ls", "wc", "httpd", "nc", "mkdir",
+	"rm", "true", "false", "env", "id", "hostname", "ps", "kill", "dd", "head", "tail", "seq",
+}
+
+// BusyboxRootfs makes a minimal root filesystem in dir: /bin/busybox (the
+// static one from Debian's busybox-static) and relative symlinks to it.
+func BusyboxRootfs(t testing.TB, dir string) {
+	t.Helper()
+	const busybox = "/bin/busybox"
+	if _, err := os.Stat(busybox); err != nil {
+		missing(t, "needs busybox-static at /bin/busybox")
+	}
+	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev", "www"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range busyboxApplets {
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BusyboxTar writes a plain rootfs tarball of a busybox root filesystem to
+// path, as `tar -C ROOTFS -cf busybox.tar .` would.
+func BusyboxTar(t testing.TB, path string) {
+	t.Helper()
+	root := t.TempDir()
+	BusyboxRootfs(t, root)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	err = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&os.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = "./" + filepath.ToSlash(rel)
+		if fi.IsDir() {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			src, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			_, err = io.Copy(tw, src)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
