@@ -13,8 +13,9 @@ all: build
 deps:
 	./scripts/install-deps.sh
 
+# One static binary: the agent re-executes it as each container's shim.
 build:
-	$(GO) build -o $(BIN) ./cmd/godwit
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/godwit
 
 # proto regenerates the gRPC code committed beside the .proto files.
 proto:

@@ -73,6 +73,7 @@ func Godwit(t testing.TB) string {
 		buildPath = filepath.Join(dir, "godwit")
 		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/godwit")
 		cmd.Dir = ModuleRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build` makes it
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
 	if buildErr != nil {

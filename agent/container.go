@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// State is a container's lifecycle state as the agent reports it.
+type State string
+
+const (
+	StateCreated      State = "created"
+	StateRunning      State = "running"
+	StateStopped      State = "stopped" // stopped by an operator
+	StateExited       State = "exited"  // its process ended on its own
+	StateCheckpointed State = "checkpointed"
+	StateMigrating    State = "migrating"
+)
+
+// transitions lists, for each state, the states it may move to. Anything
+// else is a bug or a request to refuse (see transition).
+var transitions = map[State][]State{
+	StateCreated:      {StateRunning, StateExited},
+	StateRunning:      {StateStopped, StateExited, StateCheckpointed, StateMigrating},
+	StateStopped:      {StateRunning},
+	StateExited:       {StateRunning},
+	StateCheckpointed: {StateRunning},
+	StateMigrating:    {StateRunning, StateStopped},
+}
+
+// transition moves c to next, refusing moves the state machine does not
+// allow with ErrInvalidState.
+func (c *Container) transition(next State) error {
+	for _, s := range transitions[c.State] {
+		if s == next {
+			c.State = next
+			return nil
+		}
+	}
+	return fmt.Errorf("container %s is %s, cannot become %s: %w", c.Name, c.State, next, ErrInvalidState)
+}
+
+// Container is the agent's durable record of one container. It is written
+// to containers/<id>/container.json on every change.
+type Container struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Image       string            `json:"image"`
+	ImageID     string            `json:"image_id"`
+	State       State             `json:"state"`
+	IP          string            `json:"ip"`
+	Args        []string          `json:"args"`
+	Env         []string          `json:"env"`
+	WorkingDir  string            `json:"working_dir"`
+	Hostname    string            `json:"hostname"`
+	User        string            `json:"user,omitempty"`
+	CPUs        float64           `json:"cpus,omitempty"`
+	MemoryBytes int64             `json:"memory_bytes,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Snapshotter string            `json:"snapshotter"`
+	// SnapshotKey names the container's writable snapshot.
+	SnapshotKey string    `json:"snapshot_key"`
+	Pid         int       `json:"pid,omitempty"`
+	ShimPid     int       `json:"shim_pid,omitempty"`
+	Created     time.Time `json:"created"`
+	Started     time.Time `json:"started,omitzero"`
+	Finished    time.Time `json:"finished,omitzero"`
+	ExitCode    int       `json:"exit_code"`
+	ExitSignal  string    `json:"exit_signal,omitempty"`
+}
+
+// containerPaths are where one container's files live.
+type containerPaths struct{ dir string }
+
+func (p containerPaths) record() string { return filepath.Join(p.dir, "container.json") }
+func (p containerPaths) bundle() string { return filepath.Join(p.dir, "bundle") }
+func (p containerPaths) rootfs() string { return filepath.Join(p.dir, "bundle", "rootfs") }
+
+// state is the shim's directory: its pid, the exit status and the logs.
+func (p containerPaths) state() string { return filepath.Join(p.dir, "state") }
+
+func (a *Agent) paths(id string) containerPaths {
+	return containerPaths{dir: filepath.Join(a.cfg.containersDir(), id)}
+}
+
+// save writes the record atomically, so a crash leaves the old or the new
+// record and never half of one.
+func (a *Agent) save(c *Container) error {
+	p := a.paths(c.ID)
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return fmt.Errorf("container %s: %w", c.Name, err)
+	}
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := p.record() + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("container %s: write record: %w", c.Name, err)
+	}
+	if err := os.Rename(tmp, p.record()); err != nil {
+		return fmt.Errorf("container %s: write record: %w", c.Name, err)
+	}
+	return nil
+}
+
+// loadRecords reads every container record under the data dir.
+func (a *Agent) loadRecords() ([]*Container, error) {
+	entries, err := os.ReadDir(a.cfg.containersDir())
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*Container
+	for _, e := range entries {
+		data, err := os.ReadFile(a.paths(e.Name()).record())
+		if os.IsNotExist(err) {
+			continue // a run that failed before its first save
+		}
+		if err != nil {
+			return nil, err
+		}
+		c := &Container{}
+		if err := json.Unmarshal(data, c); err != nil {
+			return nil, fmt.Errorf("container record %s: %w", e.Name(), err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

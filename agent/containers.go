@@ -1,0 +1,489 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/godwit/godwit/agent/image"
+	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/agent/snapshot"
+)
+
+const (
+	// DefaultStopTimeout is how long Stop waits after SIGTERM before it
+	// sends SIGKILL.
+	DefaultStopTimeout = 10 * time.Second
+	// killWait is how long to wait for a container to die after SIGKILL.
+	killWait = 10 * time.Second
+	// exitPoll is how often to look for the shim's exit record.
+	exitPoll = 50 * time.Millisecond
+)
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// RunRequest asks for a new container from an image.
+type RunRequest struct {
+	Name        string
+	Image       string
+	Args        []string // replaces the image's entrypoint and command
+	Env         []string // added to, and overriding, the image's
+	WorkingDir  string
+	Hostname    string
+	User        string
+	CPUs        float64
+	MemoryBytes int64
+	Labels      map[string]string
+	IP          net.IP // nil: allocate from the node's CIDR
+}
+
+// Run creates a container from an image and starts it. On any failure it
+// undoes every step it took, so nothing is left behind.
+func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err error) {
+	img, err := a.images.Get(req.Image)
+	if err != nil {
+		if errors.Is(err, image.ErrNotFound) {
+			return nil, fmt.Errorf("image %q on node %s: %w (import it with `godwit image import`)", req.Image, a.cfg.Name, ErrNotFound)
+		}
+		return nil, err
+	}
+	id := newID()
+	c := &Container{
+		ID:          id,
+		Name:        req.Name,
+		Image:       img.Name,
+		ImageID:     img.ID.String(),
+		State:       StateCreated,
+		Args:        req.Args,
+		Env:         mergeEnv(img.Config.Env, req.Env),
+		WorkingDir:  firstNonEmpty(req.WorkingDir, img.Config.WorkingDir, "/"),
+		Hostname:    req.Hostname,
+		User:        firstNonEmpty(req.User, img.Config.User),
+		CPUs:        req.CPUs,
+		MemoryBytes: req.MemoryBytes,
+		Labels:      req.Labels,
+		Snapshotter: a.snapshotter,
+		SnapshotKey: "container-" + id,
+		Created:     time.Now().UTC(),
+	}
+	if c.Name == "" {
+		c.Name = "c-" + id[:8]
+	}
+	if c.Hostname == "" {
+		c.Hostname = c.Name
+	}
+	if len(c.Args) == 0 {
+		c.Args = append(append([]string{}, img.Config.Entrypoint...), img.Config.Cmd...)
+	}
+	if len(c.Args) == 0 {
+		return nil, fmt.Errorf("image %s has no command: give one after `--`: %w", img.Name, ErrInvalid)
+	}
+	if err := a.reserve(c); err != nil {
+		return nil, err
+	}
+	log := a.log.With("container", c.Name, "id", id)
+
+	var undo []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		errs = append(errs, os.RemoveAll(a.paths(id).dir))
+		a.forget(id)
+		if cerr := errors.Join(errs...); cerr != nil {
+			log.Error("clean up after failed run", "err", cerr)
+		}
+	}()
+
+	parent, err := a.unpack(ctx, img)
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := a.snaps.Prepare(ctx, c.SnapshotKey, parent)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: prepare root filesystem: %w", c.Name, err)
+	}
+	undo = append(undo, func() error { return a.snaps.Remove(context.WithoutCancel(ctx), c.SnapshotKey) })
+
+	p := a.paths(id)
+	if err := os.MkdirAll(p.rootfs(), 0o755); err != nil {
+		return nil, err
+	}
+	if err := snapshot.MountAll(mounts, p.rootfs()); err != nil {
+		return nil, fmt.Errorf("container %s: mount root filesystem: %w", c.Name, err)
+	}
+	undo = append(undo, func() error { return snapshot.Unmount(p.rootfs()) })
+
+	ep, err := a.net.Setup(ctx, id, req.IP)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: network: %w", c.Name, err)
+	}
+	undo = append(undo, func() error { return a.net.Teardown(context.WithoutCancel(ctx), id) })
+	c.IP = ep.IP.String()
+
+	spec, err := runtime.GenerateSpec(runtime.SpecOptions{
+		ID:          id,
+		Name:        c.Name,
+		Args:        c.Args,
+		Env:         c.Env,
+		Cwd:         c.WorkingDir,
+		Hostname:    c.Hostname,
+		User:        c.User,
+		CPUs:        c.CPUs,
+		MemoryBytes: c.MemoryBytes,
+		Labels:      c.Labels,
+		RootfsPath:  p.rootfs(),
+		NetnsPath:   ep.NetnsPath,
+		CgroupsPath: a.cfg.cgroupsPath(id),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w: %w", c.Name, ErrInvalid, err)
+	}
+	if err := runtime.WriteBundle(p.bundle(), spec); err != nil {
+		return nil, fmt.Errorf("container %s: write bundle: %w", c.Name, err)
+	}
+	if err := a.save(c); err != nil {
+		return nil, err
+	}
+	if err := a.start(ctx, c); err != nil {
+		return nil, err
+	}
+	log.Info("container running", "image", c.Image, "ip", c.IP, "pid", c.Pid)
+	out := *c
+	return &out, nil
+}
+
+// reserve claims the container's name, so two runs cannot take the same.
+func (a *Agent) reserve(c *Container) error {
+	if !validName.MatchString(c.Name) {
+		return fmt.Errorf("container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit: %w", c.Name, ErrInvalid)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.containers {
+		if e.c.Name == c.Name {
+			return fmt.Errorf("container name %q is taken on node %s by %s: remove it or choose another --name: %w",
+				c.Name, a.cfg.Name, e.c.ID[:12], ErrExists)
+		}
+	}
+	a.containers[c.ID] = &entry{c: c}
+	return nil
+}
+
+func (a *Agent) forget(id string) {
+	a.mu.Lock()
+	delete(a.containers, id)
+	a.mu.Unlock()
+}
+
+// start launches the container's shim, which creates and starts it with
+// runc, and records it as running.
+func (a *Agent) start(ctx context.Context, c *Container) error {
+	p := a.paths(c.ID)
+	if err := a.runc.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
+		return fmt.Errorf("container %s: clear old runc state: %w", c.Name, err)
+	}
+	if err := runtime.ClearExit(p.state()); err != nil {
+		return fmt.Errorf("container %s: %w", c.Name, err)
+	}
+	shimPid, err := runtime.StartShim(ctx, a.cfg.Self, runtime.ShimConfig{
+		ID:          c.ID,
+		Bundle:      p.bundle(),
+		RuncRoot:    a.cfg.runcRoot(),
+		RuncBinary:  a.cfg.Runc,
+		StateDir:    p.state(),
+		LogMaxBytes: runtime.DefaultLogMaxBytes,
+		LogMaxFiles: runtime.DefaultLogMaxFiles,
+		Cgroup:      a.cfg.shimCgroup(),
+	})
+	if err != nil {
+		return fmt.Errorf("container %s: start: %w", c.Name, err)
+	}
+	st, err := a.runc.State(ctx, c.ID)
+	if err != nil {
+		return fmt.Errorf("container %s: after start: %w", c.Name, err)
+	}
+	if err := c.transition(StateRunning); err != nil {
+		return err
+	}
+	c.ShimPid = shimPid
+	c.Pid = st.Pid
+	c.Started = time.Now().UTC()
+	c.Finished = time.Time{}
+	c.ExitCode, c.ExitSignal = 0, ""
+	return a.save(c)
+}
+
+// Inspect returns a container's record, refreshed.
+func (a *Agent) Inspect(ctx context.Context, ref string) (*Container, error) {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	if err := a.refresh(ctx, e.c); err != nil {
+		return nil, err
+	}
+	out := *e.c
+	return &out, nil
+}
+
+// List returns the running containers, or all of them.
+func (a *Agent) List(ctx context.Context, all bool) ([]Container, error) {
+	return a.list(ctx, all)
+}
+
+// Start starts a stopped or exited container again, in the same root
+// filesystem and with the same IP.
+func (a *Agent) Start(ctx context.Context, ref string) (*Container, error) {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	c := e.c
+	if err := a.refresh(ctx, c); err != nil {
+		return nil, err
+	}
+	if c.State == StateRunning {
+		return nil, fmt.Errorf("container %s is already running: %w", c.Name, ErrInvalidState)
+	}
+	if err := a.ensureRootfs(ctx, c); err != nil {
+		return nil, err
+	}
+	if err := a.start(ctx, c); err != nil {
+		return nil, err
+	}
+	a.log.Info("container started", "container", c.Name, "id", c.ID, "pid", c.Pid)
+	out := *c
+	return &out, nil
+}
+
+// ensureRootfs mounts the container's root filesystem again if it is not
+// mounted (after a reboot, for example).
+func (a *Agent) ensureRootfs(ctx context.Context, c *Container) error {
+	rootfs := a.paths(c.ID).rootfs()
+	mounted, err := isMountPoint(rootfs)
+	if err != nil || mounted {
+		return err
+	}
+	mounts, err := a.snaps.Mounts(ctx, c.SnapshotKey)
+	if err != nil {
+		return fmt.Errorf("container %s: root filesystem: %w", c.Name, err)
+	}
+	return snapshot.MountAll(mounts, rootfs)
+}
+
+// Stop sends SIGTERM to the container's init process, then SIGKILL to all
+// of its processes if it has not exited within timeout. Stopping a
+// container that is not running does nothing.
+func (a *Agent) Stop(ctx context.Context, ref string, timeout time.Duration) (*Container, error) {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	if err := a.stop(ctx, e.c, timeout); err != nil {
+		return nil, err
+	}
+	out := *e.c
+	return &out, nil
+}
+
+func (a *Agent) stop(ctx context.Context, c *Container, timeout time.Duration) error {
+	if err := a.refresh(ctx, c); err != nil || c.State != StateRunning {
+		return err
+	}
+	if timeout <= 0 {
+		timeout = DefaultStopTimeout
+	}
+	log := a.log.With("container", c.Name, "id", c.ID)
+	exit, err := a.signalAndWait(ctx, c, syscall.SIGTERM, false, timeout)
+	if err != nil {
+		return err
+	}
+	if exit == nil {
+		log.Info("container ignored SIGTERM, killing it", "timeout", timeout)
+		if exit, err = a.signalAndWait(ctx, c, syscall.SIGKILL, true, killWait); err != nil {
+			return err
+		}
+		if exit == nil {
+			return fmt.Errorf("container %s did not die within %s of SIGKILL; its shim state is in %s",
+				c.Name, killWait, a.paths(c.ID).state())
+		}
+	}
+	if err := a.runc.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
+		return fmt.Errorf("container %s: %w", c.Name, err)
+	}
+	if err := c.transition(StateStopped); err != nil {
+		return err
+	}
+	c.Pid = 0
+	c.Finished, c.ExitCode, c.ExitSignal = exit.At, exit.Code, exit.Signal
+	log.Info("container stopped", "exit_code", exit.Code, "signal", exit.Signal)
+	return a.save(c)
+}
+
+// signalAndWait signals the container and waits up to wait for the shim to
+// record its exit; a nil status means it is still running.
+func (a *Agent) signalAndWait(ctx context.Context, c *Container, sig syscall.Signal, all bool, wait time.Duration) (*runtime.ExitStatus, error) {
+	if err := a.runc.Kill(ctx, c.ID, sig, all); err != nil && !errors.Is(err, runtime.ErrNotExist) {
+		// The container may have exited between refresh and kill.
+		if exit, done, rerr := runtime.ReadExit(a.paths(c.ID).state()); rerr == nil && done {
+			return exit, nil
+		}
+		return nil, fmt.Errorf("container %s: signal %s: %w", c.Name, sig, err)
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(exitPoll)
+	defer tick.Stop()
+	for {
+		exit, done, err := runtime.ReadExit(a.paths(c.ID).state())
+		if err != nil || done {
+			return exit, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Remove deletes a container and everything the agent made for it: runc
+// state, cgroup, network namespace, veth, route, IP, mount, snapshot and
+// files. A running container is refused unless force is set.
+func (a *Agent) Remove(ctx context.Context, ref string, force bool) error {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	c := e.c
+	if err := a.refresh(ctx, c); err != nil {
+		return err
+	}
+	if c.State == StateRunning {
+		if !force {
+			return fmt.Errorf("container %s is running: stop it first, or remove it with `rm -f`: %w", c.Name, ErrInvalidState)
+		}
+		if _, err := a.signalAndWait(ctx, c, syscall.SIGKILL, true, killWait); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	if err := a.runc.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	errs = append(errs,
+		a.net.Teardown(ctx, c.ID),
+		snapshot.Unmount(a.paths(c.ID).rootfs()),
+	)
+	if err := a.snaps.Remove(ctx, c.SnapshotKey); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Keep the record so that `rm` can be tried again.
+		return fmt.Errorf("container %s: remove: %w", c.Name, err)
+	}
+	if err := os.RemoveAll(a.paths(c.ID).dir); err != nil {
+		return fmt.Errorf("container %s: remove files: %w", c.Name, err)
+	}
+	a.forget(c.ID)
+	a.log.Info("container removed", "container", c.Name, "id", c.ID)
+	return nil
+}
+
+// Logs writes the container's output to w; with follow it keeps writing
+// until ctx ends or the container exits.
+func (a *Agent) Logs(ctx context.Context, ref string, follow bool, w io.Writer) error {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return err
+	}
+	return runtime.ReadLogs(ctx, a.paths(e.c.ID).state(), follow, w)
+}
+
+// ExecRequest runs one more process in a running container. Such processes
+// are not part of the container's checkpoint.
+type ExecRequest struct {
+	Args       []string
+	Env        []string
+	WorkingDir string
+}
+
+// Exec runs req in the container and returns its exit code.
+func (a *Agent) Exec(ctx context.Context, ref string, req ExecRequest, stdout, stderr io.Writer) (int, error) {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return 0, err
+	}
+	c, err := a.Inspect(ctx, e.c.ID)
+	if err != nil {
+		return 0, err
+	}
+	if c.State != StateRunning {
+		return 0, fmt.Errorf("container %s is %s, not running: start it first: %w", c.Name, c.State, ErrInvalidState)
+	}
+	if len(req.Args) == 0 {
+		return 0, fmt.Errorf("exec in %s: no command given: %w", c.Name, ErrInvalid)
+	}
+	return a.runc.Exec(ctx, c.ID, runtime.ExecProcess{
+		Args: req.Args,
+		Env:  mergeEnv(c.Env, req.Env),
+		Cwd:  firstNonEmpty(req.WorkingDir, c.WorkingDir),
+	}, stdout, stderr)
+}
+
+// mergeEnv returns base with overrides applied, keeping base's order.
+func mergeEnv(base, overrides []string) []string {
+	out := append([]string{}, base...)
+	index := map[string]int{}
+	for i, kv := range out {
+		index[envKey(kv)] = i
+	}
+	for _, kv := range overrides {
+		if i, ok := index[envKey(kv)]; ok {
+			out[i] = kv
+			continue
+		}
+		index[envKey(kv)] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+func envKey(kv string) string {
+	for i := range len(kv) {
+		if kv[i] == '=' {
+			return kv[:i]
+		}
+	}
+	return kv
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

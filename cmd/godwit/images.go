@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+func init() { register(newImageCommand) }
+
+// importChunk is how many bytes of the tarball each message carries.
+const importChunk = 256 << 10
+
+// imageView is an image as `image ls -o json` prints it.
+type imageView struct {
+	Name    string      `json:"name"`
+	ID      string      `json:"id"`
+	Format  string      `json:"format"`
+	Size    int64       `json:"size"`
+	Created time.Time   `json:"created"`
+	Layers  []layerView `json:"layers"`
+}
+
+type layerView struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+func newImageView(img *pb.Image) imageView {
+	v := imageView{Name: img.GetName(), ID: img.GetId(), Format: img.GetFormat(), Size: img.GetSize(),
+		Created: img.GetCreated().AsTime(), Layers: []layerView{}}
+	for _, l := range img.GetLayers() {
+		v.Layers = append(v.Layers, layerView{Digest: l.GetDigest(), Size: l.GetSize()})
+	}
+	return v
+}
+
+func newImageCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Manage the images of a node"}
+	cmd.AddCommand(newImageImportCommand(g), newImageListCommand(g), newImageRemoveCommand(g))
+	return cmd
+}
+
+func newImageImportCommand(g *globalOptions) *cobra.Command {
+	var name string
+	out := (*outputFormat)(nil)
+	cmd := &cobra.Command{
+		Use:   "import FILE [--name NAME]",
+		Short: "Import an OCI image layout, `docker save` or plain rootfs tarball (gzip, zstd or uncompressed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			bar := progressbar.NewOptions64(st.Size(),
+				progressbar.OptionSetDescription("importing "+args[0]),
+				progressbar.OptionSetWriter(os.Stderr),
+				progressbar.OptionShowBytes(true),
+				progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true),
+				progressbar.OptionClearOnFinish(),
+				progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd()))),
+			)
+			var img *pb.Image
+			err = g.call(func(c pb.AgentServiceClient) error {
+				stream, err := c.ImportImage(cmd.Context())
+				if err != nil {
+					return err
+				}
+				header := &pb.ImportImageHeader{Name: name, Size: st.Size()}
+				if err := stream.Send(&pb.ImportImageRequest{Part: &pb.ImportImageRequest_Header{Header: header}}); err != nil {
+					return err
+				}
+				buf := make([]byte, importChunk)
+				for {
+					n, rerr := f.Read(buf)
+					if n > 0 {
+						chunk := &pb.ImportImageRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}
+						if err := stream.Send(&pb.ImportImageRequest{Part: chunk}); err != nil {
+							break // the agent ended the stream; CloseAndRecv says why
+						}
+						_ = bar.Add(n)
+					}
+					if rerr == io.EOF {
+						break
+					}
+					if rerr != nil {
+						return fmt.Errorf("read %s: %w", args[0], rerr)
+					}
+				}
+				img, err = stream.CloseAndRecv()
+				return err
+			})
+			_ = bar.Finish()
+			if err != nil {
+				return err
+			}
+			if *out == outputJSON {
+				return printJSON(cmd.OutOrStdout(), newImageView(img))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%s, %d layers, %s) as %s\n",
+				img.GetName(), img.GetFormat(), len(img.GetLayers()), humanBytes(img.GetSize()), shortDigest(img.GetId()))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "name for the image (default: the tag inside the tarball)")
+	out = addOutputFlag(cmd)
+	return cmd
+}
+
+func newImageListCommand(g *globalOptions) *cobra.Command {
+	var out *outputFormat
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the node's images",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *pb.ListImagesResponse
+			if err := g.call(func(c pb.AgentServiceClient) (err error) {
+				resp, err = c.ListImages(cmd.Context(), &pb.ListImagesRequest{})
+				return err
+			}); err != nil {
+				return err
+			}
+			views := make([]imageView, 0, len(resp.GetImages()))
+			for _, img := range resp.GetImages() {
+				views = append(views, newImageView(img))
+			}
+			if *out == outputJSON {
+				return printJSON(cmd.OutOrStdout(), views)
+			}
+			tw := table(cmd.OutOrStdout(), "NAME", "ID", "FORMAT", "LAYERS", "SIZE", "CREATED")
+			for _, v := range views {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, shortDigest(v.ID), v.Format, len(v.Layers),
+					humanBytes(v.Size), v.Created.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	out = addOutputFlag(cmd)
+	return cmd
+}
+
+func newImageRemoveCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm IMAGE...",
+		Aliases: []string{"remove"},
+		Short:   "Remove images no container uses",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.call(func(c pb.AgentServiceClient) error {
+				for _, ref := range args {
+					if _, err := c.RemoveImage(cmd.Context(), &pb.RemoveImageRequest{Ref: ref}); err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), ref)
+				}
+				return nil
+			})
+		},
+	}
+}
+
+// shortDigest prints the first 12 hex digits of a sha256 digest.
+func shortDigest(d string) string {
+	const prefix = "sha256:"
+	if len(d) > len(prefix) && d[:len(prefix)] == prefix {
+		d = d[len(prefix):]
+	}
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}
