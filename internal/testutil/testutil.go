@@ -18,8 +18,8 @@ import (
 // a failure, never a skip.
 func inCI() bool { return os.Getenv("CI") == "true" }
 
-// missing skips t, or fails it under CI=true, naming what is missing.
-func missing(t testing.TB, what string) {
+// Missing skips t, or fails it under CI=true, naming what is missing.
+func Missing(t testing.TB, what string) {
 	t.Helper()
 	if inCI() {
 		t.Fatalf("%s (CI=true: missing requirements fail; run scripts/install-deps.sh as root)", what)
@@ -31,7 +31,7 @@ func missing(t testing.TB, what string) {
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		missing(t, "needs root")
+		Missing(t, "needs root")
 	}
 }
 
@@ -40,7 +40,7 @@ func RequireTools(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			missing(t, "needs "+n+" on PATH")
+			Missing(t, "needs "+n+" on PATH")
 		}
 	}
 }
@@ -94,7 +94,7 @@ func BusyboxRootfs(t testing.TB, dir string) {
 	t.Helper()
 	const busybox = "/bin/busybox"
 	if _, err := os.Stat(busybox); err != nil {
-		missing(t, "needs busybox-static at /bin/busybox")
+		Missing(t, "needs busybox-static at /bin/busybox")
 	}
 	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev", "www"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
