@@ -184,8 +184,7 @@ func (a *Agent) lookup(ref string) (*entry, error) {
 	}
 }
 
-// snapshot returns copies of every container record, refreshed, sorted by
-// creation time.
+// list returns copies of the container records, refreshed, oldest first.
 func (a *Agent) list(ctx context.Context, all bool) ([]Container, error) {
 	a.mu.Lock()
 	entries := make([]*entry, 0, len(a.containers))

@@ -179,6 +179,16 @@ func testContainerLifecycle(t *testing.T, n *node, snapshotter string) {
 	})
 	linksBefore := hostLinks(t)
 
+	var info struct {
+		Name, Address, Snapshotter, Runc, CRIU string
+	}
+	if err := json.Unmarshal([]byte(n.must(t, "node", "info", "-o", "json")), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != n.name || info.Address != n.addr || info.Snapshotter != snapshotter || info.Runc == "" || info.CRIU == "" {
+		t.Fatalf("node info = %+v, want node %s at %s on %s with runc and CRIU versions", info, n.name, n.addr, snapshotter)
+	}
+
 	tarball := filepath.Join(t.TempDir(), "busybox.tar")
 	testutil.BusyboxTar(t, tarball)
 	n.must(t, "image", "import", tarball, "--name", "busybox")

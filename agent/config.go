@@ -18,6 +18,9 @@ type Config struct {
 	// RunDir holds what lives only while the node is up: runc state and
 	// network namespace mounts. Defaults to DataDir/run.
 	RunDir string
+	// Advertise is the address other nodes and the scheduler reach this
+	// agent at.
+	Advertise string
 	// ContainerCIDR is where container addresses come from until the
 	// scheduler allocates them cluster-wide.
 	ContainerCIDR *net.IPNet

@@ -15,6 +15,7 @@ var Version = "dev"
 // NodeInfo describes the node to operators and, later, to the scheduler.
 type NodeInfo struct {
 	Name          string
+	Address       string
 	Snapshotter   string
 	ContainerCIDR string
 	Labels        map[string]string
@@ -30,6 +31,7 @@ type NodeInfo struct {
 func (a *Agent) NodeInfo(ctx context.Context) NodeInfo {
 	info := NodeInfo{
 		Name:          a.cfg.Name,
+		Address:       a.cfg.Advertise,
 		Snapshotter:   a.snapshotter,
 		ContainerCIDR: a.cfg.ContainerCIDR.String(),
 		Labels:        a.cfg.Labels,

@@ -64,6 +64,7 @@ func (s *server) NodeInfo(ctx context.Context, _ *pb.NodeInfoRequest) (*pb.NodeI
 	info := s.a.NodeInfo(ctx)
 	return &pb.NodeInfoResponse{
 		Name:          info.Name,
+		Address:       info.Address,
 		Snapshotter:   info.Snapshotter,
 		ContainerCidr: info.ContainerCIDR,
 		Labels:        info.Labels,

@@ -20,13 +20,12 @@ func init() { register(newAgentCommand) }
 
 func newAgentCommand(*globalOptions) *cobra.Command {
 	var (
-		cfg       agent.Config
-		listen    string
-		advertise string
-		cidr      string
-		labels    []string
-		insecure  bool
-		logLevel  string
+		cfg      agent.Config
+		listen   string
+		cidr     string
+		labels   []string
+		insecure bool
+		logLevel string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --name NAME --data-dir DIR --listen ADDR [--insecure]",
@@ -59,7 +58,9 @@ when the agent stops; a restarted agent re-adopts them.`,
 				return fmt.Errorf("find the godwit binary to run shims with: %w", err)
 			}
 			cfg.Log = log
-			_ = advertise // reported to the scheduler once the cluster issue lands
+			if cfg.Advertise == "" {
+				cfg.Advertise = listen
+			}
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -71,7 +72,7 @@ when the agent stops; a restarted agent re-adopts them.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for images, snapshots, containers and logs (required)")
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory for runtime state: runc, netns mounts (default DATA-DIR/run)")
 	f.StringVar(&listen, "listen", "127.0.0.1:7701", "address the node API listens on")
-	f.StringVar(&advertise, "advertise", "", "address other nodes and the scheduler reach this agent at (default --listen)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address other nodes and the scheduler reach this agent at (default --listen)")
 	f.StringVar(&cidr, "container-cidr", agent.DefaultContainerCIDR, "addresses for this node's containers")
 	f.StringArrayVar(&labels, "label", nil, "node label K=V (repeatable)")
 	f.StringVar(&cfg.Snapshotter, "snapshotter", "", "overlay or btrfs (default: btrfs when the data dir is on btrfs, else overlay)")

@@ -138,6 +138,8 @@ type NodeInfoResponse struct {
 	Cpus          int32                  `protobuf:"varint,8,opt,name=cpus,proto3" json:"cpus,omitempty"`
 	MemoryBytes   int64                  `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	GodwitVersion string                 `protobuf:"bytes,10,opt,name=godwit_version,json=godwitVersion,proto3" json:"godwit_version,omitempty"`
+	// address is where other nodes and the scheduler reach this agent.
+	Address       string `protobuf:"bytes,11,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -238,6 +240,13 @@ func (x *NodeInfoResponse) GetMemoryBytes() int64 {
 func (x *NodeInfoResponse) GetGodwitVersion() string {
 	if x != nil {
 		return x.GodwitVersion
+	}
+	return ""
+}
+
+func (x *NodeInfoResponse) GetAddress() string {
+	if x != nil {
+		return x.Address
 	}
 	return ""
 }
@@ -1528,7 +1537,7 @@ var File_godwit_v1_agent_proto protoreflect.FileDescriptor
 const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x15godwit/v1/agent.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xb6\x03\n" +
+	"\x0fNodeInfoRequest\"\xd0\x03\n" +
 	"\x10NodeInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vsnapshotter\x18\x02 \x01(\tR\vsnapshotter\x12%\n" +
@@ -1540,7 +1549,8 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x04cpus\x18\b \x01(\x05R\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\t \x01(\x03R\vmemoryBytes\x12%\n" +
 	"\x0egodwit_version\x18\n" +
-	" \x01(\tR\rgodwitVersion\x1a9\n" +
+	" \x01(\tR\rgodwitVersion\x12\x18\n" +
+	"\aaddress\x18\v \x01(\tR\aaddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
