@@ -44,8 +44,10 @@ unit:
 demo: build
 	./scripts/demo.sh
 
+# bench measures 100 idle containers on one agent against bare runc (see
+# docs/benchmarks.md); it needs root.
 bench: build
-	./bench/agent-density.sh
+	$(GO) run ./bench/density --godwit $(BIN)
 
 clean:
 	rm -rf bin

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"syscall"
 	"time"
@@ -190,8 +191,12 @@ func (a *Agent) forget(id string) {
 // runc, and records it as running.
 func (a *Agent) start(ctx context.Context, c *Container) error {
 	p := a.paths(c.ID)
-	if err := a.runc.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
-		return fmt.Errorf("container %s: clear old runc state: %w", c.Name, err)
+	// A crash between a stop and its delete can leave runc state behind;
+	// look for it on disk rather than paying for a runc call every start.
+	if _, err := os.Stat(filepath.Join(a.cfg.runcRoot(), c.ID)); err == nil {
+		if err := a.runc.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
+			return fmt.Errorf("container %s: clear old runc state: %w", c.Name, err)
+		}
 	}
 	if err := runtime.ClearExit(p.state()); err != nil {
 		return fmt.Errorf("container %s: %w", c.Name, err)

@@ -5,6 +5,7 @@ package testutil
 
 import (
 	"archive/tar"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -88,32 +89,17 @@ var busyboxApplets = []string{
 	"rm", "true", "false", "env", "id", "hostname", "ps", "kill", "dd", "head", "tail", "seq",
 }
 
+// busybox is the static busybox the test images are built from.
+const busybox = "/bin/busybox"
+
 // BusyboxRootfs makes a minimal root filesystem in dir: /bin/busybox (the
 // static one from Debian's busybox-static) and relative symlinks to it.
 func BusyboxRootfs(t testing.TB, dir string) {
 	t.Helper()
-	const busybox = "/bin/busybox"
 	if _, err := os.Stat(busybox); err != nil {
-		Missing(t, "needs busybox-static at /bin/busybox")
+		Missing(t, "needs busybox-static at "+busybox)
 	}
-	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev", "www"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range busyboxApplets {
-		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644); err != nil {
+	if err := WriteBusyboxRootfs(dir); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -122,11 +108,50 @@ func BusyboxRootfs(t testing.TB, dir string) {
 // path, as `tar -C ROOTFS -cf busybox.tar .` would.
 func BusyboxTar(t testing.TB, path string) {
 	t.Helper()
-	root := t.TempDir()
-	BusyboxRootfs(t, root)
+	if _, err := os.Stat(busybox); err != nil {
+		Missing(t, "needs busybox-static at "+busybox)
+	}
+	if err := WriteBusyboxTar(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WriteBusyboxRootfs is BusyboxRootfs for programs that are not tests (the
+// benchmarks): it returns what went wrong instead of failing a test.
+func WriteBusyboxRootfs(dir string) error {
+	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev", "www"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	data, err := os.ReadFile(busybox)
+	if err != nil {
+		return fmt.Errorf("busybox-static is needed at %s (scripts/install-deps.sh installs it): %w", busybox, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
+		return err
+	}
+	for _, a := range busyboxApplets {
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644)
+}
+
+// WriteBusyboxTar is BusyboxTar for programs that are not tests.
+func WriteBusyboxTar(path string) error {
+	root, err := os.MkdirTemp("", "godwit-busybox-rootfs-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	if err := WriteBusyboxRootfs(root); err != nil {
+		return err
+	}
 	f, err := os.Create(path)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer f.Close()
 	tw := tar.NewWriter(f)
@@ -167,9 +192,10 @@ func BusyboxTar(t testing.TB, path string) {
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("write busybox tarball %s: %w", path, err)
 	}
 	if err := tw.Close(); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("write busybox tarball %s: %w", path, err)
 	}
+	return f.Close()
 }

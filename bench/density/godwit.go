@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/internal/testutil"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+const (
+	// nodeName names the benchmark's agent, and so its cgroups
+	// (/godwit/bench, /godwit/bench.shims), apart from any test's node.
+	nodeName  = "bench"
+	imageName = "busybox"
+
+	agentReadyTimeout = 30 * time.Second
+	agentStopTimeout  = 10 * time.Second
+	// cgroupRemoveTimeout covers shims still draining their container's
+	// pipes after `rm -f` returned (see runtime's shimDrainTimeout).
+	cgroupRemoveTimeout = 5 * time.Second
+	pollInterval        = 100 * time.Millisecond
+	importChunk         = 1 << 20
+	// agentLogTail is how much of the agent's log an error quotes.
+	agentLogTail = 4 << 10
+)
+
+// result is what one side of the comparison measured.
+type result struct {
+	// runs holds each container's time from request to running, in the
+	// order they were started; total is the wall time of all of them.
+	runs  []time.Duration
+	total time.Duration
+	// inits is each container's own process (the idle workload).
+	inits []memory
+	// hostPerContainer is the fall of MemAvailable while the containers
+	// started, divided by their number.
+	hostPerContainer int64
+
+	// godwit only: its shims, its agent with the image imported and no
+	// container, the agent with every container running, and the node's
+	// own report of its versions.
+	shims     []memory
+	agentIdle memory
+	agent     memory
+	info      *pb.NodeInfoResponse
+}
+
+// measureGodwit starts an agent with its data under dir, imports busybox,
+// runs o.n idle containers one after another and measures them, then
+// removes every container and stops the agent.
+func measureGodwit(ctx context.Context, o options, dir string, log *slog.Logger) (res *result, err error) {
+	dataDir := filepath.Join(dir, "data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "agent.log")
+	agentLog, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer agentLog.Close()
+	cmd := exec.Command(o.godwit, "agent", "--name", nodeName, "--data-dir", dataDir, "--listen", addr,
+		"--container-cidr", o.cidr, "--runc", o.runc, "--insecure")
+	cmd.Stdout, cmd.Stderr = agentLog, agentLog
+	// Its own process group: a ^C meant for the benchmark must not stop
+	// the agent before the benchmark has removed its containers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	defer func() {
+		err = errors.Join(err, stopAgent(cmd))
+		if err != nil {
+			err = fmt.Errorf("%w\nagent log %s ends with:\n%s", err, logPath, tail(logPath, agentLogTail))
+		}
+	}()
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	client := pb.NewAgentServiceClient(conn)
+	res = &result{}
+	if res.info, err = waitReady(ctx, client); err != nil {
+		return nil, err
+	}
+	if err := importBusybox(ctx, client, filepath.Join(dir, "busybox.tar")); err != nil {
+		return nil, err
+	}
+
+	var ids []string
+	defer func() { err = errors.Join(err, removeContainers(context.WithoutCancel(ctx), client, ids)) }()
+	if res.agentIdle, err = readMemory(cmd.Process.Pid); err != nil {
+		return nil, err
+	}
+	before, err := memAvailable()
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	start := time.Now()
+	for i := range o.n {
+		req := &pb.RunContainerRequest{Name: fmt.Sprintf("bench-%03d", i), Image: imageName, Args: workload}
+		t0 := time.Now()
+		c, err := client.RunContainer(ctx, req)
+		took := time.Since(t0)
+		if err != nil {
+			return nil, fmt.Errorf("run %s: %w", req.Name, err)
+		}
+		ids = append(ids, c.GetId())
+		if c.GetState() != pb.ContainerState_CONTAINER_STATE_RUNNING || c.GetPid() <= 0 {
+			return nil, fmt.Errorf("run %s: the reply says %s with pid %d, want running", req.Name, c.GetState(), c.GetPid())
+		}
+		res.runs = append(res.runs, took)
+		pids = append(pids, int(c.GetPid()))
+	}
+	res.total = time.Since(start)
+	log.Info("godwit containers running", "containers", len(ids), "took", res.total)
+
+	if err := sleep(ctx, settleTime); err != nil {
+		return nil, err
+	}
+	after, err := memAvailable()
+	if err != nil {
+		return nil, err
+	}
+	res.hostPerContainer = (before - after) / int64(o.n)
+	if res.agent, err = readMemory(cmd.Process.Pid); err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		shimPid, alive := runtime.ShimAlive(filepath.Join(dataDir, "containers", id, "state"))
+		if !alive {
+			return nil, fmt.Errorf("container %s has no live shim (pid file says %d)", id, shimPid)
+		}
+		shim, err := readMemory(shimPid)
+		if err != nil {
+			return nil, fmt.Errorf("shim of %s: %w", id, err)
+		}
+		init, err := readMemory(pids[i])
+		if err != nil {
+			return nil, fmt.Errorf("process of %s: %w", id, err)
+		}
+		res.shims = append(res.shims, shim)
+		res.inits = append(res.inits, init)
+	}
+	return res, nil
+}
+
+// waitReady waits for the agent to answer, and returns what it says of
+// its node.
+func waitReady(ctx context.Context, client pb.AgentServiceClient) (*pb.NodeInfoResponse, error) {
+	deadline := time.Now().Add(agentReadyTimeout)
+	for {
+		info, err := client.NodeInfo(ctx, &pb.NodeInfoRequest{})
+		if err == nil {
+			return info, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the agent did not answer within %s: %w", agentReadyTimeout, err)
+		}
+		if err := sleep(ctx, pollInterval); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// importBusybox writes a busybox rootfs tarball to path and imports it as
+// imageName, as `godwit image import` does.
+func importBusybox(ctx context.Context, client pb.AgentServiceClient, path string) error {
+	if err := testutil.WriteBusyboxTar(path); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	stream, err := client.ImportImage(ctx)
+	if err != nil {
+		return err
+	}
+	header := &pb.ImportImageHeader{Name: imageName}
+	if err := stream.Send(&pb.ImportImageRequest{Part: &pb.ImportImageRequest_Header{Header: header}}); err != nil {
+		return err
+	}
+	buf := make([]byte, importChunk)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			chunk := &pb.ImportImageRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}
+			if err := stream.Send(&pb.ImportImageRequest{Part: chunk}); err != nil {
+				break // the agent ended the stream; CloseAndRecv says why
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return fmt.Errorf("import busybox: %w", err)
+	}
+	return nil
+}
+
+// removeContainers removes every container as `godwit rm -f` does.
+func removeContainers(ctx context.Context, client pb.AgentServiceClient, ids []string) error {
+	var errs []error
+	for _, id := range ids {
+		if _, err := client.RemoveContainer(ctx, &pb.RemoveContainerRequest{Ref: id, Force: true}); err != nil {
+			errs = append(errs, fmt.Errorf("rm -f %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopAgent stops the agent as its service manager would, then removes
+// the node's cgroups, which the agent keeps for its next start.
+func stopAgent(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(agentStopTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	var err error
+	for _, cg := range []string{"/godwit/" + nodeName + ".shims", "/godwit/" + nodeName} {
+		deadline := time.Now().Add(cgroupRemoveTimeout)
+		for err = runtime.RemoveCgroup(cg); err != nil && time.Now().Before(deadline); err = runtime.RemoveCgroup(cg) {
+			time.Sleep(pollInterval)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freeAddr finds a free loopback port for the agent.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// tail returns the last n bytes of the file at path.
+func tail(path string, n int64) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if int64(len(data)) > n {
+		data = data[int64(len(data))-n:]
+	}
+	return string(data)
+}
+
+// sleep waits d unless ctx ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
