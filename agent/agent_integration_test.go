@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/agent/network"
 	"github.com/godwit/godwit/agent/snapshot/snapshottest"
 	"github.com/godwit/godwit/internal/testutil"
 )
@@ -127,23 +128,16 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func hostLinks(t *testing.T) map[string]bool {
-	t.Helper()
-	entries, err := os.ReadDir("/sys/class/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]bool{}
-	for _, e := range entries {
-		out[e.Name()] = true
-	}
-	return out
-}
-
 // counterScript writes an increasing counter to /tmp/t and stdout, and
 // serves /www over HTTP on port 8080.
 const counterScript = `echo hello-from-godwit > /www/index.html; httpd -p 8080 -h /www; ` +
 	`i=0; while true; do i=$((i+1)); echo $i >> /tmp/t; echo tick $i; sleep 0.2; done`
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBuilds()
+	os.Exit(code)
+}
 
 func TestAgentRunsContainersFromImportedImages(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -177,7 +171,6 @@ func testContainerLifecycle(t *testing.T, n *node, snapshotter string) {
 		_, _ = n.run("rm", "-f", "c1")
 		n.kill()
 	})
-	linksBefore := hostLinks(t)
 
 	var info struct {
 		Name, Address, Snapshotter, Runc, CRIU string
@@ -293,7 +286,7 @@ func testContainerLifecycle(t *testing.T, n *node, snapshotter string) {
 	t.Run("rm leaves nothing behind", func(t *testing.T) {
 		got := n.inspect(t, "c1")
 		n.must(t, "rm", "-f", "c1")
-		assertNothingLeft(t, n, got, linksBefore)
+		assertNothingLeft(t, n, got)
 		if out := n.must(t, "ps", "-a", "-o", "json"); strings.TrimSpace(out) != "[]" {
 			t.Fatalf("ps -a after rm = %s", out)
 		}
@@ -387,7 +380,7 @@ func assertCgroupLimits(t *testing.T, pid int, memory, quota, period int64) {
 	}
 }
 
-func assertNothingLeft(t *testing.T, n *node, c containerJSON, linksBefore map[string]bool) {
+func assertNothingLeft(t *testing.T, n *node, c containerJSON) {
 	t.Helper()
 	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -399,10 +392,9 @@ func assertNothingLeft(t *testing.T, n *node, c containerJSON, linksBefore map[s
 	if entries, _ := os.ReadDir(filepath.Join(n.dataDir, "run", "netns")); len(entries) != 0 {
 		t.Errorf("netns mounts left: %v", entries)
 	}
-	for name := range hostLinks(t) {
-		if !linksBefore[name] {
-			t.Errorf("network link %s is left", name)
-		}
+	veth := network.HostVethName(n.name, c.ID)
+	if _, err := os.Stat(filepath.Join("/sys/class/net", veth)); err == nil {
+		t.Errorf("host veth %s is left", veth)
 	}
 	if _, err := os.Stat(filepath.Join(n.dataDir, "run", "runc", c.ID)); !os.IsNotExist(err) {
 		t.Errorf("runc state of %s is left (stat: %v)", c.ID, err)

@@ -19,39 +19,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit/godwit/internal/testutil"
 )
-
-// missing fails the test in CI, where every requirement must be present,
-// and skips it elsewhere, naming what is missing.
-func missing(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("requires %s", what)
-	}
-	t.Skipf("requires %s", what)
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		missing(t, "root (mknod, trusted.* xattrs, chown)")
-	}
-}
 
 // requireOverlay needs root and overlayfs in the kernel.
 func requireOverlay(t *testing.T) {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	b, err := os.ReadFile("/proc/filesystems")
 	if err != nil || !bytes.Contains(b, []byte("\toverlay\n")) {
-		missing(t, "overlayfs in the kernel (/proc/filesystems)")
-	}
-}
-
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		missing(t, "the "+name+" tool in PATH")
+		testutil.Missing(t, "needs overlayfs in the kernel (/proc/filesystems)")
 	}
 }
 
@@ -139,6 +117,26 @@ func memberNames(t *testing.T, b []byte) []string {
 			t.Fatalf("read diff tar: %v", err)
 		}
 		names = append(names, hdr.Name)
+	}
+}
+
+// assertDiffMembers checks that a diff carries every name in want and none
+// in unchanged, and that Check accepts it.
+func assertDiffMembers(t *testing.T, diff []byte, want, unchanged []string) {
+	t.Helper()
+	names := memberNames(t, diff)
+	for _, n := range want {
+		if !slices.Contains(names, n) {
+			t.Errorf("diff lacks %q; has %q", n, names)
+		}
+	}
+	for _, n := range unchanged {
+		if slices.Contains(names, n) {
+			t.Errorf("diff carries unchanged %q", n)
+		}
+	}
+	if _, err := Check(t.Context(), bytes.NewReader(diff)); err != nil {
+		t.Fatalf("Check refuses the diff: %v", err)
 	}
 }
 
@@ -235,7 +233,7 @@ func assertSameTree(t *testing.T, got, want map[string]node) {
 // copyTree copies src to dst keeping owners, modes, times, links and xattrs.
 func copyTree(t *testing.T, src, dst string) {
 	t.Helper()
-	requireTool(t, "cp")
+	testutil.RequireTools(t, "cp")
 	out, err := exec.Command("cp", "-a", "--", src, dst).CombinedOutput()
 	if err != nil {
 		t.Fatalf("cp -a %s %s: %v: %s", src, dst, err, out)
@@ -253,7 +251,7 @@ func mountOverlay(t *testing.T, lower, upper, work, merged string) {
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=off,index=off,metacopy=off", lower, upper, work)
 	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
-		missing(t, fmt.Sprintf("an overlay mount (%v)", err))
+		testutil.Missing(t, fmt.Sprintf("needs an overlay mount (%v)", err))
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(merged, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 	"testing"
 
@@ -159,29 +158,4 @@ func findStrategy(t *testing.T, r Report, name string) Strategy {
 		t.Fatalf("report has no %q strategy: %+v", name, r.Strategies)
 	}
 	return s
-}
-
-// requireRoot skips the test when not root, or fails it in CI, where the
-// root tests must run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		missing(t, "root (euid 0)")
-	}
-}
-
-// requireTool does the same for a binary on PATH.
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := realHost().lookPath(name); err != nil {
-		missing(t, name+" on PATH")
-	}
-}
-
-func missing(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs %s", what)
-	}
-	t.Skipf("this test needs %s", what)
 }

@@ -9,15 +9,16 @@ import (
 	"syscall"
 	"testing"
 	"unsafe"
+
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 // TestRunOnThisHost runs the real probes. On a host set up with
 // scripts/install-deps.sh every required check must pass, and the
 // soft-dirty verdict must agree with the test's own look at the kernel.
 func TestRunOnThisHost(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "criu")
-	requireTool(t, "runc")
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "criu", "runc")
 	dataDir := t.TempDir()
 
 	r := Run(t.Context(), Options{DataDir: dataDir})

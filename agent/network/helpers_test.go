@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 const (
@@ -28,24 +30,14 @@ const (
 // CAP_NET_ADMIN.
 func requireNetAdmin(t *testing.T) {
 	t.Helper()
-	missing := ""
-	if os.Geteuid() != 0 {
-		missing = "root"
-	} else {
-		probe := filepath.Join(t.TempDir(), "probe")
-		if err := createNetns(probe); err != nil {
-			missing = fmt.Sprintf("permission to create network namespaces (%v)", err)
-		} else if err := removeNetns(probe); err != nil {
-			t.Fatalf("remove probe namespace: %v", err)
-		}
+	testutil.RequireRoot(t)
+	probe := filepath.Join(t.TempDir(), "probe")
+	if err := createNetns(probe); err != nil {
+		testutil.Missing(t, fmt.Sprintf("needs permission to create network namespaces (%v)", err))
 	}
-	if missing == "" {
-		return
+	if err := removeNetns(probe); err != nil {
+		t.Fatalf("remove probe namespace: %v", err)
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs %s", missing)
-	}
-	t.Skipf("this test needs %s", missing)
 }
 
 // testConfig returns a Config under dir whose node name is unique to the

@@ -1,7 +1,6 @@
 package network
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit/godwit/agent/internal/mountinfo"
 )
 
 const (
@@ -22,18 +23,27 @@ const (
 	// procSysNet is where the kernel exposes the sysctls of the namespace of
 	// the thread that opens the file.
 	procSysNet = "/proc/sys/net/ipv4"
-	// mountinfoPath lists the mounts of this process's mount namespace.
-	mountinfoPath = "/proc/self/mountinfo"
-	// mountinfoMountPointField is the index of the mount point in a line of
-	// mountinfo (see proc(5)).
-	mountinfoMountPointField = 4
 )
 
 // runInNetns runs fn on an OS thread switched into ns, then switches the
-// thread back. Other goroutines never run in ns: the thread stays locked for
-// the whole call, and if it cannot be switched back it stays locked when its
-// goroutine ends, which makes the Go runtime discard it.
+// thread back.
 func runInNetns(ns netns.NsHandle, fn func() error) error {
+	return onNetnsThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter network namespace: %w", err)
+		}
+		return nil
+	}, fn)
+}
+
+// onNetnsThread runs enter and then fn on one locked OS thread, and then
+// returns the thread to the network namespace it started in. enter moves
+// the thread into another namespace; when it fails it must leave the
+// thread where it was. Other goroutines never run in that namespace: the
+// thread stays locked for the whole call, and if it cannot be switched back
+// it stays locked when its goroutine ends, which makes the Go runtime
+// discard it.
+func onNetnsThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -44,9 +54,9 @@ func runInNetns(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
+		if err := enter(); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace: %w", err)
+			errc <- err
 			return
 		}
 		fnErr := fn()
@@ -76,37 +86,21 @@ func createNetns(path string) error {
 		return fmt.Errorf("create netns file: %w", err)
 	}
 
-	errc := make(chan error, 1)
-	go func() {
-		// unshare moves this thread alone into the new namespace; the thread
-		// is locked so no other goroutine is scheduled on it meanwhile.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
+	// unshare moves the locked thread alone into the new namespace, which
+	// the bind mount then pins.
+	err = onNetnsThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("unshare network namespace: %w", err)
-			return
+			return fmt.Errorf("unshare network namespace: %w", err)
 		}
+		return nil
+	}, func() error {
 		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		var mountErr error
 		if err := unix.Mount(self, path, "", unix.MS_BIND, ""); err != nil {
-			mountErr = fmt.Errorf("bind-mount network namespace on %s: %w", path, err)
+			return fmt.Errorf("bind-mount network namespace on %s: %w", path, err)
 		}
-		if err := netns.Set(orig); err != nil {
-			// Leaving the thread locked discards it with this goroutine.
-			errc <- errors.Join(mountErr, fmt.Errorf("return to original network namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- mountErr
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		return errors.Join(err, removeNetns(path))
 	}
 	return nil
@@ -133,40 +127,8 @@ func isMountPoint(path string) (bool, error) {
 	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
 		path = filepath.Join(dir, filepath.Base(path))
 	}
-	f, err := os.Open(mountinfoPath)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > mountinfoMountPointField && unescapeMountinfo(fields[mountinfoMountPointField]) == path {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
+	return mountinfo.IsMountPoint(path)
 }
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) that
-// mountinfo uses for whitespace and backslashes in paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 
 // netlinkHandleAt opens a routing netlink socket inside ns. Sockets keep the
 // namespace they were created in, so the handle may then be used from any

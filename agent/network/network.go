@@ -535,18 +535,29 @@ func (m *Manager) configureHostEnd(host *netlink.Handle, link netlink.Link) erro
 	return nil
 }
 
-// configureContainer brings up lo and eth0 in the container's namespace,
-// gives eth0 the container's address as a /32 (no subnet: every peer,
-// local or not, is reached through the node) and adds `default dev eth0`.
-func configureContainer(rec record) error {
+// containerHandle opens a netlink handle inside the container's network
+// namespace. The namespace file is closed at once: the socket keeps its
+// namespace.
+func containerHandle(rec record) (*netlink.Handle, error) {
 	cns, err := netns.GetFromPath(rec.NetnsPath)
 	if err != nil {
-		return fmt.Errorf("open container network namespace: %w", err)
+		return nil, fmt.Errorf("open container network namespace: %w", err)
 	}
 	defer cns.Close()
 	h, err := netlinkHandleAt(cns)
 	if err != nil {
-		return fmt.Errorf("container network namespace: %w", err)
+		return nil, fmt.Errorf("container network namespace: %w", err)
+	}
+	return h, nil
+}
+
+// configureContainer brings up lo and eth0 in the container's namespace,
+// gives eth0 the container's address as a /32 (no subnet: every peer,
+// local or not, is reached through the node) and adds `default dev eth0`.
+func configureContainer(rec record) error {
+	h, err := containerHandle(rec)
+	if err != nil {
+		return err
 	}
 	defer h.Close()
 
@@ -586,14 +597,9 @@ func configureContainer(rec record) error {
 // connection), so it checks rather than assumes; on this kernel both ends
 // are normally up at the first look.
 func waitLinksUp(ctx context.Context, host *netlink.Handle, rec record) error {
-	cns, err := netns.GetFromPath(rec.NetnsPath)
+	ch, err := containerHandle(rec)
 	if err != nil {
-		return fmt.Errorf("open container network namespace: %w", err)
-	}
-	defer cns.Close()
-	ch, err := netlinkHandleAt(cns)
-	if err != nil {
-		return fmt.Errorf("container network namespace: %w", err)
+		return err
 	}
 	defer ch.Close()
 

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,12 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/godwit/godwit/agent/internal/mountinfo"
 )
 
-const (
-	mountinfoPath = "/proc/self/mountinfo"
-	cgroupPerm    = 0o755
-)
+const cgroupPerm = 0o755
 
 // cgroupMount is one mounted cgroup hierarchy.
 type cgroupMount struct {
@@ -28,35 +26,24 @@ type cgroupMount struct {
 // cgroupMounts lists the mounted cgroup hierarchies, v1 and v2, so that
 // hybrid hosts are handled like pure ones.
 func cgroupMounts() ([]cgroupMount, error) {
-	data, err := os.ReadFile(mountinfoPath)
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, fmt.Errorf("list cgroup mounts: %w", err)
 	}
 	var out []cgroupMount
 	seen := make(map[string]bool)
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		preFields, postFields := strings.Fields(pre), strings.Fields(post)
-		if len(preFields) < 5 || len(postFields) < 3 {
-			continue
-		}
-		fstype, super := postFields[0], postFields[2]
-		if fstype != "cgroup" && fstype != "cgroup2" {
+	for _, mi := range mounts {
+		if mi.FSType != "cgroup" && mi.FSType != "cgroup2" {
 			continue
 		}
 		// Several mounts of one hierarchy are one hierarchy.
-		key := fstype + " " + super
+		key := mi.FSType + " " + mi.SuperOptions
 		if seen[key] {
 			continue
 		}
 		seen[key] = true
-		m := cgroupMount{dir: unescapeMountPath(preFields[4]), v2: fstype == "cgroup2"}
-		for _, opt := range strings.Split(super, ",") {
+		m := cgroupMount{dir: mi.MountPoint, v2: mi.FSType == "cgroup2"}
+		for _, opt := range strings.Split(mi.SuperOptions, ",") {
 			if opt == "cpuset" {
 				m.cpuset = true
 			}
@@ -67,25 +54,6 @@ func cgroupMounts() ([]cgroupMount, error) {
 		return nil, errors.New("no cgroup hierarchy is mounted")
 	}
 	return out, nil
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // joinCgroup moves pid into cgroup path in every mounted hierarchy,

@@ -13,11 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/godwit/godwit/agent/internal/mountinfo"
 )
 
 const (
@@ -84,7 +87,7 @@ func uniqueID(t *testing.T) string {
 // spec and cfg may adjust the options before anything is written.
 func newTestContainer(t *testing.T, args []string, spec func(*SpecOptions), cfg func(*ShimConfig)) *testContainer {
 	t.Helper()
-	requireRoot(t)
+	requireIntegrationHost(t)
 	id := uniqueID(t)
 	dir := t.TempDir()
 	c := &testContainer{
@@ -624,20 +627,13 @@ func procStatusKB(status []byte, key string) int {
 
 func v1Mount(t *testing.T, controller string) string {
 	t.Helper()
-	data, err := os.ReadFile(mountinfoPath)
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, p := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(p) < 3 || p[0] != "cgroup" {
-			continue
-		}
-		for _, opt := range strings.Split(p[2], ",") {
-			if opt == controller {
-				return f[4]
-			}
+	for _, m := range mounts {
+		if m.FSType == "cgroup" && slices.Contains(strings.Split(m.SuperOptions, ","), controller) {
+			return m.MountPoint
 		}
 	}
 	t.Fatalf("no cgroup v1 mount with %s", controller)

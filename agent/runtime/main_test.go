@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 // testHelperEnv makes the test binary act as a helper process instead of
@@ -37,9 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(runHelperAgent())
 	}
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemoveBuilds()
 	if os.Geteuid() == 0 {
 		_ = RemoveCgroup(testCgroupParent) // best effort: fails while another package's run uses it
 	}
@@ -64,13 +60,6 @@ func runHelperAgent() int {
 	return 0
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildPath string
-	buildErr  error
-)
-
 // godwitBinary returns the godwit binary the shim runs from: the one named
 // by GODWIT_TEST_BINARY, else ./cmd/godwit built once per test run.
 func godwitBinary(t *testing.T) string {
@@ -78,53 +67,19 @@ func godwitBinary(t *testing.T) string {
 	if p := os.Getenv(testBinaryEnv); p != "" {
 		return p
 	}
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "godwit-runtime-test-")
-		if buildErr != nil {
-			return
-		}
-		buildPath = filepath.Join(buildDir, "godwit")
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			buildErr = fmt.Errorf("find the go command: %w", err)
-			return
-		}
-		cmd := exec.Command(goBin, "build", "-o", buildPath, "./cmd/godwit")
-		cmd.Dir = filepath.Join("..", "..") // the module root
-		// godwit ships as one static binary; build it the same way, so the
-		// shim's memory is measured as it will run.
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/godwit: %w\n%s", err, strings.TrimSpace(string(out)))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build the godwit binary for the shim: %v", buildErr)
-	}
-	return buildPath
+	return testutil.Godwit(t)
 }
 
-// require skips the test, or fails it under CI, when what names is missing.
-func require(t *testing.T, ok bool, what string) {
+// requireIntegrationHost checks what the integration tests need: root,
+// runc, a static busybox and mounted cgroups.
+func requireIntegrationHost(t *testing.T) {
 	t.Helper()
-	if ok {
-		return
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "runc")
+	if _, err := os.Stat(busyboxPath); err != nil {
+		testutil.Missing(t, "needs "+busyboxPath+" (busybox-static)")
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("missing requirement: %s", what)
+	if _, err := cgroupMounts(); err != nil {
+		testutil.Missing(t, fmt.Sprintf("needs mounted cgroups (%v)", err))
 	}
-	t.Skipf("missing requirement: %s", what)
-}
-
-// requireRoot checks what the integration tests need: root, runc, a static
-// busybox and mounted cgroups.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	require(t, os.Geteuid() == 0, "root")
-	_, err := exec.LookPath("runc")
-	require(t, err == nil, "runc in PATH")
-	_, err = os.Stat(busyboxPath)
-	require(t, err == nil, busyboxPath+" (busybox-static)")
-	_, err = cgroupMounts()
-	require(t, err == nil, "mounted cgroups")
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/godwit/godwit/agent/snapshot"
 	"github.com/godwit/godwit/agent/snapshot/snapshottest"
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 func TestDetect(t *testing.T) {
@@ -42,7 +43,7 @@ func TestDetect(t *testing.T) {
 }
 
 func tmpfs(t *testing.T) string {
-	snapshottest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatalf("mount tmpfs: %v", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/godwit/godwit/agent/snapshot"
 	"github.com/godwit/godwit/agent/snapshot/snapshottest"
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 func bind(source string, opts ...string) snapshot.Mount {
@@ -28,7 +29,7 @@ func dirWith(t *testing.T, name string) string {
 }
 
 func TestMountAll(t *testing.T) {
-	snapshottest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	cases := []struct {
 		name      string
 		mounts    func(t *testing.T) []snapshot.Mount
@@ -106,7 +107,7 @@ func TestMountAll(t *testing.T) {
 }
 
 func TestUnmountIsIdempotent(t *testing.T) {
-	snapshottest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	cases := []struct {
 		name   string
 		target func(t *testing.T) string
@@ -136,7 +137,7 @@ func TestUnmountIsIdempotent(t *testing.T) {
 // TestUnmountBusy checks that a mount still in use (a process has its
 // working directory there) is detached rather than left in place.
 func TestUnmountBusy(t *testing.T) {
-	snapshottest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	target := t.TempDir()
 	if err := snapshot.MountAll([]snapshot.Mount{bind(dirWith(t, "a"))}, target); err != nil {
 		t.Fatal(err)

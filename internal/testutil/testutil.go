@@ -60,9 +60,8 @@ var (
 )
 
 // Godwit builds the godwit binary once per test binary and returns its
-// path. The binary lives in a directory removed when the process exits
-// only if the caller arranges it (tests use it for shims that outlive a
-// single test, so it is kept under os.TempDir).
+// path. It outlives single tests (shims run from it), so a package that
+// calls it removes it from TestMain with RemoveBuilds.
 func Godwit(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -81,6 +80,14 @@ func Godwit(t testing.TB) string {
 		t.Fatalf("build godwit: %v\n%s", buildErr, buildOut)
 	}
 	return buildPath
+}
+
+// RemoveBuilds deletes what Godwit built; call it from TestMain after
+// m.Run.
+func RemoveBuilds() {
+	if buildPath != "" {
+		_ = os.RemoveAll(filepath.Dir(buildPath))
+	}
 }
 
 // busyboxApplets are the commands the test images link to busybox.

@@ -74,30 +74,24 @@ func (s *Snapshotter) path(id string) string { return filepath.Join(s.root, snap
 // removeOrphans deletes subvolumes the metadata does not know, left by a
 // crash between creating a subvolume and recording it.
 func (s *Snapshotter) removeOrphans() error {
-	return s.ms.View(func(tx *metadata.Tx) error {
-		ids := tx.IDs()
-		entries, err := os.ReadDir(filepath.Join(s.root, snapshotsDir))
+	orphans, err := s.ms.Orphans(filepath.Join(s.root, snapshotsDir))
+	if err != nil {
+		return fmt.Errorf("list btrfs snapshots: %w", err)
+	}
+	for _, id := range orphans {
+		p := s.path(id)
+		s.log.Warn("removing orphaned snapshot", "path", p)
+		var err error
+		if sub, _ := isSubvolume(p); sub {
+			err = destroySubvolume(p)
+		} else {
+			err = os.RemoveAll(p)
+		}
 		if err != nil {
-			return fmt.Errorf("list btrfs snapshots: %w", err)
+			s.log.Warn("remove orphaned snapshot", "path", p, "err", err)
 		}
-		for _, e := range entries {
-			if ids[e.Name()] {
-				continue
-			}
-			p := s.path(e.Name())
-			s.log.Warn("removing orphaned snapshot", "path", p)
-			var err error
-			if sub, _ := isSubvolume(p); sub {
-				err = destroySubvolume(p)
-			} else {
-				err = os.RemoveAll(p)
-			}
-			if err != nil {
-				s.log.Warn("remove orphaned snapshot", "path", p, "err", err)
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Prepare implements snapshot.Snapshotter.
@@ -163,10 +157,7 @@ func (s *Snapshotter) mounts(rec metadata.Record) []snapshot.Mount {
 
 // Mounts implements snapshot.Snapshotter.
 func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]snapshot.Mount, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rec, _, err := s.ms.Lookup(key, "mount", snapshot.KindActive, snapshot.KindView)
+	rec, _, err := s.ms.Lookup(ctx, key, "mount", snapshot.KindActive, snapshot.KindView)
 	if err != nil {
 		return nil, err
 	}
@@ -201,18 +192,12 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string) error {
 
 // Stat implements snapshot.Snapshotter.
 func (s *Snapshotter) Stat(ctx context.Context, key string) (snapshot.Info, error) {
-	if err := ctx.Err(); err != nil {
-		return snapshot.Info{}, err
-	}
-	return s.ms.Stat(key)
+	return s.ms.Stat(ctx, key)
 }
 
 // List implements snapshot.Snapshotter.
 func (s *Snapshotter) List(ctx context.Context) ([]snapshot.Info, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return s.ms.List()
+	return s.ms.List(ctx)
 }
 
 // Remove implements snapshot.Snapshotter. The subvolume is deleted before
@@ -235,10 +220,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 // Diff implements snapshot.Snapshotter by comparing the snapshot's tree
 // with its parent's.
 func (s *Snapshotter) Diff(ctx context.Context, key string, w io.Writer) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	rec, parents, err := s.ms.Lookup(key, "diff", snapshot.KindActive, snapshot.KindCommitted)
+	rec, parents, err := s.ms.Lookup(ctx, key, "diff", snapshot.KindActive, snapshot.KindCommitted)
 	if err != nil {
 		return err
 	}
@@ -255,10 +237,7 @@ func (s *Snapshotter) Diff(ctx context.Context, key string, w io.Writer) error {
 // Apply implements snapshot.Snapshotter. The subvolume holds the whole
 // tree, so whiteouts delete.
 func (s *Snapshotter) Apply(ctx context.Context, key string, r io.Reader) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	rec, _, err := s.ms.Lookup(key, "apply to", snapshot.KindActive)
+	rec, _, err := s.ms.Lookup(ctx, key, "apply to", snapshot.KindActive)
 	if err != nil {
 		return err
 	}
@@ -272,10 +251,7 @@ func (s *Snapshotter) Apply(ctx context.Context, key string, r io.Reader) error 
 // receive. Committed subvolumes are read-only; an active one may change
 // under the caller unless its container is frozen.
 func (s *Snapshotter) SubvolumePath(ctx context.Context, key string) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	rec, _, err := s.ms.Lookup(key, "locate", snapshot.KindActive, snapshot.KindView, snapshot.KindCommitted)
+	rec, _, err := s.ms.Lookup(ctx, key, "locate", snapshot.KindActive, snapshot.KindView, snapshot.KindCommitted)
 	if err != nil {
 		return "", err
 	}

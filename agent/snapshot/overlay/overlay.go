@@ -90,23 +90,17 @@ func (s *Snapshotter) fsPath(id string) string { return filepath.Join(s.dir(id),
 // removeOrphans deletes snapshot directories the metadata does not know:
 // left by a crash inside Prepare or Remove.
 func (s *Snapshotter) removeOrphans() error {
-	return s.ms.View(func(tx *metadata.Tx) error {
-		ids := tx.IDs()
-		entries, err := os.ReadDir(filepath.Join(s.root, snapshotsDir))
-		if err != nil {
-			return fmt.Errorf("list overlay snapshots: %w", err)
+	orphans, err := s.ms.Orphans(filepath.Join(s.root, snapshotsDir))
+	if err != nil {
+		return fmt.Errorf("list overlay snapshots: %w", err)
+	}
+	for _, id := range orphans {
+		s.log.Warn("removing orphaned snapshot directory", "dir", s.dir(id))
+		if err := os.RemoveAll(s.dir(id)); err != nil {
+			s.log.Warn("remove orphaned snapshot directory", "dir", s.dir(id), "err", err)
 		}
-		for _, e := range entries {
-			if ids[e.Name()] {
-				continue
-			}
-			s.log.Warn("removing orphaned snapshot directory", "dir", s.dir(e.Name()))
-			if err := os.RemoveAll(s.dir(e.Name())); err != nil {
-				s.log.Warn("remove orphaned snapshot directory", "dir", s.dir(e.Name()), "err", err)
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Prepare implements snapshot.Snapshotter.
@@ -224,10 +218,7 @@ func (s *Snapshotter) mounts(rec metadata.Record, parents []metadata.Record) ([]
 
 // Mounts implements snapshot.Snapshotter.
 func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]snapshot.Mount, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rec, parents, err := s.ms.Lookup(key, "mount", snapshot.KindActive, snapshot.KindView)
+	rec, parents, err := s.ms.Lookup(ctx, key, "mount", snapshot.KindActive, snapshot.KindView)
 	if err != nil {
 		return nil, err
 	}
@@ -248,18 +239,12 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string) error {
 
 // Stat implements snapshot.Snapshotter.
 func (s *Snapshotter) Stat(ctx context.Context, key string) (snapshot.Info, error) {
-	if err := ctx.Err(); err != nil {
-		return snapshot.Info{}, err
-	}
-	return s.ms.Stat(key)
+	return s.ms.Stat(ctx, key)
 }
 
 // List implements snapshot.Snapshotter.
 func (s *Snapshotter) List(ctx context.Context) ([]snapshot.Info, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return s.ms.List()
+	return s.ms.List(ctx)
 }
 
 // Remove implements snapshot.Snapshotter. The directory goes after the
@@ -286,10 +271,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 // Diff implements snapshot.Snapshotter: the fs dir is the layer, with the
 // whiteouts overlayfs wrote for deletions.
 func (s *Snapshotter) Diff(ctx context.Context, key string, w io.Writer) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	rec, _, err := s.ms.Lookup(key, "diff", snapshot.KindActive, snapshot.KindCommitted)
+	rec, _, err := s.ms.Lookup(ctx, key, "diff", snapshot.KindActive, snapshot.KindCommitted)
 	if err != nil {
 		return err
 	}
@@ -303,10 +285,7 @@ func (s *Snapshotter) Diff(ctx context.Context, key string, w io.Writer) error {
 // deletions become overlay whiteouts in the upper dir; on one without, the
 // fs dir is the whole tree and they delete.
 func (s *Snapshotter) Apply(ctx context.Context, key string, r io.Reader) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	rec, parents, err := s.ms.Lookup(key, "apply to", snapshot.KindActive)
+	rec, parents, err := s.ms.Lookup(ctx, key, "apply to", snapshot.KindActive)
 	if err != nil {
 		return err
 	}

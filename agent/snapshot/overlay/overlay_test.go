@@ -14,6 +14,7 @@ import (
 	"github.com/godwit/godwit/agent/snapshot"
 	"github.com/godwit/godwit/agent/snapshot/overlay"
 	"github.com/godwit/godwit/agent/snapshot/snapshottest"
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 func open(t *testing.T, root string) snapshot.Snapshotter {
@@ -110,7 +111,7 @@ func TestTooManyLayers(t *testing.T) {
 			}
 			// The limit is the kernel's, not a guess: the longest accepted
 			// chain mounts.
-			snapshottest.RequireRoot(t)
+			testutil.RequireRoot(t)
 			target := t.TempDir()
 			must(t, snapshot.MountAll(longest, target))
 			must(t, snapshot.Unmount(target))
@@ -147,7 +148,7 @@ func TestRefusedRoots(t *testing.T) {
 
 // overlayRoot mounts a small overlayfs and returns a directory on it.
 func overlayRoot(t *testing.T) string {
-	snapshottest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	base := t.TempDir()
 	for _, d := range []string{"lower", "upper", "work", "merged"} {
 		must(t, os.Mkdir(filepath.Join(base, d), 0o755))

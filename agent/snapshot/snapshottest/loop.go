@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/godwit/godwit/agent/snapshot"
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 const (
@@ -41,13 +42,13 @@ func NewLoopBtrfs(t testing.TB) string {
 // package that provides it, for the message when it is missing.
 func NewLoopFilesystem(t testing.TB, fstype, pkg string) string {
 	t.Helper()
-	RequireRoot(t)
+	testutil.RequireRoot(t)
 	mkfs, err := exec.LookPath("mkfs." + fstype)
 	if err != nil {
-		Missing(t, fmt.Sprintf("mkfs.%s: install %s", fstype, pkg))
+		testutil.Missing(t, fmt.Sprintf("needs mkfs.%s: install %s", fstype, pkg))
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		Missing(t, "/dev/loop-control: load the loop module")
+		testutil.Missing(t, "needs /dev/loop-control: load the loop module")
 	}
 
 	img := filepath.Join(t.TempDir(), fstype+".img")
@@ -80,7 +81,7 @@ func NewLoopFilesystem(t testing.TB, fstype, pkg string) string {
 	})
 	if err := unix.Mount(dev, mnt, fstype, 0, ""); err != nil {
 		if errors.Is(err, unix.ENODEV) {
-			Missing(t, fstype+" in the kernel: load its module")
+			testutil.Missing(t, "needs "+fstype+" in the kernel: load its module")
 		}
 		t.Fatalf("mount %s (%s) on %s: %v", dev, fstype, mnt, err)
 	}

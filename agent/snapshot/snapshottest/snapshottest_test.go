@@ -6,30 +6,6 @@ import (
 	"testing"
 )
 
-func TestMountedIn(t *testing.T) {
-	const mountinfo = `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
-40 22 0:35 / /tmp/with\040space rw shared:20 - tmpfs tmpfs rw
-41 22 0:36 / /tmp/plain rw shared:21 - tmpfs tmpfs rw
-`
-	cases := []struct {
-		path string
-		want bool
-	}{
-		{"/", true},
-		{"/tmp/with space", true},
-		{"/tmp/plain", true},
-		{"/tmp", false},
-		{"/tmp/with\\040space", false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.path, func(t *testing.T) {
-			if got := mountedIn(t, strings.NewReader(mountinfo), tc.path); got != tc.want {
-				t.Errorf("mounted(%q) = %t, want %t", tc.path, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestTreeDiff(t *testing.T) {
 	file := Node{Mode: 0o644, Content: "x"}
 	cases := []struct {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/godwit/godwit/agent/snapshot"
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 // NewSnapshotter opens the snapshotter under test on root, failing t if it
@@ -32,7 +33,7 @@ type NewRoot func(t *testing.T) string
 // Run runs the conformance suite: one sub-test per contract of
 // snapshot.Snapshotter, each on a fresh root. It needs root, to mount.
 func Run(t *testing.T, open NewSnapshotter, newRoot NewRoot) {
-	RequireRoot(t)
+	testutil.RequireRoot(t)
 	tests := []struct {
 		name string
 		run  func(t *testing.T, h *harness)

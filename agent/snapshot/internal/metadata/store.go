@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -205,7 +206,10 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 }
 
 // Stat returns the Info of key, or ErrNotFound.
-func (s *Store) Stat(key string) (snapshot.Info, error) {
+func (s *Store) Stat(ctx context.Context, key string) (snapshot.Info, error) {
+	if err := ctx.Err(); err != nil {
+		return snapshot.Info{}, err
+	}
 	var info snapshot.Info
 	err := s.View(func(tx *Tx) error {
 		r, err := tx.Get(key)
@@ -216,7 +220,10 @@ func (s *Store) Stat(key string) (snapshot.Info, error) {
 }
 
 // List returns the Info of every snapshot, sorted by key.
-func (s *Store) List() ([]snapshot.Info, error) {
+func (s *Store) List(ctx context.Context) ([]snapshot.Info, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var infos []snapshot.Info
 	err := s.View(func(tx *Tx) error {
 		for _, r := range tx.List() {
@@ -230,7 +237,10 @@ func (s *Store) List() ([]snapshot.Info, error) {
 // Lookup returns the record of key and its parents (nearest first), or
 // ErrNotFound, or ErrInvalidKind when key's kind is not one of kinds. op
 // names the operation in the error ("diff", "apply to").
-func (s *Store) Lookup(key, op string, kinds ...snapshot.Kind) (Record, []Record, error) {
+func (s *Store) Lookup(ctx context.Context, key, op string, kinds ...snapshot.Kind) (Record, []Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, nil, err
+	}
 	var rec Record
 	var parents []Record
 	err := s.View(func(tx *Tx) error {
@@ -248,6 +258,28 @@ func (s *Store) Lookup(key, op string, kinds ...snapshot.Kind) (Record, []Record
 		return Record{}, nil, fmt.Errorf("%s snapshot %q: it is %s: %w", op, key, rec.Kind, snapshot.ErrInvalidKind)
 	}
 	return rec, parents, nil
+}
+
+// Orphans lists the names in dir, where a snapshotter keeps one directory
+// or subvolume per snapshot named by its ID, that are no snapshot's ID:
+// what a crash left between creating one and recording it, or between
+// forgetting one and deleting it.
+func (s *Store) Orphans(dir string) ([]string, error) {
+	var orphans []string
+	err := s.View(func(tx *Tx) error {
+		ids := tx.IDs()
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if !ids[e.Name()] {
+				orphans = append(orphans, e.Name())
+			}
+		}
+		return nil
+	})
+	return orphans, err
 }
 
 // Tx is access to the metadata inside View or Update.

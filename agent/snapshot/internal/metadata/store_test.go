@@ -1,9 +1,12 @@
 package metadata
 
 import (
+	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -232,5 +235,55 @@ func TestViewRefusesChanges(t *testing.T) {
 	})
 	if !errors.Is(err, errReadOnlyTx) {
 		t.Fatalf("create inside View: %v, want errReadOnlyTx", err)
+	}
+}
+
+func TestOrphans(t *testing.T) {
+	s := open(t, t.TempDir())
+	seed(t, s)
+	dir := t.TempDir()
+	var known []string
+	s.View(func(tx *Tx) error {
+		for id := range tx.IDs() {
+			known = append(known, id)
+		}
+		return nil
+	})
+	for _, name := range append(known, "999", "stray") {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Orphans(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"999", "stray"}; !slices.Equal(got, want) {
+		t.Errorf("Orphans = %q, want %q (known ids %q)", got, want, known)
+	}
+	if _, err := s.Orphans(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Orphans of a missing dir: %v, want ErrNotExist", err)
+	}
+}
+
+func TestQueriesHonourCanceledContext(t *testing.T) {
+	s := open(t, t.TempDir())
+	seed(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"Stat", func() error { _, err := s.Stat(ctx, "work"); return err }},
+		{"List", func() error { _, err := s.List(ctx); return err }},
+		{"Lookup", func() error { _, _, err := s.Lookup(ctx, "work", "mount", snapshot.KindActive); return err }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, context.Canceled) {
+				t.Errorf("%s with a canceled context: %v, want context.Canceled", tc.name, err)
+			}
+		})
 	}
 }
