@@ -112,7 +112,9 @@ func TestReadLogsEmptyStateDir(t *testing.T) {
 // dir and records it as the shim, so that ShimAlive reports it alive.
 func fakeShim(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("sh", "-c", "sleep 60", "--"+ShimFlagStateDir, dir)
+	// "; true" keeps sh itself running (a lone command would be exec'd,
+	// and the process would lose the --state-dir argument ShimAlive checks).
+	cmd := exec.Command("sh", "-c", "sleep 60; true", "--"+ShimFlagStateDir, dir)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
