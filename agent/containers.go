@@ -85,9 +85,11 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 	if len(c.Args) == 0 {
 		return nil, fmt.Errorf("image %s has no command: give one after `--`: %w", img.Name, ErrInvalid)
 	}
-	if err := a.reserve(c); err != nil {
+	e, err := a.reserve(c)
+	if err != nil {
 		return nil, err
 	}
+	defer e.op.Unlock()
 	log := a.log.With("container", c.Name, "id", id)
 
 	var undo []func() error
@@ -164,21 +166,25 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 	return &out, nil
 }
 
-// reserve claims the container's name, so two runs cannot take the same.
-func (a *Agent) reserve(c *Container) error {
+// reserve claims the container's name, so two runs cannot take the same,
+// and returns its entry locked: other operations on the container wait
+// until the run has finished or failed.
+func (a *Agent) reserve(c *Container) (*entry, error) {
 	if !validName.MatchString(c.Name) {
-		return fmt.Errorf("container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit: %w", c.Name, ErrInvalid)
+		return nil, fmt.Errorf("container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit: %w", c.Name, ErrInvalid)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, e := range a.containers {
 		if e.c.Name == c.Name {
-			return fmt.Errorf("container name %q is taken on node %s by %s: remove it or choose another --name: %w",
+			return nil, fmt.Errorf("container name %q is taken on node %s by %s: remove it or choose another --name: %w",
 				c.Name, a.cfg.Name, e.c.ID[:12], ErrExists)
 		}
 	}
-	a.containers[c.ID] = &entry{c: c}
-	return nil
+	e := &entry{c: c}
+	e.op.Lock()
+	a.containers[c.ID] = e
+	return e, nil
 }
 
 func (a *Agent) forget(id string) {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit/godwit/agent/internal/version"
 )
 
 const (
@@ -33,10 +35,10 @@ const (
 var (
 	// CRIU 3.17 (Debian 12) cannot start on kernel 6.18 (vDSO layout), and
 	// CRIU 4.1 cannot dump any socket on kernels from 6.16 (SO_PASSCRED).
-	minCRIU = version{4, 2, 0}
+	minCRIU = version.Version{Major: 4, Minor: 2}
 	// godwit is tested with runc 1.3; releases before 1.1 were never tried
 	// with it.
-	minRunc = version{1, 1, 0}
+	minRunc = version.Version{Major: 1, Minor: 1}
 )
 
 const (
@@ -167,7 +169,7 @@ func (p *prober) checkCRIU() Check {
 	if err != nil {
 		return fail(CheckCRIU, true, err.Error(), installFix)
 	}
-	if v.less(minCRIU) {
+	if v.Less(minCRIU) {
 		return fail(CheckCRIU, true,
 			fmt.Sprintf("%s < %s: CRIU 3.17 (Debian 12) cannot start on this kernel and 4.1 cannot dump sockets on kernels from 6.16", v, minCRIU),
 			installFix)
@@ -194,7 +196,7 @@ func (p *prober) checkRunc() Check {
 	if err != nil {
 		return fail(CheckRunc, true, err.Error(), installFix)
 	}
-	if v.less(minRunc) {
+	if v.Less(minRunc) {
 		return fail(CheckRunc, true, fmt.Sprintf("%s < %s", v, minRunc), installFix)
 	}
 	return pass(CheckRunc, true, v.String())

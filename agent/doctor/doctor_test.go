@@ -8,22 +8,24 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit/godwit/agent/internal/version"
 )
 
 func TestParseVersion(t *testing.T) {
 	tests := []struct {
 		name  string
-		parse func(string) (version, error)
+		parse func(string) (version.Version, error)
 		in    string
-		want  version
+		want  version.Version
 	}{
-		{"criu 4.2.1", parseCRIUVersion, "Version: 4.2.1\n", version{4, 2, 1}},
-		{"criu 3.17 without patch level", parseCRIUVersion, "Version: 3.17\n", version{3, 17, 0}},
-		{"criu with GitID line", parseCRIUVersion, "Version: 4.1\nGitID: v4.1-23-gdeadbeef\n", version{4, 1, 0}},
-		{"runc plain", parseRuncVersion, "runc version 1.3.6\ncommit: v1.3.6-0-g123\nspec: 1.2.1\n", version{1, 3, 6}},
-		{"runc debian suffix", parseRuncVersion, "runc version 1.3.6+ds1\ncommit: 1.3.6+ds1-1\n", version{1, 3, 6}},
-		{"runc release candidate", parseRuncVersion, "runc version 1.4.0-rc.1\n", version{1, 4, 0}},
-		{"kernel release", parseKernelVersion, "6.18.44-fc-v782", version{6, 18, 44}},
+		{"criu 4.2.1", parseCRIUVersion, "Version: 4.2.1\n", version.Version{Major: 4, Minor: 2, Patch: 1}},
+		{"criu 3.17 without patch level", parseCRIUVersion, "Version: 3.17\n", version.Version{Major: 3, Minor: 17, Patch: 0}},
+		{"criu with GitID line", parseCRIUVersion, "Version: 4.1\nGitID: v4.1-23-gdeadbeef\n", version.Version{Major: 4, Minor: 1, Patch: 0}},
+		{"runc plain", parseRuncVersion, "runc version 1.3.6\ncommit: v1.3.6-0-g123\nspec: 1.2.1\n", version.Version{Major: 1, Minor: 3, Patch: 6}},
+		{"runc debian suffix", parseRuncVersion, "runc version 1.3.6+ds1\ncommit: 1.3.6+ds1-1\n", version.Version{Major: 1, Minor: 3, Patch: 6}},
+		{"runc release candidate", parseRuncVersion, "runc version 1.4.0-rc.1\n", version.Version{Major: 1, Minor: 4, Patch: 0}},
+		{"kernel release", parseKernelVersion, "6.18.44-fc-v782", version.Version{Major: 6, Minor: 18, Patch: 44}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,7 +43,7 @@ func TestParseVersion(t *testing.T) {
 func TestParseVersionRejectsGarbage(t *testing.T) {
 	tests := []struct {
 		name  string
-		parse func(string) (version, error)
+		parse func(string) (version.Version, error)
 		in    string
 	}{
 		{"criu empty", parseCRIUVersion, ""},
@@ -53,28 +55,6 @@ func TestParseVersionRejectsGarbage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if v, err := tt.parse(tt.in); !errors.Is(err, errNoVersion) {
 				t.Errorf("parse %q = %s, %v; want errNoVersion", tt.in, v, err)
-			}
-		})
-	}
-}
-
-func TestVersionLess(t *testing.T) {
-	tests := []struct {
-		name string
-		a, b version
-		want bool
-	}{
-		{"major decides", version{3, 17, 0}, version{4, 2, 0}, true},
-		{"minor decides", version{4, 1, 9}, version{4, 2, 0}, true},
-		{"patch decides", version{4, 2, 0}, version{4, 2, 1}, true},
-		{"equal is not less", version{4, 2, 0}, version{4, 2, 0}, false},
-		{"newer is not less", version{4, 2, 1}, version{4, 2, 0}, false},
-		{"minor above ten", version{1, 10, 0}, version{1, 9, 0}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.a.less(tt.b); got != tt.want {
-				t.Errorf("%s < %s = %v, want %v", tt.a, tt.b, got, tt.want)
 			}
 		})
 	}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/godwit/godwit/agent/internal/version"
 )
 
 // HostInfo is what restore compatibility depends on: the node's tools, its
@@ -104,15 +104,15 @@ func joinDigests(ds []digest.Digest) string {
 }
 
 func checkCRIU(dumped, here HostInfo) []string {
-	want, err := parseVersion(dumped.CRIUVersion)
+	want, err := version.Parse(dumped.CRIUVersion)
 	if err != nil {
 		return []string{fmt.Sprintf("the checkpoint's CRIU version is unreadable (%v): take a new checkpoint", err)}
 	}
-	have, err := parseVersion(here.CRIUVersion)
+	have, err := version.Parse(here.CRIUVersion)
 	if err != nil {
 		return []string{fmt.Sprintf("this host's CRIU version is unknown (%v): install CRIU %s or newer", err, want)}
 	}
-	if have.less(want) {
+	if have.Less(want) {
 		return []string{fmt.Sprintf("CRIU %s on this host is older than CRIU %s that dumped the checkpoint on %s: upgrade CRIU to %s or newer",
 			have, want, dumped.Node, want)}
 	}
@@ -120,18 +120,18 @@ func checkCRIU(dumped, here HostInfo) []string {
 }
 
 func checkRunc(dumped, here HostInfo) (warnings, problems []string) {
-	want, err := parseVersion(dumped.RuncVersion)
+	want, err := version.Parse(dumped.RuncVersion)
 	if err != nil {
 		return nil, []string{fmt.Sprintf("the checkpoint's runc version is unreadable (%v): take a new checkpoint", err)}
 	}
-	have, err := parseVersion(here.RuncVersion)
+	have, err := version.Parse(here.RuncVersion)
 	if err != nil {
-		return nil, []string{fmt.Sprintf("this host's runc version is unknown (%v): install runc %d.x", err, want.major)}
+		return nil, []string{fmt.Sprintf("this host's runc version is unknown (%v): install runc %d.x", err, want.Major)}
 	}
 	switch {
-	case have.major != want.major:
+	case have.Major != want.Major:
 		return nil, []string{fmt.Sprintf("runc %s on this host and runc %s that dumped the checkpoint differ in major version: install runc %d.x",
-			have, want, want.major)}
+			have, want, want.Major)}
 	case have != want:
 		return []string{fmt.Sprintf("runc differs: dumped with %s, this host has %s", want, have)}, nil
 	}
@@ -199,39 +199,3 @@ func ParseCPUInfo(r io.Reader) (CPU, error) {
 const cpuinfoLineMax = 64 << 10
 
 var errNoCPUFlags = errors.New("cpuinfo has no flags or Features line")
-
-// version is a release number; a missing patch level reads as 0, and what
-// follows the numbers ("+ds1", "-rc.1") is ignored.
-type version struct{ major, minor, patch int }
-
-func (v version) String() string { return fmt.Sprintf("%d.%d.%d", v.major, v.minor, v.patch) }
-
-func (v version) less(o version) bool {
-	if v.major != o.major {
-		return v.major < o.major
-	}
-	if v.minor != o.minor {
-		return v.minor < o.minor
-	}
-	return v.patch < o.patch
-}
-
-var versionPattern = regexp.MustCompile(`^v?(\d+)\.(\d+)(?:\.(\d+))?`)
-
-func parseVersion(s string) (version, error) {
-	m := versionPattern.FindStringSubmatch(s)
-	if m == nil {
-		return version{}, fmt.Errorf("%q is not a version number", s)
-	}
-	var v version
-	var err error
-	for i, p := range []*int{&v.major, &v.minor, &v.patch} {
-		if m[i+1] == "" {
-			continue
-		}
-		if *p, err = strconv.Atoi(m[i+1]); err != nil {
-			return version{}, fmt.Errorf("%q: %w", s, err)
-		}
-	}
-	return v, nil
-}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/godwit/godwit/agent/internal/version"
 )
 
 const (
@@ -155,10 +157,10 @@ func (m *Manifest) Validate() error {
 			return invalid("image layer %q: %v", d, err)
 		}
 	}
-	if _, err := parseVersion(m.Host.CRIUVersion); err != nil {
+	if _, err := version.Parse(m.Host.CRIUVersion); err != nil {
 		return invalid("host CRIU version: %v", err)
 	}
-	if _, err := parseVersion(m.Host.RuncVersion); err != nil {
+	if _, err := version.Parse(m.Host.RuncVersion); err != nil {
 		return invalid("host runc version: %v", err)
 	}
 	seen := make(map[string]bool, len(m.Files))
