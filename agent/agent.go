@@ -162,7 +162,7 @@ func (a *Agent) lookup(ref string) (*entry, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if ref == "" {
-		return nil, fmt.Errorf("empty container reference: %w", ErrInvalid)
+		return nil, errorf(ErrInvalid, "empty container reference: name a container or give its ID")
 	}
 	var matches []*entry
 	for id, e := range a.containers {
@@ -175,12 +175,12 @@ func (a *Agent) lookup(ref string) (*entry, error) {
 	}
 	switch len(matches) {
 	case 0:
-		return nil, fmt.Errorf("container %q on node %s: %w (list them with `godwit ps -a`)", ref, a.cfg.Name, ErrNotFound)
+		return nil, errorf(ErrNotFound, "no container %q on node %s: list them with `godwit ps -a`", ref, a.cfg.Name)
 	case 1:
 		return matches[0], nil
 	default:
-		return nil, fmt.Errorf("container %q is ambiguous: %d containers have IDs starting with it; give more of the ID: %w",
-			ref, len(matches), ErrInvalid)
+		return nil, errorf(ErrInvalid, "container %q is ambiguous: %d containers have IDs starting with it; give more of the ID",
+			ref, len(matches))
 	}
 }
 

@@ -40,7 +40,7 @@ func (c *Container) transition(next State) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("container %s is %s, cannot become %s: %w", c.Name, c.State, next, ErrInvalidState)
+	return errorf(ErrInvalidState, "container %s is %s, cannot become %s", c.Name, c.State, next)
 }
 
 // Container is the agent's durable record of one container. It is written

@@ -50,7 +50,7 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 	img, err := a.images.Get(req.Image)
 	if err != nil {
 		if errors.Is(err, image.ErrNotFound) {
-			return nil, fmt.Errorf("image %q on node %s: %w (import it with `godwit image import`)", req.Image, a.cfg.Name, ErrNotFound)
+			return nil, errorf(ErrNotFound, "no image %q on node %s: import it with `godwit image import`", req.Image, a.cfg.Name)
 		}
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 		c.Args = append(append([]string{}, img.Config.Entrypoint...), img.Config.Cmd...)
 	}
 	if len(c.Args) == 0 {
-		return nil, fmt.Errorf("image %s has no command: give one after `--`: %w", img.Name, ErrInvalid)
+		return nil, errorf(ErrInvalid, "image %s has no command: give one after `--`", img.Name)
 	}
 	e, err := a.reserve(c)
 	if err != nil {
@@ -150,7 +150,7 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 		CgroupsPath: a.cfg.cgroupsPath(id),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w: %w", c.Name, ErrInvalid, err)
+		return nil, errorf(ErrInvalid, "container %s: %w", c.Name, err)
 	}
 	if err := runtime.WriteBundle(p.bundle(), spec); err != nil {
 		return nil, fmt.Errorf("container %s: write bundle: %w", c.Name, err)
@@ -171,7 +171,7 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 // until the run has finished or failed.
 func (a *Agent) reserve(c *Container) (*entry, error) {
 	if !validName.MatchString(c.Name) {
-		return nil, fmt.Errorf("container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit: %w", c.Name, ErrInvalid)
+		return nil, errorf(ErrInvalid, "container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", c.Name)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -269,7 +269,7 @@ func (a *Agent) Start(ctx context.Context, ref string) (*Container, error) {
 		return nil, err
 	}
 	if c.State == StateRunning {
-		return nil, fmt.Errorf("container %s is already running: %w", c.Name, ErrInvalidState)
+		return nil, errorf(ErrInvalidState, "container %s is already running", c.Name)
 	}
 	if err := a.ensureRootfs(ctx, c); err != nil {
 		return nil, err
@@ -393,7 +393,7 @@ func (a *Agent) Remove(ctx context.Context, ref string, force bool) error {
 	}
 	if c.State == StateRunning {
 		if !force {
-			return fmt.Errorf("container %s is running: stop it first, or remove it with `rm -f`: %w", c.Name, ErrInvalidState)
+			return errorf(ErrInvalidState, "container %s is running: stop it first, or remove it with `rm -f`", c.Name)
 		}
 		if _, err := a.signalAndWait(ctx, c, syscall.SIGKILL, true, killWait); err != nil {
 			return err
@@ -451,10 +451,10 @@ func (a *Agent) Exec(ctx context.Context, ref string, req ExecRequest, stdout, s
 		return 0, err
 	}
 	if c.State != StateRunning {
-		return 0, fmt.Errorf("container %s is %s, not running: start it first: %w", c.Name, c.State, ErrInvalidState)
+		return 0, errorf(ErrInvalidState, "container %s is %s, not running: start it first", c.Name, c.State)
 	}
 	if len(req.Args) == 0 {
-		return 0, fmt.Errorf("exec in %s: no command given: %w", c.Name, ErrInvalid)
+		return 0, errorf(ErrInvalid, "exec in %s: no command given", c.Name)
 	}
 	return a.runc.Exec(ctx, c.ID, runtime.ExecProcess{
 		Args: req.Args,

@@ -1,6 +1,9 @@
 package agent
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors; the gRPC server maps them to status codes in one place
 // (see grpcError).
@@ -11,3 +14,18 @@ var (
 	ErrInUse        = errors.New("in use")
 	ErrInvalid      = errors.New("invalid argument")
 )
+
+// kindError is an operator-facing message that is also one of the
+// sentinel errors, without the sentinel's text tacked onto the message.
+type kindError struct {
+	err  error // the message, and any error it wraps with %w
+	kind error // one of the sentinels above
+}
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.err, e.kind} }
+
+// errorf formats a message like fmt.Errorf and marks it as kind.
+func errorf(kind error, format string, args ...any) error {
+	return &kindError{err: fmt.Errorf(format, args...), kind: kind}
+}

@@ -31,7 +31,7 @@ func (a *Agent) RemoveImage(ctx context.Context, ref string) error {
 	img, err := a.images.Get(ref)
 	if err != nil {
 		if errors.Is(err, image.ErrNotFound) {
-			return fmt.Errorf("image %q on node %s: %w", ref, a.cfg.Name, ErrNotFound)
+			return errorf(ErrNotFound, "no image %q on node %s: list them with `godwit image ls`", ref, a.cfg.Name)
 		}
 		return err
 	}
@@ -44,7 +44,7 @@ func (a *Agent) RemoveImage(ctx context.Context, ref string) error {
 	}
 	a.mu.Unlock()
 	if len(users) > 0 {
-		return fmt.Errorf("image %s is used by containers %v: remove them first: %w", img.Name, users, ErrInUse)
+		return errorf(ErrInUse, "image %s is used by containers %v: remove them first", img.Name, users)
 	}
 
 	// Hold unpackMu so no run unpacks onto a layer snapshot being removed.
