@@ -1,10 +1,12 @@
 package agent_test
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -414,5 +416,47 @@ func assertNothingLeft(t *testing.T, n *node, c containerJSON) {
 	}
 	if strings.Contains(string(routes), c.IP+" ") {
 		t.Errorf("host route to %s left:\n%s", c.IP, routes)
+	}
+}
+
+func TestImageImportRefusesHostileTarballs(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := &node{bin: testutil.Godwit(t), name: "it-hostile", dataDir: t.TempDir(), addr: freeAddr(t), cidr: "10.251.9.0/24"}
+	startNode(t, n)
+	t.Cleanup(n.kill)
+
+	tests := []struct {
+		name   string
+		member tar.Header
+	}{
+		{name: "parent path", member: tar.Header{Name: "../evil", Typeflag: tar.TypeReg, Mode: 0o644}},
+		{name: "escaping symlink", member: tar.Header{Name: "bin/up", Typeflag: tar.TypeSymlink, Linkname: "../../../etc", Mode: 0o777}},
+		{name: "device node", member: tar.Header{Name: "dev/sda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o600}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "hostile.tar")
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw := tar.NewWriter(f)
+			for _, h := range []tar.Header{{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755}, tt.member} {
+				if err := tw.WriteHeader(&h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := errors.Join(tw.Close(), f.Close()); err != nil {
+				t.Fatal(err)
+			}
+			before := n.must(t, "image", "ls", "-o", "json")
+			_, err = n.run("image", "import", path, "--name", "hostile")
+			if err == nil || !strings.Contains(err.Error(), tt.member.Name) {
+				t.Fatalf("import of a tarball with %s: err = %v, want a refusal naming %q", tt.name, err, tt.member.Name)
+			}
+			if after := n.must(t, "image", "ls", "-o", "json"); after != before {
+				t.Fatalf("a refused import changed the store:\nbefore %s\nafter %s", before, after)
+			}
+		})
 	}
 }
