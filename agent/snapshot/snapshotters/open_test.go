@@ -9,6 +9,7 @@ import (
 	"github.com/godwit/godwit/agent/snapshot/overlay"
 	"github.com/godwit/godwit/agent/snapshot/snapshotters"
 	"github.com/godwit/godwit/agent/snapshot/snapshottest"
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 func TestOpen(t *testing.T) {
@@ -55,7 +56,7 @@ func isOverlay(s snapshot.Snapshotter) bool { _, ok := s.(*overlay.Snapshotter);
 func notBtrfs(t *testing.T) string {
 	dir := t.TempDir()
 	if kind, err := snapshot.Detect(dir); err != nil || kind != snapshot.Overlay {
-		t.Skipf("temp dir %s is on btrfs; this case needs another filesystem", dir)
+		testutil.Missing(t, "a temp dir that is not on btrfs (this case needs another filesystem; "+dir+" is btrfs)")
 	}
 	return dir
 }
