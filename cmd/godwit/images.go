@@ -49,8 +49,10 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 }
 
 func newImageImportCommand(g *globalOptions) *cobra.Command {
-	var name string
-	out := (*outputFormat)(nil)
+	var (
+		name string
+		out  *outputFormat
+	)
 	cmd := &cobra.Command{
 		Use:   "import FILE [--name NAME]",
 		Short: "Import an OCI image layout, `docker save` or plain rootfs tarball (gzip, zstd or uncompressed)",
