@@ -6,12 +6,14 @@
 //     what the agent was asked to run (args, env, user, limits, labels,
 //     network namespace, cgroup path) into a runtime-spec config that runc
 //     runs as root without a terminal.
-//   - The runc driver (Runc): state, list, kill, delete and exec by shelling
-//     out to the runc binary, which is runc's interface. Errors carry runc's
-//     own message and the container id.
+//   - The runc driver (Runc): state, list, kill, delete, exec and CRIU
+//     checkpoint by shelling out to the runc binary, which is runc's
+//     interface. Errors carry runc's own message and the container id, and
+//     for CRIU the path and last lines of CRIU's log.
 //   - The per-container shim (StartShim on the agent's side, RunShim as the
 //     entry of the hidden `godwit shim` command). The shim creates and starts
-//     the container, owns its stdout and stderr pipes, writes its log with
+//     the container (or restores it from CRIU images, ShimConfig.
+//     RestoreFrom), owns its stdout and stderr pipes, writes its log with
 //     size-based rotation, reaps it as a child subreaper and records its exit
 //     status. It lives in its own session (and, when told, its own cgroup),
 //     so it outlives the agent; a restarted agent finds it again through the

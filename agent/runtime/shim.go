@@ -36,6 +36,10 @@ const (
 	ShimFlagLogMaxBytes = "log-max-bytes"
 	ShimFlagLogMaxFiles = "log-max-files"
 	ShimFlagCgroup      = "cgroup"
+
+	ShimFlagRestoreFrom           = "restore-from"
+	ShimFlagRestoreWorkPath       = "restore-work-path"
+	ShimFlagRestoreTCPEstablished = "restore-tcp-established"
 )
 
 // Files in a container's state directory.
@@ -102,6 +106,24 @@ type ShimConfig struct {
 	// no processes in inner cgroups). Shims of one node may share it. ""
 	// leaves the shim where the agent is.
 	Cgroup string
+	// RestoreFrom is the absolute directory of CRIU images (see
+	// Runc.Checkpoint) to restore the container from instead of creating
+	// and starting it; "" starts it afresh. runc must not know the id.
+	RestoreFrom string
+	// RestoreWorkPath is the absolute directory for CRIU's restore log
+	// (CRIURestoreLog); "" uses a directory in StateDir.
+	RestoreWorkPath string
+	// RestoreTCPEstablished restores the established TCP connections that
+	// were dumped with CheckpointOptions.TCPEstablished.
+	RestoreTCPEstablished bool
+}
+
+// restoreWorkPath returns the directory CRIU's restore log goes to for c.
+func (c ShimConfig) restoreWorkPath() string {
+	if c.RestoreWorkPath != "" {
+		return c.RestoreWorkPath
+	}
+	return filepath.Join(c.StateDir, restoreWorkDir)
 }
 
 // Args returns the `godwit shim` flags that carry c.
@@ -125,6 +147,11 @@ func (c ShimConfig) Args() []string {
 		add(ShimFlagLogMaxFiles, strconv.Itoa(c.LogMaxFiles))
 	}
 	add(ShimFlagCgroup, c.Cgroup)
+	add(ShimFlagRestoreFrom, c.RestoreFrom)
+	add(ShimFlagRestoreWorkPath, c.RestoreWorkPath)
+	if c.RestoreTCPEstablished {
+		args = append(args, "--"+ShimFlagRestoreTCPEstablished)
+	}
 	return args
 }
 
@@ -140,6 +167,12 @@ func (c ShimConfig) validate() error {
 		return fmt.Errorf("shim config for %s: runc root %q is not an absolute path", c.ID, c.RuncRoot)
 	case c.Cgroup != "" && !filepath.IsAbs(c.Cgroup):
 		return fmt.Errorf("shim config for %s: cgroup %q is not an absolute path", c.ID, c.Cgroup)
+	case c.RestoreFrom != "" && !filepath.IsAbs(c.RestoreFrom):
+		return fmt.Errorf("shim config for %s: restore image path %q is not an absolute path", c.ID, c.RestoreFrom)
+	case c.RestoreWorkPath != "" && !filepath.IsAbs(c.RestoreWorkPath):
+		return fmt.Errorf("shim config for %s: restore work path %q is not an absolute path", c.ID, c.RestoreWorkPath)
+	case c.RestoreFrom == "" && (c.RestoreWorkPath != "" || c.RestoreTCPEstablished):
+		return fmt.Errorf("shim config for %s: restore options given without an image path to restore from", c.ID)
 	}
 	return nil
 }
@@ -156,8 +189,8 @@ type ExitStatus struct {
 }
 
 // StartShim launches the shim for c (running `<self> shim <flags>`) and
-// returns once the shim reports that the container was started, with the
-// shim's pid; or with the shim's error (runc's message) wrapped in
+// returns once the shim reports that the container was started (or, with
+// RestoreFrom, restored and running), with the shim's pid; or with the shim's error (runc's message) wrapped in
 // ErrShimFailed. The shim is detached: its own session, no terminal or
 // agent stream (stdin /dev/null, its own output to shim.log), optionally
 // its own cgroup (ShimConfig.Cgroup), and not a child of the caller (it is
@@ -377,7 +410,11 @@ func runShimDaemon(ctx context.Context, c ShimConfig) (err error) {
 	if err != nil {
 		return err
 	}
-	log.Info("container started", "pid", initPid)
+	if c.RestoreFrom != "" {
+		log.Info("container restored", "pid", initPid, "images", c.RestoreFrom)
+	} else {
+		log.Info("container started", "pid", initPid)
+	}
 	if err := releaseStartupPages(); err != nil {
 		log.Warn("keep start-up pages", "err", err)
 	}
@@ -404,7 +441,8 @@ type shim struct {
 }
 
 // start creates the container with its stdio on pipes, starts copying the
-// pipes into the log and starts the container. It returns the init pid.
+// pipes into the log and starts the container, or with RestoreFrom
+// restores it onto those pipes. It returns the init pid.
 func (s *shim) start(ctx context.Context) (int, error) {
 	var err error
 	s.out, err = openRotatingLog(s.c.StateDir, s.c.LogMaxBytes, s.c.LogMaxFiles)
@@ -447,7 +485,11 @@ func (s *shim) start(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("reset runc log: %w", err)
 	}
 	pidFile := filepath.Join(s.c.StateDir, initPidFile)
-	err = s.runc.create(ctx, s.c.ID, s.c.Bundle, pidFile, runcLog, stdinR, writers[0], writers[1])
+	if s.c.RestoreFrom != "" {
+		err = s.runc.restore(ctx, s.c, pidFile, runcLog, stdinR, writers[0], writers[1])
+	} else {
+		err = s.runc.create(ctx, s.c.ID, s.c.Bundle, pidFile, runcLog, stdinR, writers[0], writers[1])
+	}
 	// Only the container may hold the write ends now, so the pipes end
 	// when the container's processes are gone.
 	for _, w := range writers {
@@ -464,6 +506,9 @@ func (s *shim) start(ctx context.Context) (int, error) {
 	if err != nil {
 		s.abort()
 		return 0, fmt.Errorf("read init pid of %s: %w", s.c.ID, err)
+	}
+	if s.c.RestoreFrom != "" {
+		return pid, nil // a restored container runs already
 	}
 	if err := s.runc.start(ctx, s.c.ID); err != nil {
 		s.abort()

@@ -102,10 +102,25 @@ func TestShimConfigArgs(t *testing.T) {
 		{ID: "c1", Bundle: "b", StateDir: "/s"},
 		{ID: "c1", Bundle: "/b", StateDir: "s"},
 		{ID: "c1", Bundle: "/b", StateDir: "/s", Cgroup: "shims"},
+		{ID: "c1", Bundle: "/b", StateDir: "/s", RestoreFrom: "images"},
+		{ID: "c1", Bundle: "/b", StateDir: "/s", RestoreFrom: "/i", RestoreWorkPath: "work"},
+		{ID: "c1", Bundle: "/b", StateDir: "/s", RestoreTCPEstablished: true},
 	} {
 		if err := bad.validate(); err == nil {
 			t.Errorf("validate(%+v) = nil, want an error", bad)
 		}
+	}
+}
+
+func TestShimConfigRestoreArgs(t *testing.T) {
+	c := ShimConfig{ID: "c1", Bundle: "/b", StateDir: "/s", RestoreFrom: "/i", RestoreWorkPath: "/w", RestoreTCPEstablished: true}
+	got := strings.Join(c.Args(), " ")
+	want := "--id c1 --bundle /b --state-dir /s --restore-from /i --restore-work-path /w --restore-tcp-established"
+	if got != want {
+		t.Errorf("Args = %q, want %q", got, want)
+	}
+	if err := c.validate(); err != nil {
+		t.Errorf("validate: %v", err)
 	}
 }
 

@@ -30,6 +30,9 @@ func newShimCommand(*globalOptions) *cobra.Command {
 	f.Int64Var(&c.LogMaxBytes, runtime.ShimFlagLogMaxBytes, 0, "rotate the container log at this size (0: default)")
 	f.IntVar(&c.LogMaxFiles, runtime.ShimFlagLogMaxFiles, 0, "rotated container log files to keep (0: default)")
 	f.StringVar(&c.Cgroup, runtime.ShimFlagCgroup, "", "cgroup path the shim moves itself into (a leaf, not a container's)")
+	f.StringVar(&c.RestoreFrom, runtime.ShimFlagRestoreFrom, "", "restore the container from these CRIU images instead of creating it")
+	f.StringVar(&c.RestoreWorkPath, runtime.ShimFlagRestoreWorkPath, "", "CRIU work directory of the restore (default: in the state dir)")
+	f.BoolVar(&c.RestoreTCPEstablished, runtime.ShimFlagRestoreTCPEstablished, false, "restore established TCP connections")
 	for _, name := range []string{runtime.ShimFlagID, runtime.ShimFlagBundle, runtime.ShimFlagStateDir} {
 		_ = cmd.MarkFlagRequired(name)
 	}
