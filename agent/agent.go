@@ -184,8 +184,9 @@ func (a *Agent) lookup(ref string) (*entry, error) {
 	}
 }
 
-// list returns copies of the container records, refreshed, oldest first.
-func (a *Agent) list(ctx context.Context, all bool) ([]Container, error) {
+// List returns copies of the container records, refreshed, oldest first:
+// the running ones, or all of them.
+func (a *Agent) List(ctx context.Context, all bool) ([]Container, error) {
 	a.mu.Lock()
 	entries := make([]*entry, 0, len(a.containers))
 	for _, e := range a.containers {

@@ -8,11 +8,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"syscall"
 	"time"
 
 	"github.com/godwit/godwit/agent/image"
+	"github.com/godwit/godwit/agent/internal/names"
 	"github.com/godwit/godwit/agent/runtime"
 	"github.com/godwit/godwit/agent/snapshot"
 )
@@ -26,8 +26,6 @@ const (
 	// exitPoll is how often to look for the shim's exit record.
 	exitPoll = 50 * time.Millisecond
 )
-
-var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 // RunRequest asks for a new container from an image.
 type RunRequest struct {
@@ -170,8 +168,8 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 // and returns its entry locked: other operations on the container wait
 // until the run has finished or failed.
 func (a *Agent) reserve(c *Container) (*entry, error) {
-	if !validName.MatchString(c.Name) {
-		return nil, errorf(ErrInvalid, "container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", c.Name)
+	if !names.ValidContainer(c.Name) {
+		return nil, errorf(ErrInvalid, "container name %q: %s", c.Name, names.ContainerRule)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -248,11 +246,6 @@ func (a *Agent) Inspect(ctx context.Context, ref string) (*Container, error) {
 	}
 	out := *e.c
 	return &out, nil
-}
-
-// List returns the running containers, or all of them.
-func (a *Agent) List(ctx context.Context, all bool) ([]Container, error) {
-	return a.list(ctx, all)
 }
 
 // Start starts a stopped or exited container again, in the same root
@@ -442,11 +435,7 @@ type ExecRequest struct {
 
 // Exec runs req in the container and returns its exit code.
 func (a *Agent) Exec(ctx context.Context, ref string, req ExecRequest, stdout, stderr io.Writer) (int, error) {
-	e, err := a.lookup(ref)
-	if err != nil {
-		return 0, err
-	}
-	c, err := a.Inspect(ctx, e.c.ID)
+	c, err := a.Inspect(ctx, ref)
 	if err != nil {
 		return 0, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/godwit/godwit/agent/internal/names"
 	"github.com/godwit/godwit/agent/internal/version"
 )
 
@@ -39,8 +40,6 @@ const (
 var (
 	// idPattern keeps checkpoint IDs usable as directory names.
 	idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-	// containerNamePattern matches the agent's container names.
-	containerNamePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 )
 
 // Manifest describes one checkpoint: what was dumped, where and with what,
@@ -143,7 +142,7 @@ func (m *Manifest) Validate() error {
 		return invalid("id %q: want 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit", m.ID)
 	case m.Created.IsZero():
 		return invalid("created time is missing")
-	case !containerNamePattern.MatchString(m.Container.Name):
+	case !names.ValidContainer(m.Container.Name):
 		return invalid("container name %q is not a valid container name", m.Container.Name)
 	case m.Image.Name == "":
 		return invalid("image name is missing")
