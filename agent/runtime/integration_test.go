@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/agent/internal/mountinfo"
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 const (
@@ -33,31 +34,11 @@ const (
 	exitWait = 15 * time.Second
 )
 
-// busyboxApplets are the commands the test containers use.
-var busyboxApplets = []string{"sh", "sleep", "echo", "cat", "date", "seq", "yes", "head", "true", "false", "kill", "ls", "id", "hostname"}
-
-// busyboxRootfs builds a minimal root filesystem: a static busybox and
-// symlinks to it.
+// busyboxRootfs builds a minimal busybox root filesystem for one test.
 func busyboxRootfs(t *testing.T) string {
 	t.Helper()
 	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(busyboxPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(rootfs, "bin/busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, applet := range busyboxApplets {
-		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", applet)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.BusyboxRootfs(t, rootfs)
 	return rootfs
 }
 

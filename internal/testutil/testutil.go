@@ -93,7 +93,7 @@ func RemoveBuilds() {
 // busyboxApplets are the commands the test images link to busybox.
 var busyboxApplets = []string{
 	"sh", "ash", "cat", "echo", "date", "sleep", "ls", "wc", "httpd", "nc", "mkdir",
-	"rm", "true", "false", "env", "id", "hostname", "ps", "kill", "dd", "head", "tail", "seq",
+	"rm", "true", "false", "env", "id", "hostname", "ps", "kill", "dd", "head", "tail", "seq", "yes",
 }
 
 // busybox is the static busybox the test images are built from.
@@ -126,7 +126,7 @@ func BusyboxTar(t testing.TB, path string) {
 // WriteBusyboxRootfs is BusyboxRootfs for programs that are not tests (the
 // benchmarks): it returns what went wrong instead of failing a test.
 func WriteBusyboxRootfs(dir string) error {
-	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev", "www"} {
+	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev", "root", "www"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
