@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/godwit/godwit/internal/units"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -128,7 +129,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Image, req.Args = args[0], args[1:]
 			if memory != "" {
-				n, err := parseSize(memory)
+				n, err := units.ParseSize(memory)
 				if err != nil {
 					return fmt.Errorf("--memory: %w", err)
 				}
@@ -253,7 +254,7 @@ func printInspect(w io.Writer, v containerView) error {
 		row("cpus", v.CPUs)
 	}
 	if v.MemoryBytes > 0 {
-		row("memory", humanBytes(v.MemoryBytes))
+		row("memory", units.FormatBytes(v.MemoryBytes))
 	}
 	for _, k := range sortedKeys(v.Labels) {
 		row("label", k+"="+v.Labels[k])

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/godwit/godwit/internal/units"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -114,7 +115,7 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), newImageView(img))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%s, %d layers, %s) as %s\n",
-				img.GetName(), img.GetFormat(), len(img.GetLayers()), humanBytes(img.GetSize()), shortDigest(img.GetId()))
+				img.GetName(), img.GetFormat(), len(img.GetLayers()), units.FormatBytes(img.GetSize()), shortDigest(img.GetId()))
 			return nil
 		},
 	}
@@ -148,7 +149,7 @@ func newImageListCommand(g *globalOptions) *cobra.Command {
 			tw := table(cmd.OutOrStdout(), "NAME", "ID", "FORMAT", "LAYERS", "SIZE", "CREATED")
 			for _, v := range views {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, shortDigest(v.ID), v.Format, len(v.Layers),
-					humanBytes(v.Size), v.Created.Local().Format(time.DateTime))
+					units.FormatBytes(v.Size), v.Created.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

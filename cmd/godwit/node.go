@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/godwit/godwit/internal/units"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -51,7 +52,7 @@ func newNodeCommand(g *globalOptions) *cobra.Command {
 			for _, row := range [][2]string{
 				{"name", v.Name}, {"address", v.Address}, {"snapshotter", v.Snapshotter},
 				{"container cidr", v.ContainerCIDR}, {"cpus", fmt.Sprint(v.CPUs)},
-				{"memory", humanBytes(v.MemoryBytes)}, {"kernel", v.Kernel}, {"runc", v.Runc},
+				{"memory", units.FormatBytes(v.MemoryBytes)}, {"kernel", v.Kernel}, {"runc", v.Runc},
 				{"criu", v.CRIU}, {"godwit", v.Godwit},
 			} {
 				fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])

@@ -236,23 +236,3 @@ func TestWriteTextReportsWriteErrors(t *testing.T) {
 		t.Errorf("err %v, want %v", err, errWrite)
 	}
 }
-
-func TestFormatBytes(t *testing.T) {
-	tests := []struct {
-		name string
-		n    int64
-		want string
-	}{
-		{"bytes", 512, "512 B"},
-		{"kibibytes", 1536, "1.5 KiB"},
-		{"mebibytes", 64 << 20, "64.0 MiB"},
-		{"gibibytes", 2 << 30, "2.0 GiB"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := formatBytes(tc.n); got != tc.want {
-				t.Errorf("formatBytes(%d) = %q, want %q", tc.n, got, tc.want)
-			}
-		})
-	}
-}

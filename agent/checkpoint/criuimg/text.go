@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/godwit/godwit/internal/units"
 )
 
 // Layout of WriteText's tables.
@@ -42,7 +44,7 @@ func (r *Report) WriteText(w io.Writer) error {
 // writeTree draws the process tree from the PPID links, children in
 // pstree order. Processes whose parent was not dumped are roots.
 func (r *Report) writeTree(ew *errWriter) {
-	ew.printf("Process tree (memory %s)\n", formatBytes(r.MemoryBytes))
+	ew.printf("Process tree (memory %s)\n", units.FormatBytes(r.MemoryBytes))
 	byPID := make(map[int]bool, len(r.Processes))
 	for _, p := range r.Processes {
 		byPID[p.PID] = true
@@ -93,7 +95,7 @@ func (p Process) commandLine() string {
 func (r *Report) writeProcesses(ew *errWriter) {
 	for _, p := range r.Processes {
 		ew.printf("\nProcess %d (%s), %s, parent %d, %d thread(s), memory %s\n",
-			p.PID, p.Comm, p.State, p.PPID, p.Threads, formatBytes(p.MemoryBytes))
+			p.PID, p.Comm, p.State, p.PPID, p.Threads, units.FormatBytes(p.MemoryBytes))
 		if p.Exe != "" {
 			ew.printf("  exe   %s\n", p.Exe)
 		}
@@ -199,7 +201,7 @@ func (r *Report) writeStats(ew *errWriter) {
 	}
 	ew.printf("\nStatistics\n")
 	tw := tabwriter.NewWriter(ew, tabMinWidth, tabWidth, tabPadding, tabPadChar, tabFlags)
-	fmt.Fprintf(tw, "  image size\t%s\n", formatBytes(s.ImageBytes))
+	fmt.Fprintf(tw, "  image size\t%s\n", units.FormatBytes(s.ImageBytes))
 	if d := s.Dump; d != nil {
 		fmt.Fprintf(tw, "  freezing time\t%s\n", formatDuration(d.FreezingTime))
 		fmt.Fprintf(tw, "  frozen time\t%s\n", formatDuration(d.FrozenTime))
@@ -232,20 +234,6 @@ func formatDuration(d time.Duration) string {
 	default:
 		return d.String()
 	}
-}
-
-// formatBytes writes n with a binary unit: 512 B, 1.5 KiB, 64.0 MiB.
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // errWriter keeps the first write error so the text can be written
