@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/agent/runtime"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
@@ -33,7 +33,6 @@ const (
 	// pipes after `rm -f` returned (see runtime's shimDrainTimeout).
 	cgroupRemoveTimeout = 5 * time.Second
 	pollInterval        = 100 * time.Millisecond
-	importChunk         = 1 << 20
 	// agentLogTail is how much of the agent's log an error quotes.
 	agentLogTail = 4 << 10
 )
@@ -195,31 +194,7 @@ func importBusybox(ctx context.Context, client pb.AgentServiceClient, path strin
 		return err
 	}
 	defer f.Close()
-	stream, err := client.ImportImage(ctx)
-	if err != nil {
-		return err
-	}
-	header := &pb.ImportImageHeader{Name: imageName}
-	if err := stream.Send(&pb.ImportImageRequest{Part: &pb.ImportImageRequest_Header{Header: header}}); err != nil {
-		return err
-	}
-	buf := make([]byte, importChunk)
-	for {
-		n, rerr := f.Read(buf)
-		if n > 0 {
-			chunk := &pb.ImportImageRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}
-			if err := stream.Send(&pb.ImportImageRequest{Part: chunk}); err != nil {
-				break // the agent ended the stream; CloseAndRecv says why
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
-	if _, err := stream.CloseAndRecv(); err != nil {
+	if _, err := agentclient.ImportImage(ctx, client, f, imageName, 0); err != nil {
 		return fmt.Errorf("import busybox: %w", err)
 	}
 	return nil

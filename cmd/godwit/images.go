@@ -10,14 +10,12 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/internal/units"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
 func init() { register(newImageCommand) }
-
-// importChunk is how many bytes of the tarball each message carries.
-const importChunk = 256 << 10
 
 // imageView is an image as `image ls -o json` prints it.
 type imageView struct {
@@ -78,33 +76,8 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 				progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd()))),
 			)
 			var img *pb.Image
-			err = g.call(func(c pb.AgentServiceClient) error {
-				stream, err := c.ImportImage(cmd.Context())
-				if err != nil {
-					return err
-				}
-				header := &pb.ImportImageHeader{Name: name, Size: st.Size()}
-				if err := stream.Send(&pb.ImportImageRequest{Part: &pb.ImportImageRequest_Header{Header: header}}); err != nil {
-					return err
-				}
-				buf := make([]byte, importChunk)
-				for {
-					n, rerr := f.Read(buf)
-					if n > 0 {
-						chunk := &pb.ImportImageRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}
-						if err := stream.Send(&pb.ImportImageRequest{Part: chunk}); err != nil {
-							break // the agent ended the stream; CloseAndRecv says why
-						}
-						_ = bar.Add(n)
-					}
-					if rerr == io.EOF {
-						break
-					}
-					if rerr != nil {
-						return fmt.Errorf("read %s: %w", args[0], rerr)
-					}
-				}
-				img, err = stream.CloseAndRecv()
+			err = g.call(func(c pb.AgentServiceClient) (err error) {
+				img, err = agentclient.ImportImage(cmd.Context(), c, io.TeeReader(f, bar), name, st.Size())
 				return err
 			})
 			_ = bar.Finish()
