@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -114,4 +115,44 @@ func decrypt(r io.Reader, keyFile string) (io.Reader, error) {
 			"the encryption header is corrupt or was tampered with (%v); %s", err, adviceArchive)
 	}
 	return dr, nil
+}
+
+// checkEncryption refuses an encrypted archive without a key, and a
+// plaintext one with a key: only encryption authenticates an archive, so a
+// plaintext file swapped in for an encrypted one must not pass unnoticed.
+func checkEncryption(encrypted bool, keyFile string) error {
+	switch {
+	case encrypted && keyFile == "":
+		return archiveError("", ErrEncrypted, "this archive is encrypted: pass --decrypt-key FILE")
+	case !encrypted && keyFile != "":
+		return archiveError("", ErrDecrypt,
+			"this archive is not encrypted, but a decryption key was given; an unencrypted archive is not authenticated, so it is refused: check that this is the file you exported, or import it without --decrypt-key")
+	}
+	return nil
+}
+
+// Encrypt wraps w so that what is written to it is encrypted to the
+// identities in keyFile, as Export does with EncryptKeyFile. It is for a
+// client that encrypts an archive an agent streams to it, so that the key
+// never leaves the client. Close finishes the encryption; it does not
+// close w.
+func Encrypt(w io.Writer, keyFile string) (io.WriteCloser, error) {
+	return encrypt(w, keyFile)
+}
+
+// Decrypt opens the encrypted archive r with keyFile, as Import does with
+// DecryptKeyFile, and returns its plaintext (a compressed or plain tar)
+// for a client that sends it on. A plaintext r, a wrong key or a tampered
+// header is refused at once (a *FileError matching ErrDecrypt); tampering
+// further on fails the read that reaches it.
+func Decrypt(r io.Reader, keyFile string) (io.Reader, error) {
+	br := bufio.NewReaderSize(r, copyBufferSize)
+	head, err := br.Peek(len(ageIntro))
+	if err != nil && err != io.EOF {
+		return nil, fmt.Errorf("read checkpoint archive: %w", err)
+	}
+	if err := checkEncryption(string(head) == ageIntro, keyFile); err != nil {
+		return nil, err
+	}
+	return decrypt(br, keyFile)
 }

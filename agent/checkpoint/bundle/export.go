@@ -39,6 +39,10 @@ type ExportOptions struct {
 	// EncryptKeyFile, when set, names an age identity file (GenerateKey);
 	// the archive is encrypted to it, and only that file opens it again.
 	EncryptKeyFile string
+	// Progress, when set, is called as file data goes into the archive
+	// with the bytes done so far and the total (Manifest.Size), both
+	// before compression. It is called from Export's goroutine.
+	Progress func(done, total int64)
 }
 
 // Export writes the checkpoint directory dir to w as one archive: a tar
@@ -86,7 +90,7 @@ func Export(ctx context.Context, dir string, w io.Writer, opts ExportOptions) er
 	}
 	tw := tar.NewWriter(out)
 
-	if err := writeArchive(ctx, tw, dir, m, manifest); err != nil {
+	if err := writeArchive(ctx, tw, dir, m, manifest, newProgress(m.Size(), opts.Progress)); err != nil {
 		if zw != nil {
 			zw.Close() // releases its goroutines; the output is discarded anyway
 		}
@@ -112,7 +116,7 @@ func Export(ctx context.Context, dir string, w io.Writer, opts ExportOptions) er
 }
 
 // writeArchive writes the manifest and then every listed file.
-func writeArchive(ctx context.Context, tw *tar.Writer, dir string, m *Manifest, manifest []byte) error {
+func writeArchive(ctx context.Context, tw *tar.Writer, dir string, m *Manifest, manifest []byte, p *progress) error {
 	mtime := m.Created.Truncate(time.Second)
 	if err := tw.WriteHeader(header(ManifestName, int64(len(manifest)), mtime)); err != nil {
 		return fmt.Errorf("write archive: %w", err)
@@ -121,7 +125,7 @@ func writeArchive(ctx context.Context, tw *tar.Writer, dir string, m *Manifest, 
 		return fmt.Errorf("write archive: %w", err)
 	}
 	for _, f := range m.Files {
-		if err := exportFile(ctx, tw, dir, f, mtime); err != nil {
+		if err := exportFile(ctx, tw, dir, f, mtime, p); err != nil {
 			return err
 		}
 	}
@@ -141,7 +145,7 @@ func header(name string, size int64, mtime time.Time) *tar.Header {
 }
 
 // exportFile copies one listed file into the tar, digesting it on the way.
-func exportFile(ctx context.Context, tw *tar.Writer, dir string, f File, mtime time.Time) error {
+func exportFile(ctx context.Context, tw *tar.Writer, dir string, f File, mtime time.Time, p *progress) error {
 	src, err := openFile(dir, f.Path)
 	if err != nil {
 		return dirError(f.Path, err, "open: %v", err)
@@ -151,7 +155,7 @@ func exportFile(ctx context.Context, tw *tar.Writer, dir string, f File, mtime t
 		return fmt.Errorf("write archive: %w", err)
 	}
 	hw := newHashingWriter(tw)
-	n, err := io.CopyBuffer(hw, ctxReader{ctx, src}, make([]byte, copyBufferSize))
+	n, err := io.CopyBuffer(hw, ctxReader{ctx, src, p}, make([]byte, copyBufferSize))
 	d := hw.digest()
 	switch {
 	case errors.Is(err, tar.ErrWriteTooLong), err == nil && n != f.Size:
@@ -165,15 +169,41 @@ func exportFile(ctx context.Context, tw *tar.Writer, dir string, f File, mtime t
 	return nil
 }
 
-// ctxReader ends a long copy when its context does.
+// ctxReader ends a long copy when its context does, and reports what it
+// read to an optional progress.
 type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
+	ctx      context.Context
+	r        io.Reader
+	progress *progress
 }
 
 func (c ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return c.r.Read(p)
+	n, err := c.r.Read(p)
+	c.progress.add(n)
+	return n, err
+}
+
+// progress counts bytes towards a known total for a callback; a nil
+// *progress counts nothing.
+type progress struct {
+	done, total int64
+	report      func(done, total int64)
+}
+
+func newProgress(total int64, report func(done, total int64)) *progress {
+	if report == nil {
+		return nil
+	}
+	return &progress{total: total, report: report}
+}
+
+func (p *progress) add(n int) {
+	if p == nil || n == 0 {
+		return
+	}
+	p.done += int64(n)
+	p.report(p.done, p.total)
 }

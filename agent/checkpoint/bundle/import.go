@@ -85,13 +85,11 @@ func openArchive(r io.Reader, opts ImportOptions) (*source, error) {
 	}
 	s := &source{close: func() {}}
 	var plain io.Reader = br
-	switch encrypted := string(head) == ageIntro; {
-	case encrypted && opts.DecryptKeyFile == "":
-		return nil, archiveError("", ErrEncrypted, "this archive is encrypted: pass --decrypt-key FILE")
-	case !encrypted && opts.DecryptKeyFile != "":
-		return nil, archiveError("", ErrDecrypt,
-			"this archive is not encrypted, but a decryption key was given; an unencrypted archive is not authenticated, so it is refused: check that this is the file you exported, or import it without --decrypt-key")
-	case encrypted:
+	encrypted := string(head) == ageIntro
+	if err := checkEncryption(encrypted, opts.DecryptKeyFile); err != nil {
+		return nil, err
+	}
+	if encrypted {
 		dr, err := decrypt(br, opts.DecryptKeyFile)
 		if err != nil {
 			return nil, err
@@ -326,7 +324,7 @@ func extractFile(ctx context.Context, s *source, dir string, f *File, buf []byte
 		return fmt.Errorf("import %s: %w", f.Path, err)
 	}
 	hw := newHashingWriter(out)
-	in := &errRecorder{r: ctxReader{ctx, s.tr}}
+	in := &errRecorder{r: ctxReader{ctx: ctx, r: s.tr}}
 	_, err = io.CopyBuffer(hw, in, buf)
 	d := hw.digest()
 	if cerr := out.Close(); err == nil {

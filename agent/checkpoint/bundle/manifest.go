@@ -70,6 +70,9 @@ type Container struct {
 	Name   string            `json:"name"`
 	ID     string            `json:"id,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// IP is the container's address: established TCP connections are
+	// bound to it, so restore gives the container the same one.
+	IP string `json:"ip,omitempty"`
 }
 
 // Image is the image the container's root filesystem is built from; restore

@@ -1532,11 +1532,74 @@ func (x *ExecOutput) GetExitCode() int32 {
 	return 0
 }
 
+type RestoreResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// checkpoint is what was restored, with the restore's statistics.
+	Checkpoint *Checkpoint `protobuf:"bytes,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// warnings are compatibility differences that did not prevent the
+	// restore (another kernel, CPU model or runc minor version).
+	Warnings      []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreResponse) Reset() {
+	*x = RestoreResponse{}
+	mi := &file_godwit_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreResponse) ProtoMessage() {}
+
+func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
+func (*RestoreResponse) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RestoreResponse) GetContainer() *Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+func (x *RestoreResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *RestoreResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 var File_godwit_v1_agent_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15godwit/v1/agent.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n" +
+	"\x15godwit/v1/agent.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1agodwit/v1/checkpoint.proto\"\x11\n" +
 	"\x0fNodeInfoRequest\"\xd0\x03\n" +
 	"\x10NodeInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -1654,7 +1717,13 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x16\n" +
 	"\x06exited\x18\x03 \x01(\bR\x06exited\x12\x1b\n" +
-	"\texit_code\x18\x04 \x01(\x05R\bexitCode*\xe5\x01\n" +
+	"\texit_code\x18\x04 \x01(\x05R\bexitCode\"\x98\x01\n" +
+	"\x0fRestoreResponse\x122\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x14.godwit.v1.ContainerR\tcontainer\x125\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\v2\x15.godwit.v1.CheckpointR\n" +
+	"checkpoint\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings*\xe5\x01\n" +
 	"\x0eContainerState\x12\x1f\n" +
 	"\x1bCONTAINER_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONTAINER_STATE_CREATED\x10\x01\x12\x1b\n" +
@@ -1662,7 +1731,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x17CONTAINER_STATE_STOPPED\x10\x03\x12\x1a\n" +
 	"\x16CONTAINER_STATE_EXITED\x10\x04\x12 \n" +
 	"\x1cCONTAINER_STATE_CHECKPOINTED\x10\x05\x12\x1d\n" +
-	"\x19CONTAINER_STATE_MIGRATING\x10\x062\xe2\x06\n" +
+	"\x19CONTAINER_STATE_MIGRATING\x10\x062\x98\v\n" +
 	"\fAgentService\x12C\n" +
 	"\bNodeInfo\x12\x1a.godwit.v1.NodeInfoRequest\x1a\x1b.godwit.v1.NodeInfoResponse\x12@\n" +
 	"\vImportImage\x12\x1d.godwit.v1.ImportImageRequest\x1a\x10.godwit.v1.Image(\x01\x12I\n" +
@@ -1676,7 +1745,15 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x0eStartContainer\x12\x17.godwit.v1.ContainerRef\x1a\x14.godwit.v1.Container\x12X\n" +
 	"\x0fRemoveContainer\x12!.godwit.v1.RemoveContainerRequest\x1a\".godwit.v1.RemoveContainerResponse\x126\n" +
 	"\x04Logs\x12\x16.godwit.v1.LogsRequest\x1a\x14.godwit.v1.LogsChunk0\x01\x127\n" +
-	"\x04Exec\x12\x16.godwit.v1.ExecRequest\x1a\x15.godwit.v1.ExecOutput0\x01B3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"\x04Exec\x12\x16.godwit.v1.ExecRequest\x1a\x15.godwit.v1.ExecOutput0\x01\x12K\n" +
+	"\n" +
+	"Checkpoint\x12\x1c.godwit.v1.CheckpointRequest\x1a\x1d.godwit.v1.CheckpointProgress0\x01\x12X\n" +
+	"\x0fListCheckpoints\x12!.godwit.v1.ListCheckpointsRequest\x1a\".godwit.v1.ListCheckpointsResponse\x12J\n" +
+	"\x11InspectCheckpoint\x12\x18.godwit.v1.CheckpointRef\x1a\x1b.godwit.v1.CheckpointDetail\x12Q\n" +
+	"\x10RemoveCheckpoint\x12\x18.godwit.v1.CheckpointRef\x1a#.godwit.v1.RemoveCheckpointResponse\x12Z\n" +
+	"\x10ExportCheckpoint\x12\".godwit.v1.ExportCheckpointRequest\x1a .godwit.v1.ExportCheckpointChunk0\x01\x12@\n" +
+	"\aRestore\x12\x19.godwit.v1.RestoreRequest\x1a\x1a.godwit.v1.RestoreResponse\x12P\n" +
+	"\x0eRestoreArchive\x12 .godwit.v1.RestoreArchiveRequest\x1a\x1a.godwit.v1.RestoreResponse(\x01B3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_agent_proto_rawDescOnce sync.Once
@@ -1691,78 +1768,107 @@ func file_godwit_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_godwit_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_godwit_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_godwit_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_godwit_v1_agent_proto_goTypes = []any{
-	(ContainerState)(0),             // 0: godwit.v1.ContainerState
-	(*NodeInfoRequest)(nil),         // 1: godwit.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),        // 2: godwit.v1.NodeInfoResponse
-	(*ImportImageRequest)(nil),      // 3: godwit.v1.ImportImageRequest
-	(*ImportImageHeader)(nil),       // 4: godwit.v1.ImportImageHeader
-	(*Layer)(nil),                   // 5: godwit.v1.Layer
-	(*Image)(nil),                   // 6: godwit.v1.Image
-	(*ListImagesRequest)(nil),       // 7: godwit.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),      // 8: godwit.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),      // 9: godwit.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),     // 10: godwit.v1.RemoveImageResponse
-	(*RunContainerRequest)(nil),     // 11: godwit.v1.RunContainerRequest
-	(*Container)(nil),               // 12: godwit.v1.Container
-	(*ContainerRef)(nil),            // 13: godwit.v1.ContainerRef
-	(*ListContainersRequest)(nil),   // 14: godwit.v1.ListContainersRequest
-	(*ListContainersResponse)(nil),  // 15: godwit.v1.ListContainersResponse
-	(*StopContainerRequest)(nil),    // 16: godwit.v1.StopContainerRequest
-	(*RemoveContainerRequest)(nil),  // 17: godwit.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 18: godwit.v1.RemoveContainerResponse
-	(*LogsRequest)(nil),             // 19: godwit.v1.LogsRequest
-	(*LogsChunk)(nil),               // 20: godwit.v1.LogsChunk
-	(*ExecRequest)(nil),             // 21: godwit.v1.ExecRequest
-	(*ExecOutput)(nil),              // 22: godwit.v1.ExecOutput
-	nil,                             // 23: godwit.v1.NodeInfoResponse.LabelsEntry
-	nil,                             // 24: godwit.v1.RunContainerRequest.LabelsEntry
-	nil,                             // 25: godwit.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 26: google.protobuf.Timestamp
+	(ContainerState)(0),              // 0: godwit.v1.ContainerState
+	(*NodeInfoRequest)(nil),          // 1: godwit.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),         // 2: godwit.v1.NodeInfoResponse
+	(*ImportImageRequest)(nil),       // 3: godwit.v1.ImportImageRequest
+	(*ImportImageHeader)(nil),        // 4: godwit.v1.ImportImageHeader
+	(*Layer)(nil),                    // 5: godwit.v1.Layer
+	(*Image)(nil),                    // 6: godwit.v1.Image
+	(*ListImagesRequest)(nil),        // 7: godwit.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 8: godwit.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),       // 9: godwit.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),      // 10: godwit.v1.RemoveImageResponse
+	(*RunContainerRequest)(nil),      // 11: godwit.v1.RunContainerRequest
+	(*Container)(nil),                // 12: godwit.v1.Container
+	(*ContainerRef)(nil),             // 13: godwit.v1.ContainerRef
+	(*ListContainersRequest)(nil),    // 14: godwit.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),   // 15: godwit.v1.ListContainersResponse
+	(*StopContainerRequest)(nil),     // 16: godwit.v1.StopContainerRequest
+	(*RemoveContainerRequest)(nil),   // 17: godwit.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil),  // 18: godwit.v1.RemoveContainerResponse
+	(*LogsRequest)(nil),              // 19: godwit.v1.LogsRequest
+	(*LogsChunk)(nil),                // 20: godwit.v1.LogsChunk
+	(*ExecRequest)(nil),              // 21: godwit.v1.ExecRequest
+	(*ExecOutput)(nil),               // 22: godwit.v1.ExecOutput
+	(*RestoreResponse)(nil),          // 23: godwit.v1.RestoreResponse
+	nil,                              // 24: godwit.v1.NodeInfoResponse.LabelsEntry
+	nil,                              // 25: godwit.v1.RunContainerRequest.LabelsEntry
+	nil,                              // 26: godwit.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
+	(*Checkpoint)(nil),               // 28: godwit.v1.Checkpoint
+	(*CheckpointRequest)(nil),        // 29: godwit.v1.CheckpointRequest
+	(*ListCheckpointsRequest)(nil),   // 30: godwit.v1.ListCheckpointsRequest
+	(*CheckpointRef)(nil),            // 31: godwit.v1.CheckpointRef
+	(*ExportCheckpointRequest)(nil),  // 32: godwit.v1.ExportCheckpointRequest
+	(*RestoreRequest)(nil),           // 33: godwit.v1.RestoreRequest
+	(*RestoreArchiveRequest)(nil),    // 34: godwit.v1.RestoreArchiveRequest
+	(*CheckpointProgress)(nil),       // 35: godwit.v1.CheckpointProgress
+	(*ListCheckpointsResponse)(nil),  // 36: godwit.v1.ListCheckpointsResponse
+	(*CheckpointDetail)(nil),         // 37: godwit.v1.CheckpointDetail
+	(*RemoveCheckpointResponse)(nil), // 38: godwit.v1.RemoveCheckpointResponse
+	(*ExportCheckpointChunk)(nil),    // 39: godwit.v1.ExportCheckpointChunk
 }
 var file_godwit_v1_agent_proto_depIdxs = []int32{
-	23, // 0: godwit.v1.NodeInfoResponse.labels:type_name -> godwit.v1.NodeInfoResponse.LabelsEntry
+	24, // 0: godwit.v1.NodeInfoResponse.labels:type_name -> godwit.v1.NodeInfoResponse.LabelsEntry
 	4,  // 1: godwit.v1.ImportImageRequest.header:type_name -> godwit.v1.ImportImageHeader
 	5,  // 2: godwit.v1.Image.layers:type_name -> godwit.v1.Layer
-	26, // 3: godwit.v1.Image.created:type_name -> google.protobuf.Timestamp
+	27, // 3: godwit.v1.Image.created:type_name -> google.protobuf.Timestamp
 	6,  // 4: godwit.v1.ListImagesResponse.images:type_name -> godwit.v1.Image
-	24, // 5: godwit.v1.RunContainerRequest.labels:type_name -> godwit.v1.RunContainerRequest.LabelsEntry
+	25, // 5: godwit.v1.RunContainerRequest.labels:type_name -> godwit.v1.RunContainerRequest.LabelsEntry
 	0,  // 6: godwit.v1.Container.state:type_name -> godwit.v1.ContainerState
-	25, // 7: godwit.v1.Container.labels:type_name -> godwit.v1.Container.LabelsEntry
-	26, // 8: godwit.v1.Container.created:type_name -> google.protobuf.Timestamp
-	26, // 9: godwit.v1.Container.started:type_name -> google.protobuf.Timestamp
-	26, // 10: godwit.v1.Container.finished:type_name -> google.protobuf.Timestamp
+	26, // 7: godwit.v1.Container.labels:type_name -> godwit.v1.Container.LabelsEntry
+	27, // 8: godwit.v1.Container.created:type_name -> google.protobuf.Timestamp
+	27, // 9: godwit.v1.Container.started:type_name -> google.protobuf.Timestamp
+	27, // 10: godwit.v1.Container.finished:type_name -> google.protobuf.Timestamp
 	12, // 11: godwit.v1.ListContainersResponse.containers:type_name -> godwit.v1.Container
-	1,  // 12: godwit.v1.AgentService.NodeInfo:input_type -> godwit.v1.NodeInfoRequest
-	3,  // 13: godwit.v1.AgentService.ImportImage:input_type -> godwit.v1.ImportImageRequest
-	7,  // 14: godwit.v1.AgentService.ListImages:input_type -> godwit.v1.ListImagesRequest
-	9,  // 15: godwit.v1.AgentService.RemoveImage:input_type -> godwit.v1.RemoveImageRequest
-	11, // 16: godwit.v1.AgentService.RunContainer:input_type -> godwit.v1.RunContainerRequest
-	14, // 17: godwit.v1.AgentService.ListContainers:input_type -> godwit.v1.ListContainersRequest
-	13, // 18: godwit.v1.AgentService.InspectContainer:input_type -> godwit.v1.ContainerRef
-	16, // 19: godwit.v1.AgentService.StopContainer:input_type -> godwit.v1.StopContainerRequest
-	13, // 20: godwit.v1.AgentService.StartContainer:input_type -> godwit.v1.ContainerRef
-	17, // 21: godwit.v1.AgentService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
-	19, // 22: godwit.v1.AgentService.Logs:input_type -> godwit.v1.LogsRequest
-	21, // 23: godwit.v1.AgentService.Exec:input_type -> godwit.v1.ExecRequest
-	2,  // 24: godwit.v1.AgentService.NodeInfo:output_type -> godwit.v1.NodeInfoResponse
-	6,  // 25: godwit.v1.AgentService.ImportImage:output_type -> godwit.v1.Image
-	8,  // 26: godwit.v1.AgentService.ListImages:output_type -> godwit.v1.ListImagesResponse
-	10, // 27: godwit.v1.AgentService.RemoveImage:output_type -> godwit.v1.RemoveImageResponse
-	12, // 28: godwit.v1.AgentService.RunContainer:output_type -> godwit.v1.Container
-	15, // 29: godwit.v1.AgentService.ListContainers:output_type -> godwit.v1.ListContainersResponse
-	12, // 30: godwit.v1.AgentService.InspectContainer:output_type -> godwit.v1.Container
-	12, // 31: godwit.v1.AgentService.StopContainer:output_type -> godwit.v1.Container
-	12, // 32: godwit.v1.AgentService.StartContainer:output_type -> godwit.v1.Container
-	18, // 33: godwit.v1.AgentService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
-	20, // 34: godwit.v1.AgentService.Logs:output_type -> godwit.v1.LogsChunk
-	22, // 35: godwit.v1.AgentService.Exec:output_type -> godwit.v1.ExecOutput
-	24, // [24:36] is the sub-list for method output_type
-	12, // [12:24] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 12: godwit.v1.RestoreResponse.container:type_name -> godwit.v1.Container
+	28, // 13: godwit.v1.RestoreResponse.checkpoint:type_name -> godwit.v1.Checkpoint
+	1,  // 14: godwit.v1.AgentService.NodeInfo:input_type -> godwit.v1.NodeInfoRequest
+	3,  // 15: godwit.v1.AgentService.ImportImage:input_type -> godwit.v1.ImportImageRequest
+	7,  // 16: godwit.v1.AgentService.ListImages:input_type -> godwit.v1.ListImagesRequest
+	9,  // 17: godwit.v1.AgentService.RemoveImage:input_type -> godwit.v1.RemoveImageRequest
+	11, // 18: godwit.v1.AgentService.RunContainer:input_type -> godwit.v1.RunContainerRequest
+	14, // 19: godwit.v1.AgentService.ListContainers:input_type -> godwit.v1.ListContainersRequest
+	13, // 20: godwit.v1.AgentService.InspectContainer:input_type -> godwit.v1.ContainerRef
+	16, // 21: godwit.v1.AgentService.StopContainer:input_type -> godwit.v1.StopContainerRequest
+	13, // 22: godwit.v1.AgentService.StartContainer:input_type -> godwit.v1.ContainerRef
+	17, // 23: godwit.v1.AgentService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
+	19, // 24: godwit.v1.AgentService.Logs:input_type -> godwit.v1.LogsRequest
+	21, // 25: godwit.v1.AgentService.Exec:input_type -> godwit.v1.ExecRequest
+	29, // 26: godwit.v1.AgentService.Checkpoint:input_type -> godwit.v1.CheckpointRequest
+	30, // 27: godwit.v1.AgentService.ListCheckpoints:input_type -> godwit.v1.ListCheckpointsRequest
+	31, // 28: godwit.v1.AgentService.InspectCheckpoint:input_type -> godwit.v1.CheckpointRef
+	31, // 29: godwit.v1.AgentService.RemoveCheckpoint:input_type -> godwit.v1.CheckpointRef
+	32, // 30: godwit.v1.AgentService.ExportCheckpoint:input_type -> godwit.v1.ExportCheckpointRequest
+	33, // 31: godwit.v1.AgentService.Restore:input_type -> godwit.v1.RestoreRequest
+	34, // 32: godwit.v1.AgentService.RestoreArchive:input_type -> godwit.v1.RestoreArchiveRequest
+	2,  // 33: godwit.v1.AgentService.NodeInfo:output_type -> godwit.v1.NodeInfoResponse
+	6,  // 34: godwit.v1.AgentService.ImportImage:output_type -> godwit.v1.Image
+	8,  // 35: godwit.v1.AgentService.ListImages:output_type -> godwit.v1.ListImagesResponse
+	10, // 36: godwit.v1.AgentService.RemoveImage:output_type -> godwit.v1.RemoveImageResponse
+	12, // 37: godwit.v1.AgentService.RunContainer:output_type -> godwit.v1.Container
+	15, // 38: godwit.v1.AgentService.ListContainers:output_type -> godwit.v1.ListContainersResponse
+	12, // 39: godwit.v1.AgentService.InspectContainer:output_type -> godwit.v1.Container
+	12, // 40: godwit.v1.AgentService.StopContainer:output_type -> godwit.v1.Container
+	12, // 41: godwit.v1.AgentService.StartContainer:output_type -> godwit.v1.Container
+	18, // 42: godwit.v1.AgentService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
+	20, // 43: godwit.v1.AgentService.Logs:output_type -> godwit.v1.LogsChunk
+	22, // 44: godwit.v1.AgentService.Exec:output_type -> godwit.v1.ExecOutput
+	35, // 45: godwit.v1.AgentService.Checkpoint:output_type -> godwit.v1.CheckpointProgress
+	36, // 46: godwit.v1.AgentService.ListCheckpoints:output_type -> godwit.v1.ListCheckpointsResponse
+	37, // 47: godwit.v1.AgentService.InspectCheckpoint:output_type -> godwit.v1.CheckpointDetail
+	38, // 48: godwit.v1.AgentService.RemoveCheckpoint:output_type -> godwit.v1.RemoveCheckpointResponse
+	39, // 49: godwit.v1.AgentService.ExportCheckpoint:output_type -> godwit.v1.ExportCheckpointChunk
+	23, // 50: godwit.v1.AgentService.Restore:output_type -> godwit.v1.RestoreResponse
+	23, // 51: godwit.v1.AgentService.RestoreArchive:output_type -> godwit.v1.RestoreResponse
+	33, // [33:52] is the sub-list for method output_type
+	14, // [14:33] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_godwit_v1_agent_proto_init() }
@@ -1770,6 +1876,7 @@ func file_godwit_v1_agent_proto_init() {
 	if File_godwit_v1_agent_proto != nil {
 		return
 	}
+	file_godwit_v1_checkpoint_proto_init()
 	file_godwit_v1_agent_proto_msgTypes[2].OneofWrappers = []any{
 		(*ImportImageRequest_Header)(nil),
 		(*ImportImageRequest_Chunk)(nil),
@@ -1780,7 +1887,7 @@ func file_godwit_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_agent_proto_rawDesc), len(file_godwit_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,18 +24,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_NodeInfo_FullMethodName         = "/godwit.v1.AgentService/NodeInfo"
-	AgentService_ImportImage_FullMethodName      = "/godwit.v1.AgentService/ImportImage"
-	AgentService_ListImages_FullMethodName       = "/godwit.v1.AgentService/ListImages"
-	AgentService_RemoveImage_FullMethodName      = "/godwit.v1.AgentService/RemoveImage"
-	AgentService_RunContainer_FullMethodName     = "/godwit.v1.AgentService/RunContainer"
-	AgentService_ListContainers_FullMethodName   = "/godwit.v1.AgentService/ListContainers"
-	AgentService_InspectContainer_FullMethodName = "/godwit.v1.AgentService/InspectContainer"
-	AgentService_StopContainer_FullMethodName    = "/godwit.v1.AgentService/StopContainer"
-	AgentService_StartContainer_FullMethodName   = "/godwit.v1.AgentService/StartContainer"
-	AgentService_RemoveContainer_FullMethodName  = "/godwit.v1.AgentService/RemoveContainer"
-	AgentService_Logs_FullMethodName             = "/godwit.v1.AgentService/Logs"
-	AgentService_Exec_FullMethodName             = "/godwit.v1.AgentService/Exec"
+	AgentService_NodeInfo_FullMethodName          = "/godwit.v1.AgentService/NodeInfo"
+	AgentService_ImportImage_FullMethodName       = "/godwit.v1.AgentService/ImportImage"
+	AgentService_ListImages_FullMethodName        = "/godwit.v1.AgentService/ListImages"
+	AgentService_RemoveImage_FullMethodName       = "/godwit.v1.AgentService/RemoveImage"
+	AgentService_RunContainer_FullMethodName      = "/godwit.v1.AgentService/RunContainer"
+	AgentService_ListContainers_FullMethodName    = "/godwit.v1.AgentService/ListContainers"
+	AgentService_InspectContainer_FullMethodName  = "/godwit.v1.AgentService/InspectContainer"
+	AgentService_StopContainer_FullMethodName     = "/godwit.v1.AgentService/StopContainer"
+	AgentService_StartContainer_FullMethodName    = "/godwit.v1.AgentService/StartContainer"
+	AgentService_RemoveContainer_FullMethodName   = "/godwit.v1.AgentService/RemoveContainer"
+	AgentService_Logs_FullMethodName              = "/godwit.v1.AgentService/Logs"
+	AgentService_Exec_FullMethodName              = "/godwit.v1.AgentService/Exec"
+	AgentService_Checkpoint_FullMethodName        = "/godwit.v1.AgentService/Checkpoint"
+	AgentService_ListCheckpoints_FullMethodName   = "/godwit.v1.AgentService/ListCheckpoints"
+	AgentService_InspectCheckpoint_FullMethodName = "/godwit.v1.AgentService/InspectCheckpoint"
+	AgentService_RemoveCheckpoint_FullMethodName  = "/godwit.v1.AgentService/RemoveCheckpoint"
+	AgentService_ExportCheckpoint_FullMethodName  = "/godwit.v1.AgentService/ExportCheckpoint"
+	AgentService_Restore_FullMethodName           = "/godwit.v1.AgentService/Restore"
+	AgentService_RestoreArchive_FullMethodName    = "/godwit.v1.AgentService/RestoreArchive"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -61,6 +68,27 @@ type AgentServiceClient interface {
 	// last message carries the exit code. Exec'd processes are not part of a
 	// checkpoint.
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecOutput], error)
+	// Checkpoint dumps a running container with CRIU into a checkpoint kept
+	// on the node. It streams the phase and bytes as it goes; the last
+	// message carries the checkpoint.
+	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CheckpointProgress], error)
+	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
+	// InspectCheckpoint reads a stored checkpoint's manifest and CRIU images:
+	// process tree, files, sockets, mounts, memory and statistics.
+	InspectCheckpoint(ctx context.Context, in *CheckpointRef, opts ...grpc.CallOption) (*CheckpointDetail, error)
+	RemoveCheckpoint(ctx context.Context, in *CheckpointRef, opts ...grpc.CallOption) (*RemoveCheckpointResponse, error)
+	// ExportCheckpoint streams a stored checkpoint as an archive (see
+	// docs/checkpoint-format.md), unencrypted: the client encrypts it with
+	// its own key, which never reaches the agent.
+	ExportCheckpoint(ctx context.Context, in *ExportCheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportCheckpointChunk], error)
+	// Restore brings a container back from a stored checkpoint, into the
+	// same container when it still exists on the node, or as a new one.
+	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
+	// RestoreArchive restores from an archive sent as a stream: the first
+	// message is the header, the following ones carry the bytes in order.
+	// Every digest is checked before CRIU reads anything, and the imported
+	// checkpoint is removed once the container runs.
+	RestoreArchive(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreArchiveRequest, RestoreResponse], error)
 }
 
 type agentServiceClient struct {
@@ -212,6 +240,97 @@ func (c *agentServiceClient) Exec(ctx context.Context, in *ExecRequest, opts ...
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ExecClient = grpc.ServerStreamingClient[ExecOutput]
 
+func (c *agentServiceClient) Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CheckpointProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[3], AgentService_Checkpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CheckpointRequest, CheckpointProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_CheckpointClient = grpc.ServerStreamingClient[CheckpointProgress]
+
+func (c *agentServiceClient) ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCheckpointsResponse)
+	err := c.cc.Invoke(ctx, AgentService_ListCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) InspectCheckpoint(ctx context.Context, in *CheckpointRef, opts ...grpc.CallOption) (*CheckpointDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointDetail)
+	err := c.cc.Invoke(ctx, AgentService_InspectCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) RemoveCheckpoint(ctx context.Context, in *CheckpointRef, opts ...grpc.CallOption) (*RemoveCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveCheckpointResponse)
+	err := c.cc.Invoke(ctx, AgentService_RemoveCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ExportCheckpoint(ctx context.Context, in *ExportCheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportCheckpointChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[4], AgentService_ExportCheckpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportCheckpointRequest, ExportCheckpointChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ExportCheckpointClient = grpc.ServerStreamingClient[ExportCheckpointChunk]
+
+func (c *agentServiceClient) Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreResponse)
+	err := c.cc.Invoke(ctx, AgentService_Restore_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) RestoreArchive(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreArchiveRequest, RestoreResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[5], AgentService_RestoreArchive_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreArchiveRequest, RestoreResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_RestoreArchiveClient = grpc.ClientStreamingClient[RestoreArchiveRequest, RestoreResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -235,6 +354,27 @@ type AgentServiceServer interface {
 	// last message carries the exit code. Exec'd processes are not part of a
 	// checkpoint.
 	Exec(*ExecRequest, grpc.ServerStreamingServer[ExecOutput]) error
+	// Checkpoint dumps a running container with CRIU into a checkpoint kept
+	// on the node. It streams the phase and bytes as it goes; the last
+	// message carries the checkpoint.
+	Checkpoint(*CheckpointRequest, grpc.ServerStreamingServer[CheckpointProgress]) error
+	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
+	// InspectCheckpoint reads a stored checkpoint's manifest and CRIU images:
+	// process tree, files, sockets, mounts, memory and statistics.
+	InspectCheckpoint(context.Context, *CheckpointRef) (*CheckpointDetail, error)
+	RemoveCheckpoint(context.Context, *CheckpointRef) (*RemoveCheckpointResponse, error)
+	// ExportCheckpoint streams a stored checkpoint as an archive (see
+	// docs/checkpoint-format.md), unencrypted: the client encrypts it with
+	// its own key, which never reaches the agent.
+	ExportCheckpoint(*ExportCheckpointRequest, grpc.ServerStreamingServer[ExportCheckpointChunk]) error
+	// Restore brings a container back from a stored checkpoint, into the
+	// same container when it still exists on the node, or as a new one.
+	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
+	// RestoreArchive restores from an archive sent as a stream: the first
+	// message is the header, the following ones carry the bytes in order.
+	// Every digest is checked before CRIU reads anything, and the imported
+	// checkpoint is removed once the container runs.
+	RestoreArchive(grpc.ClientStreamingServer[RestoreArchiveRequest, RestoreResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -280,6 +420,27 @@ func (UnimplementedAgentServiceServer) Logs(*LogsRequest, grpc.ServerStreamingSe
 }
 func (UnimplementedAgentServiceServer) Exec(*ExecRequest, grpc.ServerStreamingServer[ExecOutput]) error {
 	return status.Error(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedAgentServiceServer) Checkpoint(*CheckpointRequest, grpc.ServerStreamingServer[CheckpointProgress]) error {
+	return status.Error(codes.Unimplemented, "method Checkpoint not implemented")
+}
+func (UnimplementedAgentServiceServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCheckpoints not implemented")
+}
+func (UnimplementedAgentServiceServer) InspectCheckpoint(context.Context, *CheckpointRef) (*CheckpointDetail, error) {
+	return nil, status.Error(codes.Unimplemented, "method InspectCheckpoint not implemented")
+}
+func (UnimplementedAgentServiceServer) RemoveCheckpoint(context.Context, *CheckpointRef) (*RemoveCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveCheckpoint not implemented")
+}
+func (UnimplementedAgentServiceServer) ExportCheckpoint(*ExportCheckpointRequest, grpc.ServerStreamingServer[ExportCheckpointChunk]) error {
+	return status.Error(codes.Unimplemented, "method ExportCheckpoint not implemented")
+}
+func (UnimplementedAgentServiceServer) Restore(context.Context, *RestoreRequest) (*RestoreResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Restore not implemented")
+}
+func (UnimplementedAgentServiceServer) RestoreArchive(grpc.ClientStreamingServer[RestoreArchiveRequest, RestoreResponse]) error {
+	return status.Error(codes.Unimplemented, "method RestoreArchive not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -493,6 +654,107 @@ func _AgentService_Exec_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ExecServer = grpc.ServerStreamingServer[ExecOutput]
 
+func _AgentService_Checkpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CheckpointRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).Checkpoint(m, &grpc.GenericServerStream[CheckpointRequest, CheckpointProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_CheckpointServer = grpc.ServerStreamingServer[CheckpointProgress]
+
+func _AgentService_ListCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ListCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ListCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ListCheckpoints(ctx, req.(*ListCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_InspectCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).InspectCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_InspectCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).InspectCheckpoint(ctx, req.(*CheckpointRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_RemoveCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).RemoveCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_RemoveCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).RemoveCheckpoint(ctx, req.(*CheckpointRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ExportCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportCheckpointRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).ExportCheckpoint(m, &grpc.GenericServerStream[ExportCheckpointRequest, ExportCheckpointChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ExportCheckpointServer = grpc.ServerStreamingServer[ExportCheckpointChunk]
+
+func _AgentService_Restore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Restore(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Restore_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Restore(ctx, req.(*RestoreRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_RestoreArchive_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).RestoreArchive(&grpc.GenericServerStream[RestoreArchiveRequest, RestoreResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_RestoreArchiveServer = grpc.ClientStreamingServer[RestoreArchiveRequest, RestoreResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -536,6 +798,22 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RemoveContainer",
 			Handler:    _AgentService_RemoveContainer_Handler,
 		},
+		{
+			MethodName: "ListCheckpoints",
+			Handler:    _AgentService_ListCheckpoints_Handler,
+		},
+		{
+			MethodName: "InspectCheckpoint",
+			Handler:    _AgentService_InspectCheckpoint_Handler,
+		},
+		{
+			MethodName: "RemoveCheckpoint",
+			Handler:    _AgentService_RemoveCheckpoint_Handler,
+		},
+		{
+			MethodName: "Restore",
+			Handler:    _AgentService_Restore_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -552,6 +830,21 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Exec",
 			Handler:       _AgentService_Exec_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Checkpoint",
+			Handler:       _AgentService_Checkpoint_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportCheckpoint",
+			Handler:       _AgentService_ExportCheckpoint_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RestoreArchive",
+			Handler:       _AgentService_RestoreArchive_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "godwit/v1/agent.proto",
