@@ -51,7 +51,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	for _, dir := range []string{cfg.DataDir, cfg.RunDir, cfg.containersDir()} {
+	for _, dir := range []string{cfg.DataDir, cfg.RunDir, cfg.containersDir(), cfg.checkpointsDir()} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 		}
@@ -83,6 +83,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("container network: %w", err)
 	}
 	a.runc = &runtime.Runc{Binary: cfg.Runc, Root: cfg.runcRoot(), Log: log}
+	if err := a.clearStaging(); err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", err)
+	}
 
 	if err := a.adopt(ctx); err != nil {
 		return nil, err

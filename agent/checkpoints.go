@@ -3,10 +3,21 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
 	"github.com/godwit/godwit/agent/checkpoint/criuimg"
+	"github.com/godwit/godwit/agent/image"
+	"github.com/godwit/godwit/agent/runtime"
 )
 
 // Checkpoint phases, as CheckpointRequest.Progress reports them.
@@ -15,6 +26,18 @@ const (
 	PhaseRootfs  = "rootfs"  // the writable layer's diff is being written
 	PhaseSealing = "sealing" // every file is being hashed into the manifest
 	PhaseDone    = "done"
+)
+
+const (
+	// dumpPoll is how often the size of CRIU's images is reported while
+	// it dumps.
+	dumpPoll = 200 * time.Millisecond
+	// stagingPrefix marks a checkpoint directory being written or
+	// imported; a restarted agent removes what one left behind.
+	stagingPrefix = ".new-"
+	// checkpointIDLen is the length of a checkpoint ID: hex, like a short
+	// container ID.
+	checkpointIDLen = 12
 )
 
 // Progress is how far a long operation has come: its phase, and the bytes
@@ -33,68 +56,408 @@ type CheckpointRequest struct {
 	Progress func(Progress)
 }
 
-// RestoreRequest asks to restore a container from a checkpoint stored on
-// this node.
-type RestoreRequest struct {
-	// Container names the container; with CheckpointID empty, its latest
-	// checkpoint is restored.
-	Container    string
-	CheckpointID string
-	// Name, when set, restores as a new container of that name.
-	Name string
+func (r CheckpointRequest) report(phase string, done, total int64) {
+	if r.Progress != nil {
+		r.Progress(Progress{Phase: phase, Done: done, Total: total})
+	}
 }
 
-// RestoreResult is a restored container and what it was restored from.
-type RestoreResult struct {
-	Container *Container
-	// Checkpoint is the restored checkpoint's manifest, with the
-	// restore's statistics in its Stats.
-	Checkpoint *bundle.Manifest
-	// Warnings are compatibility differences that did not prevent the
-	// restore.
-	Warnings []string
+// Checkpoint dumps a running container with CRIU into a new checkpoint
+// under the data dir and returns its manifest. The checkpoint holds CRIU's
+// images (established TCP connections included; the container's network
+// namespace and the shim's pipes are external), the writable layer's diff
+// and the spec, sealed by a manifest with every file's digest.
+//
+// Without LeaveRunning the container ends checkpointed: its processes are
+// gone, its root filesystem and IP stay reserved on this node, and its
+// network namespace is released so that it may be restored here or
+// elsewhere. If anything fails after CRIU dumped it, the container is
+// restored from the dump at once, so a failed checkpoint never loses it.
+func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointRequest) (_ *bundle.Manifest, err error) {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	c := e.c
+	if err := a.refresh(ctx, c); err != nil {
+		return nil, err
+	}
+	if c.State != StateRunning {
+		return nil, errorf(ErrInvalidState, "container %s is %s: only a running container can be checkpointed", c.Name, c.State)
+	}
+	img, err := a.images.Get(c.ImageID)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
+	}
+	id := newID()[:checkpointIDLen]
+	staging := filepath.Join(a.cfg.checkpointsDir(), stagingPrefix+id)
+	log := a.log.With("container", c.Name, "id", c.ID, "checkpoint", id)
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(staging)
+		}
+	}()
+
+	p := a.paths(c.ID)
+	if err := os.RemoveAll(p.dumpWork()); err != nil {
+		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
+	}
+	criuDir := filepath.Join(staging, bundle.CRIUDir)
+	stopWatch := watchSize(criuDir, func(n int64) { req.report(PhaseDumping, n, 0) })
+	err = a.runc.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{
+		ImagePath:      criuDir,
+		WorkPath:       p.dumpWork(),
+		LeaveRunning:   req.LeaveRunning,
+		TCPEstablished: true,
+	})
+	stopWatch()
+	if err != nil {
+		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
+	}
+	log.Info("container dumped", "leave_running", req.LeaveRunning)
+
+	m, err := a.seal(ctx, c, img.Layers, id, staging, req)
+	if err == nil {
+		err = os.Rename(staging, a.checkpointDir(id))
+	}
+	if err != nil {
+		if !req.LeaveRunning {
+			// CRIU killed the container; its images are all there is.
+			return nil, a.rollBack(ctx, c, criuDir, err)
+		}
+		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
+	}
+	c.LastCheckpoint = id
+	if !req.LeaveRunning {
+		if err := a.checkpointed(ctx, c, id); err != nil {
+			return nil, err
+		}
+	}
+	req.report(PhaseDone, m.Size(), m.Size())
+	log.Info("checkpoint written", "size", m.Size(), "frozen_us", m.Stats.FrozenTimeUs)
+	return m, nil
 }
 
-var errNotYet = errors.New("not implemented yet")
+// seal writes the rest of a dumped container's checkpoint into dir (the
+// rootfs diff and the spec) and its manifest.
+func (a *Agent) seal(ctx context.Context, c *Container, layers []image.Layer, id, dir string, req CheckpointRequest) (*bundle.Manifest, error) {
+	p := a.paths(c.ID)
+	diff, err := os.OpenFile(filepath.Join(dir, bundle.RootfsDiffName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cw := &countingWriter{w: diff, report: func(n int64) { req.report(PhaseRootfs, n, 0) }}
+	err = a.snaps.Diff(ctx, c.SnapshotKey, cw)
+	if cerr := diff.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write root filesystem diff: %w", err)
+	}
+	spec, err := os.ReadFile(filepath.Join(p.bundle(), bundle.SpecName))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, bundle.SpecName), spec, 0o600); err != nil {
+		return nil, err
+	}
 
-// Checkpoint dumps a running container into a new checkpoint under the
-// data dir and returns its manifest.
-func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointRequest) (*bundle.Manifest, error) {
-	return nil, errNotYet
+	req.report(PhaseSealing, 0, 0)
+	m := &bundle.Manifest{
+		ID:         id,
+		Container:  bundle.Container{Name: c.Name, ID: c.ID, Labels: c.Labels, IP: c.IP},
+		Image:      bundle.Image{Name: c.Image},
+		Host:       a.hostInfo(ctx),
+		Spec:       bundle.SpecName,
+		RootfsDiff: bundle.RootfsDiffName,
+		Options: bundle.Options{
+			TCPEstablished: true,
+			LeaveRunning:   req.LeaveRunning,
+			External:       a.externalNetns(c),
+		},
+	}
+	for _, l := range layers {
+		m.Image.Layers = append(m.Image.Layers, l.Digest)
+	}
+	if st, err := criuimg.ReadStats(p.dumpWork()); err == nil && st.Dump != nil {
+		d := st.Dump
+		m.Stats = bundle.Stats{
+			FreezingTimeUs:     d.FreezingTime.Microseconds(),
+			FrozenTimeUs:       d.FrozenTime.Microseconds(),
+			MemdumpTimeUs:      d.MemdumpTime.Microseconds(),
+			MemwriteTimeUs:     d.MemwriteTime.Microseconds(),
+			PagesScanned:       d.PagesScanned,
+			PagesSkippedParent: d.PagesSkippedParent,
+			PagesWritten:       d.PagesWritten,
+		}
+	} else {
+		a.log.Warn("no CRIU dump statistics", "container", c.Name, "checkpoint", id, "err", err)
+	}
+	if err := bundle.WriteManifest(dir, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// checkpointed records that c's processes are gone into checkpoint id:
+// its writable layer is as the checkpoint has it, and its network
+// namespace is released (the IP stays reserved for it).
+func (a *Agent) checkpointed(ctx context.Context, c *Container, id string) error {
+	if err := a.runc.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
+		a.log.Warn("clear runc state after checkpoint", "container", c.Name, "err", err)
+	}
+	if err := a.net.Detach(ctx, c.ID); err != nil {
+		// The checkpoint is complete; a network left attached only
+		// stops a restore of the same IP on another agent of this host.
+		a.log.Warn("release network after checkpoint", "container", c.Name, "err", err)
+	}
+	if err := c.transition(StateCheckpointed); err != nil {
+		return err
+	}
+	c.Pid = 0
+	c.Finished = time.Now().UTC()
+	c.RootfsCheckpoint = id
+	return a.save(c)
+}
+
+// rollBack restores c from the CRIU images in criuDir after a checkpoint
+// failed past the dump, and returns cause with what became of c.
+func (a *Agent) rollBack(ctx context.Context, c *Container, criuDir string, cause error) error {
+	ctx = context.WithoutCancel(ctx)
+	// CRIU killed it: it is as good as checkpointed, in the images only.
+	err := c.transition(StateCheckpointed)
+	if err == nil {
+		err = a.start(ctx, c, startOptions{restoreFrom: criuDir, tcpEstablished: true})
+	}
+	if err == nil {
+		a.log.Warn("checkpoint failed after the dump; container restored from it", "container", c.Name, "err", cause)
+		return fmt.Errorf("container %s: checkpoint failed after CRIU dumped it (%w); the container was restored from the dump and runs", c.Name, cause)
+	}
+	if serr := a.save(c); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	// Keep the images: they are the container now.
+	keep := filepath.Join(a.cfg.checkpointsDir(), "failed-"+filepath.Base(filepath.Dir(criuDir)))
+	if rerr := os.Rename(filepath.Dir(criuDir), keep); rerr != nil {
+		keep = filepath.Dir(criuDir)
+	}
+	return fmt.Errorf("container %s: checkpoint failed after CRIU dumped it (%w), and restoring from the dump failed too (%w); its CRIU images are kept in %s", c.Name, cause, err, keep)
+}
+
+// externalNetns names c's network namespace in CRIU's --external syntax,
+// as runc declares it: the namespace is the agent's, not the container's,
+// so CRIU neither dumps nor recreates it.
+func (a *Agent) externalNetns(c *Container) []string {
+	ep, err := a.net.Lookup(c.ID)
+	if err != nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(ep.NetnsPath, &st); err != nil {
+		return nil
+	}
+	return []string{fmt.Sprintf("net[%d]:extRootNetNS", st.Ino)}
+}
+
+// hostInfo describes this node as checkpoint manifests record it.
+func (a *Agent) hostInfo(ctx context.Context) bundle.HostInfo {
+	info := a.NodeInfo(ctx)
+	h := bundle.HostInfo{
+		Node:        a.cfg.Name,
+		CRIUVersion: info.CRIUVersion,
+		RuncVersion: info.RuncVersion,
+		Kernel:      info.KernelVersion,
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		h.CPU, err = bundle.ParseCPUInfo(f)
+		f.Close()
+		if err != nil {
+			a.log.Warn("read CPU features", "err", err)
+		}
+	}
+	return h
+}
+
+// checkpointDir is where the sealed checkpoint id lives.
+func (a *Agent) checkpointDir(id string) string {
+	return filepath.Join(a.cfg.checkpointsDir(), id)
 }
 
 // ListCheckpoints returns the manifests of the stored checkpoints, oldest
 // first: all of them, or those of one container (by name or ID).
 func (a *Agent) ListCheckpoints(ctx context.Context, container string) ([]*bundle.Manifest, error) {
-	return nil, errNotYet
+	entries, err := os.ReadDir(a.cfg.checkpointsDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*bundle.Manifest
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || strings.HasPrefix(e.Name(), "failed-") {
+			continue
+		}
+		m, err := bundle.ReadManifest(a.checkpointDir(e.Name()))
+		if err != nil {
+			a.log.Warn("unreadable checkpoint", "checkpoint", e.Name(), "err", err)
+			continue
+		}
+		if container == "" || m.Container.Name == container || m.Container.ID == container {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(x, y *bundle.Manifest) int { return x.Created.Compare(y.Created) })
+	return out, nil
+}
+
+// findCheckpoint resolves a checkpoint ID or unique prefix.
+func (a *Agent) findCheckpoint(ctx context.Context, ref string) (*bundle.Manifest, error) {
+	if ref == "" {
+		return nil, errorf(ErrInvalid, "empty checkpoint reference: give a checkpoint ID (see `godwit checkpoint ls`)")
+	}
+	all, err := a.ListCheckpoints(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var matches []*bundle.Manifest
+	for _, m := range all {
+		if m.ID == ref {
+			return m, nil
+		}
+		if strings.HasPrefix(m.ID, ref) {
+			matches = append(matches, m)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return nil, errorf(ErrNotFound, "no checkpoint %q on node %s: list them with `godwit checkpoint ls`", ref, a.cfg.Name)
+	case 1:
+		return matches[0], nil
+	}
+	return nil, errorf(ErrInvalid, "checkpoint %q is ambiguous: %d checkpoints start with it; give more of the ID", ref, len(matches))
 }
 
 // InspectCheckpoint returns a stored checkpoint's manifest and what its
-// CRIU images hold.
+// CRIU images hold. The images are read, never restored; Inspect refuses
+// a checkpoint whose files no longer match their digests.
 func (a *Agent) InspectCheckpoint(ctx context.Context, ref string) (*bundle.Manifest, *criuimg.Report, error) {
-	return nil, nil, errNotYet
+	m, err := a.findCheckpoint(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := a.checkpointDir(m.ID)
+	if m, err = bundle.Verify(dir); err != nil {
+		return nil, nil, fmt.Errorf("checkpoint %s: %w", ref, err)
+	}
+	report, err := criuimg.Inspect(filepath.Join(dir, bundle.CRIUDir))
+	if err != nil {
+		return nil, nil, fmt.Errorf("checkpoint %s: %w", m.ID, err)
+	}
+	return m, report, nil
 }
 
 // RemoveCheckpoint deletes a stored checkpoint.
 func (a *Agent) RemoveCheckpoint(ctx context.Context, ref string) error {
-	return errNotYet
+	m, err := a.findCheckpoint(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(a.checkpointDir(m.ID)); err != nil {
+		return fmt.Errorf("remove checkpoint %s: %w", m.ID, err)
+	}
+	a.log.Info("checkpoint removed", "checkpoint", m.ID, "container", m.Container.Name)
+	return nil
 }
 
 // ExportCheckpoint writes a stored checkpoint to w as an unencrypted
 // archive, reporting progress (bytes of the checkpoint's files, before
 // compression) when progress is set.
 func (a *Agent) ExportCheckpoint(ctx context.Context, ref string, w io.Writer, compression bundle.Compression, progress func(done, total int64)) error {
-	return errNotYet
+	m, err := a.findCheckpoint(ctx, ref)
+	if err != nil {
+		return err
+	}
+	err = bundle.Export(ctx, a.checkpointDir(m.ID), w, bundle.ExportOptions{Compression: compression, Progress: progress})
+	if err != nil {
+		return fmt.Errorf("export checkpoint %s: %w", m.ID, err)
+	}
+	return nil
 }
 
-// Restore restores a container from a checkpoint stored on this node.
-func (a *Agent) Restore(ctx context.Context, req RestoreRequest) (*RestoreResult, error) {
-	return nil, errNotYet
+// clearStaging removes checkpoints that an earlier run of the agent left
+// half written or half imported.
+func (a *Agent) clearStaging() error {
+	entries, err := os.ReadDir(a.cfg.checkpointsDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), stagingPrefix) {
+			p := filepath.Join(a.cfg.checkpointsDir(), e.Name())
+			a.log.Info("removing an unfinished checkpoint", "path", p)
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-// RestoreArchive imports the archive r (unencrypted), verifying every
-// digest, and restores the container it holds, named name when name is
-// set. The imported checkpoint is removed afterwards.
-func (a *Agent) RestoreArchive(ctx context.Context, r io.Reader, name string) (*RestoreResult, error) {
-	return nil, errNotYet
+// watchSize calls report with the total size of the files in dir every
+// dumpPoll until the returned stop is called.
+func watchSize(dir string, report func(int64)) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(dumpPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				report(dirSize(dir))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// dirSize is the total size of the regular files directly in dir.
+func dirSize(dir string) int64 {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			n += info.Size()
+		}
+	}
+	return n
+}
+
+// countingWriter reports how many bytes went through it.
+type countingWriter struct {
+	w      io.Writer
+	n      int64
+	report func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.report(c.n)
+	return n, err
 }

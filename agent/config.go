@@ -76,6 +76,7 @@ func (c *Config) imagesDir() string     { return filepath.Join(c.DataDir, "image
 func (c *Config) snapshotsDir() string  { return filepath.Join(c.DataDir, "snapshots") }
 func (c *Config) containersDir() string { return filepath.Join(c.DataDir, "containers") }
 func (c *Config) networkDir() string    { return filepath.Join(c.DataDir, "network") }
+func (c *Config) checkpointsDir() string { return filepath.Join(c.DataDir, "checkpoints") }
 func (c *Config) runcRoot() string      { return filepath.Join(c.RunDir, "runc") }
 
 // cgroupsPath is the container's cgroup under this node's own parent, so

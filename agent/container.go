@@ -70,6 +70,13 @@ type Container struct {
 	Finished    time.Time `json:"finished,omitzero"`
 	ExitCode    int       `json:"exit_code"`
 	ExitSignal  string    `json:"exit_signal,omitempty"`
+	// LastCheckpoint is the ID of the container's latest checkpoint on
+	// this node, the one `restore NAME` picks.
+	LastCheckpoint string `json:"last_checkpoint,omitempty"`
+	// RootfsCheckpoint is the checkpoint the writable layer still matches
+	// (the container has not run since it was taken); restoring another
+	// checkpoint resets the layer from that checkpoint's diff first.
+	RootfsCheckpoint string `json:"rootfs_checkpoint,omitempty"`
 }
 
 // containerPaths are where one container's files live.
@@ -81,6 +88,11 @@ func (p containerPaths) rootfs() string { return filepath.Join(p.dir, "bundle", 
 
 // state is the shim's directory: its pid, the exit status and the logs.
 func (p containerPaths) state() string { return filepath.Join(p.dir, "state") }
+
+// dumpWork and restoreWork hold CRIU's logs and statistics of the
+// container's last checkpoint and last restore.
+func (p containerPaths) dumpWork() string    { return filepath.Join(p.dir, "state", "criu-dump") }
+func (p containerPaths) restoreWork() string { return filepath.Join(p.dir, "state", "criu-restore") }
 
 func (a *Agent) paths(id string) containerPaths {
 	return containerPaths{dir: filepath.Join(a.cfg.containersDir(), id)}

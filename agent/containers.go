@@ -156,7 +156,7 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 	if err := a.save(c); err != nil {
 		return nil, err
 	}
-	if err := a.start(ctx, c); err != nil {
+	if err := a.start(ctx, c, startOptions{}); err != nil {
 		return nil, err
 	}
 	log.Info("container running", "image", c.Image, "ip", c.IP, "pid", c.Pid)
@@ -191,9 +191,16 @@ func (a *Agent) forget(id string) {
 	a.mu.Unlock()
 }
 
+// startOptions make start restore the container from CRIU images
+// instead of starting it afresh.
+type startOptions struct {
+	restoreFrom    string // CRIU images; "" starts afresh
+	tcpEstablished bool
+}
+
 // start launches the container's shim, which creates and starts it with
-// runc, and records it as running.
-func (a *Agent) start(ctx context.Context, c *Container) error {
+// runc (or restores it), and records it as running.
+func (a *Agent) start(ctx context.Context, c *Container, o startOptions) error {
 	p := a.paths(c.ID)
 	// A crash between a stop and its delete can leave runc state behind;
 	// look for it on disk rather than paying for a runc call every start.
@@ -205,7 +212,7 @@ func (a *Agent) start(ctx context.Context, c *Container) error {
 	if err := runtime.ClearExit(p.state()); err != nil {
 		return fmt.Errorf("container %s: %w", c.Name, err)
 	}
-	shimPid, err := runtime.StartShim(ctx, a.cfg.Self, runtime.ShimConfig{
+	cfg := runtime.ShimConfig{
 		ID:          c.ID,
 		Bundle:      p.bundle(),
 		RuncRoot:    a.cfg.runcRoot(),
@@ -214,7 +221,14 @@ func (a *Agent) start(ctx context.Context, c *Container) error {
 		LogMaxBytes: runtime.DefaultLogMaxBytes,
 		LogMaxFiles: runtime.DefaultLogMaxFiles,
 		Cgroup:      a.cfg.shimCgroup(),
-	})
+	}
+	if o.restoreFrom != "" {
+		if err := os.RemoveAll(p.restoreWork()); err != nil {
+			return fmt.Errorf("container %s: %w", c.Name, err)
+		}
+		cfg.RestoreFrom, cfg.RestoreWorkPath, cfg.RestoreTCPEstablished = o.restoreFrom, p.restoreWork(), o.tcpEstablished
+	}
+	shimPid, err := runtime.StartShim(ctx, a.cfg.Self, cfg)
 	if err != nil {
 		return fmt.Errorf("container %s: start: %w", c.Name, err)
 	}
@@ -230,6 +244,8 @@ func (a *Agent) start(ctx context.Context, c *Container) error {
 	c.Started = time.Now().UTC()
 	c.Finished = time.Time{}
 	c.ExitCode, c.ExitSignal = 0, ""
+	// Running changes the writable layer: it no longer matches a checkpoint.
+	c.RootfsCheckpoint = ""
 	return a.save(c)
 }
 
@@ -267,7 +283,10 @@ func (a *Agent) Start(ctx context.Context, ref string) (*Container, error) {
 	if err := a.ensureRootfs(ctx, c); err != nil {
 		return nil, err
 	}
-	if err := a.start(ctx, c); err != nil {
+	if err := a.ensureNetwork(ctx, c); err != nil {
+		return nil, err
+	}
+	if err := a.start(ctx, c, startOptions{}); err != nil {
 		return nil, err
 	}
 	a.log.Info("container started", "container", c.Name, "id", c.ID, "pid", c.Pid)

@@ -15,6 +15,12 @@
 // persists its reservations in <stateDir>/ipam.json, so a restarted agent
 // never hands out an address still in use.
 //
+// A container that is checkpointed and stopped can be detached: its
+// namespace, veth and host route go while its address stays reserved, so
+// another agent sharing the node's namespace can route that address for a
+// while, and a later Setup of the container re-creates them with the same
+// address, which its restored TCP connections are bound to.
+//
 // Every kernel operation acts on the network namespace the Manager was
 // created for (the node's), never on whatever namespace the calling thread
 // happens to be in: several agents share one kernel in tests, each in its own

@@ -41,6 +41,10 @@ type record struct {
 	IP        netip.Addr `json:"ip"`
 	HostVeth  string     `json:"hostVeth"`
 	NetnsPath string     `json:"netnsPath"`
+	// Detached means the container's kernel objects were removed on purpose
+	// while it keeps its address (see Manager.Detach). Absent in files
+	// written before detaching existed, which correctly reads as attached.
+	Detached bool `json:"detached,omitempty"`
 }
 
 // ipamFile is the on-disk form of the reservations.
@@ -210,6 +214,28 @@ func (a *ipam) release(containerID string) error {
 	if err := a.save(); err != nil {
 		a.byID[containerID] = rec
 		a.byIP[rec.IP] = containerID
+		return err
+	}
+	return nil
+}
+
+// setDetached marks containerID's reservation detached or attached and
+// persists the change; marking it as it already is changes nothing. It fails
+// with ErrNotFound for a container without a reservation. Nothing changes
+// when it fails.
+func (a *ipam) setDetached(containerID string, detached bool) error {
+	rec, ok := a.byID[containerID]
+	if !ok {
+		return fmt.Errorf("container %s: %w", containerID, ErrNotFound)
+	}
+	if rec.Detached == detached {
+		return nil
+	}
+	changed := rec
+	changed.Detached = detached
+	a.byID[containerID] = changed
+	if err := a.save(); err != nil {
+		a.byID[containerID] = rec
 		return err
 	}
 	return nil

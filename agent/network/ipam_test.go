@@ -226,6 +226,46 @@ func TestIPAMPersistsAcrossNew(t *testing.T) {
 	}
 }
 
+// TestIPAMDetachedPersists checks that the detached mark survives a reload
+// and that a detached reservation still holds its address.
+func TestIPAMDetachedPersists(t *testing.T) {
+	dir := t.TempDir()
+	a := newTestIPAM(t, dir, "10.250.9.0/24")
+	ip, err := a.reserve("held", netip.Addr{}, record{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.reserve("attached", netip.Addr{}, record{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.setDetached("held", true); err != nil {
+		t.Fatalf("setDetached: %v", err)
+	}
+	if err := a.setDetached("unknown", true); !errors.Is(err, ErrNotFound) {
+		t.Errorf("setDetached of an unknown container: err = %v, want ErrNotFound", err)
+	}
+
+	b := newTestIPAM(t, dir, "10.250.9.0/24")
+	for _, tt := range []struct {
+		id           string
+		wantDetached bool
+	}{
+		{id: "held", wantDetached: true},
+		{id: "attached", wantDetached: false},
+	} {
+		rec, ok := b.lookup(tt.id)
+		if !ok || rec.Detached != tt.wantDetached {
+			t.Errorf("%s after reload: record %+v, found %v; want detached = %v", tt.id, rec, ok, tt.wantDetached)
+		}
+	}
+	if _, err := b.reserve("other", ip, record{}); !errors.Is(err, ErrAddressInUse) {
+		t.Errorf("requesting the detached address: err = %v, want ErrAddressInUse", err)
+	}
+	if got, err := b.reserve("next", netip.Addr{}, record{}); err != nil || got == ip {
+		t.Errorf("allocation after reload = %v, %v; want an address other than the detached %s", got, err, ip)
+	}
+}
+
 func TestNewRefusesBadState(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -331,6 +371,9 @@ func TestInvalidContainerID(t *testing.T) {
 			}
 			if err := m.Teardown(t.Context(), tt.id); !errors.Is(err, ErrInvalidID) {
 				t.Errorf("Teardown(%q): err = %v, want ErrInvalidID", tt.id, err)
+			}
+			if err := m.Detach(t.Context(), tt.id); !errors.Is(err, ErrInvalidID) {
+				t.Errorf("Detach(%q): err = %v, want ErrInvalidID", tt.id, err)
 			}
 		})
 	}

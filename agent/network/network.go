@@ -64,8 +64,11 @@ var (
 	// ErrNotFound means the container has no network endpoint on this node.
 	ErrNotFound = errors.New("no network endpoint")
 	// ErrExists means Setup was called for a container that already has an
-	// endpoint.
+	// attached endpoint.
 	ErrExists = errors.New("network endpoint exists")
+	// ErrAddressMismatch means Setup asked for another address than the one
+	// a detached endpoint keeps reserved.
+	ErrAddressMismatch = errors.New("address differs from the container's reserved address")
 	// ErrInvalidID means a container id cannot name a file or kernel object.
 	ErrInvalidID = errors.New("invalid container id")
 	// ErrClosed means the Manager was closed.
@@ -105,6 +108,10 @@ type Endpoint struct {
 	IP net.IP
 	// HostVeth is the node's end of the veth pair.
 	HostVeth string
+	// Attached is false between Detach and the next Setup: the address is
+	// reserved, but the namespace, veth and host route are not meant to
+	// exist (NetnsPath cannot be given to runc).
+	Attached bool
 }
 
 // Manager sets up and tears down container networks in one node's network
@@ -200,12 +207,21 @@ func (m *Manager) Close() error {
 // Setup creates the container's network namespace, veth pair, address,
 // default route and host route, and returns the endpoint. A nil ip allocates
 // the lowest free address; otherwise ip is reserved, or Setup fails with
-// ErrOutOfRange or ErrAddressInUse. A container that already has an endpoint
-// gets ErrExists. On any failure, including ctx ending between steps, Setup
-// undoes what it did and leaves nothing behind.
+// ErrOutOfRange or ErrAddressInUse. A container whose endpoint is attached
+// gets ErrExists.
 //
-// The reservation is persisted before any kernel object exists, so an agent
-// that dies halfway leaves a record that Lookup finds and Teardown clears.
+// A container whose endpoint is detached (see Detach) already holds its
+// address: Setup re-creates its kernel objects with that address and the
+// recorded names. ip must then be nil or that address; another one fails
+// with ErrAddressMismatch.
+//
+// On any failure, including ctx ending between steps, Setup undoes what it
+// did: a new container is left with nothing, a detached one is left
+// detached with its reservation.
+//
+// The reservation is persisted, and a detached endpoint marked attached,
+// before any kernel object exists, so an agent that dies halfway leaves a
+// record that Lookup finds and Teardown or Detach clears.
 func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep *Endpoint, err error) {
 	if err := validateID(containerID); err != nil {
 		return nil, err
@@ -253,12 +269,28 @@ func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep 
 	if err != nil {
 		return nil, err
 	}
-	rec := record{HostVeth: m.vethName(containerID), NetnsPath: m.netnsPath(containerID)}
-	rec.IP, err = m.ipam.reserve(containerID, want, rec)
-	if err != nil {
-		return nil, err
+	rec, known := m.ipam.lookup(containerID)
+	reattach := known && rec.Detached
+	if reattach {
+		if want.IsValid() && want != rec.IP {
+			return nil, fmt.Errorf("%w: the container is detached and keeps %s, %s was requested; request %s or no address, or tear down its network to change its address",
+				ErrAddressMismatch, rec.IP, want, rec.IP)
+		}
+		if err := m.ipam.setDetached(containerID, false); err != nil {
+			return nil, err
+		}
+		rec.Detached = false
+		// The address was reserved before this call, so failing gives it
+		// back to the detached endpoint rather than releasing it.
+		undo = append(undo, func() error { return m.ipam.setDetached(containerID, true) })
+	} else {
+		rec = record{HostVeth: m.vethName(containerID), NetnsPath: m.netnsPath(containerID)}
+		rec.IP, err = m.ipam.reserve(containerID, want, rec)
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() error { return m.ipam.release(containerID) })
 	}
-	undo = append(undo, func() error { return m.ipam.release(containerID) })
 
 	// Forwarding is a property of the node, not of the container, so it is
 	// never undone.
@@ -294,7 +326,7 @@ func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep 
 		return nil, err
 	}
 
-	log.Info("container network ready", "ip", rec.IP, "veth", rec.HostVeth, "netns", rec.NetnsPath)
+	log.Info("container network ready", "ip", rec.IP, "veth", rec.HostVeth, "netns", rec.NetnsPath, "reattached", reattach)
 	return endpointOf(containerID, rec), nil
 }
 
@@ -320,6 +352,70 @@ func (m *Manager) Teardown(ctx context.Context, containerID string) error {
 	}
 	rec := m.recordOrDefault(containerID)
 
+	if errs := removeKernelObjects(host, rec); len(errs) > 0 {
+		err := fmt.Errorf("tear down network of container %s (its address stays reserved; run the removal again): %w",
+			containerID, errors.Join(errs...))
+		m.log.Warn("container network teardown failed", "container", containerID, "err", err)
+		return err
+	}
+	if err := m.ipam.release(containerID); err != nil {
+		return fmt.Errorf("tear down network of container %s: release address: %w", containerID, err)
+	}
+	m.log.Info("container network removed", "container", containerID, "ip", rec.IP)
+	return nil
+}
+
+// Detach removes the container's host routes, veth pair and pinned network
+// namespace, like Teardown, but keeps its address reserved and its record,
+// marked detached, so that a later Setup of the container brings them back
+// with the same address. It is for a container whose processes are gone but
+// whose identity is not (checkpointed and stopped): the address stays
+// this node's to restore with, while another agent sharing the node's
+// network namespace may run the container meanwhile and route the address
+// through its own veth. The container's processes must be gone: one still
+// in the namespace keeps it alive, without its veth.
+//
+// Parts already gone are not errors and a detached endpoint may be
+// detached again, so Detach finishes an interrupted Detach and may be
+// called any number of times. The endpoint is marked detached, and the mark
+// persisted, only once everything is gone; on error it stays attached and
+// Detach can be run again. Like Teardown it does not stop halfway when ctx
+// ends. A container without an endpoint fails with ErrNotFound.
+func (m *Manager) Detach(ctx context.Context, containerID string) error {
+	if err := validateID(containerID); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	rec, ok := m.ipam.lookup(containerID)
+	if !ok {
+		return fmt.Errorf("detach network of container %s: %w", containerID, ErrNotFound)
+	}
+	host, err := m.hostHandle()
+	if err != nil {
+		return err
+	}
+	if errs := removeKernelObjects(host, rec); len(errs) > 0 {
+		err := fmt.Errorf("detach network of container %s (it stays attached; run the detach again): %w",
+			containerID, errors.Join(errs...))
+		m.log.Warn("container network detach failed", "container", containerID, "err", err)
+		return err
+	}
+	if err := m.ipam.setDetached(containerID, true); err != nil {
+		return fmt.Errorf("detach network of container %s: record it as detached: %w", containerID, err)
+	}
+	m.log.Info("container network detached", "container", containerID, "ip", rec.IP)
+	return nil
+}
+
+// removeKernelObjects removes the routes to the container's /32 via its
+// veth, the veth pair and the pinned namespace, each only if it exists, and
+// returns every error. It goes on after an error, so one call removes all it
+// can.
+func removeKernelObjects(host *netlink.Handle, rec record) []error {
 	var errs []error
 	link, err := host.LinkByName(rec.HostVeth)
 	switch {
@@ -341,22 +437,13 @@ func (m *Manager) Teardown(ctx context.Context, containerID string) error {
 	if err := removeNetns(rec.NetnsPath); err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) > 0 {
-		err := fmt.Errorf("tear down network of container %s (its address stays reserved; run the removal again): %w",
-			containerID, errors.Join(errs...))
-		m.log.Warn("container network teardown failed", "container", containerID, "err", err)
-		return err
-	}
-	if err := m.ipam.release(containerID); err != nil {
-		return fmt.Errorf("tear down network of container %s: release address: %w", containerID, err)
-	}
-	m.log.Info("container network removed", "container", containerID, "ip", rec.IP)
-	return nil
+	return errs
 }
 
 // Lookup returns the endpoint recorded for containerID, as persisted, so it
-// works after an agent restart. It does not check the kernel (Leftovers
-// does). It fails with ErrNotFound when the container has no endpoint.
+// works after an agent restart; Endpoint.Attached tells a detached endpoint
+// apart. It does not check the kernel (Leftovers does). It fails with
+// ErrNotFound when the container has no endpoint.
 func (m *Manager) Lookup(containerID string) (*Endpoint, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -367,8 +454,8 @@ func (m *Manager) Lookup(containerID string) (*Endpoint, error) {
 	return endpointOf(containerID, rec), nil
 }
 
-// List returns every recorded endpoint, ordered by container id, so a
-// restarted agent can match them against its containers.
+// List returns every recorded endpoint, attached or detached, ordered by
+// container id, so a restarted agent can match them against its containers.
 func (m *Manager) List() []*Endpoint {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -382,9 +469,11 @@ func (m *Manager) List() []*Endpoint {
 
 // Leftovers describes what exists on this node for containerID: its netns
 // file and mount, its host veth, host routes via that veth, and its address
-// reservation. It is empty once Teardown succeeded. A part that cannot be
-// checked is listed with the reason, so a caller never mistakes "unknown"
-// for "gone".
+// reservation. It is empty once Teardown succeeded. For a detached endpoint
+// it lists only the reservation, marked detached, unless Detach was
+// interrupted: the kernel objects are not expected, so none is listed as
+// missing, and any that exists is listed. A part that cannot be checked is
+// listed with the reason, so a caller never mistakes "unknown" for "gone".
 func (m *Manager) Leftovers(containerID string) []string {
 	if err := validateID(containerID); err != nil {
 		return nil
@@ -404,7 +493,10 @@ func (m *Manager) Leftovers(containerID string) []string {
 	} else if mounted {
 		out = append(out, "netns mount "+rec.NetnsPath)
 	}
-	if rec.IP.IsValid() {
+	switch {
+	case rec.IP.IsValid() && rec.Detached:
+		out = append(out, fmt.Sprintf("ip reservation %s (detached)", rec.IP))
+	case rec.IP.IsValid():
 		out = append(out, fmt.Sprintf("ip reservation %s", rec.IP))
 	}
 	if m.closed {
@@ -476,6 +568,7 @@ func endpointOf(containerID string, rec record) *Endpoint {
 		NetnsPath:   rec.NetnsPath,
 		IP:          net.IP(rec.IP.AsSlice()),
 		HostVeth:    rec.HostVeth,
+		Attached:    !rec.Detached,
 	}
 }
 
@@ -644,7 +737,7 @@ func addHostRoute(host *netlink.Handle, link netlink.Link, ip netip.Addr) error 
 	}
 	if err := host.RouteAdd(r); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add host route %s dev %s: %w; another route for this address exists in the node's network namespace (two agents with overlapping --container-cidr?)", r.Dst, link.Attrs().Name, err)
+			return fmt.Errorf("add host route %s dev %s: %w; another route for this address exists in the node's network namespace (another agent sharing it still routes the address: detach or remove the container there; or two agents have overlapping --container-cidr)", r.Dst, link.Attrs().Name, err)
 		}
 		return fmt.Errorf("add host route %s dev %s: %w", r.Dst, link.Attrs().Name, err)
 	}

@@ -399,3 +399,69 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	return nil
 }
+
+// ReadBundle reads the spec of the bundle in dir (see WriteBundle).
+func ReadBundle(dir string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read bundle %s: %w", dir, err)
+	}
+	return ParseSpec(data)
+}
+
+// ParseSpec decodes an OCI runtime spec written by GenerateSpec (it may come
+// from a checkpoint made on another node) and checks the parts Relocate
+// and restore depend on.
+func ParseSpec(data []byte) (*specs.Spec, error) {
+	var s specs.Spec
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	if s.Process == nil || len(s.Process.Args) == 0 || s.Root == nil || s.Linux == nil {
+		return nil, fmt.Errorf("%w: the spec has no process, root or linux section", ErrInvalidSpec)
+	}
+	return &s, nil
+}
+
+// Relocation is where a spec's node-local paths point on the node that
+// runs it.
+type Relocation struct {
+	ID, Name    string
+	RootfsPath  string
+	NetnsPath   string
+	CgroupsPath string
+}
+
+// Relocate points s at another node's (or another container's) paths,
+// keeping everything the process sees (arguments, environment, user,
+// limits, mounts): a checkpoint's spec is restored where the images expect
+// the same process, but the paths of the node that dumped it mean nothing
+// where it is restored.
+func Relocate(s *specs.Spec, r Relocation) error {
+	switch {
+	case !filepath.IsAbs(r.RootfsPath):
+		return fmt.Errorf("%w: rootfs path %q is not absolute", ErrInvalidSpec, r.RootfsPath)
+	case !filepath.IsAbs(r.CgroupsPath):
+		return fmt.Errorf("%w: cgroups path %q is not absolute", ErrInvalidSpec, r.CgroupsPath)
+	case s.Root == nil || s.Linux == nil:
+		return fmt.Errorf("%w: the spec has no root or linux section", ErrInvalidSpec)
+	}
+	s.Root.Path = r.RootfsPath
+	s.Linux.CgroupsPath = r.CgroupsPath
+	found := false
+	for i := range s.Linux.Namespaces {
+		if s.Linux.Namespaces[i].Type == specs.NetworkNamespace {
+			s.Linux.Namespaces[i].Path = r.NetnsPath
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: the spec has no network namespace", ErrInvalidSpec)
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[AnnotationID] = r.ID
+	s.Annotations[AnnotationName] = r.Name
+	return nil
+}

@@ -237,3 +237,21 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestRecordRestoreKeepsTheCheckpointValid(t *testing.T) {
+	dir, m := writeCheckpoint(t)
+	got, err := RecordRestore(dir, 1234, 56)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Stats.RestoreTimeUs != 1234 || got.Stats.PagesRestored != 56 {
+		t.Errorf("stats = %+v, want the restore's", got.Stats)
+	}
+	verified, err := Verify(dir)
+	if err != nil {
+		t.Fatalf("Verify after RecordRestore: %v", err)
+	}
+	if verified.Stats.RestoreTimeUs != 1234 || len(verified.Files) != len(m.Files) || verified.Stats.FrozenTimeUs != m.Stats.FrozenTimeUs {
+		t.Errorf("manifest after RecordRestore = %+v, want the same checkpoint with restore stats", verified)
+	}
+}
