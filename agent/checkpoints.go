@@ -108,6 +108,7 @@ func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointReques
 		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
 	}
 	criuDir := filepath.Join(staging, bundle.CRIUDir)
+	req.report(PhaseDumping, 0, 0)
 	stopWatch := watchSize(criuDir, func(n int64) { req.report(PhaseDumping, n, 0) })
 	err = a.runc.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{
 		ImagePath:      criuDir,

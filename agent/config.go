@@ -72,12 +72,12 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-func (c *Config) imagesDir() string     { return filepath.Join(c.DataDir, "images") }
-func (c *Config) snapshotsDir() string  { return filepath.Join(c.DataDir, "snapshots") }
-func (c *Config) containersDir() string { return filepath.Join(c.DataDir, "containers") }
-func (c *Config) networkDir() string    { return filepath.Join(c.DataDir, "network") }
+func (c *Config) imagesDir() string      { return filepath.Join(c.DataDir, "images") }
+func (c *Config) snapshotsDir() string   { return filepath.Join(c.DataDir, "snapshots") }
+func (c *Config) containersDir() string  { return filepath.Join(c.DataDir, "containers") }
+func (c *Config) networkDir() string     { return filepath.Join(c.DataDir, "network") }
 func (c *Config) checkpointsDir() string { return filepath.Join(c.DataDir, "checkpoints") }
-func (c *Config) runcRoot() string      { return filepath.Join(c.RunDir, "runc") }
+func (c *Config) runcRoot() string       { return filepath.Join(c.RunDir, "runc") }
 
 // cgroupsPath is the container's cgroup under this node's own parent, so
 // nodes sharing a kernel never share cgroups.

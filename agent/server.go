@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	"github.com/godwit/godwit/agent/checkpoint/criuimg"
 	"github.com/godwit/godwit/agent/image"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -46,11 +48,21 @@ func grpcError(err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound), errors.Is(err, image.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, ErrExists), errors.Is(err, image.ErrExists):
+	case errors.Is(err, ErrExists), errors.Is(err, image.ErrExists), errors.Is(err, bundle.ErrExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, ErrInvalidState), errors.Is(err, ErrInUse):
+	// A checkpoint that this host cannot restore, or whose format it does
+	// not read, is fine as it is: the host must change (import the image,
+	// upgrade CRIU or godwit) before the call can succeed.
+	case errors.Is(err, ErrInvalidState), errors.Is(err, ErrInUse),
+		errors.Is(err, bundle.ErrIncompatible), errors.Is(err, bundle.ErrUnsupportedVersion):
 		code = codes.FailedPrecondition
-	case errors.Is(err, ErrInvalid), errors.Is(err, image.ErrInvalid):
+	// A checkpoint or archive that does not match its manifest, holds
+	// what a checkpoint may not, or cannot be opened is bad input, whoever
+	// sent it: retrying the same bytes can never succeed.
+	case errors.Is(err, ErrInvalid), errors.Is(err, image.ErrInvalid),
+		errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsafe),
+		errors.Is(err, bundle.ErrInvalidManifest), errors.Is(err, bundle.ErrEncrypted),
+		errors.Is(err, bundle.ErrDecrypt), errors.Is(err, criuimg.ErrMalformedImage):
 		code = codes.InvalidArgument
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

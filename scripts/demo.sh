@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# The quick start from the README, end to end: an agent on this machine,
+# The quick start from the README, end to end: two agents on this machine,
 # a busybox image imported, a container running with its own IP, then
-# removed with nothing left behind. Run as root after `make build`
-# (`make demo` does both).
+# checkpointed on n1 into an encrypted archive and restored from it on n2
+# with its memory (a shell counter) and IP, and removed with nothing left
+# behind. Run as root after `make build` (`make demo` does both).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 godwit="$repo/bin/godwit"
 work=$(mktemp -d /tmp/godwit-demo.XXXXXX)
-addr=127.0.0.1:${GODWIT_DEMO_PORT:-7701}
+port=${GODWIT_DEMO_PORT:-7701}
+addr=127.0.0.1:$port
+addr2=127.0.0.1:$((port + 1))
 export GODWIT_AGENT=$addr
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 cleanup() {
   "$godwit" rm -f c1 >/dev/null 2>&1 || true
-  [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  "$godwit" --agent "$addr2" rm -f c1 >/dev/null 2>&1 || true
+  for pid in ${agent_pid:-} ${agent2_pid:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -25,10 +29,12 @@ trap cleanup EXIT
 step "godwit doctor"
 "$godwit" doctor || true
 
-step "start an agent: node n1, data in $work/n1"
-"$godwit" agent --name n1 --data-dir "$work/n1" --listen "$addr" --insecure 2>"$work/agent.log" &
+step "start two agents: nodes n1 and n2, data in $work/n1 and $work/n2"
+"$godwit" agent --name n1 --data-dir "$work/n1" --listen "$addr" --insecure 2>"$work/n1.log" &
 agent_pid=$!
-for _ in $(seq 100); do "$godwit" ps >/dev/null 2>&1 && break; sleep 0.1; done
+"$godwit" agent --name n2 --data-dir "$work/n2" --listen "$addr2" --insecure 2>"$work/n2.log" &
+agent2_pid=$!
+for _ in $(seq 100); do "$godwit" ps >/dev/null 2>&1 && "$godwit" --agent "$addr2" ps >/dev/null 2>&1 && break; sleep 0.1; done
 
 step "build a busybox root filesystem tarball"
 mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp"
@@ -36,20 +42,35 @@ cp /bin/busybox "$work/rootfs/bin/"
 for a in sh date sleep cat wc; do ln -s busybox "$work/rootfs/bin/$a"; done
 tar -C "$work/rootfs" -cf "$work/busybox.tar" .
 
-step "godwit image import busybox.tar --name busybox"
+step "godwit image import busybox.tar --name busybox (on both nodes)"
 "$godwit" image import "$work/busybox.tar" --name busybox
+"$godwit" --agent "$addr2" image import "$work/busybox.tar" --name busybox
 "$godwit" image ls
 
-step "godwit run --name c1 busybox -- sh -c 'while true; do date >> /tmp/t; sleep 1; done'"
-"$godwit" run --name c1 --memory 64m busybox -- sh -c 'while true; do date >> /tmp/t; sleep 1; done'
+step "godwit run --name c1 busybox: a counter kept in the shell's memory"
+"$godwit" run --name c1 --memory 64m busybox -- sh -c 'i=0; while true; do i=$((i+1)); echo "count $i"; echo $i > /tmp/count; sleep 1; done'
 "$godwit" ps
 "$godwit" ps -o json
 
-step "it keeps writing /tmp/t"
-sleep 2
-"$godwit" exec c1 -- wc -l /tmp/t
+step "it keeps counting"
+sleep 3
+"$godwit" exec c1 -- cat /tmp/count
 
-step "godwit rm -f c1: nothing left behind"
-"$godwit" rm -f c1
+step "godwit checkpoint c1 --export c1.gwc --encrypt-key key: c1 stops on n1"
+"$godwit" checkpoint keygen "$work/key"
+"$godwit" checkpoint c1 --export "$work/c1.gwc" --encrypt-key "$work/key"
 "$godwit" ps -a
+"$godwit" checkpoint inspect "$work/c1.gwc" --decrypt-key "$work/key"
+
+step "godwit --agent n2 restore --from c1.gwc: c1 runs on n2, same IP, counter continues"
+"$godwit" --agent "$addr2" restore --from "$work/c1.gwc" --decrypt-key "$work/key"
+"$godwit" --agent "$addr2" ps
+sleep 2
+"$godwit" --agent "$addr2" logs c1 | tail -n 4
+
+step "godwit rm -f c1 on both nodes: nothing left behind"
+"$godwit" rm -f c1
+"$godwit" --agent "$addr2" rm -f c1
+"$godwit" ps -a
+"$godwit" --agent "$addr2" ps -a
 echo "demo done"

@@ -82,11 +82,13 @@ func Godwit(t testing.TB) string {
 	return buildPath
 }
 
-// RemoveBuilds deletes what Godwit built; call it from TestMain after
-// m.Run.
+// RemoveBuilds deletes what Godwit and BuildWorkload built; call it from
+// TestMain after m.Run.
 func RemoveBuilds() {
-	if buildPath != "" {
-		_ = os.RemoveAll(filepath.Dir(buildPath))
+	for _, p := range []string{buildPath, workloadPath} {
+		if p != "" {
+			_ = os.RemoveAll(filepath.Dir(p))
+		}
 	}
 }
 
@@ -156,6 +158,15 @@ func WriteBusyboxTar(path string) error {
 	if err := WriteBusyboxRootfs(root); err != nil {
 		return err
 	}
+	if err := tarDir(root, path); err != nil {
+		return fmt.Errorf("write busybox tarball %s: %w", path, err)
+	}
+	return nil
+}
+
+// tarDir writes the tree under root to a plain tarball at path, with
+// names relative to root ("./bin/sh"), as `tar -C root -cf path .` would.
+func tarDir(root, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -199,10 +210,10 @@ func WriteBusyboxTar(path string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("write busybox tarball %s: %w", path, err)
+		return err
 	}
 	if err := tw.Close(); err != nil {
-		return fmt.Errorf("write busybox tarball %s: %w", path, err)
+		return err
 	}
 	return f.Close()
 }

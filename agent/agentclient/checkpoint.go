@@ -1,0 +1,253 @@
+package agentclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+// restoreChunk is how many archive bytes each RestoreArchive message
+// carries, as for image uploads.
+const restoreChunk = 256 << 10
+
+// Checkpoint asks the agent for a checkpoint and returns it once taken.
+// progress, when set, is called with every progress message before the
+// last one, which carries the checkpoint.
+func Checkpoint(ctx context.Context, client pb.AgentServiceClient, req *pb.CheckpointRequest, progress func(*pb.CheckpointProgress)) (*pb.Checkpoint, error) {
+	stream, err := client.Checkpoint(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return nil, errors.New("checkpoint: the agent ended the call without returning the checkpoint")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cp := msg.GetCheckpoint(); cp != nil {
+			return cp, nil
+		}
+		if progress != nil {
+			progress(msg)
+		}
+	}
+}
+
+// ExportCheckpoint writes the unencrypted archive of the stored checkpoint
+// req.Ref to w as the agent streams it. progress, when set, is called
+// after each chunk with the bytes of the checkpoint's files in the archive
+// so far and their total, both before compression. On error, what was
+// written to w is incomplete and must be discarded.
+func ExportCheckpoint(ctx context.Context, client pb.AgentServiceClient, req *pb.ExportCheckpointRequest, w io.Writer, progress func(done, total int64)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the agent's export when w fails
+	stream, err := client.ExportCheckpoint(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		chunk, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(chunk.GetData()); err != nil {
+			return fmt.Errorf("write checkpoint archive: %w", err)
+		}
+		if progress != nil {
+			progress(chunk.GetDoneBytes(), chunk.GetTotalBytes())
+		}
+	}
+}
+
+// ExportOptions tune ExportCheckpointFile.
+type ExportOptions struct {
+	// Compression is "zstd" (the default when empty) or "none".
+	Compression string
+	// EncryptKeyFile, when set, names an age identity file
+	// (bundle.GenerateKey): the archive is encrypted to it here, on the
+	// client, so that the key never reaches the agent.
+	EncryptKeyFile string
+	// Progress is as for ExportCheckpoint.
+	Progress func(done, total int64)
+}
+
+// ExportCheckpointFile exports the stored checkpoint ref into the file
+// path and returns the archive's size. The file appears complete or not at
+// all: the archive is written to a temporary file in path's directory,
+// synced and renamed over path, and the temporary file is removed on any
+// error. The file is readable by its owner only, since it holds the
+// container's memory.
+func ExportCheckpointFile(ctx context.Context, client pb.AgentServiceClient, ref, path string, opts ExportOptions) (size int64, err error) {
+	if opts.EncryptKeyFile != "" {
+		// Refuse an unusable key before the agent does any work.
+		if err := CheckEncryptKey(opts.EncryptKeyFile); err != nil {
+			return 0, err
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return 0, fmt.Errorf("export checkpoint to %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			err = errors.Join(err, removeTemp(tmp.Name()))
+		}
+	}()
+
+	counter := &countingWriter{w: tmp}
+	out := io.Writer(counter)
+	var ew io.WriteCloser
+	if opts.EncryptKeyFile != "" {
+		if ew, err = bundle.Encrypt(counter, opts.EncryptKeyFile); err != nil {
+			return 0, err
+		}
+		out = ew
+	}
+	req := &pb.ExportCheckpointRequest{Ref: ref, Compression: opts.Compression}
+	if err := ExportCheckpoint(ctx, client, req, out, opts.Progress); err != nil {
+		return 0, err
+	}
+	if ew != nil {
+		if err := ew.Close(); err != nil {
+			return 0, fmt.Errorf("finish encrypting %s: %w", path, err)
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return 0, fmt.Errorf("export checkpoint to %s: %w", path, err)
+	}
+	return counter.n, nil
+}
+
+// removeTemp removes a partial export; one that is already gone is fine.
+func removeTemp(name string) error {
+	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove partial export: %w", err)
+	}
+	return nil
+}
+
+// CheckEncryptKey reports whether keyFile holds an identity that archives
+// can be encrypted to, so that a caller can refuse a bad key before it
+// checkpoints anything.
+func CheckEncryptKey(keyFile string) error {
+	w, err := bundle.Encrypt(io.Discard, keyFile)
+	if err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// RestoreArchive uploads the unencrypted archive r to the agent, which
+// verifies it and restores its container, named name when name is set.
+// If reading r fails (a decryption layer that finds tampering, say), the
+// call is cancelled, so the agent restores nothing, and the read error is
+// returned; if the agent refuses the archive part-way, the upload stops
+// and the agent's reason is returned.
+func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, r io.Reader, name string) (*pb.RestoreResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.RestoreArchive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	header := &pb.RestoreArchiveRequest_Header{Header: &pb.RestoreArchiveHeader{Name: name}}
+	if err := stream.Send(&pb.RestoreArchiveRequest{Part: header}); err != nil {
+		return stream.CloseAndRecv() // the agent's reason
+	}
+	buf := make([]byte, restoreChunk)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			data := &pb.RestoreArchiveRequest_Data{Data: append([]byte(nil), buf[:n]...)}
+			if err := stream.Send(&pb.RestoreArchiveRequest{Part: data}); err != nil {
+				break // the agent ended the stream; CloseAndRecv says why
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// Cancel rather than close: a closed stream would look
+			// like the end of a (truncated) archive.
+			cancel()
+			return nil, fmt.Errorf("read checkpoint archive: %w", rerr)
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+// RestoreArchiveFile restores from the archive file path. With
+// decryptKeyFile set, the file is decrypted here and the plaintext sent,
+// so that the key never reaches the agent; a wrong key, a plaintext file
+// or a tampered ciphertext is refused and nothing is restored. progress,
+// when set, is called with the bytes of the file read so far and its
+// size.
+func RestoreArchiveFile(ctx context.Context, client pb.AgentServiceClient, path, name, decryptKeyFile string, progress func(done, total int64)) (*pb.RestoreResponse, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open checkpoint archive: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("open checkpoint archive: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("checkpoint archive %s is not a regular file", path)
+	}
+	var r io.Reader = f
+	if progress != nil {
+		r = &progressReader{r: f, total: st.Size(), report: progress}
+	}
+	if decryptKeyFile != "" {
+		if r, err = bundle.Decrypt(r, decryptKeyFile); err != nil {
+			return nil, err
+		}
+	}
+	return RestoreArchive(ctx, client, r, name)
+}
+
+// progressReader reports how much of a reader of known size was read.
+type progressReader struct {
+	r           io.Reader
+	done, total int64
+	report      func(done, total int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.done += int64(n)
+		p.report(p.done, p.total)
+	}
+	return n, err
+}

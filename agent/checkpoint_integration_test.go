@@ -1,0 +1,331 @@
+package agent_test
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/godwit/godwit/internal/testutil"
+)
+
+// workloadClient is a TCP connection to the workload's line server that
+// the test holds open across checkpoints, restores and a move between
+// agents: every request on it proves the connection survived.
+type workloadClient struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dialWorkload(t *testing.T, ip string) *workloadClient {
+	t.Helper()
+	var conn net.Conn
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if conn, err = net.DialTimeout("tcp4", net.JoinHostPort(ip, "7000"), time.Second); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("connect to the workload at %s:7000: %v", ip, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &workloadClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+}
+
+// ask sends one request line and returns the answer. A restored TCP
+// connection may need a retransmission or two to come back, hence the
+// generous deadline.
+func (w *workloadClient) ask(line string) string {
+	w.t.Helper()
+	if err := w.conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(w.conn, "%s\n", line); err != nil {
+		w.t.Fatalf("send %q on the connection opened before the checkpoint: %v", line, err)
+	}
+	answer, err := w.r.ReadString('\n')
+	if err != nil {
+		w.t.Fatalf("read the answer to %q on the connection opened before the checkpoint: %v", line, err)
+	}
+	return strings.TrimSpace(answer)
+}
+
+func (w *workloadClient) count() int {
+	w.t.Helper()
+	v, err := strconv.Atoi(w.ask("COUNT"))
+	if err != nil {
+		w.t.Fatalf("COUNT: %v", err)
+	}
+	return v
+}
+
+// checkMemory asserts that the workload's memory is what it was at start:
+// the checksum of its buffer then and now.
+func (w *workloadClient) checkMemory() {
+	w.t.Helper()
+	sums := strings.Fields(w.ask("CHECKSUM"))
+	if len(sums) != 2 || sums[0] != sums[1] {
+		w.t.Errorf("CHECKSUM = %v: the workload's memory changed across the checkpoint", sums)
+	}
+}
+
+type checkpointJSON struct {
+	ID        string `json:"id"`
+	Container string `json:"container"`
+	IP        string `json:"ip"`
+	Stats     struct {
+		FrozenTimeUs int64 `json:"frozen_time_us"`
+		PagesWritten int64 `json:"pages_written"`
+	} `json:"stats"`
+	Processes []struct {
+		Cmdline []string `json:"cmdline"`
+		Sockets []struct {
+			Protocol string `json:"protocol"`
+			State    string `json:"state"`
+		} `json:"sockets"`
+	} `json:"processes"`
+}
+
+// TestCheckpointAndRestore checkpoints a running workload through the CLI
+// and checks what an operator would: with --leave-running it keeps
+// counting; restored, it continues from its count with the same memory,
+// IP, files and TCP connection, three times in a row; exported on one
+// agent, it is restored on another with its connection intact; a wrong key
+// and a flipped byte are refused and restore nothing.
+func TestCheckpointAndRestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "runc", "criu", "iptables")
+	bin := testutil.Godwit(t)
+	image := filepath.Join(t.TempDir(), "workload.tar")
+	testutil.WorkloadTar(t, image)
+	// Both nodes hand out the same range: a restored container keeps its
+	// IP, which must be valid on the node it comes back on.
+	const cidr = "10.251.9.0/24"
+	a := &node{bin: bin, name: "ckpt-a", dataDir: t.TempDir(), addr: freeAddr(t), cidr: cidr}
+	b := &node{bin: bin, name: "ckpt-b", dataDir: t.TempDir(), addr: freeAddr(t), cidr: cidr}
+	for _, n := range []*node{a, b} {
+		startNode(t, n)
+		t.Cleanup(func() {
+			n.run("rm", "-f", "c1")
+			n.kill()
+		})
+		n.must(t, "image", "import", image, "--name", "workload")
+	}
+
+	a.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "32", "-file", "/started")
+	c := a.inspect(t, "c1")
+	client := dialWorkload(t, c.IP)
+	if got := client.ask("hello"); got != "hello" {
+		t.Fatalf("echo = %q, want hello", got)
+	}
+	started := a.must(t, "exec", "c1", "--", "cat", "/started")
+	a.must(t, "exec", "c1", "--", "sh", "-c", "echo written-before-checkpoint > /marker")
+
+	t.Run("leave running", func(t *testing.T) {
+		before := client.count()
+		out := a.must(t, "checkpoint", "c1", "--leave-running")
+		if !strings.Contains(out, "c1") {
+			t.Errorf("checkpoint printed %q, want the container named", out)
+		}
+		if st := a.inspect(t, "c1").State; st != "running" {
+			t.Fatalf("after --leave-running, c1 is %s", st)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if after := client.count(); after <= before {
+			t.Errorf("count went from %d to %d: the container stopped counting", before, after)
+		}
+	})
+
+	t.Run("restore three times in a row", func(t *testing.T) {
+		for cycle := 1; cycle <= 3; cycle++ {
+			before := client.count()
+			a.must(t, "checkpoint", "c1")
+			if st := a.inspect(t, "c1").State; st != "checkpointed" {
+				t.Fatalf("cycle %d: after checkpoint, c1 is %s", cycle, st)
+			}
+			a.must(t, "restore", "c1")
+			restored := a.inspect(t, "c1")
+			if restored.State != "running" || restored.IP != c.IP {
+				t.Fatalf("cycle %d: restored c1 is %s with IP %s, want running with %s", cycle, restored.State, restored.IP, c.IP)
+			}
+			after := client.count()
+			// The counter is in memory: it resumes where the dump froze it
+			// (a tick or two after `before`), never from zero.
+			if after < before || after > before+50 {
+				t.Errorf("cycle %d: count %d before the checkpoint, %d after the restore", cycle, before, after)
+			}
+			client.checkMemory()
+		}
+	})
+
+	var listed []checkpointJSON
+	if err := json.Unmarshal([]byte(a.must(t, "checkpoint", "ls", "-o", "json")), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 4 || listed[0].Container != "c1" || listed[0].IP != c.IP {
+		t.Errorf("checkpoint ls = %+v, want 4 checkpoints of c1 with IP %s", listed, c.IP)
+	}
+
+	dir := t.TempDir()
+	key, otherKey := filepath.Join(dir, "key"), filepath.Join(dir, "other-key")
+	a.must(t, "checkpoint", "keygen", key)
+	a.must(t, "checkpoint", "keygen", otherKey)
+
+	t.Run("move to another agent", func(t *testing.T) {
+		archive := filepath.Join(dir, "c1.gwc")
+		before := client.count()
+		a.must(t, "checkpoint", "c1", "--export", archive, "--encrypt-key", key)
+		if st := a.inspect(t, "c1").State; st != "checkpointed" {
+			t.Fatalf("after checkpoint --export, c1 on %s is %s", a.name, st)
+		}
+		if _, err := b.run("restore", "--from", archive, "--decrypt-key", otherKey); err == nil || !strings.Contains(err.Error(), "key") {
+			t.Fatalf("restore with the wrong key: err = %v, want it refused naming the key", err)
+		}
+		if out := b.must(t, "ps", "-a"); strings.Contains(out, "c1") {
+			t.Fatalf("a refused restore left a container on %s:\n%s", b.name, out)
+		}
+		b.must(t, "restore", "--from", archive, "--decrypt-key", key)
+		moved := b.inspect(t, "c1")
+		if moved.State != "running" || moved.IP != c.IP || moved.Node != b.name {
+			t.Fatalf("c1 on %s = %+v, want it running there with IP %s", b.name, moved, c.IP)
+		}
+		if after := client.count(); after < before || after > before+50 {
+			t.Errorf("count %d before the move, %d after", before, after)
+		}
+		client.checkMemory()
+		if got := client.ask("still here"); got != "still here" {
+			t.Errorf("echo after the move = %q", got)
+		}
+		if got := b.must(t, "exec", "c1", "--", "cat", "/marker"); strings.TrimSpace(got) != "written-before-checkpoint" {
+			t.Errorf("/marker on %s = %q, want the file written on %s", b.name, got, a.name)
+		}
+		if got := b.must(t, "exec", "c1", "--", "cat", "/started"); got != started {
+			t.Errorf("/started = %q, want %q", got, started)
+		}
+		// Exactly one copy runs: the source's is checkpointed, not running.
+		if st := a.inspect(t, "c1").State; st == "running" {
+			t.Errorf("c1 runs on both %s and %s", a.name, b.name)
+		}
+
+		var inspected checkpointJSON
+		if err := json.Unmarshal([]byte(b.must(t, "checkpoint", "inspect", archive, "--decrypt-key", key, "-o", "json")), &inspected); err != nil {
+			t.Fatal(err)
+		}
+		assertInspected(t, inspected, c.IP)
+	})
+
+	t.Run("tampered archive", func(t *testing.T) {
+		archive := filepath.Join(dir, "plain.gwc")
+		b.must(t, "checkpoint", "c1", "--leave-running", "--export", archive)
+		tampered := filepath.Join(dir, "tampered.gwc")
+		flipInMember(t, archive, tampered, "criu/pages-1.img")
+		_, err := b.run("restore", "--from", tampered, "--name", "c9")
+		if err == nil || !strings.Contains(err.Error(), "pages-1.img") || !strings.Contains(err.Error(), "sha256") {
+			t.Fatalf("restore of a tampered archive: err = %v, want it refused naming the member and its digest", err)
+		}
+		if out := b.must(t, "ps", "-a"); strings.Contains(out, "c9") {
+			t.Errorf("a refused restore left a container:\n%s", out)
+		}
+		entries, _ := os.ReadDir(filepath.Join(b.dataDir, "checkpoints"))
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".") {
+				t.Errorf("a refused restore left %s in the checkpoints dir", e.Name())
+			}
+		}
+		if got := client.ask("after-tamper"); got != "after-tamper" {
+			t.Errorf("c1 stopped answering: %q", got)
+		}
+	})
+}
+
+func assertInspected(t *testing.T, c checkpointJSON, ip string) {
+	t.Helper()
+	if c.IP != ip || c.Stats.FrozenTimeUs <= 0 || c.Stats.PagesWritten <= 0 {
+		t.Errorf("inspect: ip %s, stats %+v; want ip %s and CRIU's dump statistics", c.IP, c.Stats, ip)
+	}
+	var sawWorkload, sawEstablished bool
+	for _, p := range c.Processes {
+		if len(p.Cmdline) > 0 && p.Cmdline[0] == "/workload" {
+			sawWorkload = true
+		}
+		for _, s := range p.Sockets {
+			if s.Protocol == "TCP" && s.State == "ESTABLISHED" {
+				sawEstablished = true
+			}
+		}
+	}
+	if !sawWorkload || !sawEstablished {
+		t.Errorf("inspect shows processes %+v; want /workload with an established TCP socket", c.Processes)
+	}
+}
+
+// flipInMember re-packs the archive src into dst with one byte of member
+// flipped, compressing it again so that only the digest can catch it.
+func flipInMember(t *testing.T, src, dst, member string) {
+	t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	var out bytes.Buffer
+	zw, err := zstd.NewWriter(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, tw := tar.NewReader(zr), tar.NewWriter(zw)
+	flipped := false
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Name == member && len(data) > 0 {
+			data[len(data)/2] ^= 0x01
+			flipped = true
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !flipped {
+		t.Fatalf("archive %s has no member %s", src, member)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

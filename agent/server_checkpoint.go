@@ -1,0 +1,351 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	"github.com/godwit/godwit/agent/checkpoint/criuimg"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+const (
+	// exportChunk is how many archive bytes an ExportCheckpoint message
+	// carries: few messages for a multi-GiB archive, well under gRPC's
+	// 4 MiB message limit.
+	exportChunk = 256 << 10
+	// progressInterval spaces checkpoint progress messages: CRIU and the
+	// hashing report far more often than a progress bar redraws.
+	progressInterval = 100 * time.Millisecond
+)
+
+func (s *server) Checkpoint(req *pb.CheckpointRequest, stream grpc.ServerStreamingServer[pb.CheckpointProgress]) error {
+	p := &progressSender{send: stream.Send, interval: progressInterval, now: time.Now}
+	m, err := s.a.Checkpoint(stream.Context(), req.GetContainer(), CheckpointRequest{
+		LeaveRunning: req.GetLeaveRunning(),
+		Progress:     p.report,
+	})
+	if err != nil {
+		return grpcError(err)
+	}
+	// After Checkpoint returns nothing reports progress any more, so the
+	// last message cannot race a progress one.
+	size := m.Size()
+	return stream.Send(&pb.CheckpointProgress{
+		Phase:      PhaseDone,
+		DoneBytes:  size,
+		TotalBytes: size,
+		Checkpoint: checkpointToProto(m),
+	})
+}
+
+// progressSender turns Progress callbacks into stream messages: every
+// change of phase and every phase's end, and otherwise at most one per
+// interval. The agent may report from several goroutines, and a stream's
+// Send is not safe for concurrent use. Once a send fails (the client went
+// away, and the checkpoint's context ends with it), it stops sending.
+type progressSender struct {
+	send     func(*pb.CheckpointProgress) error
+	interval time.Duration
+	now      func() time.Time
+
+	mu     sync.Mutex
+	sent   Progress // the last progress sent
+	last   time.Time
+	failed bool
+}
+
+func (p *progressSender) report(pr Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	finished := pr.Total > 0 && pr.Done >= pr.Total
+	switch {
+	case p.failed, pr == p.sent:
+		return
+	case pr.Phase == p.sent.Phase && !finished && now.Sub(p.last) < p.interval:
+		return
+	}
+	p.sent, p.last = pr, now
+	if err := p.send(&pb.CheckpointProgress{Phase: pr.Phase, DoneBytes: pr.Done, TotalBytes: pr.Total}); err != nil {
+		p.failed = true
+	}
+}
+
+func (s *server) ListCheckpoints(ctx context.Context, req *pb.ListCheckpointsRequest) (*pb.ListCheckpointsResponse, error) {
+	ms, err := s.a.ListCheckpoints(ctx, req.GetContainer())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	resp := &pb.ListCheckpointsResponse{Checkpoints: make([]*pb.Checkpoint, 0, len(ms))}
+	for _, m := range ms {
+		resp.Checkpoints = append(resp.Checkpoints, checkpointToProto(m))
+	}
+	return resp, nil
+}
+
+func (s *server) InspectCheckpoint(ctx context.Context, req *pb.CheckpointRef) (*pb.CheckpointDetail, error) {
+	m, r, err := s.a.InspectCheckpoint(ctx, req.GetRef())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return detailToProto(m, r), nil
+}
+
+func (s *server) RemoveCheckpoint(ctx context.Context, req *pb.CheckpointRef) (*pb.RemoveCheckpointResponse, error) {
+	return &pb.RemoveCheckpointResponse{}, grpcError(s.a.RemoveCheckpoint(ctx, req.GetRef()))
+}
+
+func (s *server) ExportCheckpoint(req *pb.ExportCheckpointRequest, stream grpc.ServerStreamingServer[pb.ExportCheckpointChunk]) error {
+	compression, err := parseCompression(req.GetCompression())
+	if err != nil {
+		return err
+	}
+	w := &exportWriter{send: stream.Send, buf: make([]byte, 0, exportChunk)}
+	if err := s.a.ExportCheckpoint(stream.Context(), req.GetRef(), w, compression, w.progress); err != nil {
+		return grpcError(err)
+	}
+	return w.flush()
+}
+
+// parseCompression accepts the API's compression names; empty is zstd.
+func parseCompression(name string) (bundle.Compression, error) {
+	switch c := bundle.Compression(name); c {
+	case "":
+		return bundle.Zstd, nil
+	case bundle.Zstd, bundle.NoCompression:
+		return c, nil
+	}
+	return "", status.Errorf(codes.InvalidArgument, "unknown compression %q: use %s or %s", name, bundle.Zstd, bundle.NoCompression)
+}
+
+// exportWriter sends what the archive writer writes as chunks of
+// exportChunk bytes, each stamped with the progress reached when it was
+// sent. The compressor may write from its own goroutine while progress is
+// reported from the exporter's, hence the lock.
+type exportWriter struct {
+	send func(*pb.ExportCheckpointChunk) error
+
+	mu          sync.Mutex
+	buf         []byte
+	done, total int64
+}
+
+func (w *exportWriter) progress(done, total int64) {
+	w.mu.Lock()
+	w.done, w.total = done, total
+	w.mu.Unlock()
+}
+
+func (w *exportWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
+		w.buf = w.buf[:len(w.buf)+k]
+		n += k
+		p = p[k:]
+		if len(w.buf) == cap(w.buf) {
+			if err := w.sendLocked(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// flush sends what is left; called once the archive is complete.
+func (w *exportWriter) flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf) == 0 {
+		return nil
+	}
+	return w.sendLocked()
+}
+
+func (w *exportWriter) sendLocked() error {
+	// Send may keep the message until it is written out: give it its own
+	// copy of the buffer.
+	data := append([]byte(nil), w.buf...)
+	w.buf = w.buf[:0]
+	return w.send(&pb.ExportCheckpointChunk{Data: data, DoneBytes: w.done, TotalBytes: w.total})
+}
+
+func (s *server) Restore(ctx context.Context, req *pb.RestoreRequest) (*pb.RestoreResponse, error) {
+	res, err := s.a.Restore(ctx, RestoreRequest{
+		Container:    req.GetContainer(),
+		CheckpointID: req.GetCheckpointId(),
+		Name:         req.GetName(),
+	})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return s.restoreToProto(res), nil
+}
+
+func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArchiveRequest, pb.RestoreResponse]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return grpcError(err)
+	}
+	header := first.GetHeader()
+	if header == nil {
+		return status.Error(codes.InvalidArgument, "restore archive: the first message must be the header")
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err == io.EOF {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("receive checkpoint archive: %w", err))
+				return
+			}
+			if msg.GetHeader() != nil {
+				pw.CloseWithError(status.Error(codes.InvalidArgument, "restore archive: a second header arrived among the data"))
+				return
+			}
+			if _, err := pw.Write(msg.GetData()); err != nil {
+				return // the importer stopped reading and said why
+			}
+		}
+	}()
+	res, err := s.a.RestoreArchive(stream.Context(), pr, header.GetName())
+	pr.CloseWithError(errors.New("restore finished")) // unblocks the receiver
+	if err != nil {
+		return grpcError(err)
+	}
+	return stream.SendAndClose(s.restoreToProto(res))
+}
+
+func (s *server) restoreToProto(res *RestoreResult) *pb.RestoreResponse {
+	out := &pb.RestoreResponse{Warnings: res.Warnings}
+	if res.Container != nil {
+		out.Container = s.containerToProto(res.Container)
+	}
+	if res.Checkpoint != nil {
+		out.Checkpoint = checkpointToProto(res.Checkpoint)
+	}
+	return out
+}
+
+// checkpointToProto summarises a manifest: everything but its file list,
+// of which only the sizes remain.
+func checkpointToProto(m *bundle.Manifest) *pb.Checkpoint {
+	st := m.Stats
+	out := &pb.Checkpoint{
+		Id:             m.ID,
+		ContainerName:  m.Container.Name,
+		ContainerId:    m.Container.ID,
+		Created:        timestamppb.New(m.Created),
+		Image:          m.Image.Name,
+		Ip:             m.Container.IP,
+		SizeBytes:      m.Size(),
+		LeaveRunning:   m.Options.LeaveRunning,
+		TcpEstablished: m.Options.TCPEstablished,
+		Node:           m.Host.Node,
+		CriuVersion:    m.Host.CRIUVersion,
+		RuncVersion:    m.Host.RuncVersion,
+		KernelVersion:  m.Host.Kernel,
+		Stats: &pb.CheckpointStats{
+			FreezingTimeUs:     st.FreezingTimeUs,
+			FrozenTimeUs:       st.FrozenTimeUs,
+			MemdumpTimeUs:      st.MemdumpTimeUs,
+			MemwriteTimeUs:     st.MemwriteTimeUs,
+			PagesScanned:       st.PagesScanned,
+			PagesSkippedParent: st.PagesSkippedParent,
+			PagesWritten:       st.PagesWritten,
+			RestoreTimeUs:      st.RestoreTimeUs,
+			PagesRestored:      st.PagesRestored,
+			ImageBytes:         criuImageBytes(m),
+		},
+	}
+	for _, d := range m.Image.Layers {
+		out.ImageLayers = append(out.ImageLayers, d.String())
+	}
+	return out
+}
+
+// criuImageBytes is the size of the files in the manifest's CRIU
+// directory: the images, memory pages included.
+func criuImageBytes(m *bundle.Manifest) int64 {
+	var n int64
+	for _, f := range m.Files {
+		if strings.HasPrefix(f.Path, bundle.CRIUDir+"/") {
+			n += f.Size
+		}
+	}
+	return n
+}
+
+func detailToProto(m *bundle.Manifest, r *criuimg.Report) *pb.CheckpointDetail {
+	out := &pb.CheckpointDetail{
+		Checkpoint:  checkpointToProto(m),
+		MemoryBytes: r.MemoryBytes,
+		Warnings:    r.Warnings,
+	}
+	for _, p := range r.Processes {
+		pp := &pb.CheckpointProcess{
+			Pid:         int32(p.PID),
+			Ppid:        int32(p.PPID),
+			Pgid:        int32(p.PGID),
+			Sid:         int32(p.SID),
+			State:       p.State,
+			Comm:        p.Comm,
+			Cmdline:     p.Cmdline,
+			Exe:         p.Exe,
+			Cwd:         p.Cwd,
+			Root:        p.Root,
+			Threads:     int32(p.Threads),
+			MemoryBytes: p.MemoryBytes,
+		}
+		for _, f := range p.Files {
+			pp.Files = append(pp.Files, &pb.CheckpointFile{Fd: int32(f.FD), Type: f.Type, Path: f.Path})
+		}
+		for _, sk := range p.Sockets {
+			pp.Sockets = append(pp.Sockets, &pb.CheckpointSocket{
+				Fd:         int32(sk.FD),
+				Family:     sk.Family,
+				Type:       sk.Type,
+				Protocol:   sk.Protocol,
+				State:      sk.State,
+				LocalAddr:  sk.LocalAddr,
+				LocalPort:  int32(sk.LocalPort),
+				RemoteAddr: sk.RemoteAddr,
+				RemotePort: int32(sk.RemotePort),
+				Path:       sk.Path,
+				Inode:      sk.Inode,
+				PeerInode:  sk.PeerInode,
+			})
+		}
+		out.Processes = append(out.Processes, pp)
+	}
+	for _, mt := range r.Mounts {
+		out.Mounts = append(out.Mounts, &pb.CheckpointMount{
+			Id:         int32(mt.ID),
+			ParentId:   int32(mt.ParentID),
+			Mountpoint: mt.Mountpoint,
+			Fstype:     mt.FSType,
+			Source:     mt.Source,
+			Root:       mt.Root,
+			Options:    mt.Options,
+			External:   mt.External,
+		})
+	}
+	return out
+}
