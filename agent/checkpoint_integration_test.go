@@ -12,11 +12,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/godwit/godwit/agent/snapshot/snapshottest"
 	"github.com/godwit/godwit/internal/testutil"
 )
 
@@ -114,8 +116,11 @@ func TestCheckpointAndRestore(t *testing.T) {
 	// Both nodes hand out the same range: a restored container keeps its
 	// IP, which must be valid on the node it comes back on.
 	const cidr = "10.251.9.0/24"
+	// a uses overlay and b btrfs, so the move also crosses snapshotters:
+	// an overlay diff is applied to a btrfs snapshot, and b's checkpoint
+	// diffs a btrfs subvolume.
 	a := &node{bin: bin, name: "ckpt-a", dataDir: t.TempDir(), addr: freeAddr(t), cidr: cidr}
-	b := &node{bin: bin, name: "ckpt-b", dataDir: t.TempDir(), addr: freeAddr(t), cidr: cidr}
+	b := &node{bin: bin, name: "ckpt-b", dataDir: snapshottest.NewLoopBtrfs(t), addr: freeAddr(t), cidr: cidr}
 	for _, n := range []*node{a, b} {
 		startNode(t, n)
 		t.Cleanup(func() {
@@ -199,7 +204,7 @@ func TestCheckpointAndRestore(t *testing.T) {
 		}
 		b.must(t, "restore", "--from", archive, "--decrypt-key", key)
 		moved := b.inspect(t, "c1")
-		if moved.State != "running" || moved.IP != c.IP || moved.Node != b.name {
+		if moved.State != "running" || moved.IP != c.IP || moved.Node != b.name || moved.Snapshotter != "btrfs" {
 			t.Fatalf("c1 on %s = %+v, want it running there with IP %s", b.name, moved, c.IP)
 		}
 		if after := client.count(); after < before || after > before+50 {
@@ -327,5 +332,52 @@ func flipInMember(t *testing.T, src, dst, member string) {
 	}
 	if err := os.WriteFile(dst, out.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckpointOnFullDiskKeepsContainerRunning fills the data dir during
+// the dump: the checkpoint must fail saying why, and the container must
+// run on, counting, with nothing left of the attempt.
+func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "runc", "criu", "iptables")
+	bin := testutil.Godwit(t)
+	image := filepath.Join(t.TempDir(), "workload.tar")
+	testutil.WorkloadTar(t, image)
+	// The image and the container's layer fit; 48 MiB of memory does not.
+	dataDir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dataDir, "tmpfs", 0, "size=40m"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dataDir, syscall.MNT_DETACH) })
+
+	n := &node{bin: bin, name: "ckpt-full", dataDir: dataDir, addr: freeAddr(t), cidr: "10.251.10.0/24"}
+	startNode(t, n)
+	t.Cleanup(func() {
+		n.run("rm", "-f", "c1")
+		n.kill()
+	})
+	n.must(t, "image", "import", image, "--name", "workload")
+	n.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "48")
+	client := dialWorkload(t, n.inspect(t, "c1").IP)
+	before := client.count()
+
+	_, err := n.run("checkpoint", "c1")
+	if err == nil || !strings.Contains(err.Error(), "No space left") {
+		t.Fatalf("checkpoint on a full disk: err = %v, want it refused with CRIU's reason", err)
+	}
+	if st := n.inspect(t, "c1").State; st != "running" {
+		t.Fatalf("after the failed checkpoint c1 is %s, want running", st)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if after := client.count(); after <= before {
+		t.Errorf("count %d before the failed checkpoint, %d after: the container stopped", before, after)
+	}
+	entries, err := os.ReadDir(filepath.Join(dataDir, "checkpoints"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("the failed checkpoint left %v behind", entries)
 	}
 }
