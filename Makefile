@@ -6,7 +6,7 @@ GO ?= go
 BIN := bin/godwit
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps test vet proto proto-check unit demo bench clean
+.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint clean
 
 all: build
 
@@ -48,6 +48,13 @@ demo: build
 # docs/benchmarks.md); it needs root.
 bench: build
 	$(GO) run ./bench/density --godwit $(BIN)
+
+# bench-checkpoint compares checkpoint --export plus restore --from with
+# Podman's, for 64 MiB, 512 MiB and 2 GiB containers (see
+# docs/benchmarks.md); it needs root and installs Podman first.
+bench-checkpoint: build
+	scripts/install-bench-deps.sh
+	$(GO) run ./bench/checkpoint --godwit $(BIN) --out bench-checkpoint.md
 
 clean:
 	rm -rf bin

@@ -110,10 +110,13 @@ func (a *Agent) pickCheckpoint(ctx context.Context, req RestoreRequest) (*bundle
 func (a *Agent) RestoreArchive(ctx context.Context, r io.Reader, name string) (*RestoreResult, error) {
 	dir := filepath.Join(a.cfg.checkpointsDir(), stagingPrefix+"import-"+newID()[:checkpointIDLen])
 	defer os.RemoveAll(dir)
+	start := time.Now()
 	m, err := bundle.Import(ctx, r, dir, bundle.ImportOptions{})
 	if err != nil {
 		return nil, errorf(ErrInvalid, "checkpoint archive refused, nothing was restored: %w", err)
 	}
+	a.log.Info("checkpoint archive imported and verified", "checkpoint", m.ID, "container", m.Container.Name,
+		"bytes", m.Size(), "duration", time.Since(start).Round(time.Millisecond))
 	return a.restore(ctx, dir, m, name)
 }
 

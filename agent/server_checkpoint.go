@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -23,7 +22,7 @@ const (
 	// exportChunk is how many archive bytes an ExportCheckpoint message
 	// carries: few messages for a multi-GiB archive, well under gRPC's
 	// 4 MiB message limit.
-	exportChunk = 256 << 10
+	exportChunk = 1 << 20
 	// progressInterval spaces checkpoint progress messages: CRIU and the
 	// hashing report far more often than a progress bar redraws.
 	progressInterval = 100 * time.Millisecond
@@ -204,7 +203,9 @@ func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArch
 	if header == nil {
 		return status.Error(codes.InvalidArgument, "restore archive: the first message must be the header")
 	}
-	pr, pw := io.Pipe()
+	// The archive is received in its own goroutine, a few messages ahead
+	// of the importer, so that receiving and verifying overlap.
+	pr, pw := newChunkPipe(archiveReadAhead)
 	go func() {
 		for {
 			msg, err := stream.Recv()
@@ -220,13 +221,13 @@ func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArch
 				pw.CloseWithError(status.Error(codes.InvalidArgument, "restore archive: a second header arrived among the data"))
 				return
 			}
-			if _, err := pw.Write(msg.GetData()); err != nil {
+			if !pw.Write(msg.GetData()) {
 				return // the importer stopped reading and said why
 			}
 		}
 	}()
 	res, err := s.a.RestoreArchive(stream.Context(), pr, header.GetName())
-	pr.CloseWithError(errors.New("restore finished")) // unblocks the receiver
+	pr.Close() // unblocks the receiver
 	if err != nil {
 		return grpcError(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 // restoreChunk is how many archive bytes each RestoreArchive message
 // carries, as for image uploads.
-const restoreChunk = 256 << 10
+const restoreChunk = 1 << 20
 
 // Checkpoint asks the agent for a checkpoint and returns it once taken.
 // progress, when set, is called with every progress message before the
@@ -84,9 +84,11 @@ type ExportOptions struct {
 
 // ExportCheckpointFile exports the stored checkpoint ref into the file
 // path and returns the archive's size. The file appears complete or not at
-// all: the archive is written to a temporary file in path's directory,
-// synced and renamed over path, and the temporary file is removed on any
-// error. The file is readable by its owner only, since it holds the
+// all: the archive is written to a temporary file in path's directory and
+// renamed over path, and the temporary file is removed on any error. It is
+// not fsynced, like any file a command writes (and like CRIU's images): the
+// kernel writes it back within seconds, and the checkpoint it came from
+// stays on the agent. The file is readable by its owner only, since it holds the
 // container's memory.
 func ExportCheckpointFile(ctx context.Context, client pb.AgentServiceClient, ref, path string, opts ExportOptions) (size int64, err error) {
 	if opts.EncryptKeyFile != "" {
@@ -124,9 +126,6 @@ func ExportCheckpointFile(ctx context.Context, client pb.AgentServiceClient, ref
 			return 0, fmt.Errorf("finish encrypting %s: %w", path, err)
 		}
 	}
-	if err := tmp.Sync(); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
 	if err := tmp.Close(); err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
@@ -155,6 +154,7 @@ func CheckEncryptKey(keyFile string) error {
 	return w.Close()
 }
 
+// countingWriter counts the bytes written through it.
 type countingWriter struct {
 	w io.Writer
 	n int64

@@ -17,6 +17,7 @@ import (
 
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/internal/rpc"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -92,7 +93,7 @@ func measureGodwit(ctx context.Context, o options, dir string, log *slog.Logger)
 		}
 	}()
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/godwit/godwit/agent"
+	"github.com/godwit/godwit/internal/rpc"
 )
 
 func init() { register(newAgentCommand) }
@@ -99,7 +100,7 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, log *slog.Lo
 		"anyone who can reach it can run containers as root on this host\n", cfg.Name, lis.Addr())
 	log.Warn("API is insecure: plaintext, no authentication", "listen", lis.Addr().String())
 
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(rpc.ServerOptions()...)
 	a.Register(srv)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()

@@ -10,13 +10,14 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/godwit/godwit/internal/rpc"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
 // agentClient dials the agent named by --agent. The connection is lazy:
 // errors show on the first call, where explain turns them into advice.
 func (o *globalOptions) agentClient() (pb.AgentServiceClient, func(), error) {
-	conn, err := grpc.NewClient(o.agentAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(o.agentAddr, append(rpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent address %q: %w", o.agentAddr, err)
 	}

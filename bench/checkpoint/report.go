@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	goruntime "runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// conditions are what the numbers depend on.
+type conditions struct {
+	date       time.Time
+	cpu        string
+	cores      int
+	memory     int64
+	kernel     string
+	cgroupMode string
+	workFS     string
+	tools      []string
+}
+
+// hostConditions describes this host now, with workDir holding every
+// data dir, store and archive.
+func hostConditions(workDir string, engines []engine) conditions {
+	c := conditions{
+		date:       time.Now().UTC(),
+		cpu:        cpuModel(),
+		cores:      goruntime.NumCPU(),
+		workFS:     filesystem(workDir),
+		cgroupMode: cgroupMode(),
+	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		c.memory = int64(si.Totalram) * int64(si.Unit)
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		c.kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	for _, e := range engines {
+		c.tools = append(c.tools, e.Versions()...)
+	}
+	return c
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// filesystem names the filesystem dir is on.
+func filesystem(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	switch int64(st.Type) {
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlayfs"
+	}
+	return fmt.Sprintf("magic %#x", st.Type)
+}
+
+// cgroupMode tells cgroup v2 alone, v1 alone, and the hybrid layout.
+func cgroupMode() string {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return "v2"
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.controllers"); err == nil {
+		return "hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)"
+	}
+	return "v1"
+}
+
+// row is one tool at one size: the medians of its runs.
+type row struct {
+	size   int
+	tool   string
+	median sample
+}
+
+type report struct {
+	conditions conditions
+	runs       int
+	rows       []row
+	skipped    []string
+}
+
+// render writes the report as markdown: conditions, one table with the
+// tools side by side per size, and issue 3's target.
+func (r report) render() string {
+	var b strings.Builder
+	c := r.conditions
+	fmt.Fprintf(&b, "Checkpoint to an archive and restore from it: a container whose workload holds N MiB of "+
+		"pseudo-random (incompressible) memory; median of %d runs per size and tool.\n\n", r.runs)
+	fmt.Fprintf(&b, "- date: %s\n", c.date.Format(time.RFC3339))
+	fmt.Fprintf(&b, "- host: %s, %d cores, %s memory, kernel %s, cgroup %s\n", c.cpu, c.cores, mib(c.memory), c.kernel, c.cgroupMode)
+	fmt.Fprintf(&b, "- data dirs, stores and archives on %s; `sync` before each timed step\n", c.workFS)
+	for _, t := range c.tools {
+		fmt.Fprintf(&b, "- %s\n", t)
+	}
+	b.WriteString("- each restore is verified: the container answers on the same IP, its counter continued, " +
+		"and its memory checksum matches the one taken before the checkpoint\n\n")
+
+	b.WriteString("| size | tool | checkpoint + export | restore | total | archive | godwit / podman |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|\n")
+	for _, x := range r.rows {
+		s := x.median
+		ratio := "—"
+		if p, ok := r.find(x.size, toolPodman); ok && x.tool == toolGodwit {
+			ratio = fmt.Sprintf("%.2f", s.total().Seconds()/p.total().Seconds())
+		}
+		fmt.Fprintf(&b, "| %d MiB | %s | %s | %s | %s | %s | %s |\n",
+			x.size, x.tool, seconds(s.checkpoint), seconds(s.restore), seconds(s.total()), mib(s.archive), ratio)
+	}
+	for _, s := range r.skipped {
+		fmt.Fprintf(&b, "\nSkipped %s\n", s)
+	}
+
+	g, gok := r.find(targetSize, toolGodwit)
+	p, pok := r.find(targetSize, toolPodman)
+	fmt.Fprintf(&b, "\nTarget (issue 3): at %d MiB, godwit's total at most %.0f%% of Podman's: ", targetSize, 100*targetRatio)
+	if gok && pok {
+		ratio := g.total().Seconds() / p.total().Seconds()
+		fmt.Fprintf(&b, "%s against %s (%.0f%%) — %s\n", seconds(g.total()), seconds(p.total()), 100*ratio, verdict(ratio <= targetRatio))
+	} else {
+		fmt.Fprintf(&b, "not measured in this run (it needs both tools at %d MiB)\n", targetSize)
+	}
+	return b.String()
+}
+
+// find returns the medians of tool at size.
+func (r report) find(size int, tool string) (sample, bool) {
+	for _, x := range r.rows {
+		if x.size == size && x.tool == tool {
+			return x.median, true
+		}
+	}
+	return sample{}, false
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func mib(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
