@@ -17,6 +17,7 @@ import (
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
 	"github.com/godwit/godwit/agent/checkpoint/criuimg"
 	"github.com/godwit/godwit/agent/image"
+	"github.com/godwit/godwit/internal/datachan"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -24,15 +25,39 @@ import (
 const streamChunk = 32 << 10
 
 // Register adds the agent's API to a gRPC server.
-func (a *Agent) Register(s *grpc.Server) {
-	pb.RegisterAgentServiceServer(s, &server{a: a})
+func (a *Agent) Register(s *grpc.Server, opts ...ServerOption) {
+	srv := &server{a: a}
+	for _, o := range opts {
+		o(srv)
+	}
+	pb.RegisterAgentServiceServer(s, srv)
+}
+
+// ServerOption configures the API that Register adds.
+type ServerOption func(*server)
+
+// WithDataChannel lets calls that carry a data token move their bulk bytes
+// (checkpoint archives) on data connections that d hands over, instead of
+// in gRPC messages. Without it such calls are refused.
+func WithDataChannel(d DataChannel) ServerOption {
+	return func(s *server) { s.data = d }
+}
+
+// DataChannel hands over the raw data connections that clients open beside
+// their calls (internal/datachan's Mux, on the gRPC server's address).
+type DataChannel interface {
+	// Accept returns the connection that presents token, waiting for it
+	// until ctx ends or a timeout of the channel's own. A token is
+	// accepted once. The connection is the caller's to close.
+	Accept(ctx context.Context, token string) (net.Conn, error)
 }
 
 // server translates between the gRPC API and the agent. Generated proto
 // types stop here.
 type server struct {
 	pb.UnimplementedAgentServiceServer
-	a *Agent
+	a    *Agent
+	data DataChannel // nil: calls with a data token are refused
 }
 
 // grpcError maps the agent's errors to gRPC status codes, keeping the
@@ -62,8 +87,13 @@ func grpcError(err error) error {
 	case errors.Is(err, ErrInvalid), errors.Is(err, image.ErrInvalid),
 		errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsafe),
 		errors.Is(err, bundle.ErrInvalidManifest), errors.Is(err, bundle.ErrEncrypted),
-		errors.Is(err, bundle.ErrDecrypt), errors.Is(err, criuimg.ErrMalformedImage):
+		errors.Is(err, bundle.ErrDecrypt), errors.Is(err, criuimg.ErrMalformedImage),
+		errors.Is(err, datachan.ErrInvalidToken), errors.Is(err, datachan.ErrTokenUsed):
 		code = codes.InvalidArgument
+	case errors.Is(err, datachan.ErrClosed): // the agent is stopping
+		code = codes.Unavailable
+	case errors.Is(err, datachan.ErrTimeout):
+		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

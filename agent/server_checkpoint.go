@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +28,10 @@ const (
 	// progressInterval spaces checkpoint progress messages: CRIU and the
 	// hashing report far more often than a progress bar redraws.
 	progressInterval = 100 * time.Millisecond
+	// dataWriteBuffer is the buffering of an archive written to a data
+	// connection: the archive writer writes in small pieces (tar headers,
+	// 256 KiB copies), and one system call per MiB keeps the socket busy.
+	dataWriteBuffer = 1 << 20
 )
 
 func (s *server) Checkpoint(req *pb.CheckpointRequest, stream grpc.ServerStreamingServer[pb.CheckpointProgress]) error {
@@ -110,11 +116,65 @@ func (s *server) ExportCheckpoint(req *pb.ExportCheckpointRequest, stream grpc.S
 	if err != nil {
 		return err
 	}
+	if token := req.GetDataToken(); token != "" {
+		return s.exportToDataConn(stream, req.GetRef(), compression, token)
+	}
 	w := &exportWriter{send: stream.Send, buf: make([]byte, 0, exportChunk)}
 	if err := s.a.ExportCheckpoint(stream.Context(), req.GetRef(), w, compression, w.progress); err != nil {
 		return grpcError(err)
 	}
 	return w.flush()
+}
+
+// exportToDataConn writes the archive to the data connection that
+// presents token and reports progress on the stream. The connection is
+// closed in every case; the call's status tells the client whether what
+// it carried is the whole archive.
+func (s *server) exportToDataConn(stream grpc.ServerStreamingServer[pb.ExportCheckpointChunk], ref string, compression bundle.Compression, token string) error {
+	ctx := stream.Context()
+	conn, err := s.acceptData(ctx, token)
+	if err != nil {
+		return err
+	}
+	// A client that stops reading must not hold the export for ever:
+	// when the call ends, so does the connection.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	const exportPhase = "exporting"
+	p := &progressSender{
+		send: func(m *pb.CheckpointProgress) error {
+			return stream.Send(&pb.ExportCheckpointChunk{DoneBytes: m.GetDoneBytes(), TotalBytes: m.GetTotalBytes()})
+		},
+		interval: progressInterval,
+		now:      time.Now,
+	}
+	bw := bufio.NewWriterSize(conn, dataWriteBuffer)
+	err = s.a.ExportCheckpoint(ctx, ref, bw, compression, func(done, total int64) {
+		p.report(Progress{Phase: exportPhase, Done: done, Total: total})
+	})
+	if err == nil {
+		if err = bw.Flush(); err != nil {
+			err = fmt.Errorf("send checkpoint archive: %w", err)
+		}
+	}
+	if cerr := conn.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("send checkpoint archive: %w", cerr)
+	}
+	return grpcError(err)
+}
+
+// acceptData waits for the data connection that presents token.
+func (s *server) acceptData(ctx context.Context, token string) (net.Conn, error) {
+	if s.data == nil {
+		return nil, status.Error(codes.FailedPrecondition,
+			"this agent serves no data connections: send the archive on the stream, without a data token")
+	}
+	conn, err := s.data.Accept(ctx, token)
+	if err != nil {
+		return nil, grpcError(fmt.Errorf("open the data connection: %w; check that the client can open a second "+
+			"connection to the agent's address", err))
+	}
+	return conn, nil
 }
 
 // parseCompression accepts the API's compression names; empty is zstd.
@@ -203,6 +263,9 @@ func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArch
 	if header == nil {
 		return status.Error(codes.InvalidArgument, "restore archive: the first message must be the header")
 	}
+	if token := header.GetDataToken(); token != "" {
+		return s.restoreFromDataConn(stream, header.GetName(), token)
+	}
 	// The archive is received in its own goroutine, a few messages ahead
 	// of the importer, so that receiving and verifying overlap.
 	pr, pw := newChunkPipe(archiveReadAhead)
@@ -232,6 +295,81 @@ func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArch
 		return grpcError(err)
 	}
 	return stream.SendAndClose(s.restoreToProto(res))
+}
+
+// restoreFromDataConn restores from the archive on the data connection
+// that presents token. The stream carries nothing more; the client closes
+// its side once the whole archive is on the connection.
+func (s *server) restoreFromDataConn(stream grpc.ClientStreamingServer[pb.RestoreArchiveRequest, pb.RestoreResponse], name, token string) error {
+	ctx := stream.Context()
+	conn, err := s.acceptData(ctx, token)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// A client that cancels the call, or stops sending, must not hold
+	// the import: when the call ends, so does the connection.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	streamEnd := make(chan error, 1)
+	go func() {
+		_, err := stream.Recv()
+		switch {
+		case err == io.EOF:
+			streamEnd <- nil
+		case err != nil:
+			streamEnd <- fmt.Errorf("receive checkpoint archive: %w", err)
+		default:
+			streamEnd <- status.Error(codes.InvalidArgument,
+				"restore archive: a message arrived on the stream, but with a data token the archive travels on the data connection")
+			conn.Close()
+		}
+	}()
+	res, err := s.a.RestoreArchive(ctx, &archiveConn{conn: conn, streamEnd: streamEnd}, name)
+	if err != nil {
+		return grpcError(err)
+	}
+	return stream.SendAndClose(s.restoreToProto(res))
+}
+
+// archiveConn reads an archive from a data connection. The connection's
+// end is the archive's end only once the client has closed its side of
+// the call's stream, which it does after sending the whole archive: a
+// client that fails part-way (a tampered ciphertext found while
+// decrypting) cancels the call instead, and the reader returns that
+// error rather than the end of a short archive.
+type archiveConn struct {
+	conn io.Reader
+	// streamEnd delivers how the call's stream ended: nil when the
+	// client closed its side.
+	streamEnd <-chan error
+	err       error // sticky, once the connection ended
+}
+
+func (a *archiveConn) Read(p []byte) (int, error) {
+	if a.err != nil {
+		return 0, a.err
+	}
+	n, err := a.conn.Read(p)
+	switch {
+	case err == io.EOF:
+		if serr := <-a.streamEnd; serr != nil {
+			err = serr
+		}
+		a.err = err
+	case err != nil:
+		err = fmt.Errorf("receive checkpoint archive: %w", err)
+		// The stream's end, when known, says why the connection broke.
+		select {
+		case serr := <-a.streamEnd:
+			if serr != nil {
+				err = serr
+			}
+		default:
+		}
+		a.err = err
+	}
+	return n, err
 }
 
 func (s *server) restoreToProto(res *RestoreResult) *pb.RestoreResponse {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -235,6 +237,47 @@ func TestGRPCErrorCodesForCheckpoints(t *testing.T) {
 			st, _ := status.FromError(grpcError(tt.err))
 			if st.Code() != tt.want || st.Message() != tt.err.Error() {
 				t.Errorf("grpcError = %v %q, want %v with the same message", st.Code(), st.Message(), tt.want)
+			}
+		})
+	}
+}
+
+func TestArchiveConnEndsOnlyWhenTheClientSaysSo(t *testing.T) {
+	archive := []byte("the archive's bytes")
+	cancelled := status.Error(codes.Canceled, "context canceled")
+	broken := errors.New("connection reset by peer")
+	tests := []struct {
+		name string
+		// conn is what the data connection reads; streamEnd how the
+		// call's stream ended (nil: the client closed its side).
+		conn      io.Reader
+		streamEnd error
+		want      error // what follows the bytes; io.EOF for a complete archive
+	}{
+		{"the client closed the stream after the archive", bytes.NewReader(archive), nil, io.EOF},
+		{"the client cancelled: the short archive is an error", bytes.NewReader(archive), cancelled, cancelled},
+		{"the connection broke", io.MultiReader(bytes.NewReader(archive), iotest.ErrReader(broken)), nil, broken},
+		{"the connection broke as the client cancelled", io.MultiReader(bytes.NewReader(archive), iotest.ErrReader(broken)), cancelled, cancelled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			end := make(chan error, 1)
+			end <- tt.streamEnd
+			a := &archiveConn{conn: tt.conn, streamEnd: end}
+			got, err := io.ReadAll(a)
+			if tt.want == io.EOF {
+				if err != nil {
+					t.Fatalf("read %v, want a complete archive", err)
+				}
+			} else if !errors.Is(err, tt.want) {
+				t.Fatalf("read %v, want %v", err, tt.want)
+			}
+			if !bytes.Equal(got, archive) {
+				t.Errorf("read %q, want %q", got, archive)
+			}
+			// The end is final: a second read does not wait again.
+			if _, err2 := a.Read(make([]byte, 1)); (err == nil) != (err2 == io.EOF) {
+				t.Errorf("second read %v after %v", err2, err)
 			}
 		})
 	}

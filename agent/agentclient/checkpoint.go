@@ -5,16 +5,44 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	"github.com/godwit/godwit/internal/datachan"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
-// restoreChunk is how many archive bytes each RestoreArchive message
-// carries, as for image uploads.
-const restoreChunk = 1 << 20
+const (
+	// restoreChunk is how many archive bytes each RestoreArchive message
+	// carries when the archive travels in the stream.
+	restoreChunk = 1 << 20
+	// dataBuffer is how many archive bytes one read or write of a data
+	// connection moves: one system call per MiB.
+	dataBuffer = 1 << 20
+	// agentAnswerWait is how long a restore whose data connection broke
+	// waits for the agent's reason before it cancels the call.
+	agentAnswerWait = 5 * time.Second
+)
+
+// DataDialer opens a data connection to the agent that the gRPC client
+// calls, presenting token: the archive of an export or a restore then
+// travels there instead of inside the call (see internal/datachan).
+type DataDialer func(ctx context.Context, token string) (net.Conn, error)
+
+// DialData is the DataDialer of the agent whose gRPC client dials addr
+// (host:port): the agent serves data connections on its gRPC address.
+func DialData(addr string) DataDialer {
+	return func(ctx context.Context, token string) (net.Conn, error) {
+		return datachan.Dial(ctx, addr, token)
+	}
+}
 
 // Checkpoint asks the agent for a checkpoint and returns it once taken.
 // progress, when set, is called with every progress message before the
@@ -42,11 +70,85 @@ func Checkpoint(ctx context.Context, client pb.AgentServiceClient, req *pb.Check
 }
 
 // ExportCheckpoint writes the unencrypted archive of the stored checkpoint
-// req.Ref to w as the agent streams it. progress, when set, is called
-// after each chunk with the bytes of the checkpoint's files in the archive
-// so far and their total, both before compression. On error, what was
-// written to w is incomplete and must be discarded.
-func ExportCheckpoint(ctx context.Context, client pb.AgentServiceClient, req *pb.ExportCheckpointRequest, w io.Writer, progress func(done, total int64)) error {
+// req.Ref to w as the agent sends it: on a data connection that dial
+// opens (see DataDialer), or, when dial is nil, inside the call's stream.
+// progress, when set, is called as the agent reports it with the bytes of
+// the checkpoint's files in the archive so far and their total, both
+// before compression. It returns only once the agent's status is in:
+// nil means w received the whole archive. On error, what was written to w
+// is incomplete and must be discarded.
+func ExportCheckpoint(ctx context.Context, client pb.AgentServiceClient, dial DataDialer, req *pb.ExportCheckpointRequest, w io.Writer, progress func(done, total int64)) error {
+	if dial == nil {
+		return exportOnStream(ctx, client, req, w, progress)
+	}
+	token, err := datachan.NewToken()
+	if err != nil {
+		return err
+	}
+	req = proto.CloneOf(req)
+	req.DataToken = token
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the agent's export when w fails
+	stream, err := client.ExportCheckpoint(ctx, req)
+	if err != nil {
+		return err
+	}
+	// The stream carries progress and then the export's status. It is
+	// read beside the data, and a failure ends the data's wait.
+	result := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err == io.EOF {
+				result <- nil
+				return
+			}
+			if err != nil {
+				cancel()
+				result <- err
+				return
+			}
+			if progress != nil {
+				progress(msg.GetDoneBytes(), msg.GetTotalBytes())
+			}
+		}
+	}()
+	// Every return below waits for result: nothing calls progress after
+	// ExportCheckpoint returns.
+	conn, err := dial(ctx, token)
+	if err != nil {
+		cancel()
+		return agentReason(<-result, fmt.Errorf("export checkpoint: %w", err))
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks Read
+	defer stop()
+	buf := make([]byte, dataBuffer)
+	for {
+		n, rerr := conn.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				cancel()
+				<-result
+				return fmt.Errorf("write checkpoint archive: %w", err)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			cancel()
+			return agentReason(<-result, fmt.Errorf("receive checkpoint archive: %w", rerr))
+		}
+	}
+	// The connection's end is the archive's only if the agent says so: an
+	// export that fails part-way closes it too.
+	return <-result
+}
+
+// exportOnStream is ExportCheckpoint with the archive in the stream's
+// messages.
+func exportOnStream(ctx context.Context, client pb.AgentServiceClient, req *pb.ExportCheckpointRequest, w io.Writer, progress func(done, total int64)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the agent's export when w fails
 	stream, err := client.ExportCheckpoint(ctx, req)
@@ -70,6 +172,16 @@ func ExportCheckpoint(ctx context.Context, client pb.AgentServiceClient, req *pb
 	}
 }
 
+// agentReason picks the error to report when the data side failed with
+// err and the call then ended with callErr: the agent's own reason when it
+// ended the call first, else err (the call was cancelled because of it).
+func agentReason(callErr, err error) error {
+	if callErr != nil && status.Code(callErr) != codes.Canceled {
+		return callErr
+	}
+	return err
+}
+
 // ExportOptions tune ExportCheckpointFile.
 type ExportOptions struct {
 	// Compression is "zstd" (the default when empty) or "none".
@@ -83,14 +195,14 @@ type ExportOptions struct {
 }
 
 // ExportCheckpointFile exports the stored checkpoint ref into the file
-// path and returns the archive's size. The file appears complete or not at
+// path, as ExportCheckpoint does, and returns the archive's size. The file appears complete or not at
 // all: the archive is written to a temporary file in path's directory and
 // renamed over path, and the temporary file is removed on any error. It is
 // not fsynced, like any file a command writes (and like CRIU's images): the
 // kernel writes it back within seconds, and the checkpoint it came from
 // stays on the agent. The file is readable by its owner only, since it holds the
 // container's memory.
-func ExportCheckpointFile(ctx context.Context, client pb.AgentServiceClient, ref, path string, opts ExportOptions) (size int64, err error) {
+func ExportCheckpointFile(ctx context.Context, client pb.AgentServiceClient, dial DataDialer, ref, path string, opts ExportOptions) (size int64, err error) {
 	if opts.EncryptKeyFile != "" {
 		// Refuse an unusable key before the agent does any work.
 		if err := CheckEncryptKey(opts.EncryptKeyFile); err != nil {
@@ -118,7 +230,7 @@ func ExportCheckpointFile(ctx context.Context, client pb.AgentServiceClient, ref
 		out = ew
 	}
 	req := &pb.ExportCheckpointRequest{Ref: ref, Compression: opts.Compression}
-	if err := ExportCheckpoint(ctx, client, req, out, opts.Progress); err != nil {
+	if err := ExportCheckpoint(ctx, client, dial, req, out, opts.Progress); err != nil {
 		return 0, err
 	}
 	if ew != nil {
@@ -167,12 +279,110 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // RestoreArchive uploads the unencrypted archive r to the agent, which
-// verifies it and restores its container, named name when name is set.
-// If reading r fails (a decryption layer that finds tampering, say), the
-// call is cancelled, so the agent restores nothing, and the read error is
-// returned; if the agent refuses the archive part-way, the upload stops
-// and the agent's reason is returned.
-func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, r io.Reader, name string) (*pb.RestoreResponse, error) {
+// verifies it and restores its container, named name when name is set:
+// on a data connection that dial opens (see DataDialer), or, when dial is
+// nil, inside the call's stream. If reading r fails (a decryption layer
+// that finds tampering, say), the call is cancelled, so the agent
+// restores nothing, and the read error is returned; if the agent refuses
+// the archive part-way, the upload stops and the agent's reason is
+// returned.
+func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, dial DataDialer, r io.Reader, name string) (*pb.RestoreResponse, error) {
+	if dial == nil {
+		return restoreOnStream(ctx, client, r, name)
+	}
+	token, err := datachan.NewToken()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.RestoreArchive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	header := &pb.RestoreArchiveRequest_Header{Header: &pb.RestoreArchiveHeader{Name: name, DataToken: token}}
+	if err := stream.Send(&pb.RestoreArchiveRequest{Part: header}); err != nil {
+		return stream.CloseAndRecv() // the agent's reason
+	}
+	// The agent's answer is awaited beside the upload: an agent that
+	// refuses the archive part-way answers before the upload is done, and
+	// the upload then stops.
+	type answer struct {
+		resp *pb.RestoreResponse
+		err  error
+	}
+	answered := make(chan answer, 1)
+	dataCtx, stopData := context.WithCancel(ctx)
+	defer stopData()
+	go func() {
+		resp := new(pb.RestoreResponse)
+		err := stream.RecvMsg(resp)
+		answered <- answer{resp, err}
+		stopData()
+	}()
+	// giveUp ends a failed upload: with the agent's reason if it comes
+	// within wait (a refused archive breaks the data connection just
+	// before the agent says why), else by cancelling the call, so that
+	// the agent restores nothing, and with err.
+	giveUp := func(err error, wait time.Duration) (*pb.RestoreResponse, error) {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case a := <-answered:
+			if a.err != nil {
+				return nil, a.err
+			}
+			return nil, err
+		case <-t.C:
+		}
+		cancel()
+		return nil, agentReason((<-answered).err, err)
+	}
+
+	conn, err := dial(dataCtx, token)
+	if err != nil {
+		return giveUp(fmt.Errorf("restore checkpoint archive: %w", err), 0)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(dataCtx, func() { conn.Close() }) // unblocks Write
+	defer stop()
+	buf := make([]byte, dataBuffer)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if _, err := conn.Write(buf[:n]); err != nil {
+				conn.Close()
+				return giveUp(fmt.Errorf("send checkpoint archive: %w", err), agentAnswerWait)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// Cancel the call before the connection ends: the agent
+			// takes the connection's end for the archive's only once the
+			// stream is closed, which now never happens.
+			cancel()
+			conn.Close()
+			<-answered
+			return nil, fmt.Errorf("read checkpoint archive: %w", rerr)
+		}
+	}
+	if err := conn.Close(); err != nil {
+		return giveUp(fmt.Errorf("send checkpoint archive: %w", err), agentAnswerWait)
+	}
+	// Closing our side of the stream tells the agent that the whole
+	// archive is on the connection.
+	if err := stream.CloseSend(); err != nil {
+		return giveUp(fmt.Errorf("send checkpoint archive: %w", err), agentAnswerWait)
+	}
+	a := <-answered
+	return a.resp, a.err
+}
+
+// restoreOnStream is RestoreArchive with the archive in the stream's
+// messages.
+func restoreOnStream(ctx context.Context, client pb.AgentServiceClient, r io.Reader, name string) (*pb.RestoreResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.RestoreArchive(ctx)
@@ -205,13 +415,14 @@ func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, r io.Read
 	return stream.CloseAndRecv()
 }
 
-// RestoreArchiveFile restores from the archive file path. With
+// RestoreArchiveFile restores from the archive file path, as
+// RestoreArchive does. With
 // decryptKeyFile set, the file is decrypted here and the plaintext sent,
 // so that the key never reaches the agent; a wrong key, a plaintext file
 // or a tampered ciphertext is refused and nothing is restored. progress,
 // when set, is called with the bytes of the file read so far and its
 // size.
-func RestoreArchiveFile(ctx context.Context, client pb.AgentServiceClient, path, name, decryptKeyFile string, progress func(done, total int64)) (*pb.RestoreResponse, error) {
+func RestoreArchiveFile(ctx context.Context, client pb.AgentServiceClient, dial DataDialer, path, name, decryptKeyFile string, progress func(done, total int64)) (*pb.RestoreResponse, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint archive: %w", err)
@@ -233,7 +444,7 @@ func RestoreArchiveFile(ctx context.Context, client pb.AgentServiceClient, path,
 			return nil, err
 		}
 	}
-	return RestoreArchive(ctx, client, r, name)
+	return RestoreArchive(ctx, client, dial, r, name)
 }
 
 // progressReader reports how much of a reader of known size was read.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/godwit/godwit/agent"
+	"github.com/godwit/godwit/internal/datachan"
 	"github.com/godwit/godwit/internal/rpc"
 )
 
@@ -100,10 +101,14 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, log *slog.Lo
 		"anyone who can reach it can run containers as root on this host\n", cfg.Name, lis.Addr())
 	log.Warn("API is insecure: plaintext, no authentication", "listen", lis.Addr().String())
 
+	// One address serves both gRPC and the data connections that carry
+	// checkpoint archives beside it (internal/datachan).
+	mux := datachan.Listen(lis, datachan.Config{Log: log})
+	defer mux.Close()
 	srv := grpc.NewServer(rpc.ServerOptions()...)
-	a.Register(srv)
+	a.Register(srv, agent.WithDataChannel(mux))
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lis) }()
+	go func() { errc <- srv.Serve(mux.RPCListener()) }()
 	log.Info("agent ready", "node", cfg.Name, "listen", lis.Addr().String(), "data_dir", cfg.DataDir)
 
 	select {

@@ -336,7 +336,7 @@ func (o *exportOptions) export(ctx context.Context, g *globalOptions, stderr io.
 	ui := newProgressUI(stderr, "export "+ref)
 	var size int64
 	err := g.call(func(c pb.AgentServiceClient) (err error) {
-		size, err = agentclient.ExportCheckpointFile(ctx, c, ref, path, agentclient.ExportOptions{
+		size, err = agentclient.ExportCheckpointFile(ctx, c, g.dataDialer(), ref, path, agentclient.ExportOptions{
 			Compression:    o.compress,
 			EncryptKeyFile: o.encryptKey,
 			Progress:       func(done, total int64) { ui.update("exporting", done, total) },
@@ -712,7 +712,7 @@ restored.
 			if o.from != "" {
 				ui := newProgressUI(cmd.ErrOrStderr(), "restore "+o.from)
 				err := g.call(func(c pb.AgentServiceClient) (err error) {
-					resp, err = agentclient.RestoreArchiveFile(ctx, c, o.from, o.name, o.decryptKey,
+					resp, err = agentclient.RestoreArchiveFile(ctx, c, g.dataDialer(), o.from, o.name, o.decryptKey,
 						func(done, total int64) { ui.update("uploading", done, total) })
 					return err
 				})

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/internal/rpc"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -22,6 +23,12 @@ func (o *globalOptions) agentClient() (pb.AgentServiceClient, func(), error) {
 		return nil, nil, fmt.Errorf("agent address %q: %w", o.agentAddr, err)
 	}
 	return pb.NewAgentServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// dataDialer opens data connections to the agent named by --agent, which
+// serves them on its gRPC address: checkpoint archives travel on them.
+func (o *globalOptions) dataDialer() agentclient.DataDialer {
+	return agentclient.DialData(o.agentAddr)
 }
 
 // explain turns a gRPC error into the agent's own message, or advice when

@@ -79,13 +79,15 @@ type AgentServiceClient interface {
 	RemoveCheckpoint(ctx context.Context, in *CheckpointRef, opts ...grpc.CallOption) (*RemoveCheckpointResponse, error)
 	// ExportCheckpoint streams a stored checkpoint as an archive (see
 	// docs/checkpoint-format.md), unencrypted: the client encrypts it with
-	// its own key, which never reaches the agent.
+	// its own key, which never reaches the agent. With a data token, the
+	// archive travels on a data connection instead (see the request).
 	ExportCheckpoint(ctx context.Context, in *ExportCheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportCheckpointChunk], error)
 	// Restore brings a container back from a stored checkpoint, into the
 	// same container when it still exists on the node, or as a new one.
 	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
 	// RestoreArchive restores from an archive sent as a stream: the first
-	// message is the header, the following ones carry the bytes in order.
+	// message is the header, the following ones carry the bytes in order
+	// (or, with a data token, a data connection does; see the header).
 	// Every digest is checked before CRIU reads anything, and the imported
 	// checkpoint is removed once the container runs.
 	RestoreArchive(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreArchiveRequest, RestoreResponse], error)
@@ -365,13 +367,15 @@ type AgentServiceServer interface {
 	RemoveCheckpoint(context.Context, *CheckpointRef) (*RemoveCheckpointResponse, error)
 	// ExportCheckpoint streams a stored checkpoint as an archive (see
 	// docs/checkpoint-format.md), unencrypted: the client encrypts it with
-	// its own key, which never reaches the agent.
+	// its own key, which never reaches the agent. With a data token, the
+	// archive travels on a data connection instead (see the request).
 	ExportCheckpoint(*ExportCheckpointRequest, grpc.ServerStreamingServer[ExportCheckpointChunk]) error
 	// Restore brings a container back from a stored checkpoint, into the
 	// same container when it still exists on the node, or as a new one.
 	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
 	// RestoreArchive restores from an archive sent as a stream: the first
-	// message is the header, the following ones carry the bytes in order.
+	// message is the header, the following ones carry the bytes in order
+	// (or, with a data token, a data connection does; see the header).
 	// Every digest is checked before CRIU reads anything, and the imported
 	// checkpoint is removed once the container runs.
 	RestoreArchive(grpc.ClientStreamingServer[RestoreArchiveRequest, RestoreResponse]) error

@@ -1131,7 +1131,15 @@ type ExportCheckpointRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ref   string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
 	// compression is "zstd" (the default when empty) or "none".
-	Compression   string `protobuf:"bytes,2,opt,name=compression,proto3" json:"compression,omitempty"`
+	Compression string `protobuf:"bytes,2,opt,name=compression,proto3" json:"compression,omitempty"`
+	// data_token, when set, moves the archive off the stream: the client
+	// opens a data connection to the agent's address presenting this token
+	// (64 lowercase hex digits of fresh randomness; see internal/datachan),
+	// and the agent writes the archive's bytes there. The stream then
+	// carries only progress messages, without data, and the call's final
+	// status, which alone says whether the archive is complete: a data
+	// connection that ends early is the end of a failed export.
+	DataToken     string `protobuf:"bytes,3,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1180,9 +1188,17 @@ func (x *ExportCheckpointRequest) GetCompression() string {
 	return ""
 }
 
+func (x *ExportCheckpointRequest) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
+	}
+	return ""
+}
+
 type ExportCheckpointChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// data is empty when the request set data_token.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// done_bytes of total_bytes of the checkpoint's files are in the archive
 	// so far (before compression).
 	DoneBytes     int64 `protobuf:"varint,2,opt,name=done_bytes,json=doneBytes,proto3" json:"done_bytes,omitempty"`
@@ -1390,7 +1406,15 @@ func (*RestoreArchiveRequest_Data) isRestoreArchiveRequest_Part() {}
 type RestoreArchiveHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name, when set, replaces the container name recorded in the archive.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// data_token, when set, moves the archive off the stream: the client
+	// opens a data connection to the agent's address presenting this token
+	// (64 lowercase hex digits of fresh randomness; see internal/datachan),
+	// writes the archive's bytes there and closes it, and then closes its
+	// side of the stream, which sends no data messages. The archive is
+	// complete only when the stream is closed that way: a client that fails
+	// part-way cancels the call, and the agent restores nothing.
+	DataToken     string `protobuf:"bytes,2,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1428,6 +1452,13 @@ func (*RestoreArchiveHeader) Descriptor() ([]byte, []int) {
 func (x *RestoreArchiveHeader) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreArchiveHeader) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
 	}
 	return ""
 }
@@ -1545,10 +1576,12 @@ const file_godwit_v1_checkpoint_proto_rawDesc = "" +
 	"\x06source\x18\x05 \x01(\tR\x06source\x12\x12\n" +
 	"\x04root\x18\x06 \x01(\tR\x04root\x12\x18\n" +
 	"\aoptions\x18\a \x01(\tR\aoptions\x12\x1a\n" +
-	"\bexternal\x18\b \x01(\bR\bexternal\"M\n" +
+	"\bexternal\x18\b \x01(\bR\bexternal\"l\n" +
 	"\x17ExportCheckpointRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12 \n" +
-	"\vcompression\x18\x02 \x01(\tR\vcompression\"k\n" +
+	"\vcompression\x18\x02 \x01(\tR\vcompression\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x03 \x01(\tR\tdataToken\"k\n" +
 	"\x15ExportCheckpointChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1d\n" +
 	"\n" +
@@ -1562,9 +1595,11 @@ const file_godwit_v1_checkpoint_proto_rawDesc = "" +
 	"\x15RestoreArchiveRequest\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.godwit.v1.RestoreArchiveHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
-	"\x04part\"*\n" +
+	"\x04part\"I\n" +
 	"\x14RestoreArchiveHeader\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04nameB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x02 \x01(\tR\tdataTokenB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_checkpoint_proto_rawDescOnce sync.Once
