@@ -109,7 +109,8 @@ func hashFile(dir, p string) (int64, digest.Digest, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	// Reading the next chunk overlaps hashing this one.
+	n, err := newReadAhead(f).WriteTo(h)
 	if err != nil {
 		return 0, "", err
 	}

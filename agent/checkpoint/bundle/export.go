@@ -161,7 +161,8 @@ func exportFile(ctx context.Context, tw *tar.Writer, dir string, f File, mtime t
 	if err := tw.WriteHeader(header(f.Path, f.Size, mtime)); err != nil {
 		return fmt.Errorf("write archive: %w", err)
 	}
-	n, err := io.CopyBuffer(tw, ctxReader{ctx, src, p}, make([]byte, copyBufferSize))
+	// Reading the next chunk overlaps compressing and sending this one.
+	n, err := newReadAhead(ctxReader{ctx, src}).WriteTo(progressWriter{tw, p})
 	switch {
 	case errors.Is(err, tar.ErrWriteTooLong), err == nil && n != f.Size:
 		return dirError(f.Path, ErrCorrupt, "size changed while it was exported (manifest says %d bytes); %s", f.Size, adviceDir)
@@ -171,20 +172,29 @@ func exportFile(ctx context.Context, tw *tar.Writer, dir string, f File, mtime t
 	return nil
 }
 
-// ctxReader ends a long copy when its context does, and reports what it
-// read to an optional progress.
+// ctxReader ends a long copy when its context does.
 type ctxReader struct {
-	ctx      context.Context
-	r        io.Reader
-	progress *progress
+	ctx context.Context
+	r   io.Reader
 }
 
 func (c ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
-	n, err := c.r.Read(p)
-	c.progress.add(n)
+	return c.r.Read(p)
+}
+
+// progressWriter reports what is written through it to an optional
+// progress.
+type progressWriter struct {
+	w        io.Writer
+	progress *progress
+}
+
+func (pw progressWriter) Write(p []byte) (int, error) {
+	n, err := pw.w.Write(p)
+	pw.progress.add(n)
 	return n, err
 }
 

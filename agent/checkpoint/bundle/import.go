@@ -237,7 +237,6 @@ func extract(ctx context.Context, s *source, m *Manifest, dir string) error {
 	}
 	listed := m.index()
 	done := make(map[string]bool, len(m.Files))
-	buf := make([]byte, copyBufferSize)
 	last := ManifestName
 	for {
 		if err := ctx.Err(); err != nil {
@@ -258,7 +257,7 @@ func extract(ctx context.Context, s *source, m *Manifest, dir string) error {
 		if err != nil {
 			return err
 		}
-		if err := extractFile(ctx, s, dir, f, buf); err != nil {
+		if err := extractFile(ctx, s, dir, f); err != nil {
 			return err
 		}
 		done[f.Path] = true
@@ -314,8 +313,10 @@ func tarTypeName(t byte) string {
 	return fmt.Sprintf("member of type %q", t)
 }
 
-// extractFile copies one member into dir, digesting it on the way.
-func extractFile(ctx context.Context, s *source, dir string, f *File, buf []byte) error {
+// extractFile copies one member into dir, digesting it on the way: the
+// member is read ahead in one goroutine while it is written in this one
+// and hashed in a third.
+func extractFile(ctx context.Context, s *source, dir string, f *File) error {
 	p := filepath.Join(dir, filepath.FromSlash(f.Path))
 	if parent := filepath.Dir(p); parent != dir {
 		if err := os.Mkdir(parent, dirMode); err != nil && !errors.Is(err, os.ErrExist) {
@@ -328,7 +329,7 @@ func extractFile(ctx context.Context, s *source, dir string, f *File, buf []byte
 	}
 	hw := newHashingWriter(out)
 	in := &errRecorder{r: ctxReader{ctx: ctx, r: s.tr}}
-	_, err = io.CopyBuffer(hw, in, buf)
+	_, err = newReadAhead(in).WriteTo(hw)
 	d := hw.digest()
 	if cerr := out.Close(); err == nil {
 		err = cerr
