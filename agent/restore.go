@@ -109,7 +109,16 @@ func (a *Agent) pickCheckpoint(ctx context.Context, req RestoreRequest) (*bundle
 // the restore has finished, whether it succeeded or not.
 func (a *Agent) RestoreArchive(ctx context.Context, r io.Reader, name string) (*RestoreResult, error) {
 	dir := filepath.Join(a.cfg.checkpointsDir(), stagingPrefix+"import-"+newID()[:checkpointIDLen])
-	defer os.RemoveAll(dir)
+	// Removing hundreds of MiB takes a while and nobody waits for it: the
+	// caller gets its answer first. A crash before it is done leaves a
+	// staging dir that the next start removes (clearStaging).
+	defer func() {
+		go func() {
+			if err := os.RemoveAll(dir); err != nil {
+				a.log.Warn("remove imported checkpoint", "path", dir, "err", err)
+			}
+		}()
+	}()
 	start := time.Now()
 	m, err := bundle.Import(ctx, r, dir, bundle.ImportOptions{})
 	if err != nil {

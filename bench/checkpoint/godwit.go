@@ -207,7 +207,9 @@ func (g *godwit) Restore(ctx context.Context, name, archive string) (string, err
 	return c.IP, nil
 }
 
-// Remove removes the container from both agents, wherever it is.
+// Remove removes the container and its checkpoints from both agents,
+// wherever they are, as `podman rm` removes a container with its
+// checkpoint: the next run starts from the same state.
 func (g *godwit) Remove(ctx context.Context, name string) error {
 	var errs []error
 	for _, a := range []*agentProc{g.src, g.dst} {
@@ -223,8 +225,32 @@ func (g *godwit) Remove(ctx context.Context, name string) error {
 				}
 			}
 		}
+		errs = append(errs, g.removeCheckpoints(ctx, a, name))
 	}
 	return errors.Join(errs...)
+}
+
+// removeCheckpoints removes the container's checkpoints from agent a.
+func (g *godwit) removeCheckpoints(ctx context.Context, a *agentProc, name string) error {
+	out, err := g.cli(ctx, a, "checkpoint", "ls", "--container", name, "-o", "json")
+	if err != nil {
+		return err
+	}
+	var cps []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(out, &cps); err != nil {
+		return fmt.Errorf("godwit checkpoint ls -o json: %w", err)
+	}
+	if len(cps) == 0 {
+		return nil
+	}
+	args := []string{"checkpoint", "rm"}
+	for _, c := range cps {
+		args = append(args, c.ID)
+	}
+	_, err = g.cli(ctx, a, args...)
+	return err
 }
 
 // containers names every container on the agent, running or not.
