@@ -127,8 +127,9 @@ func TestCheckpointAndRestore(t *testing.T) {
 			n.run("rm", "-f", "c1")
 			n.kill()
 		})
-		n.must(t, "image", "import", image, "--name", "workload")
 	}
+	// b gets the image only once a restore without it has been refused.
+	a.must(t, "image", "import", image, "--name", "workload")
 
 	a.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "32", "-file", "/started")
 	c := a.inspect(t, "c1")
@@ -199,9 +200,14 @@ func TestCheckpointAndRestore(t *testing.T) {
 		if _, err := b.run("restore", "--from", archive, "--decrypt-key", otherKey); err == nil || !strings.Contains(err.Error(), "key") {
 			t.Fatalf("restore with the wrong key: err = %v, want it refused naming the key", err)
 		}
+		_, err := b.run("restore", "--from", archive, "--decrypt-key", key)
+		if err == nil || !strings.Contains(err.Error(), "image import") || !strings.Contains(err.Error(), "workload") {
+			t.Fatalf("restore on a node without the image: err = %v, want it refused naming the image and how to import it", err)
+		}
 		if out := b.must(t, "ps", "-a"); strings.Contains(out, "c1") {
 			t.Fatalf("a refused restore left a container on %s:\n%s", b.name, out)
 		}
+		b.must(t, "image", "import", image, "--name", "workload")
 		b.must(t, "restore", "--from", archive, "--decrypt-key", key)
 		moved := b.inspect(t, "c1")
 		if moved.State != "running" || moved.IP != c.IP || moved.Node != b.name || moved.Snapshotter != "btrfs" {

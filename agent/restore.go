@@ -87,10 +87,10 @@ func (a *Agent) pickCheckpoint(ctx context.Context, req RestoreRequest) (*bundle
 		e.op.Lock()
 		last, id := e.c.LastCheckpoint, e.c.ID
 		e.op.Unlock()
-		if last != "" {
-			return a.findCheckpoint(ctx, last)
+		if m, err := a.findCheckpoint(ctx, last); last != "" && err == nil {
+			return m, nil
 		}
-		ref = id
+		ref = id // its last checkpoint was removed: take the newest left
 	}
 	ms, err := a.ListCheckpoints(ctx, ref)
 	if err != nil {

@@ -437,7 +437,7 @@ func RestoreArchiveFile(ctx context.Context, client pb.AgentServiceClient, dial 
 	}
 	var r io.Reader = f
 	if progress != nil {
-		r = &progressReader{r: f, total: st.Size(), report: progress}
+		r = NewProgressReader(f, st.Size(), progress)
 	}
 	if decryptKeyFile != "" {
 		if r, err = bundle.Decrypt(r, decryptKeyFile); err != nil {
@@ -445,6 +445,12 @@ func RestoreArchiveFile(ctx context.Context, client pb.AgentServiceClient, dial 
 		}
 	}
 	return RestoreArchive(ctx, client, dial, r, name)
+}
+
+// NewProgressReader returns a reader of r that calls report with the bytes
+// read so far and total after every read: the progress of an upload.
+func NewProgressReader(r io.Reader, total int64, report func(done, total int64)) io.Reader {
+	return &progressReader{r: r, total: total, report: report}
 }
 
 // progressReader reports how much of a reader of known size was read.

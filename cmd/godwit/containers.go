@@ -51,6 +51,8 @@ type containerView struct {
 	Finished    *time.Time        `json:"finished,omitempty"`
 	ExitCode    *int32            `json:"exit_code,omitempty"`
 	ExitSignal  string            `json:"exit_signal,omitempty"`
+	// LastCheckpoint is what `restore NAME` restores.
+	LastCheckpoint string `json:"last_checkpoint,omitempty"`
 }
 
 func newContainerView(c *pb.Container) containerView {
@@ -59,7 +61,7 @@ func newContainerView(c *pb.Container) containerView {
 		ImageID: c.GetImageId(), IP: c.GetIp(), Node: c.GetNode(), Pid: c.GetPid(), Args: c.GetArgs(),
 		Env: c.GetEnv(), WorkingDir: c.GetWorkingDir(), Hostname: c.GetHostname(), User: c.GetUser(),
 		CPUs: c.GetCpus(), MemoryBytes: c.GetMemoryBytes(), Labels: c.GetLabels(), Snapshotter: c.GetSnapshotter(),
-		ExitSignal: c.GetExitSignal(),
+		ExitSignal: c.GetExitSignal(), LastCheckpoint: c.GetLastCheckpoint(),
 	}
 	v.Created, v.Started, v.Finished = timeOrNil(c.GetCreated()), timeOrNil(c.GetStarted()), timeOrNil(c.GetFinished())
 	if v.State == "exited" || v.State == "stopped" {
@@ -260,6 +262,9 @@ func printInspect(w io.Writer, v containerView) error {
 		row("label", k+"="+v.Labels[k])
 	}
 	row("snapshotter", v.Snapshotter)
+	if v.LastCheckpoint != "" {
+		row("last checkpoint", v.LastCheckpoint)
+	}
 	if v.Created != nil {
 		row("created", v.Created.Local().Format(time.RFC3339))
 	}

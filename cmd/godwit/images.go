@@ -2,13 +2,10 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/internal/units"
@@ -66,21 +63,14 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			bar := progressbar.NewOptions64(st.Size(),
-				progressbar.OptionSetDescription("importing "+args[0]),
-				progressbar.OptionSetWriter(os.Stderr),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionShowCount(),
-				progressbar.OptionSetPredictTime(true),
-				progressbar.OptionClearOnFinish(),
-				progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd()))),
-			)
+			ui := newProgressUI(cmd.ErrOrStderr(), "import "+args[0])
+			r := agentclient.NewProgressReader(f, st.Size(), func(done, total int64) { ui.update("uploading", done, total) })
 			var img *pb.Image
 			err = g.call(func(c pb.AgentServiceClient) (err error) {
-				img, err = agentclient.ImportImage(cmd.Context(), c, io.TeeReader(f, bar), name, st.Size())
+				img, err = agentclient.ImportImage(cmd.Context(), c, r, name, st.Size())
 				return err
 			})
-			_ = bar.Finish()
+			ui.finish()
 			if err != nil {
 				return err
 			}

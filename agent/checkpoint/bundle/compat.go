@@ -68,8 +68,8 @@ func CheckCompatibility(m *Manifest, host HostInfo, hasLayer func(digest.Digest)
 		}
 	}
 	if len(ie.MissingLayers) > 0 {
-		ie.Problems = append(ie.Problems, fmt.Sprintf("image %s: %d of its %d layers are missing on this node (%s): import the image first",
-			m.Image.Name, len(ie.MissingLayers), len(m.Image.Layers), joinDigests(ie.MissingLayers)))
+		ie.Problems = append(ie.Problems, fmt.Sprintf("image %s: %d of its %d layers are missing on this node (%s): import the image first (`godwit image import FILE --name %s`)",
+			m.Image.Name, len(ie.MissingLayers), len(m.Image.Layers), joinDigests(ie.MissingLayers), m.Image.Name))
 	}
 
 	ie.Problems = append(ie.Problems, checkCRIU(m.Host, host)...)

@@ -811,31 +811,34 @@ func (x *RunContainerRequest) GetIp() string {
 }
 
 type Container struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Image         string                 `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
-	ImageId       string                 `protobuf:"bytes,4,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
-	State         ContainerState         `protobuf:"varint,5,opt,name=state,proto3,enum=godwit.v1.ContainerState" json:"state,omitempty"`
-	Ip            string                 `protobuf:"bytes,6,opt,name=ip,proto3" json:"ip,omitempty"`
-	Node          string                 `protobuf:"bytes,7,opt,name=node,proto3" json:"node,omitempty"`
-	Pid           int32                  `protobuf:"varint,8,opt,name=pid,proto3" json:"pid,omitempty"`
-	Args          []string               `protobuf:"bytes,9,rep,name=args,proto3" json:"args,omitempty"`
-	Env           []string               `protobuf:"bytes,10,rep,name=env,proto3" json:"env,omitempty"`
-	WorkingDir    string                 `protobuf:"bytes,11,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	Hostname      string                 `protobuf:"bytes,12,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	User          string                 `protobuf:"bytes,13,opt,name=user,proto3" json:"user,omitempty"`
-	Cpus          float64                `protobuf:"fixed64,14,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	MemoryBytes   int64                  `protobuf:"varint,15,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,16,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Created       *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=created,proto3" json:"created,omitempty"`
-	Started       *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=started,proto3" json:"started,omitempty"`
-	Finished      *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=finished,proto3" json:"finished,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,20,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	ExitSignal    string                 `protobuf:"bytes,21,opt,name=exit_signal,json=exitSignal,proto3" json:"exit_signal,omitempty"`
-	Snapshotter   string                 `protobuf:"bytes,22,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Image       string                 `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	ImageId     string                 `protobuf:"bytes,4,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	State       ContainerState         `protobuf:"varint,5,opt,name=state,proto3,enum=godwit.v1.ContainerState" json:"state,omitempty"`
+	Ip          string                 `protobuf:"bytes,6,opt,name=ip,proto3" json:"ip,omitempty"`
+	Node        string                 `protobuf:"bytes,7,opt,name=node,proto3" json:"node,omitempty"`
+	Pid         int32                  `protobuf:"varint,8,opt,name=pid,proto3" json:"pid,omitempty"`
+	Args        []string               `protobuf:"bytes,9,rep,name=args,proto3" json:"args,omitempty"`
+	Env         []string               `protobuf:"bytes,10,rep,name=env,proto3" json:"env,omitempty"`
+	WorkingDir  string                 `protobuf:"bytes,11,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	Hostname    string                 `protobuf:"bytes,12,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	User        string                 `protobuf:"bytes,13,opt,name=user,proto3" json:"user,omitempty"`
+	Cpus        float64                `protobuf:"fixed64,14,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes int64                  `protobuf:"varint,15,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Labels      map[string]string      `protobuf:"bytes,16,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Created     *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=created,proto3" json:"created,omitempty"`
+	Started     *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=started,proto3" json:"started,omitempty"`
+	Finished    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=finished,proto3" json:"finished,omitempty"`
+	ExitCode    int32                  `protobuf:"varint,20,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	ExitSignal  string                 `protobuf:"bytes,21,opt,name=exit_signal,json=exitSignal,proto3" json:"exit_signal,omitempty"`
+	Snapshotter string                 `protobuf:"bytes,22,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
+	// last_checkpoint is the ID of the container's latest checkpoint on the
+	// node, the one `restore NAME` restores.
+	LastCheckpoint string `protobuf:"bytes,23,opt,name=last_checkpoint,json=lastCheckpoint,proto3" json:"last_checkpoint,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -1018,6 +1021,13 @@ func (x *Container) GetExitSignal() string {
 func (x *Container) GetSnapshotter() string {
 	if x != nil {
 		return x.Snapshotter
+	}
+	return ""
+}
+
+func (x *Container) GetLastCheckpoint() string {
+	if x != nil {
+		return x.LastCheckpoint
 	}
 	return ""
 }
@@ -1656,7 +1666,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x02ip\x18\v \x01(\tR\x02ip\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xee\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x06\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1682,7 +1692,8 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\texit_code\x18\x14 \x01(\x05R\bexitCode\x12\x1f\n" +
 	"\vexit_signal\x18\x15 \x01(\tR\n" +
 	"exitSignal\x12 \n" +
-	"\vsnapshotter\x18\x16 \x01(\tR\vsnapshotter\x1a9\n" +
+	"\vsnapshotter\x18\x16 \x01(\tR\vsnapshotter\x12'\n" +
+	"\x0flast_checkpoint\x18\x17 \x01(\tR\x0elastCheckpoint\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\" \n" +
