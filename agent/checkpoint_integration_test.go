@@ -387,3 +387,54 @@ func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
 		t.Errorf("the failed checkpoint left %v behind", entries)
 	}
 }
+
+// TestCheckpointFailingAfterTheDumpRestoresTheContainer fills the disk
+// after CRIU has dumped (and killed) the container, while the rootfs diff
+// is written: the agent must bring the container back from the dump it
+// just made, memory, counter and TCP connection included, and say so.
+func TestCheckpointFailingAfterTheDumpRestoresTheContainer(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "runc", "criu", "iptables")
+	bin := testutil.Godwit(t)
+	image := filepath.Join(t.TempDir(), "workload.tar")
+	testutil.WorkloadTar(t, image)
+	// About 10 MiB for the image, 30 MiB for the container's file and
+	// 9 MiB for the dump fit; a second copy of the file in the rootfs
+	// diff does not.
+	dataDir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dataDir, "tmpfs", 0, "size=56m"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dataDir, syscall.MNT_DETACH) })
+
+	n := &node{bin: bin, name: "ckpt-rollback", dataDir: dataDir, addr: freeAddr(t), cidr: "10.251.11.0/24"}
+	startNode(t, n)
+	t.Cleanup(func() {
+		n.run("rm", "-f", "c1")
+		n.kill()
+	})
+	n.must(t, "image", "import", image, "--name", "workload")
+	n.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "8")
+	n.must(t, "exec", "c1", "--", "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=30")
+	client := dialWorkload(t, n.inspect(t, "c1").IP)
+	before := client.count()
+
+	_, err := n.run("checkpoint", "c1")
+	if err == nil || !strings.Contains(err.Error(), "restored from the dump and runs") {
+		t.Fatalf("checkpoint failing after the dump: err = %v, want it to say the container was restored from the dump", err)
+	}
+	if st := n.inspect(t, "c1").State; st != "running" {
+		t.Fatalf("after the failed checkpoint c1 is %s, want running", st)
+	}
+	if after := client.count(); after < before || after > before+50 {
+		t.Errorf("count %d before the failed checkpoint, %d after: the container did not resume where it was", before, after)
+	}
+	client.checkMemory()
+	entries, err := os.ReadDir(filepath.Join(dataDir, "checkpoints"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("the failed checkpoint left %v behind", entries)
+	}
+}

@@ -97,8 +97,9 @@ func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointReques
 	if err := os.MkdirAll(staging, 0o700); err != nil {
 		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
 	}
+	removeStaging := true // false once the staging dir holds the only copy of the container
 	defer func() {
-		if err != nil {
+		if err != nil && removeStaging {
 			os.RemoveAll(staging)
 		}
 	}()
@@ -129,7 +130,8 @@ func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointReques
 	if err != nil {
 		if !req.LeaveRunning {
 			// CRIU killed the container; its images are all there is.
-			return nil, a.rollBack(ctx, c, criuDir, err)
+			removeStaging = false
+			return nil, a.rollBack(ctx, c, staging, err)
 		}
 		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
 	}
@@ -226,26 +228,38 @@ func (a *Agent) checkpointed(ctx context.Context, c *Container, id string) error
 	return a.save(c)
 }
 
-// rollBack restores c from the CRIU images in criuDir after a checkpoint
-// failed past the dump, and returns cause with what became of c.
-func (a *Agent) rollBack(ctx context.Context, c *Container, criuDir string, cause error) error {
+// rollBack restores c from the CRIU images in the staging checkpoint dir
+// after a checkpoint failed past the dump, and returns cause with what
+// became of c. The images are removed once c runs again; if it cannot be
+// restored they are kept, as a failed-* checkpoint, since they are all
+// that is left of it.
+func (a *Agent) rollBack(ctx context.Context, c *Container, staging string, cause error) error {
 	ctx = context.WithoutCancel(ctx)
+	// Free what the failed steps wrote (a full disk is a likely cause):
+	// the restore needs room for its logs and the container's record.
+	if entries, err := os.ReadDir(staging); err == nil {
+		for _, e := range entries {
+			if e.Name() != bundle.CRIUDir {
+				os.RemoveAll(filepath.Join(staging, e.Name()))
+			}
+		}
+	}
 	// CRIU killed it: it is as good as checkpointed, in the images only.
 	err := c.transition(StateCheckpointed)
 	if err == nil {
-		err = a.start(ctx, c, startOptions{restoreFrom: criuDir, tcpEstablished: true})
+		err = a.start(ctx, c, startOptions{restoreFrom: filepath.Join(staging, bundle.CRIUDir), tcpEstablished: true})
 	}
 	if err == nil {
+		os.RemoveAll(staging)
 		a.log.Warn("checkpoint failed after the dump; container restored from it", "container", c.Name, "err", cause)
 		return fmt.Errorf("container %s: checkpoint failed after CRIU dumped it (%w); the container was restored from the dump and runs", c.Name, cause)
 	}
 	if serr := a.save(c); serr != nil {
 		err = errors.Join(err, serr)
 	}
-	// Keep the images: they are the container now.
-	keep := filepath.Join(a.cfg.checkpointsDir(), "failed-"+filepath.Base(filepath.Dir(criuDir)))
-	if rerr := os.Rename(filepath.Dir(criuDir), keep); rerr != nil {
-		keep = filepath.Dir(criuDir)
+	keep := filepath.Join(a.cfg.checkpointsDir(), "failed-"+strings.TrimPrefix(filepath.Base(staging), stagingPrefix))
+	if rerr := os.Rename(staging, keep); rerr != nil {
+		keep = staging
 	}
 	return fmt.Errorf("container %s: checkpoint failed after CRIU dumped it (%w), and restoring from the dump failed too (%w); its CRIU images are kept in %s", c.Name, cause, err, keep)
 }
