@@ -143,7 +143,7 @@ func TestCheckpointAndRestore(t *testing.T) {
 	t.Run("leave running", func(t *testing.T) {
 		before := client.count()
 		out := a.must(t, "checkpoint", "c1", "--leave-running")
-		if !strings.Contains(out, "c1") {
+		if !strings.Contains(out, "checkpointed c1 on "+a.name) {
 			t.Errorf("checkpoint printed %q, want the container named", out)
 		}
 		if st := a.inspect(t, "c1").State; st != "running" {
@@ -204,8 +204,8 @@ func TestCheckpointAndRestore(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "image import") || !strings.Contains(err.Error(), "workload") {
 			t.Fatalf("restore on a node without the image: err = %v, want it refused naming the image and how to import it", err)
 		}
-		if out := b.must(t, "ps", "-a"); strings.Contains(out, "c1") {
-			t.Fatalf("a refused restore left a container on %s:\n%s", b.name, out)
+		if names := b.containerNames(t); len(names) != 0 {
+			t.Fatalf("a refused restore left containers %v on %s", names, b.name)
 		}
 		b.must(t, "image", "import", image, "--name", "workload")
 		b.must(t, "restore", "--from", archive, "--decrypt-key", key)
@@ -247,8 +247,8 @@ func TestCheckpointAndRestore(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "pages-1.img") || !strings.Contains(err.Error(), "sha256") {
 			t.Fatalf("restore of a tampered archive: err = %v, want it refused naming the member and its digest", err)
 		}
-		if out := b.must(t, "ps", "-a"); strings.Contains(out, "c9") {
-			t.Errorf("a refused restore left a container:\n%s", out)
+		if names := b.containerNames(t); len(names) != 1 {
+			t.Errorf("after a refused restore %s has containers %v, want c1 only", b.name, names)
 		}
 		entries, _ := os.ReadDir(filepath.Join(b.dataDir, "checkpoints"))
 		for _, e := range entries {
@@ -256,10 +256,33 @@ func TestCheckpointAndRestore(t *testing.T) {
 				t.Errorf("a refused restore left %s in the checkpoints dir", e.Name())
 			}
 		}
+		// The untouched archive is fine, but its IP is c1's, which runs
+		// here: a copy is refused, naming the address.
+		_, err = b.run("restore", "--from", archive, "--name", "c9")
+		if err == nil || !strings.Contains(err.Error(), c.IP) {
+			t.Fatalf("restore of a copy whose IP is in use: err = %v, want it refused naming %s", err, c.IP)
+		}
+		if names := b.containerNames(t); len(names) != 1 {
+			t.Errorf("after a refused restore %s has containers %v, want c1 only", b.name, names)
+		}
 		if got := client.ask("after-tamper"); got != "after-tamper" {
 			t.Errorf("c1 stopped answering: %q", got)
 		}
 	})
+}
+
+// containerNames lists the names of every container on n.
+func (n *node) containerNames(t *testing.T) []string {
+	t.Helper()
+	var cs []containerJSON
+	if err := json.Unmarshal([]byte(n.must(t, "ps", "-a", "-o", "json")), &cs); err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = c.Name
+	}
+	return names
 }
 
 func assertInspected(t *testing.T, c checkpointJSON, ip string) {
