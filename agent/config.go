@@ -81,9 +81,19 @@ func (c *Config) runcRoot() string       { return filepath.Join(c.RunDir, "runc"
 
 // cgroupsPath is the container's cgroup under this node's own parent, so
 // nodes sharing a kernel never share cgroups.
-func (c *Config) cgroupsPath(id string) string { return "/godwit/" + c.Name + "/" + id }
+func (c *Config) cgroupsPath(id string) string { return nodeCgroup(c.Name) + "/" + id }
 
 // shimCgroup holds this node's shims, outside the agent's cgroup (so a
 // service manager stopping the agent does not kill them) and outside every
 // container's (so they are not counted against a container's limits).
-func (c *Config) shimCgroup() string { return "/godwit/" + c.Name + ".shims" }
+func (c *Config) shimCgroup() string { return nodeCgroup(c.Name) + ".shims" }
+
+func nodeCgroup(node string) string { return "/godwit/" + node }
+
+// NodeCgroups are the cgroups an agent named node keeps for its next
+// start once its containers are gone: its shims' and its containers'
+// parent, leaves first. Whoever retires the node for good (a test, a
+// benchmark, a decommissioning) removes them.
+func NodeCgroups(node string) []string {
+	return []string{nodeCgroup(node) + ".shims", nodeCgroup(node)}
+}

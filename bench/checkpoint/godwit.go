@@ -7,15 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/bench/internal/benchutil"
 )
 
 const (
@@ -28,12 +25,6 @@ const (
 	godwitCIDR = "10.253.0.0/24"
 
 	agentReadyTimeout = 30 * time.Second
-	agentStopTimeout  = 10 * time.Second
-	// cgroupRemoveTimeout covers shims still draining their container's
-	// pipes after `rm -f` returned.
-	cgroupRemoveTimeout = 5 * time.Second
-	// agentLogTail is how much of an agent's log an error quotes.
-	agentLogTail = 4 << 10
 )
 
 // godwit drives the godwit CLI against two agents on this host, each with
@@ -42,20 +33,14 @@ const (
 // would do, the archive going from one to the other as a file.
 type godwit struct {
 	bin     string
-	src     *agentProc
-	dst     *agentProc
+	src     *benchutil.Agent
+	dst     *benchutil.Agent
 	node    nodeInfo
 	dataDir string
 	log     *slog.Logger
 }
 
 var _ engine = (*godwit)(nil)
-
-// agentProc is one `godwit agent` the benchmark started.
-type agentProc struct {
-	name, addr, logPath string
-	cmd                 *exec.Cmd
-}
 
 // nodeInfo is what `godwit node info -o json` says of the source node.
 type nodeInfo struct {
@@ -87,13 +72,13 @@ func newGodwit(ctx context.Context, bin, dir, rootfsTar string, log *slog.Logger
 	}()
 	// The node names make the agents' cgroups (/godwit/NAME) the
 	// benchmark's own.
-	if g.src, err = g.startAgent(ctx, "gwbench-ckpt-src", filepath.Join(dir, "src")); err != nil {
+	if g.src, err = g.startAgent("gwbench-ckpt-src", filepath.Join(dir, "src")); err != nil {
 		return nil, err
 	}
-	if g.dst, err = g.startAgent(ctx, "gwbench-ckpt-dst", filepath.Join(dir, "dst")); err != nil {
+	if g.dst, err = g.startAgent("gwbench-ckpt-dst", filepath.Join(dir, "dst")); err != nil {
 		return nil, err
 	}
-	for _, a := range []*agentProc{g.src, g.dst} {
+	for _, a := range []*benchutil.Agent{g.src, g.dst} {
 		if err := g.waitReady(ctx, a); err != nil {
 			return nil, err
 		}
@@ -111,35 +96,17 @@ func newGodwit(ctx context.Context, bin, dir, rootfsTar string, log *slog.Logger
 	return g, nil
 }
 
-func (g *godwit) startAgent(ctx context.Context, name, dir string) (*agentProc, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	addr, err := freeAddr()
+func (g *godwit) startAgent(name, dir string) (*benchutil.Agent, error) {
+	a, err := benchutil.StartAgent(benchutil.AgentConfig{Binary: g.bin, Node: name, Dir: dir, ContainerCIDR: godwitCIDR})
 	if err != nil {
 		return nil, err
 	}
-	a := &agentProc{name: name, addr: addr, logPath: filepath.Join(dir, "agent.log")}
-	logFile, err := os.Create(a.logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close() // the agent holds its own descriptor
-	a.cmd = exec.Command(g.bin, "agent", "--insecure", "--name", name, "--data-dir", filepath.Join(dir, "data"),
-		"--listen", addr, "--container-cidr", godwitCIDR)
-	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
-	// Its own process group: a ^C meant for the benchmark must not stop
-	// the agent before the benchmark has removed its containers.
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := a.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start agent %s: %w", name, err)
-	}
-	g.log.Info("agent started", "node", name, "listen", addr)
+	g.log.Info("agent started", "node", name, "listen", a.Addr)
 	return a, nil
 }
 
 // waitReady waits until the agent answers `node info`.
-func (g *godwit) waitReady(ctx context.Context, a *agentProc) error {
+func (g *godwit) waitReady(ctx context.Context, a *benchutil.Agent) error {
 	deadline := time.Now().Add(agentReadyTimeout)
 	for {
 		_, err := g.cli(ctx, a, "node", "info")
@@ -147,7 +114,7 @@ func (g *godwit) waitReady(ctx context.Context, a *agentProc) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("agent %s did not answer within %s: %w", a.name, agentReadyTimeout, err)
+			return fmt.Errorf("agent %s did not answer within %s: %w", a.Node, agentReadyTimeout, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -212,7 +179,7 @@ func (g *godwit) Restore(ctx context.Context, name, archive string) (string, err
 // checkpoint: the next run starts from the same state.
 func (g *godwit) Remove(ctx context.Context, name string) error {
 	var errs []error
-	for _, a := range []*agentProc{g.src, g.dst} {
+	for _, a := range []*benchutil.Agent{g.src, g.dst} {
 		names, err := g.containers(ctx, a)
 		if err != nil {
 			errs = append(errs, err)
@@ -231,7 +198,7 @@ func (g *godwit) Remove(ctx context.Context, name string) error {
 }
 
 // removeCheckpoints removes the container's checkpoints from agent a.
-func (g *godwit) removeCheckpoints(ctx context.Context, a *agentProc, name string) error {
+func (g *godwit) removeCheckpoints(ctx context.Context, a *benchutil.Agent, name string) error {
 	out, err := g.cli(ctx, a, "checkpoint", "ls", "--container", name, "-o", "json")
 	if err != nil {
 		return err
@@ -254,7 +221,7 @@ func (g *godwit) removeCheckpoints(ctx context.Context, a *agentProc, name strin
 }
 
 // containers names every container on the agent, running or not.
-func (g *godwit) containers(ctx context.Context, a *agentProc) ([]string, error) {
+func (g *godwit) containers(ctx context.Context, a *benchutil.Agent) ([]string, error) {
 	out, err := g.cli(ctx, a, "ps", "-a", "-o", "json")
 	if err != nil {
 		return nil, err
@@ -274,7 +241,7 @@ func (g *godwit) containers(ctx context.Context, a *agentProc) ([]string, error)
 // cgroups, which an agent keeps for its next start.
 func (g *godwit) Close(ctx context.Context) error {
 	var errs []error
-	for _, a := range []*agentProc{g.src, g.dst} {
+	for _, a := range []*benchutil.Agent{g.src, g.dst} {
 		if a == nil {
 			continue
 		}
@@ -283,66 +250,21 @@ func (g *godwit) Close(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
-		errs = append(errs, stopAgent(a))
+		errs = append(errs, a.Stop())
 	}
 	return errors.Join(errs...)
-}
-
-func stopAgent(a *agentProc) error {
-	done := make(chan error, 1)
-	go func() { done <- a.cmd.Wait() }()
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(agentStopTimeout):
-		_ = a.cmd.Process.Kill()
-		<-done
-	}
-	for _, cg := range []string{"/godwit/" + a.name + ".shims", "/godwit/" + a.name} {
-		deadline := time.Now().Add(cgroupRemoveTimeout)
-		err := runtime.RemoveCgroup(cg)
-		for ; err != nil && time.Now().Before(deadline); err = runtime.RemoveCgroup(cg) {
-			time.Sleep(pollInterval)
-		}
-		if err != nil {
-			return fmt.Errorf("agent %s: %w", a.name, err)
-		}
-	}
-	return nil
 }
 
 // cli runs `godwit --agent ADDR ARGS...` against a and returns its
 // standard output; an error quotes its standard error and the end of the
 // agent's log.
-func (g *godwit) cli(ctx context.Context, a *agentProc, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, g.bin, append([]string{"--agent", a.addr}, args...)...)
+func (g *godwit) cli(ctx context.Context, a *benchutil.Agent, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, g.bin, append([]string{"--agent", a.Addr}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("godwit --agent %s %s (node %s): %w: %s\nthe agent's log %s ends with:\n%s",
-			a.addr, strings.Join(args, " "), a.name, err, strings.TrimSpace(stderr.String()), a.logPath, tail(a.logPath, agentLogTail))
+			a.Addr, strings.Join(args, " "), a.Node, err, strings.TrimSpace(stderr.String()), a.LogPath, a.LogTail())
 	}
 	return stdout.Bytes(), nil
-}
-
-// freeAddr finds a free loopback port for an agent.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// tail returns the last n bytes of the file at path.
-func tail(path string, n int64) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if int64(len(data)) > n {
-		data = data[int64(len(data))-n:]
-	}
-	return string(data)
 }

@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -33,6 +32,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/testutil"
 )
 
@@ -129,10 +129,10 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, removeWorkDir(work)) }()
+	defer func() { err = errors.Join(err, benchutil.RemoveWorkDir(work)) }()
 
 	if slices.Contains(o.tools, toolGodwit) && o.godwit == "" {
-		if o.godwit, err = buildGodwit(ctx, work); err != nil {
+		if o.godwit, err = benchutil.BuildGodwit(ctx, work); err != nil {
 			return err
 		}
 	}
@@ -197,33 +197,4 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 		}
 	}
 	return nil
-}
-
-// buildGodwit builds the static binary `make build` makes into dir.
-func buildGodwit(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "bin", "godwit")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/godwit")
-	cmd.Dir = testutil.ModuleRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build godwit (or pass --godwit): %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// removeWorkDir removes the benchmark's files unless something is still
-// mounted under them (a cleanup that failed): removing files through a
-// live mount could reach outside the directory, so then it is left for
-// the operator, named.
-func removeWorkDir(dir string) error {
-	mounts, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			return fmt.Errorf("%s is still mounted: unmount what is under %s, then remove it", f[4], dir)
-		}
-	}
-	return os.RemoveAll(dir)
 }

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/testutil"
 )
 
@@ -246,7 +247,7 @@ func median(samples []sample) sample {
 // swap, or it measures swapping), and the disk must hold its copies.
 func cannotFit(workDir string, sizeMiB int) string {
 	size := int64(sizeMiB) << 20
-	if avail, err := memAvailable(); err != nil {
+	if avail, err := benchutil.MemAvailable(); err != nil {
 		return err.Error()
 	} else if avail < size+memHeadroom {
 		return fmt.Sprintf("needs %d MiB of memory available, the host has %d MiB", (size+memHeadroom)>>20, avail>>20)
@@ -259,19 +260,4 @@ func cannotFit(workDir string, sizeMiB int) string {
 		return fmt.Sprintf("needs %d MiB free on %s, it has %d MiB", (diskPerSize*size+memHeadroom)>>20, workDir, free>>20)
 	}
 	return ""
-}
-
-// memAvailable is the kernel's estimate of memory available for new work.
-func memAvailable() (int64, error) {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no MemAvailable in /proc/meminfo")
 }

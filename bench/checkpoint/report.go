@@ -2,12 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
 	goruntime "runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/godwit/godwit/bench/internal/benchutil"
 )
 
 // conditions are what the numbers depend on.
@@ -27,68 +26,17 @@ type conditions struct {
 func hostConditions(workDir string, engines []engine) conditions {
 	c := conditions{
 		date:       time.Now().UTC(),
-		cpu:        cpuModel(),
+		cpu:        benchutil.CPUModel(),
 		cores:      goruntime.NumCPU(),
-		workFS:     filesystem(workDir),
-		cgroupMode: cgroupMode(),
-	}
-	var si unix.Sysinfo_t
-	if unix.Sysinfo(&si) == nil {
-		c.memory = int64(si.Totalram) * int64(si.Unit)
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		c.kernel = unix.ByteSliceToString(u.Release[:])
+		memory:     benchutil.MemoryTotal(),
+		kernel:     benchutil.Kernel(),
+		cgroupMode: benchutil.CgroupMode(),
+		workFS:     benchutil.Filesystem(workDir),
 	}
 	for _, e := range engines {
 		c.tools = append(c.tools, e.Versions()...)
 	}
 	return c
-}
-
-func cpuModel() string {
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
-}
-
-// filesystem names the filesystem dir is on.
-func filesystem(dir string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return "unknown (" + err.Error() + ")"
-	}
-	switch int64(st.Type) {
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	}
-	return fmt.Sprintf("magic %#x", st.Type)
-}
-
-// cgroupMode tells cgroup v2 alone, v1 alone, and the hybrid layout.
-func cgroupMode() string {
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		return "v2"
-	}
-	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.controllers"); err == nil {
-		return "hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)"
-	}
-	return "v1"
 }
 
 // row is one tool at one size: the medians of its runs.
@@ -113,7 +61,7 @@ func (r report) render() string {
 	fmt.Fprintf(&b, "Checkpoint to an archive and restore from it: a container whose workload holds N MiB of "+
 		"pseudo-random (incompressible) memory; median of %d runs per size and tool.\n\n", r.runs)
 	fmt.Fprintf(&b, "- date: %s\n", c.date.Format(time.RFC3339))
-	fmt.Fprintf(&b, "- host: %s, %d cores, %s memory, kernel %s, cgroup %s\n", c.cpu, c.cores, mib(c.memory), c.kernel, c.cgroupMode)
+	fmt.Fprintf(&b, "- host: %s, %d cores, %s memory, kernel %s, cgroup %s\n", c.cpu, c.cores, benchutil.MiB(c.memory), c.kernel, c.cgroupMode)
 	fmt.Fprintf(&b, "- data dirs, stores and archives on %s; `sync` before each timed step\n", c.workFS)
 	for _, t := range c.tools {
 		fmt.Fprintf(&b, "- %s\n", t)
@@ -130,7 +78,7 @@ func (r report) render() string {
 			ratio = fmt.Sprintf("%.2f", s.total().Seconds()/p.total().Seconds())
 		}
 		fmt.Fprintf(&b, "| %d MiB | %s | %s | %s | %s | %s | %s |\n",
-			x.size, x.tool, seconds(s.checkpoint), seconds(s.restore), seconds(s.total()), mib(s.archive), ratio)
+			x.size, x.tool, seconds(s.checkpoint), seconds(s.restore), seconds(s.total()), benchutil.MiB(s.archive), ratio)
 	}
 	for _, s := range r.skipped {
 		fmt.Fprintf(&b, "\nSkipped %s\n", s)
@@ -141,7 +89,7 @@ func (r report) render() string {
 	fmt.Fprintf(&b, "\nTarget (issue 3): at %d MiB, godwit's total at most %.0f%% of Podman's: ", targetSize, 100*targetRatio)
 	if gok && pok {
 		ratio := g.total().Seconds() / p.total().Seconds()
-		fmt.Fprintf(&b, "%s against %s (%.0f%%) — %s\n", seconds(g.total()), seconds(p.total()), 100*ratio, verdict(ratio <= targetRatio))
+		fmt.Fprintf(&b, "%s against %s (%.0f%%) — %s\n", seconds(g.total()), seconds(p.total()), 100*ratio, benchutil.Verdict(ratio <= targetRatio))
 	} else {
 		fmt.Fprintf(&b, "not measured in this run (it needs both tools at %d MiB)\n", targetSize)
 	}
@@ -157,14 +105,5 @@ func (r report) find(size int, tool string) (sample, bool) {
 	}
 	return sample{}, false
 }
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "NOT met"
-}
-
-func mib(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
 
 func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }

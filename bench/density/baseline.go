@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/testutil"
 )
 
@@ -47,7 +48,7 @@ func measureBaseline(ctx context.Context, o options, dir string, log *slog.Logge
 	r := &runtime.Runc{Binary: o.runc, Root: filepath.Join(dir, "runc-root")}
 	var started []string
 	defer func() { err = errors.Join(err, deleteBaseline(context.WithoutCancel(ctx), r, started)) }()
-	before, err := memAvailable()
+	before, err := benchutil.MemAvailable()
 	if err != nil {
 		return nil, err
 	}
@@ -66,14 +67,9 @@ func measureBaseline(ctx context.Context, o options, dir string, log *slog.Logge
 	res.total = time.Since(start)
 	log.Info("runc containers running", "containers", len(ids), "took", res.total)
 
-	if err := sleep(ctx, settleTime); err != nil {
+	if res.hostPerContainer, err = settledHostCost(ctx, before, o.n); err != nil {
 		return nil, err
 	}
-	after, err := memAvailable()
-	if err != nil {
-		return nil, err
-	}
-	res.hostPerContainer = (before - after) / int64(o.n)
 	for _, id := range ids {
 		pid, err := readPid(filepath.Join(dir, id, "init.pid"))
 		if err != nil {
@@ -122,7 +118,7 @@ func runcRun(ctx context.Context, r *runtime.Runc, bundle, id string) error {
 	// and a pipe would keep Run waiting until the container exits.
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("runc run %s: %w: %s", id, err, tail(outPath, runcErrTail))
+		return fmt.Errorf("runc run %s: %w: %s", id, err, benchutil.Tail(outPath, runcErrTail))
 	}
 	return nil
 }

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,6 +14,7 @@ import (
 
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/rpc"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
@@ -29,13 +27,7 @@ const (
 	imageName = "busybox"
 
 	agentReadyTimeout = 30 * time.Second
-	agentStopTimeout  = 10 * time.Second
-	// cgroupRemoveTimeout covers shims still draining their container's
-	// pipes after `rm -f` returned (see runtime's shimDrainTimeout).
-	cgroupRemoveTimeout = 5 * time.Second
-	pollInterval        = 100 * time.Millisecond
-	// agentLogTail is how much of the agent's log an error quotes.
-	agentLogTail = 4 << 10
+	pollInterval      = 100 * time.Millisecond
 )
 
 // result is what one side of the comparison measured.
@@ -47,7 +39,8 @@ type result struct {
 	// inits is each container's own process (the idle workload).
 	inits []memory
 	// hostPerContainer is the fall of MemAvailable while the containers
-	// started, divided by their number.
+	// started, divided by their number: what each costs the host, kernel
+	// objects (namespaces, cgroups, mounts, page tables) included.
 	hostPerContainer int64
 
 	// godwit only: its shims, its agent with the image imported and no
@@ -63,37 +56,20 @@ type result struct {
 // runs o.n idle containers one after another and measures them, then
 // removes every container and stops the agent.
 func measureGodwit(ctx context.Context, o options, dir string, log *slog.Logger) (res *result, err error) {
-	dataDir := filepath.Join(dir, "data")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	addr, err := freeAddr()
+	agent, err := benchutil.StartAgent(benchutil.AgentConfig{
+		Binary: o.godwit, Node: nodeName, Dir: dir, ContainerCIDR: o.cidr, Args: []string{"--runc", o.runc},
+	})
 	if err != nil {
 		return nil, err
-	}
-	logPath := filepath.Join(dir, "agent.log")
-	agentLog, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer agentLog.Close()
-	cmd := exec.Command(o.godwit, "agent", "--name", nodeName, "--data-dir", dataDir, "--listen", addr,
-		"--container-cidr", o.cidr, "--runc", o.runc, "--insecure")
-	cmd.Stdout, cmd.Stderr = agentLog, agentLog
-	// Its own process group: a ^C meant for the benchmark must not stop
-	// the agent before the benchmark has removed its containers.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start agent: %w", err)
 	}
 	defer func() {
-		err = errors.Join(err, stopAgent(cmd))
+		err = errors.Join(err, agent.Stop())
 		if err != nil {
-			err = fmt.Errorf("%w\nagent log %s ends with:\n%s", err, logPath, tail(logPath, agentLogTail))
+			err = fmt.Errorf("%w\nagent log %s ends with:\n%s", err, agent.LogPath, agent.LogTail())
 		}
 	}()
 
-	conn, err := grpc.NewClient(addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	conn, err := grpc.NewClient(agent.Addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,10 +85,10 @@ func measureGodwit(ctx context.Context, o options, dir string, log *slog.Logger)
 
 	var ids []string
 	defer func() { err = errors.Join(err, removeContainers(context.WithoutCancel(ctx), client, ids)) }()
-	if res.agentIdle, err = readMemory(cmd.Process.Pid); err != nil {
+	if res.agentIdle, err = readMemory(agent.Pid()); err != nil {
 		return nil, err
 	}
-	before, err := memAvailable()
+	before, err := benchutil.MemAvailable()
 	if err != nil {
 		return nil, err
 	}
@@ -136,19 +112,14 @@ func measureGodwit(ctx context.Context, o options, dir string, log *slog.Logger)
 	res.total = time.Since(start)
 	log.Info("godwit containers running", "containers", len(ids), "took", res.total)
 
-	if err := sleep(ctx, settleTime); err != nil {
+	if res.hostPerContainer, err = settledHostCost(ctx, before, o.n); err != nil {
 		return nil, err
 	}
-	after, err := memAvailable()
-	if err != nil {
-		return nil, err
-	}
-	res.hostPerContainer = (before - after) / int64(o.n)
-	if res.agent, err = readMemory(cmd.Process.Pid); err != nil {
+	if res.agent, err = readMemory(agent.Pid()); err != nil {
 		return nil, err
 	}
 	for i, id := range ids {
-		shimPid, alive := runtime.ShimAlive(filepath.Join(dataDir, "containers", id, "state"))
+		shimPid, alive := runtime.ShimAlive(filepath.Join(agent.DataDir, "containers", id, "state"))
 		if !alive {
 			return nil, fmt.Errorf("container %s has no live shim (pid file says %d)", id, shimPid)
 		}
@@ -212,53 +183,6 @@ func removeContainers(ctx context.Context, client pb.AgentServiceClient, ids []s
 	return errors.Join(errs...)
 }
 
-// stopAgent stops the agent as its service manager would, then removes
-// the node's cgroups, which the agent keeps for its next start.
-func stopAgent(cmd *exec.Cmd) error {
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(agentStopTimeout):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	var err error
-	for _, cg := range []string{"/godwit/" + nodeName + ".shims", "/godwit/" + nodeName} {
-		deadline := time.Now().Add(cgroupRemoveTimeout)
-		for err = runtime.RemoveCgroup(cg); err != nil && time.Now().Before(deadline); err = runtime.RemoveCgroup(cg) {
-			time.Sleep(pollInterval)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// freeAddr finds a free loopback port for the agent.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// tail returns the last n bytes of the file at path.
-func tail(path string, n int64) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if int64(len(data)) > n {
-		data = data[int64(len(data))-n:]
-	}
-	return string(data)
-}
-
 // sleep waits d unless ctx ends first.
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -269,4 +193,19 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// settledHostCost waits settleTime for the last of n containers to finish
+// starting, then returns how much MemAvailable fell per container since
+// before, read before the first of them started. Both sides of the
+// comparison end their measure here, so that they are weighed alike.
+func settledHostCost(ctx context.Context, before int64, n int) (int64, error) {
+	if err := sleep(ctx, settleTime); err != nil {
+		return 0, err
+	}
+	after, err := benchutil.MemAvailable()
+	if err != nil {
+		return 0, err
+	}
+	return (before - after) / int64(n), nil
 }

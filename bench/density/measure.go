@@ -39,17 +39,6 @@ func readMemory(pid int) (memory, error) {
 	}, nil
 }
 
-// memAvailable is the kernel's estimate of memory available for new work;
-// its fall while containers start is what they cost the host, kernel
-// objects (namespaces, cgroups, mounts, page tables) included.
-func memAvailable() (int64, error) {
-	f, err := procFields("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	return f["MemAvailable"], nil
-}
-
 // procFields parses the "Key:   123 kB" lines of a /proc file into bytes.
 // Lines whose value is not a number of kB are skipped.
 func procFields(path string) (map[string]int64, error) {

@@ -2,11 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/godwit/godwit/bench/internal/benchutil"
 )
 
 // conditions are what the numbers depend on, beyond what the agent reports
@@ -19,40 +18,7 @@ type conditions struct {
 
 // hostConditions describes this host now, with workDir holding the data.
 func hostConditions(workDir string) conditions {
-	return conditions{date: time.Now().UTC(), dataDirFS: filesystem(workDir), cgroupMode: cgroupMode()}
-}
-
-// filesystem names the filesystem dir is on.
-func filesystem(dir string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return "unknown (" + err.Error() + ")"
-	}
-	switch int64(st.Type) {
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	}
-	return fmt.Sprintf("magic %#x", st.Type)
-}
-
-// cgroupMode tells cgroup v2 alone, v1 alone, and the hybrid layout (v1
-// controllers, v2 mounted at /sys/fs/cgroup/unified).
-func cgroupMode() string {
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		return "v2"
-	}
-	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.controllers"); err == nil {
-		return "hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)"
-	}
-	return "v1"
+	return conditions{date: time.Now().UTC(), dataDirFS: benchutil.Filesystem(workDir), cgroupMode: benchutil.CgroupMode()}
 }
 
 // renderReport writes the results as markdown: conditions, one table with
@@ -60,6 +26,7 @@ func cgroupMode() string {
 func renderReport(o options, c conditions, gw, base *result) string {
 	var b strings.Builder
 	info := gw.info
+	mib := benchutil.MiB
 	fmt.Fprintf(&b, "Agent density: %d idle containers (`%s`), run one after another.\n\n", o.n, strings.Join(workload, " "))
 	fmt.Fprintf(&b, "- date: %s\n", c.date.Format(time.RFC3339))
 	fmt.Fprintf(&b, "- host: %d CPUs, %s memory, kernel %s, cgroup %s\n",
@@ -98,20 +65,11 @@ func renderReport(o options, c conditions, gw, base *result) string {
 
 	shimMax, agentRSS := quantile(field(gw.shims, rss), 1), max(gw.agent.RSS, gw.agent.Peak)
 	fmt.Fprintf(&b, "\nTargets (issue 2):\n\n")
-	fmt.Fprintf(&b, "- each shim at most %s resident: largest %s — %s\n", mib(shimRSSTarget), mib(shimMax), verdict(shimMax <= shimRSSTarget))
+	fmt.Fprintf(&b, "- each shim at most %s resident: largest %s — %s\n", mib(shimRSSTarget), mib(shimMax), benchutil.Verdict(shimMax <= shimRSSTarget))
 	fmt.Fprintf(&b, "- agent at most %s resident: %s with %d running, peak %s — %s\n",
-		mib(agentRSSTarget), mib(gw.agent.RSS), o.n, mib(gw.agent.Peak), verdict(agentRSS <= agentRSSTarget))
+		mib(agentRSSTarget), mib(gw.agent.RSS), o.n, mib(gw.agent.Peak), benchutil.Verdict(agentRSS <= agentRSSTarget))
 	return b.String()
 }
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "NOT met"
-}
-
-func mib(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
 
 // signed formats a difference with its sign.
 func signed[T int64 | time.Duration](format func(T) string, v T) string {

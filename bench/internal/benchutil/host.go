@@ -1,0 +1,111 @@
+package benchutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// unknown is what a host fact reads as when the host does not say.
+const unknown = "unknown"
+
+// CPUModel is the first "model name" of /proc/cpuinfo, or "unknown" where
+// there is none (some architectures do not name one).
+func CPUModel() string { return cpuModel("/proc/cpuinfo") }
+
+func cpuModel(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return unknown
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return unknown
+}
+
+// Kernel is the running kernel's release (uname -r), or "unknown".
+func Kernel() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return unknown
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// MemoryTotal is the host's RAM in bytes, or 0 where the kernel does not
+// say.
+func MemoryTotal() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}
+
+// MemAvailable is the kernel's estimate of memory available for new work
+// (MemAvailable in /proc/meminfo), in bytes. Unlike MemFree it counts the
+// page cache that could be dropped, so its fall while a benchmark runs is
+// what the benchmark's work costs the host, kernel objects included.
+func MemAvailable() (int64, error) { return memAvailable("/proc/meminfo") }
+
+func memAvailable(path string) (int64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("MemAvailable in %s: %w", path, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no MemAvailable in %s (kernels before 3.14 lack it)", path)
+}
+
+// CgroupMode names the host's cgroup layout: "v2" alone, "v1" alone, or
+// the hybrid one (v1 controllers, v2 mounted at /sys/fs/cgroup/unified).
+func CgroupMode() string { return cgroupMode("/sys/fs/cgroup") }
+
+func cgroupMode(root string) string {
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
+		return "v2"
+	}
+	if _, err := os.Stat(filepath.Join(root, "unified", "cgroup.controllers")); err == nil {
+		return "hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)"
+	}
+	return "v1"
+}
+
+// Filesystem names the filesystem dir is on: ext4, btrfs, xfs, tmpfs or
+// overlayfs, another by its magic number, and "unknown (why)" where dir
+// cannot be read. Snapshots, CRIU images and archives all go through it,
+// so a report states it.
+func Filesystem(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return unknown + " (" + err.Error() + ")"
+	}
+	switch int64(st.Type) {
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlayfs"
+	}
+	return fmt.Sprintf("magic %#x", st.Type)
+}
