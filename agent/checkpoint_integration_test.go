@@ -364,29 +364,35 @@ func flipInMember(t *testing.T, src, dst, member string) {
 	}
 }
 
-// TestCheckpointOnFullDiskKeepsContainerRunning fills the data dir during
-// the dump: the checkpoint must fail saying why, and the container must
-// run on, counting, with nothing left of the attempt.
-func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
+// startSmallDiskNode starts an agent whose data dir is a tmpfs of size,
+// with the workload image imported, for tests that fill its disk.
+func startSmallDiskNode(t *testing.T, name, size, cidr string) *node {
+	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTools(t, "runc", "criu", "iptables")
-	bin := testutil.Godwit(t)
 	image := filepath.Join(t.TempDir(), "workload.tar")
 	testutil.WorkloadTar(t, image)
-	// The image and the container's layer fit; 48 MiB of memory does not.
 	dataDir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dataDir, "tmpfs", 0, "size=40m"); err != nil {
+	if err := syscall.Mount("tmpfs", dataDir, "tmpfs", 0, "size="+size); err != nil {
 		t.Fatalf("mount a small tmpfs: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dataDir, syscall.MNT_DETACH) })
-
-	n := &node{bin: bin, name: "ckpt-full", dataDir: dataDir, addr: freeAddr(t), cidr: "10.251.10.0/24"}
+	n := &node{bin: testutil.Godwit(t), name: name, dataDir: dataDir, addr: freeAddr(t), cidr: cidr}
 	startNode(t, n)
 	t.Cleanup(func() {
 		n.run("rm", "-f", "c1")
 		n.kill()
 	})
 	n.must(t, "image", "import", image, "--name", "workload")
+	return n
+}
+
+// TestCheckpointOnFullDiskKeepsContainerRunning fills the data dir during
+// the dump: the checkpoint must fail saying why, and the container must
+// run on, counting, with nothing left of the attempt.
+func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
+	// The image and the container's layer fit; 48 MiB of memory does not.
+	n := startSmallDiskNode(t, "ckpt-full", "40m", "10.251.10.0/24")
 	n.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "48")
 	client := dialWorkload(t, n.inspect(t, "c1").IP)
 	before := client.count()
@@ -402,7 +408,7 @@ func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
 	if after := client.count(); after <= before {
 		t.Errorf("count %d before the failed checkpoint, %d after: the container stopped", before, after)
 	}
-	entries, err := os.ReadDir(filepath.Join(dataDir, "checkpoints"))
+	entries, err := os.ReadDir(filepath.Join(n.dataDir, "checkpoints"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,27 +422,10 @@ func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
 // is written: the agent must bring the container back from the dump it
 // just made, memory, counter and TCP connection included, and say so.
 func TestCheckpointFailingAfterTheDumpRestoresTheContainer(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTools(t, "runc", "criu", "iptables")
-	bin := testutil.Godwit(t)
-	image := filepath.Join(t.TempDir(), "workload.tar")
-	testutil.WorkloadTar(t, image)
 	// About 10 MiB for the image, 30 MiB for the container's file and
 	// 9 MiB for the dump fit; a second copy of the file in the rootfs
 	// diff does not.
-	dataDir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dataDir, "tmpfs", 0, "size=56m"); err != nil {
-		t.Fatalf("mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dataDir, syscall.MNT_DETACH) })
-
-	n := &node{bin: bin, name: "ckpt-rollback", dataDir: dataDir, addr: freeAddr(t), cidr: "10.251.11.0/24"}
-	startNode(t, n)
-	t.Cleanup(func() {
-		n.run("rm", "-f", "c1")
-		n.kill()
-	})
-	n.must(t, "image", "import", image, "--name", "workload")
+	n := startSmallDiskNode(t, "ckpt-rollback", "56m", "10.251.11.0/24")
 	n.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "8")
 	n.must(t, "exec", "c1", "--", "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=30")
 	client := dialWorkload(t, n.inspect(t, "c1").IP)
@@ -453,7 +442,7 @@ func TestCheckpointFailingAfterTheDumpRestoresTheContainer(t *testing.T) {
 		t.Errorf("count %d before the failed checkpoint, %d after: the container did not resume where it was", before, after)
 	}
 	client.checkMemory()
-	entries, err := os.ReadDir(filepath.Join(dataDir, "checkpoints"))
+	entries, err := os.ReadDir(filepath.Join(n.dataDir, "checkpoints"))
 	if err != nil {
 		t.Fatal(err)
 	}

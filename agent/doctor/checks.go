@@ -275,7 +275,7 @@ func (p *prober) checkBtrfs() Check {
 		return pass(CheckBtrfs, false, fmt.Sprintf("data dir %s is on btrfs: snapshots use btrfs", p.opts.DataDir))
 	}
 	return pass(CheckBtrfs, false, fmt.Sprintf("available; data dir %s is on %s: snapshots use overlayfs",
-		p.opts.DataDir, filesystemName(magic)))
+		p.opts.DataDir, FilesystemName(magic)))
 }
 
 func (p *prober) checkNetns() Check {
@@ -497,8 +497,9 @@ func nonEmptyLines(s string) []string {
 	return out
 }
 
-// filesystemName names the filesystems a data dir is commonly on.
-func filesystemName(magic int64) string {
+// FilesystemName names the filesystems a data dir is commonly on from
+// statfs's magic number (another is named by the number), for reports.
+func FilesystemName(magic int64) string {
 	switch magic {
 	case unix.BTRFS_SUPER_MAGIC:
 		return "btrfs"

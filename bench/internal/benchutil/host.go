@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/godwit/godwit/agent/doctor"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -95,17 +97,5 @@ func Filesystem(dir string) string {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return unknown + " (" + err.Error() + ")"
 	}
-	switch int64(st.Type) {
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	}
-	return fmt.Sprintf("magic %#x", st.Type)
+	return doctor.FilesystemName(int64(st.Type))
 }

@@ -120,7 +120,7 @@ func TestFilesystem(t *testing.T) {
 	tests := []struct {
 		name, dir, want string
 	}{
-		{"one it does not name", "/proc", "magic 0x9fa0"},
+		{"one it does not name", "/proc", "filesystem type 0x9fa0"},
 		{"missing", "/nonexistent-benchutil-test", "unknown (no such file or directory)"},
 	}
 	for _, tc := range tests {
