@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/godwit/godwit/agent/doctor"
 	"github.com/godwit/godwit/agent/image"
 	"github.com/godwit/godwit/agent/network"
 	"github.com/godwit/godwit/agent/runtime"
@@ -83,6 +84,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("container network: %w", err)
 	}
 	a.runc = &runtime.Runc{Binary: cfg.Runc, Root: cfg.runcRoot(), Log: log}
+	// Stream and post-copy migrations need pipes larger than the default
+	// limit; a failure only costs those strategies, as doctor reports.
+	if before, after, err := doctor.RaisePipeMaxSize(); err != nil {
+		log.Warn("stream and post-copy migrations will not work here", "err", err)
+	} else if after != before {
+		log.Info("raised fs.pipe-max-size for CRIU's page server", "from", before, "to", after)
+	}
 	if err := a.clearStaging(); err != nil {
 		return nil, fmt.Errorf("checkpoints: %w", err)
 	}

@@ -395,7 +395,7 @@ func (p *prober) checkSoftDirty() Check {
 }
 
 func (p *prober) checkPipeMaxSize() Check {
-	fix := fmt.Sprintf("sysctl -w fs.pipe-max-size=%d", criuPipeSize)
+	fix := fmt.Sprintf("sysctl -w fs.pipe-max-size=%d (a godwit agent running as root does this itself when it starts)", criuPipeSize)
 	raw, err := p.host.readFile(pathPipeMaxSize)
 	if err != nil {
 		return fail(CheckPipeMaxSize, false, fmt.Sprintf("read %s: %v", pathPipeMaxSize, err), fix)
