@@ -278,3 +278,80 @@ func TestRestoreFailureIsReported(t *testing.T) {
 		t.Errorf("runc state after a failed restore = %s, want gone or stopped", st.Status)
 	}
 }
+
+// TestRestoreHeldStopped restores a counter with CRIU's leave-stopped:
+// it must stay frozen, not counting, until Resume, then go on from where
+// it was dumped. A migration's destination holds its copy this way until
+// the move is committed.
+func TestRestoreHeldStopped(t *testing.T) {
+	requireCRIU(t)
+	c := newTestContainer(t, []string{"sh", "-c", counterScript}, nil, nil)
+	c.start(t)
+	waitCounter(t, c, 3)
+	images := filepath.Join(t.TempDir(), "images")
+	ctx, cancel := context.WithTimeout(context.Background(), checkpointTimeout)
+	defer cancel()
+	if err := c.runc.Checkpoint(ctx, c.id, CheckpointOptions{ImagePath: images}); err != nil {
+		t.Fatalf("Checkpoint: %v", err)
+	}
+	c.waitExit(t)
+	if err := c.runc.Delete(ctx, c.id, true); err != nil {
+		t.Fatal(err)
+	}
+	before := counterValues(t, c)
+	lastBefore := before[len(before)-1]
+
+	conf := filepath.Join(t.TempDir(), "criu.conf")
+	if err := (CRIUConfig{LeaveStopped: true}).Write(conf); err != nil {
+		t.Fatal(err)
+	}
+	setBundleCRIUConfig(t, c.cfg.Bundle, conf)
+	c.cfg.RestoreFrom = images
+	c.start(t)
+	st, err := c.runc.State(ctx, c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // ten ticks, were it running
+	if held := counterValues(t, c); len(held) != len(before) {
+		t.Fatalf("the container counted while held stopped: %v after %v", held[len(before):], lastBefore)
+	}
+	if state := procState(t, st.Pid); state != "T" {
+		t.Errorf("restored init is in state %q, want T (stopped)", state)
+	}
+
+	setBundleCRIUConfig(t, c.cfg.Bundle, "")
+	if err := c.runc.Resume(ctx, c.id); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	after := waitCounter(t, c, lastBefore+3)[len(before):]
+	if after[0] != lastBefore+1 {
+		t.Errorf("after Resume the counter went on at %d, want %d", after[0], lastBefore+1)
+	}
+}
+
+// setBundleCRIUConfig points the bundle's spec at a CRIU configuration
+// file, or removes the annotation.
+func setBundleCRIUConfig(t *testing.T, bundle, path string) {
+	t.Helper()
+	s, err := ReadBundle(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	SetCRIUConfig(s, path)
+	if err := WriteBundle(bundle, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// procState is the state letter of process pid (R, S, T, ...).
+func procState(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name may hold spaces; the state follows its ")".
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	return fields[0]
+}
