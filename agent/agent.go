@@ -18,6 +18,7 @@ import (
 	"github.com/godwit/godwit/agent/runtime"
 	"github.com/godwit/godwit/agent/snapshot"
 	"github.com/godwit/godwit/agent/snapshot/snapshotters"
+	"github.com/godwit/godwit/migrate"
 )
 
 // Agent runs one node's containers. Its methods are safe for concurrent
@@ -38,6 +39,8 @@ type Agent struct {
 
 	mu         sync.Mutex // guards containers
 	containers map[string]*entry
+
+	mig migrations
 }
 
 // entry is one container and the lock that serialises operations on it.
@@ -94,6 +97,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.clearStaging(); err != nil {
 		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
+	if a.mig.journal, err = migrate.OpenJournal(a.migrationsDir()); err != nil {
+		return nil, err
+	}
+	a.mig.locks = map[string]*sync.Mutex{}
 
 	if err := a.adopt(ctx); err != nil {
 		return nil, err

@@ -73,7 +73,13 @@ func (r CheckpointRequest) report(phase string, done, total int64) {
 // network namespace is released so that it may be restored here or
 // elsewhere. If anything fails after CRIU dumped it, the container is
 // restored from the dump at once, so a failed checkpoint never loses it.
-func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointRequest) (_ *bundle.Manifest, err error) {
+func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointRequest) (*bundle.Manifest, error) {
+	return a.checkpoint(ctx, ref, newID()[:checkpointIDLen], req)
+}
+
+// checkpoint is Checkpoint into the checkpoint id (a migration names its
+// checkpoint after itself).
+func (a *Agent) checkpoint(ctx context.Context, ref, id string, req CheckpointRequest) (_ *bundle.Manifest, err error) {
 	e, err := a.lookup(ref)
 	if err != nil {
 		return nil, err
@@ -91,7 +97,6 @@ func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointReques
 	if err != nil {
 		return nil, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
 	}
-	id := newID()[:checkpointIDLen]
 	staging := filepath.Join(a.cfg.checkpointsDir(), stagingPrefix+id)
 	log := a.log.With("container", c.Name, "id", c.ID, "checkpoint", id)
 	if err := os.MkdirAll(staging, 0o700); err != nil {

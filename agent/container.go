@@ -94,6 +94,9 @@ func (p containerPaths) state() string { return filepath.Join(p.dir, "state") }
 func (p containerPaths) dumpWork() string    { return filepath.Join(p.dir, "state", "criu-dump") }
 func (p containerPaths) restoreWork() string { return filepath.Join(p.dir, "state", "criu-restore") }
 
+// criuConfig is the CRIU configuration a held restore uses.
+func (p containerPaths) criuConfig() string { return filepath.Join(p.dir, "state", "criu-held.conf") }
+
 func (a *Agent) paths(id string) containerPaths {
 	return containerPaths{dir: filepath.Join(a.cfg.containersDir(), id)}
 }

@@ -196,6 +196,9 @@ func (a *Agent) forget(id string) {
 type startOptions struct {
 	restoreFrom    string // CRIU images; "" starts afresh
 	tcpEstablished bool
+	// held: the bundle restores the processes stopped (see
+	// writeRestoreBundle); the container is then migrating, not running.
+	held bool
 }
 
 // start launches the container's shim, which creates and starts it with
@@ -238,6 +241,11 @@ func (a *Agent) start(ctx context.Context, c *Container, o startOptions) error {
 	}
 	if err := c.transition(StateRunning); err != nil {
 		return err
+	}
+	if o.held {
+		if err := c.transition(StateMigrating); err != nil {
+			return err
+		}
 	}
 	c.ShimPid = shimPid
 	c.Pid = st.Pid

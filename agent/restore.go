@@ -62,7 +62,7 @@ func (a *Agent) Restore(ctx context.Context, req RestoreRequest) (*RestoreResult
 	if m, err = bundle.Verify(dir); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", m.ID, err)
 	}
-	res, err := a.restore(ctx, dir, m, req.Name)
+	res, err := a.restore(ctx, dir, m, req.Name, false)
 	if err != nil {
 		return nil, err
 	}
@@ -126,11 +126,12 @@ func (a *Agent) RestoreArchive(ctx context.Context, r io.Reader, name string) (*
 	}
 	a.log.Info("checkpoint archive imported and verified", "checkpoint", m.ID, "container", m.Container.Name,
 		"bytes", m.Size(), "duration", time.Since(start).Round(time.Millisecond))
-	return a.restore(ctx, dir, m, name)
+	return a.restore(ctx, dir, m, name, false)
 }
 
-// restore restores the verified checkpoint in dir.
-func (a *Agent) restore(ctx context.Context, dir string, m *bundle.Manifest, name string) (*RestoreResult, error) {
+// restore restores the verified checkpoint in dir; held leaves the
+// container's processes stopped, the container migrating, until commit.
+func (a *Agent) restore(ctx context.Context, dir string, m *bundle.Manifest, name string, held bool) (*RestoreResult, error) {
 	warnings, err := bundle.CheckCompatibility(m, a.hostInfo(ctx), a.images.HasLayer)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s cannot be restored on node %s: %w", m.ID, a.cfg.Name, err)
@@ -146,7 +147,7 @@ func (a *Agent) restore(ctx context.Context, dir string, m *bundle.Manifest, nam
 		case err == nil:
 			e.op.Lock()
 			defer e.op.Unlock()
-			if c, err = a.restoreInPlace(ctx, e.c, img, dir, m); err != nil {
+			if c, err = a.restoreInPlace(ctx, e.c, img, dir, m, held); err != nil {
 				return nil, err
 			}
 		case errors.Is(err, ErrNotFound):
@@ -156,7 +157,7 @@ func (a *Agent) restore(ctx context.Context, dir string, m *bundle.Manifest, nam
 		}
 	}
 	if c == nil {
-		if c, err = a.restoreNew(ctx, img, dir, m, name); err != nil {
+		if c, err = a.restoreNew(ctx, img, dir, m, name, held); err != nil {
 			return nil, err
 		}
 	}
@@ -197,7 +198,7 @@ func (a *Agent) checkpointImage(m *bundle.Manifest) (*image.Image, error) {
 
 // restoreInPlace restores the existing container c, which must be the
 // checkpointed one and not running. The caller holds c's lock.
-func (a *Agent) restoreInPlace(ctx context.Context, c *Container, img *image.Image, dir string, m *bundle.Manifest) (*Container, error) {
+func (a *Agent) restoreInPlace(ctx context.Context, c *Container, img *image.Image, dir string, m *bundle.Manifest, held bool) (*Container, error) {
 	if err := a.refresh(ctx, c); err != nil {
 		return nil, err
 	}
@@ -218,10 +219,10 @@ func (a *Agent) restoreInPlace(ctx context.Context, c *Container, img *image.Ima
 	if err := a.ensureNetwork(ctx, c); err != nil {
 		return nil, err
 	}
-	if err := a.writeRestoreBundle(c, dir, m); err != nil {
+	if err := a.writeRestoreBundle(c, dir, m, held); err != nil {
 		return nil, err
 	}
-	if err := a.start(ctx, c, startOptions{restoreFrom: filepath.Join(dir, bundle.CRIUDir), tcpEstablished: m.Options.TCPEstablished}); err != nil {
+	if err := a.start(ctx, c, startOptions{restoreFrom: filepath.Join(dir, bundle.CRIUDir), tcpEstablished: m.Options.TCPEstablished, held: held}); err != nil {
 		return nil, err
 	}
 	c.LastCheckpoint = m.ID
@@ -302,8 +303,9 @@ func (a *Agent) ensureNetwork(ctx context.Context, c *Container) error {
 }
 
 // writeRestoreBundle writes the checkpoint's spec into c's bundle, pointed
-// at this node's paths for c.
-func (a *Agent) writeRestoreBundle(c *Container, dir string, m *bundle.Manifest) error {
+// at this node's paths for c; held adds a CRIU configuration that restores
+// the processes stopped.
+func (a *Agent) writeRestoreBundle(c *Container, dir string, m *bundle.Manifest, held bool) error {
 	data, err := os.ReadFile(filepath.Join(dir, m.Spec))
 	if err != nil {
 		return err
@@ -327,6 +329,15 @@ func (a *Agent) writeRestoreBundle(c *Container, dir string, m *bundle.Manifest)
 	if err != nil {
 		return errorf(ErrInvalid, "checkpoint %s: %w", m.ID, err)
 	}
+	if held {
+		if err := os.MkdirAll(p.state(), 0o700); err != nil {
+			return err
+		}
+		if err := (runtime.CRIUConfig{LeaveStopped: true}).Write(p.criuConfig()); err != nil {
+			return err
+		}
+		runtime.SetCRIUConfig(spec, p.criuConfig())
+	}
 	return runtime.WriteBundle(p.bundle(), spec)
 }
 
@@ -334,7 +345,7 @@ func (a *Agent) writeRestoreBundle(c *Container, dir string, m *bundle.Manifest)
 // and restores it. It keeps the checkpointed container's ID when that is
 // free here and the name is the checkpointed one, so that a container
 // moved between nodes keeps its identity.
-func (a *Agent) restoreNew(ctx context.Context, img *image.Image, dir string, m *bundle.Manifest, name string) (_ *Container, err error) {
+func (a *Agent) restoreNew(ctx context.Context, img *image.Image, dir string, m *bundle.Manifest, name string, held bool) (_ *Container, err error) {
 	data, err := os.ReadFile(filepath.Join(dir, m.Spec))
 	if err != nil {
 		return nil, err
@@ -392,13 +403,13 @@ func (a *Agent) restoreNew(ctx context.Context, img *image.Image, dir string, m 
 	}
 	undo = append(undo, func() error { return a.net.Teardown(context.WithoutCancel(ctx), id) })
 	c.IP = ep.IP.String()
-	if err := a.writeRestoreBundle(c, dir, m); err != nil {
+	if err := a.writeRestoreBundle(c, dir, m, held); err != nil {
 		return nil, err
 	}
 	if err := a.save(c); err != nil {
 		return nil, err
 	}
-	if err := a.start(ctx, c, startOptions{restoreFrom: filepath.Join(dir, bundle.CRIUDir), tcpEstablished: m.Options.TCPEstablished}); err != nil {
+	if err := a.start(ctx, c, startOptions{restoreFrom: filepath.Join(dir, bundle.CRIUDir), tcpEstablished: m.Options.TCPEstablished, held: held}); err != nil {
 		return nil, err
 	}
 	out := *c

@@ -49,10 +49,12 @@ var (
 // reached and when each phase began, so that a restarted agent or driver
 // knows where the move stands and the statistics can be computed.
 type Record struct {
-	ID       string              `json:"id"`
-	Strategy Strategy            `json:"strategy"`
-	Phase    Phase               `json:"phase"`
-	Started  map[Phase]time.Time `json:"started"`
+	ID string `json:"id"`
+	// Container is the migrating container's name.
+	Container string              `json:"container,omitempty"`
+	Strategy  Strategy            `json:"strategy"`
+	Phase     Phase               `json:"phase"`
+	Started   map[Phase]time.Time `json:"started"`
 	// Error is why the migration was aborted, if it was.
 	Error string `json:"error,omitempty"`
 }

@@ -43,6 +43,16 @@ const (
 	AgentService_ExportCheckpoint_FullMethodName  = "/godwit.v1.AgentService/ExportCheckpoint"
 	AgentService_Restore_FullMethodName           = "/godwit.v1.AgentService/Restore"
 	AgentService_RestoreArchive_FullMethodName    = "/godwit.v1.AgentService/RestoreArchive"
+	AgentService_MigrateDescribe_FullMethodName   = "/godwit.v1.AgentService/MigrateDescribe"
+	AgentService_MigrateDump_FullMethodName       = "/godwit.v1.AgentService/MigrateDump"
+	AgentService_MigrateSend_FullMethodName       = "/godwit.v1.AgentService/MigrateSend"
+	AgentService_MigrateFinish_FullMethodName     = "/godwit.v1.AgentService/MigrateFinish"
+	AgentService_MigrateResume_FullMethodName     = "/godwit.v1.AgentService/MigrateResume"
+	AgentService_MigratePrepare_FullMethodName    = "/godwit.v1.AgentService/MigratePrepare"
+	AgentService_MigrateReceive_FullMethodName    = "/godwit.v1.AgentService/MigrateReceive"
+	AgentService_MigrateRestore_FullMethodName    = "/godwit.v1.AgentService/MigrateRestore"
+	AgentService_MigrateCommit_FullMethodName     = "/godwit.v1.AgentService/MigrateCommit"
+	AgentService_MigrateAbort_FullMethodName      = "/godwit.v1.AgentService/MigrateAbort"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -91,6 +101,24 @@ type AgentServiceClient interface {
 	// Every digest is checked before CRIU reads anything, and the imported
 	// checkpoint is removed once the container runs.
 	RestoreArchive(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreArchiveRequest, RestoreResponse], error)
+	// Live migration, source side (see migrate/README.md). Every call is
+	// idempotent by migration ID.
+	MigrateDescribe(ctx context.Context, in *MigrateDescribeRequest, opts ...grpc.CallOption) (*MigrateContainer, error)
+	MigrateDump(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	// MigrateSend streams the dumped checkpoint to the destination's data
+	// connection; the stream carries progress.
+	MigrateSend(ctx context.Context, in *MigrateSendRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
+	MigrateFinish(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	MigrateResume(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	// Live migration, destination side.
+	MigratePrepare(ctx context.Context, in *MigratePrepareRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// MigrateReceive takes the checkpoint a source sends on a data
+	// connection presenting data_token; it returns once every digest is
+	// checked.
+	MigrateReceive(ctx context.Context, in *MigrateReceiveRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	MigrateRestore(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	MigrateCommit(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	MigrateAbort(ctx context.Context, in *MigrateAbortRequest, opts ...grpc.CallOption) (*MigrateReply, error)
 }
 
 type agentServiceClient struct {
@@ -333,6 +361,115 @@ func (c *agentServiceClient) RestoreArchive(ctx context.Context, opts ...grpc.Ca
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RestoreArchiveClient = grpc.ClientStreamingClient[RestoreArchiveRequest, RestoreResponse]
 
+func (c *agentServiceClient) MigrateDescribe(ctx context.Context, in *MigrateDescribeRequest, opts ...grpc.CallOption) (*MigrateContainer, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateContainer)
+	err := c.cc.Invoke(ctx, AgentService_MigrateDescribe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateDump(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateDump_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateSend(ctx context.Context, in *MigrateSendRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[6], AgentService_MigrateSend_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MigrateSendRequest, MigrateProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSendClient = grpc.ServerStreamingClient[MigrateProgress]
+
+func (c *agentServiceClient) MigrateFinish(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateFinish_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateResume(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateResume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigratePrepare(ctx context.Context, in *MigratePrepareRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigratePrepare_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateReceive(ctx context.Context, in *MigrateReceiveRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateReceive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateRestore(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateRestore_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateCommit(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateCommit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateAbort(ctx context.Context, in *MigrateAbortRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateAbort_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -379,6 +516,24 @@ type AgentServiceServer interface {
 	// Every digest is checked before CRIU reads anything, and the imported
 	// checkpoint is removed once the container runs.
 	RestoreArchive(grpc.ClientStreamingServer[RestoreArchiveRequest, RestoreResponse]) error
+	// Live migration, source side (see migrate/README.md). Every call is
+	// idempotent by migration ID.
+	MigrateDescribe(context.Context, *MigrateDescribeRequest) (*MigrateContainer, error)
+	MigrateDump(context.Context, *MigrateRef) (*MigrateReply, error)
+	// MigrateSend streams the dumped checkpoint to the destination's data
+	// connection; the stream carries progress.
+	MigrateSend(*MigrateSendRequest, grpc.ServerStreamingServer[MigrateProgress]) error
+	MigrateFinish(context.Context, *MigrateRef) (*MigrateReply, error)
+	MigrateResume(context.Context, *MigrateRef) (*MigrateReply, error)
+	// Live migration, destination side.
+	MigratePrepare(context.Context, *MigratePrepareRequest) (*MigrateReply, error)
+	// MigrateReceive takes the checkpoint a source sends on a data
+	// connection presenting data_token; it returns once every digest is
+	// checked.
+	MigrateReceive(context.Context, *MigrateReceiveRequest) (*MigrateReply, error)
+	MigrateRestore(context.Context, *MigrateRef) (*MigrateReply, error)
+	MigrateCommit(context.Context, *MigrateRef) (*MigrateReply, error)
+	MigrateAbort(context.Context, *MigrateAbortRequest) (*MigrateReply, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -445,6 +600,36 @@ func (UnimplementedAgentServiceServer) Restore(context.Context, *RestoreRequest)
 }
 func (UnimplementedAgentServiceServer) RestoreArchive(grpc.ClientStreamingServer[RestoreArchiveRequest, RestoreResponse]) error {
 	return status.Error(codes.Unimplemented, "method RestoreArchive not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateDescribe(context.Context, *MigrateDescribeRequest) (*MigrateContainer, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateDescribe not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateDump(context.Context, *MigrateRef) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateDump not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateSend(*MigrateSendRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
+	return status.Error(codes.Unimplemented, "method MigrateSend not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateFinish(context.Context, *MigrateRef) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateFinish not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateResume(context.Context, *MigrateRef) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateResume not implemented")
+}
+func (UnimplementedAgentServiceServer) MigratePrepare(context.Context, *MigratePrepareRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigratePrepare not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateReceive(context.Context, *MigrateReceiveRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateReceive not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateRestore(context.Context, *MigrateRef) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateRestore not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateCommit(context.Context, *MigrateRef) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateCommit not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateAbort(context.Context, *MigrateAbortRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateAbort not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -759,6 +944,179 @@ func _AgentService_RestoreArchive_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RestoreArchiveServer = grpc.ClientStreamingServer[RestoreArchiveRequest, RestoreResponse]
 
+func _AgentService_MigrateDescribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateDescribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateDescribe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateDescribe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateDescribe(ctx, req.(*MigrateDescribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateDump_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateDump(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateDump_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateDump(ctx, req.(*MigrateRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateSend_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(MigrateSendRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).MigrateSend(m, &grpc.GenericServerStream[MigrateSendRequest, MigrateProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSendServer = grpc.ServerStreamingServer[MigrateProgress]
+
+func _AgentService_MigrateFinish_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateFinish(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateFinish_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateFinish(ctx, req.(*MigrateRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateResume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateResume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateResume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateResume(ctx, req.(*MigrateRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigratePrepare_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigratePrepareRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigratePrepare(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigratePrepare_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigratePrepare(ctx, req.(*MigratePrepareRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateReceive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateReceiveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateReceive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateReceive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateReceive(ctx, req.(*MigrateReceiveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateRestore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateRestore(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateRestore_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateRestore(ctx, req.(*MigrateRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateCommit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateCommit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateCommit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateCommit(ctx, req.(*MigrateRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateAbort_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateAbortRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateAbort(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateAbort_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateAbort(ctx, req.(*MigrateAbortRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -818,6 +1176,42 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Restore",
 			Handler:    _AgentService_Restore_Handler,
 		},
+		{
+			MethodName: "MigrateDescribe",
+			Handler:    _AgentService_MigrateDescribe_Handler,
+		},
+		{
+			MethodName: "MigrateDump",
+			Handler:    _AgentService_MigrateDump_Handler,
+		},
+		{
+			MethodName: "MigrateFinish",
+			Handler:    _AgentService_MigrateFinish_Handler,
+		},
+		{
+			MethodName: "MigrateResume",
+			Handler:    _AgentService_MigrateResume_Handler,
+		},
+		{
+			MethodName: "MigratePrepare",
+			Handler:    _AgentService_MigratePrepare_Handler,
+		},
+		{
+			MethodName: "MigrateReceive",
+			Handler:    _AgentService_MigrateReceive_Handler,
+		},
+		{
+			MethodName: "MigrateRestore",
+			Handler:    _AgentService_MigrateRestore_Handler,
+		},
+		{
+			MethodName: "MigrateCommit",
+			Handler:    _AgentService_MigrateCommit_Handler,
+		},
+		{
+			MethodName: "MigrateAbort",
+			Handler:    _AgentService_MigrateAbort_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -849,6 +1243,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "RestoreArchive",
 			Handler:       _AgentService_RestoreArchive_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "MigrateSend",
+			Handler:       _AgentService_MigrateSend_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "godwit/v1/agent.proto",

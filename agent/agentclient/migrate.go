@@ -1,0 +1,115 @@
+package agentclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/godwit/godwit/migrate"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+// MigrationAgent is an agent as a migration's driver reaches it over its
+// API: it implements both migrate.Source and migrate.Destination.
+type MigrationAgent struct {
+	Client pb.AgentServiceClient
+	// Addr is the agent's address (host:port), where sources send
+	// checkpoints on data connections.
+	Addr string
+}
+
+var (
+	_ migrate.Source      = (*MigrationAgent)(nil)
+	_ migrate.Destination = (*MigrationAgent)(nil)
+)
+
+// fencing maps the agent's refusals back to the migrate package's
+// sentinels, which the driver decides on.
+func fencing(err error) error {
+	if status.Code(err) != codes.FailedPrecondition {
+		return err
+	}
+	msg := status.Convert(err).Message()
+	for _, sentinel := range []error{migrate.ErrCommitted, migrate.ErrAborted} {
+		if strings.Contains(msg, sentinel.Error()) {
+			return fmt.Errorf("%w: %s", sentinel, msg)
+		}
+	}
+	return err
+}
+
+func (m *MigrationAgent) Address() string { return m.Addr }
+
+func (m *MigrationAgent) Describe(ctx context.Context, id, container string) (migrate.Container, error) {
+	c, err := m.Client.MigrateDescribe(ctx, &pb.MigrateDescribeRequest{Id: id, Container: container})
+	if err != nil {
+		return migrate.Container{}, fencing(err)
+	}
+	return migrate.Container{Name: c.GetName(), ID: c.GetId(), Image: c.GetImage(), ImageLayers: c.GetImageLayers(), IP: c.GetIp()}, nil
+}
+
+func (m *MigrationAgent) Dump(ctx context.Context, id string) error {
+	_, err := m.Client.MigrateDump(ctx, &pb.MigrateRef{Id: id})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) Send(ctx context.Context, id, address, token string, progress func(done, total int64)) error {
+	stream, err := m.Client.MigrateSend(ctx, &pb.MigrateSendRequest{Id: id, Address: address, DataToken: token})
+	if err != nil {
+		return fencing(err)
+	}
+	for {
+		p, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fencing(err)
+		}
+		if progress != nil {
+			progress(p.GetDoneBytes(), p.GetTotalBytes())
+		}
+	}
+}
+
+func (m *MigrationAgent) Finish(ctx context.Context, id string) error {
+	_, err := m.Client.MigrateFinish(ctx, &pb.MigrateRef{Id: id})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) Resume(ctx context.Context, id string) error {
+	_, err := m.Client.MigrateResume(ctx, &pb.MigrateRef{Id: id})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) Prepare(ctx context.Context, id string, c migrate.Container, s migrate.Strategy) error {
+	_, err := m.Client.MigratePrepare(ctx, &pb.MigratePrepareRequest{Id: id, Strategy: string(s), Container: &pb.MigrateContainer{
+		Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP,
+	}})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) Receive(ctx context.Context, id, token string) error {
+	_, err := m.Client.MigrateReceive(ctx, &pb.MigrateReceiveRequest{Id: id, DataToken: token})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) Restore(ctx context.Context, id string) error {
+	_, err := m.Client.MigrateRestore(ctx, &pb.MigrateRef{Id: id})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) Commit(ctx context.Context, id string) error {
+	_, err := m.Client.MigrateCommit(ctx, &pb.MigrateRef{Id: id})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) Abort(ctx context.Context, id, why string) error {
+	_, err := m.Client.MigrateAbort(ctx, &pb.MigrateAbortRequest{Id: id, Why: why})
+	return fencing(err)
+}

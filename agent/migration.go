@@ -1,0 +1,350 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/migrate"
+)
+
+// migrations is the agent's side of live migrations: one journal record
+// per migration ID (the container, the phase reached) and a lock per ID,
+// so that every step is done once however often the driver repeats it.
+// The migration's checkpoint has the migration's ID, on both sides.
+type migrations struct {
+	journal *migrate.Journal
+	mu      sync.Mutex
+	locks   map[string]*sync.Mutex
+}
+
+func (a *Agent) migrationsDir() string { return filepath.Join(a.cfg.DataDir, "migrations") }
+
+// migration locks migration id and returns its record, or a new one in
+// PhasePrepare when create is set. unlock must be called.
+func (a *Agent) migration(id string, create bool) (rec *migrate.Record, unlock func(), err error) {
+	a.mig.mu.Lock()
+	l, ok := a.mig.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		a.mig.locks[id] = l
+	}
+	a.mig.mu.Unlock()
+	l.Lock()
+	rec, err = a.mig.journal.Get(id)
+	if errors.Is(err, migrate.ErrUnknownMigration) && create {
+		rec, err = migrate.NewRecord(id, migrate.StopCopy, time.Now()), nil
+	}
+	if err != nil {
+		l.Unlock()
+		return nil, nil, errorf(ErrNotFound, "%w", err)
+	}
+	return rec, l.Unlock, nil
+}
+
+// advance moves rec to phase p and persists it.
+func (a *Agent) advance(rec *migrate.Record, p migrate.Phase) error {
+	if _, err := rec.Advance(p, time.Now()); err != nil {
+		return migrationError(err)
+	}
+	return a.mig.journal.Put(rec)
+}
+
+// migrationError marks the fencing errors as a refused state change, so
+// that the driver can tell them apart.
+func migrationError(err error) error {
+	if errors.Is(err, migrate.ErrCommitted) || errors.Is(err, migrate.ErrAborted) || errors.Is(err, migrate.ErrBackwards) || errors.Is(err, migrate.ErrNotReady) {
+		return errorf(ErrInvalidState, "%w", err)
+	}
+	return err
+}
+
+// MigrateDescribe records migration id on the source and describes the
+// container it moves.
+func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Container, error) {
+	rec, unlock, err := a.migration(id, true)
+	if err != nil {
+		return migrate.Container{}, err
+	}
+	defer unlock()
+	if rec.Container != "" && rec.Container != ref {
+		ref = rec.Container
+	}
+	c, err := a.Inspect(ctx, ref)
+	if err != nil {
+		return migrate.Container{}, err
+	}
+	img, err := a.images.Get(c.ImageID)
+	if err != nil {
+		return migrate.Container{}, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
+	}
+	out := migrate.Container{Name: c.Name, ID: c.ID, Image: c.Image, IP: c.IP}
+	for _, l := range img.Layers {
+		out.ImageLayers = append(out.ImageLayers, l.Digest.String())
+	}
+	if rec.Container == "" {
+		rec.Container = c.Name
+		if err := a.mig.journal.Put(rec); err != nil {
+			return migrate.Container{}, err
+		}
+	}
+	return out, nil
+}
+
+// MigrateDump checkpoints the migrating container into the checkpoint
+// named after the migration, leaving it stopped with its images kept:
+// the downtime starts. Repeated, it does nothing.
+func (a *Agent) MigrateDump(ctx context.Context, id string) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, false)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(a.checkpointDir(id)); err == nil {
+		return rec.Phase, nil // dumped already
+	}
+	if rec.Phase == migrate.PhaseAborted {
+		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+	}
+	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{}); err != nil {
+		return rec.Phase, err
+	}
+	return migrate.PhaseDump, a.advance(rec, migrate.PhaseDump)
+}
+
+// MigrateSend streams the migration's checkpoint to w, the destination's
+// data connection, reporting progress.
+func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progress func(done, total int64)) error {
+	rec, unlock, err := a.migration(id, false)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := a.advance(rec, migrate.PhaseTransfer); err != nil {
+		return err
+	}
+	// Uncompressed: memory pages hardly compress, and the link between
+	// two agents is faster than zstd on them.
+	return bundle.Export(ctx, a.checkpointDir(id), w, bundle.ExportOptions{Compression: bundle.NoCompression, Progress: progress})
+}
+
+// MigrateFinish drops the source's stopped copy and the migration's
+// checkpoint once the destination runs the container.
+func (a *Agent) MigrateFinish(ctx context.Context, id string) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, false)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if rec.Phase == migrate.PhaseDone {
+		return rec.Phase, nil
+	}
+	if rec.Phase == migrate.PhaseAborted {
+		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+	}
+	if err := a.Remove(ctx, rec.Container, true); err != nil && !errors.Is(err, ErrNotFound) {
+		return rec.Phase, err
+	}
+	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
+		return rec.Phase, err
+	}
+	// The source never saw ready and commit: the driver did. Its record
+	// goes straight to done.
+	rec.Phase = migrate.PhaseDone
+	rec.Started[migrate.PhaseDone] = time.Now()
+	return rec.Phase, a.mig.journal.Put(rec)
+}
+
+// MigrateResume runs the source's copy again from the migration's
+// checkpoint, after the destination acknowledged an abort.
+func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, false)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if rec.Phase == migrate.PhaseDone {
+		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrCommitted))
+	}
+	if _, err := os.Stat(a.checkpointDir(id)); err == nil {
+		c, err := a.Inspect(ctx, rec.Container)
+		if err != nil {
+			return rec.Phase, err
+		}
+		if c.State != StateRunning {
+			if _, err := a.Restore(ctx, RestoreRequest{Container: rec.Container, CheckpointID: id}); err != nil {
+				return rec.Phase, err
+			}
+		}
+		if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
+			a.log.Warn("remove the aborted migration's checkpoint", "migration", id, "err", err)
+		}
+	}
+	if _, err := rec.Abort(why, time.Now()); err != nil {
+		return rec.Phase, migrationError(err)
+	}
+	return rec.Phase, a.mig.journal.Put(rec)
+}
+
+// MigratePrepare records migration id on the destination and checks that
+// it can take the container: its image with the same layers, its name
+// free.
+func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Container) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, true)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if rec.Phase == migrate.PhaseAborted {
+		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+	}
+	m := &bundle.Manifest{ID: id, Image: bundle.Image{Name: c.Image}}
+	for _, l := range c.ImageLayers {
+		m.Image.Layers = append(m.Image.Layers, digest.Digest(l))
+	}
+	if _, err := a.checkpointImage(m); err != nil {
+		return rec.Phase, err
+	}
+	if e, err := a.lookup(c.Name); err == nil && e.c.ID != c.ID {
+		return rec.Phase, errorf(ErrExists, "container name %s is taken on node %s by another container (%.12s): remove it first", c.Name, a.cfg.Name, e.c.ID)
+	}
+	rec.Container = c.Name
+	return rec.Phase, a.mig.journal.Put(rec)
+}
+
+// MigrateReceive imports the checkpoint the source sends on r into the
+// migration's checkpoint, checking every digest.
+func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, false)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := bundle.ReadManifest(a.checkpointDir(id)); err == nil {
+		return rec.Phase, nil // received already
+	}
+	if rec.Phase == migrate.PhaseAborted {
+		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+	}
+	if _, err := bundle.Import(ctx, r, a.checkpointDir(id), bundle.ImportOptions{}); err != nil {
+		return rec.Phase, errorf(ErrInvalid, "migration %s: checkpoint refused: %w", id, err)
+	}
+	return migrate.PhaseTransfer, a.advance(rec, migrate.PhaseTransfer)
+}
+
+// MigrateRestore restores the received container held stopped: it does
+// not run until MigrateCommit.
+func (a *Agent) MigrateRestore(ctx context.Context, id string) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, false)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if rec.Phase == migrate.PhaseReady || rec.Phase == migrate.PhaseCommitted || rec.Phase == migrate.PhaseDone {
+		return rec.Phase, nil
+	}
+	dir := a.checkpointDir(id)
+	m, err := bundle.Verify(dir)
+	if err != nil {
+		return rec.Phase, fmt.Errorf("migration %s: %w", id, err)
+	}
+	if err := a.advance(rec, migrate.PhaseRestore); err != nil {
+		return rec.Phase, err
+	}
+	if _, err := a.restore(ctx, dir, m, "", true); err != nil {
+		return rec.Phase, err
+	}
+	return migrate.PhaseReady, a.advance(rec, migrate.PhaseReady)
+}
+
+// MigrateCommit runs the restored container: the move is decided.
+func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, false)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if rec.Phase == migrate.PhaseDone {
+		return rec.Phase, nil
+	}
+	if err := a.advance(rec, migrate.PhaseCommitted); err != nil {
+		return rec.Phase, err
+	}
+	if err := a.resumeHeld(ctx, rec.Container); err != nil {
+		return rec.Phase, err
+	}
+	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
+		a.log.Warn("remove the migration's checkpoint", "migration", id, "err", err)
+	}
+	return migrate.PhaseDone, a.advance(rec, migrate.PhaseDone)
+}
+
+// resumeHeld runs a container restored held stopped, and drops the CRIU
+// configuration that held it (CRIU would apply it to the next dump too).
+func (a *Agent) resumeHeld(ctx context.Context, ref string) error {
+	e, err := a.lookup(ref)
+	if err != nil {
+		return err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	c := e.c
+	if c.State == StateRunning {
+		return nil
+	}
+	p := a.paths(c.ID)
+	spec, err := runtime.ReadBundle(p.bundle())
+	if err != nil {
+		return err
+	}
+	runtime.SetCRIUConfig(spec, "")
+	if err := runtime.WriteBundle(p.bundle(), spec); err != nil {
+		return err
+	}
+	if err := a.runc.Resume(ctx, c.ID); err != nil {
+		return fmt.Errorf("container %s: resume: %w", c.Name, err)
+	}
+	if err := c.transition(StateRunning); err != nil {
+		return err
+	}
+	a.log.Info("container resumed", "container", c.Name, "id", c.ID)
+	return a.save(c)
+}
+
+// MigrateAbort discards what the destination holds for migration id (the
+// held container, its network, the checkpoint) and acknowledges; a commit
+// for id is refused afterwards.
+func (a *Agent) MigrateAbort(ctx context.Context, id, why string) (migrate.Phase, error) {
+	rec, unlock, err := a.migration(id, true)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if rec.Phase == migrate.PhaseAborted {
+		return rec.Phase, nil
+	}
+	if _, err := rec.Abort(why, time.Now()); err != nil {
+		return rec.Phase, migrationError(err)
+	}
+	if rec.Container != "" {
+		if e, err := a.lookup(rec.Container); err == nil && e.c.State == StateMigrating {
+			if err := a.Remove(ctx, rec.Container, true); err != nil {
+				return rec.Phase, err
+			}
+		}
+	}
+	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
+		return rec.Phase, err
+	}
+	a.log.Warn("migration aborted", "migration", id, "container", rec.Container, "why", why)
+	return rec.Phase, a.mig.journal.Put(rec)
+}

@@ -1,0 +1,204 @@
+package clustertests
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/agent/agentclient"
+	"github.com/godwit/godwit/devcluster"
+	"github.com/godwit/godwit/devcluster/devclustertest"
+	"github.com/godwit/godwit/internal/testutil"
+	"github.com/godwit/godwit/migrate"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+// This test's ranges, apart from every other test's.
+var (
+	migrateSubnet     = netip.MustParsePrefix("10.77.2.0/24")
+	migrateContainers = netip.MustParsePrefix("10.78.2.0/24")
+)
+
+const (
+	workloadImage = "workload"
+	// answerTimeout bounds one request on the client's connection: a
+	// restored connection may wait for a retransmission or two.
+	answerTimeout = 20 * time.Second
+)
+
+// TestStopCopyThereAndBack moves a workload from host a to host b and back
+// with stop-copy while a client on host c keeps one TCP connection open:
+// after each move the counter went on from where it was, the memory is the
+// same bytes, the connection still answers, and exactly one copy runs, as
+// runc on each host sees it.
+func TestStopCopyThereAndBack(t *testing.T) {
+	testutil.RequireTools(t, "criu", "iptables")
+	c := devclustertest.Start(t, devcluster.Config{Name: "ctm", Subnet: migrateSubnet, ContainerCIDR: migrateContainers}, "a", "b", "c")
+	a, b, clientHost := c.Host("a"), c.Host("b"), c.Host("c")
+	for _, h := range []*devcluster.Host{a, b} {
+		if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	importWorkload(t, a.Agent(), b.Agent())
+	ip, err := c.ContainerIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
+		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "32"}, Ip: ip.String(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
+		t.Fatal(err)
+	}
+	client := dialFrom(t, clientHost, ip)
+	assertOneCopy(t, "w", a, []*devcluster.Host{a, b})
+
+	for i, hop := range []struct{ from, to *devcluster.Host }{{a, b}, {b, a}} {
+		before := client.count()
+		res, err := migrate.Drive(context.Background(), migrate.Migration{
+			ID: fmt.Sprintf("m-%d-%d", time.Now().UnixNano(), i), Container: "w", Strategy: migrate.StopCopy,
+		}, migrationAgent(hop.from), migrationAgent(hop.to), migrate.DriveOptions{})
+		if err != nil {
+			t.Fatalf("move %s -> %s: %v", hop.from.Name(), hop.to.Name(), err)
+		}
+		if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), hop.to); err != nil {
+			t.Fatal(err)
+		}
+		assertOneCopy(t, "w", hop.to, []*devcluster.Host{a, b})
+		after := client.count()
+		if after < before || after > before+100 {
+			t.Errorf("move %s -> %s: count %d before, %d after", hop.from.Name(), hop.to.Name(), before, after)
+		}
+		client.checkMemory()
+		if got := client.ask("still-here"); got != "still-here" {
+			t.Errorf("echo after the move = %q", got)
+		}
+		t.Logf("move %s -> %s: downtime %s, total %s", hop.from.Name(), hop.to.Name(), res.Downtime, res.Total)
+	}
+}
+
+func migrationAgent(h *devcluster.Host) *agentclient.MigrationAgent {
+	return &agentclient.MigrationAgent{Client: h.Agent().Client(), Addr: h.Agent().Addr()}
+}
+
+func importWorkload(t *testing.T, agents ...*devcluster.Agent) {
+	t.Helper()
+	tarball := filepath.Join(t.TempDir(), "workload.tar")
+	testutil.WorkloadTar(t, tarball)
+	for _, a := range agents {
+		f, err := os.Open(tarball)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = agentclient.ImportImage(context.Background(), a.Client(), f, workloadImage, 0)
+		f.Close()
+		if err != nil {
+			t.Fatalf("import the workload into %s: %v", a, err)
+		}
+	}
+}
+
+// assertOneCopy checks, with runc on every host, that exactly one of them
+// runs the container, and that it is on host want: godwit's own records
+// are not asked.
+func assertOneCopy(t *testing.T, name string, want *devcluster.Host, hosts []*devcluster.Host) {
+	t.Helper()
+	var running []string
+	for _, h := range hosts {
+		root := filepath.Join(h.DataDir(), "run", "runc")
+		if _, err := os.Stat(root); os.IsNotExist(err) {
+			continue // runc never ran a container on this host
+		}
+		out, err := exec.Command("runc", "--root", root, "list", "--format", "json").Output()
+		if err != nil {
+			t.Fatalf("runc list on host %s: %v", h.Name(), err)
+		}
+		var states []struct {
+			Status      string            `json:"status"`
+			Annotations map[string]string `json:"annotations"`
+		}
+		if err := json.Unmarshal(out, &states); err != nil && len(strings.TrimSpace(string(out))) > 0 && string(out) != "null\n" {
+			t.Fatalf("runc list on host %s: %v: %q", h.Name(), err, out)
+		}
+		for _, s := range states {
+			if s.Annotations["org.godwit.name"] == name && s.Status == "running" {
+				running = append(running, h.Name())
+			}
+		}
+	}
+	if len(running) != 1 || running[0] != want.Name() {
+		t.Fatalf("container %s runs on hosts %v, want exactly on %s", name, running, want.Name())
+	}
+}
+
+// workloadClient holds one TCP connection to the workload, opened from a
+// host of the cluster, across every move.
+type workloadClient struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dialFrom(t *testing.T, h *devcluster.Host, ip netip.Addr) *workloadClient {
+	t.Helper()
+	addr := net.JoinHostPort(ip.String(), strconv.Itoa(testutil.WorkloadPort))
+	var conn net.Conn
+	var err error
+	for deadline := time.Now().Add(reachTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		conn, err = h.Dial(ctx, "tcp4", addr)
+		cancel()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("connect from host %s to the workload at %s: %v", h.Name(), addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &workloadClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+}
+
+func (w *workloadClient) ask(line string) string {
+	w.t.Helper()
+	if err := w.conn.SetDeadline(time.Now().Add(answerTimeout)); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(w.conn, "%s\n", line); err != nil {
+		w.t.Fatalf("send %q on the connection opened before the moves: %v", line, err)
+	}
+	answer, err := w.r.ReadString('\n')
+	if err != nil {
+		w.t.Fatalf("answer to %q on the connection opened before the moves: %v", line, err)
+	}
+	return strings.TrimSpace(answer)
+}
+
+func (w *workloadClient) count() int {
+	w.t.Helper()
+	v, err := strconv.Atoi(w.ask("COUNT"))
+	if err != nil {
+		w.t.Fatalf("COUNT: %v", err)
+	}
+	return v
+}
+
+func (w *workloadClient) checkMemory() {
+	w.t.Helper()
+	if sums := strings.Fields(w.ask("CHECKSUM")); len(sums) != 2 || sums[0] != sums[1] {
+		w.t.Errorf("CHECKSUM = %v: the workload's memory changed across the move", sums)
+	}
+}

@@ -1,0 +1,664 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/godwit/godwit/internal/datachan"
+)
+
+// The driver's defaults for undoing a migration. An abort is retried
+// because the destination's acknowledgement is the only thing that lets
+// the source run its copy again: giving up after one lost reply would
+// leave the container stopped for an operator to finish.
+const (
+	defaultAbortTimeout  = time.Minute
+	defaultAbortAttempts = 5
+	defaultAbortBackoff  = 500 * time.Millisecond
+	// maxAbortBackoff caps the doubling pause between attempts.
+	maxAbortBackoff = 8 * time.Second
+)
+
+// ErrHeld marks a migration the driver could neither finish nor undo: the
+// source keeps the container stopped (its copy and images intact) until
+// `godwit migrate --resume ID` or `--abort ID` completes the move. Errors
+// matching it are *HeldError.
+var ErrHeld = errors.New("migration held: the source keeps the container stopped")
+
+// HeldError says why a migration is held with the container stopped on
+// the source, and what finishes it. It matches ErrHeld.
+type HeldError struct {
+	ID string
+	// Phase is the phase the driver's record reached.
+	Phase Phase
+	// Cause is what failed the migration.
+	Cause error
+	// Err is why the source could not run the container again: the
+	// destination did not acknowledge the abort, or (DestinationAborted)
+	// the source's resume failed after it did.
+	Err error
+	// DestinationAborted is set when the destination acknowledged the
+	// abort, so that only the source's resume is missing.
+	DestinationAborted bool
+}
+
+func (e *HeldError) Error() string {
+	if e.DestinationAborted {
+		return fmt.Sprintf("migration %s failed in %s: %v; the destination discarded its copy, but the source could not run the container again (%v), so it stays stopped: run `godwit migrate --abort %s`",
+			e.ID, e.Phase, e.Cause, e.Err, e.ID)
+	}
+	return fmt.Sprintf("migration %s failed in %s: %v; the destination did not acknowledge the abort (%v), so the source keeps the container stopped rather than risk two running copies: once the destination is reachable, run `godwit migrate --resume %s` or `godwit migrate --abort %s`",
+		e.ID, e.Phase, e.Cause, e.Err, e.ID, e.ID)
+}
+
+// Is makes a HeldError match ErrHeld.
+func (e *HeldError) Is(target error) bool { return target == ErrHeld }
+
+// Unwrap returns the cause and the reason the source stays stopped.
+func (e *HeldError) Unwrap() []error {
+	var out []error
+	for _, err := range []error{e.Cause, e.Err} {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+// Migration is one move for Drive to make.
+type Migration struct {
+	// ID names the migration on both agents and in the journals; every
+	// step is idempotent by it. It must be a valid journal ID.
+	ID string
+	// Container is the name of the container on the source.
+	Container string
+	// Strategy is how the memory moves, already chosen (Choose): never
+	// Auto. The driver passes it to the destination and records it; the
+	// agents carry it out.
+	Strategy Strategy
+}
+
+// Event is the driver's progress, for a progress bar or a log: one on
+// entering each phase, then, during the transfer, one per progress report
+// of the source.
+type Event struct {
+	ID    string
+	Phase Phase
+	// BytesDone and BytesTotal count the checkpoint sent so far and in
+	// all (zero outside the transfer; BytesTotal zero when unknown).
+	BytesDone, BytesTotal int64
+	// Throughput is the transfer's average rate so far, in bytes per
+	// second; zero when unknown.
+	Throughput float64
+	// ETA is the transfer's expected remaining time, zero when unknown
+	// or done.
+	ETA time.Duration
+	// Message says what happens, for a human.
+	Message string
+}
+
+// DriveOptions tune Drive, Resume and AbortMigration; the zero value is
+// usable.
+type DriveOptions struct {
+	// OnEvent, if set, receives the progress events, one at a time (during
+	// the transfer from the goroutine that sends). It must not block for
+	// long: the transfer waits for it.
+	OnEvent func(Event)
+	// OnRecord, if set, is called with the migration's record after each
+	// phase change, so that the caller persists it (Journal.Put) before
+	// the driver goes on. Before the commit an error aborts the migration:
+	// a driver that could not record that it froze the container must not
+	// freeze it, since a restarted driver would not know to resume it.
+	// From the commit on an error is only a warning in the Result (a
+	// stale record makes a later --resume repeat idempotent steps).
+	OnRecord func(*Record) error
+	// Now is the clock (default time.Now); it must be safe to call from
+	// the sending goroutine.
+	Now func() time.Time
+	// NewToken makes the data channel token of a transfer (default
+	// datachan.NewToken).
+	NewToken func() (string, error)
+	// AbortTimeout bounds undoing a failed migration: the destination's
+	// abort and the source's resume, with their retries (default one
+	// minute). Undoing runs even when the driver's context is cancelled
+	// (an interrupted driver still returns the container to the source);
+	// only this timeout ends it.
+	AbortTimeout time.Duration
+	// AbortAttempts is how many times the destination's abort, and then
+	// the source's resume, are tried (default 5).
+	AbortAttempts int
+	// AbortBackoff is the first pause between attempts, doubled after
+	// each (default 500ms).
+	AbortBackoff time.Duration
+	// Logger receives the driver's log (default: discarded).
+	Logger *slog.Logger
+}
+
+func (o DriveOptions) withDefaults() DriveOptions {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.NewToken == nil {
+		o.NewToken = datachan.NewToken
+	}
+	if o.AbortTimeout <= 0 {
+		o.AbortTimeout = defaultAbortTimeout
+	}
+	if o.AbortAttempts <= 0 {
+		o.AbortAttempts = defaultAbortAttempts
+	}
+	if o.AbortBackoff <= 0 {
+		o.AbortBackoff = defaultAbortBackoff
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Result is how a migration went. Drive, Resume and AbortMigration return
+// one even with an error, holding the record as far as it got.
+type Result struct {
+	ID       string
+	Strategy Strategy
+	// Record is the migration's record; its Phase is where the move
+	// stands (PhaseDone, PhaseAborted, or an open phase when held, or when
+	// a warning left the source's copy to finish).
+	Record *Record
+	// Downtime is how long the container ran nowhere: from the start of
+	// the dump to the end of the commit (or, after an abort, to the source
+	// running it again). It differs from Record.Downtime, which runs to
+	// PhaseDone and so counts the source's clean-up.
+	Downtime time.Duration
+	// Total is from the start of the migration to the end of this call.
+	Total time.Duration
+	// BytesSent is the checkpoint bytes the source reported sending in
+	// this call (zero when a resumed migration had no transfer left).
+	BytesSent int64
+	// Phases is how long each phase lasted (Record.PhaseDurations).
+	Phases map[Phase]time.Duration
+	// Warnings are failures that did not fail the move: after the commit
+	// the container runs on the destination whatever happens, so a source
+	// that could not remove its stopped copy is reported here, with what
+	// to run.
+	Warnings []string
+}
+
+// Drive moves m's container from src to dst: it describes the container
+// on the source, prepares the destination, dumps (the downtime starts),
+// sends the checkpoint while the destination receives it, restores it
+// held stopped on the destination, commits (the destination runs it) and
+// finishes on the source (which drops its stopped copy).
+//
+// Until the commit every failure aborts: the destination discards what it
+// holds and acknowledges, and only then does the source run its copy
+// again. When the destination cannot acknowledge, the source keeps the
+// container stopped and Drive returns a *HeldError (ErrHeld). A commit
+// whose outcome is unknown is settled by asking the destination to abort:
+// a refusal with ErrCommitted means it committed, and the move finishes.
+// A failure of the source's Finish after the commit is a warning in the
+// Result, not an error.
+//
+// The error of an aborted migration says so; the Result's record is then
+// in PhaseAborted and the container runs on the source.
+func Drive(ctx context.Context, m Migration, src Source, dst Destination, opts DriveOptions) (*Result, error) {
+	switch {
+	case !idPattern.MatchString(m.ID):
+		return nil, fmt.Errorf("migration ID %q: want 1 to 128 letters, digits, '_', '.' or '-'", m.ID)
+	case m.Container == "":
+		return nil, fmt.Errorf("migration %s: no container named", m.ID)
+	case m.Strategy == "" || m.Strategy == Auto:
+		return nil, fmt.Errorf("migration %s: strategy %q: choose one first (Choose)", m.ID, m.Strategy)
+	}
+	opts = opts.withDefaults()
+	rec := NewRecord(m.ID, m.Strategy, opts.Now())
+	rec.Container = m.Container
+	d := newDriver(rec, src, dst, opts)
+	if err := d.persist(); err != nil {
+		return d.result(), err
+	}
+	return d.prepare(ctx)
+}
+
+// Resume continues the migration of rec, a record from the driver's
+// journal, after its driver stopped: every step is idempotent, so it
+// replays the step of rec's phase and goes on as Drive does, with Drive's
+// failure rules. A migration that had frozen the container (PhaseDump,
+// PhaseTransfer: dumped again if need be and sent again with a fresh
+// token) continues; one in PhasePrepare describes and prepares again and
+// continues when its record names the container, and is aborted when not
+// (the container never stopped, so nothing is lost by starting again); a
+// ready one commits; a committed one finishes. A done migration is left
+// as it is; an aborted one is refused with ErrAborted.
+func Resume(ctx context.Context, rec *Record, src Source, dst Destination, opts DriveOptions) (*Result, error) {
+	if err := checkRecord(rec); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	d := newDriver(rec, src, dst, opts)
+	d.prepared = true
+	d.mayBeStopped = order[rec.Phase] >= order[PhaseDump]
+	switch {
+	case rec.Phase == PhaseAborted:
+		return d.result(), fmt.Errorf("migration %s: %w: the container runs on the source; start a new migration", rec.ID, ErrAborted)
+	case rec.Phase == PhaseDone:
+		return d.result(), nil
+	case rec.Phase == PhasePrepare && rec.Container != "":
+		d.log.Info("resuming migration", "phase", rec.Phase)
+		return d.prepare(ctx)
+	case !d.mayBeStopped:
+		return d.fail(ctx, fmt.Errorf("its driver stopped in %s, before the container was frozen, and its record does not say how to go on: start a new migration", rec.Phase))
+	}
+	d.log.Info("resuming migration", "phase", rec.Phase)
+	return d.forward(ctx)
+}
+
+// AbortMigration aborts the migration of rec, a record from the driver's
+// journal: the destination discards its copy and acknowledges, then the
+// source, if it had frozen the container, runs it again. It is refused
+// with ErrCommitted once rec is committed, or when the destination
+// reports that it committed (rec then advances to PhaseCommitted if it
+// was ready): such a move can only finish, with Resume. Aborting an
+// aborted migration does nothing. When the destination cannot
+// acknowledge, the source keeps the container stopped: *HeldError.
+func AbortMigration(ctx context.Context, rec *Record, src Source, dst Destination, opts DriveOptions) (*Result, error) {
+	if err := checkRecord(rec); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	d := newDriver(rec, src, dst, opts)
+	switch {
+	case rec.Phase == PhaseAborted:
+		return d.result(), nil
+	case order[rec.Phase] >= order[PhaseCommitted]:
+		return d.result(), d.committedError()
+	}
+	d.prepared = true
+	d.mayBeStopped = order[rec.Phase] >= order[PhaseDump]
+	committed, err := d.undo(ctx, errors.New("aborted on request"))
+	if committed {
+		if rec.Phase == PhaseReady {
+			d.enterAfterCommit(PhaseCommitted, "committed: the container runs on the destination")
+		}
+		return d.result(), d.committedError()
+	}
+	return d.result(), err
+}
+
+// checkRecord refuses a record Resume and AbortMigration cannot act on.
+func checkRecord(rec *Record) error {
+	switch {
+	case rec == nil:
+		return errors.New("no migration record")
+	case !idPattern.MatchString(rec.ID):
+		return fmt.Errorf("migration ID %q: want 1 to 128 letters, digits, '_', '.' or '-'", rec.ID)
+	case rec.Phase != PhaseAborted && order[rec.Phase] == 0:
+		return fmt.Errorf("migration %s: unknown phase %q in its record", rec.ID, rec.Phase)
+	case rec.Started == nil:
+		return fmt.Errorf("migration %s: its record has no phase times", rec.ID)
+	}
+	return nil
+}
+
+// driver carries one migration through its phases, keeping its record.
+type driver struct {
+	rec  *Record
+	src  Source
+	dst  Destination
+	opts DriveOptions
+	log  *slog.Logger
+
+	// prepared is set once the destination may hold something for the
+	// migration (Prepare was or may have been called), so that an abort
+	// must reach it.
+	prepared bool
+	// mayBeStopped is set once the source's Dump was or may have been
+	// called: its copy may be stopped, and an abort must resume it.
+	mayBeStopped bool
+
+	mu       sync.Mutex // serialises OnEvent; guards bytes
+	bytes    int64
+	warnings []string
+}
+
+func newDriver(rec *Record, src Source, dst Destination, opts DriveOptions) *driver {
+	return &driver{rec: rec, src: src, dst: dst, opts: opts,
+		log: opts.Logger.With("migration", rec.ID, "strategy", rec.Strategy)}
+}
+
+// prepare describes the container on the source and prepares the
+// destination, then goes on.
+func (d *driver) prepare(ctx context.Context) (*Result, error) {
+	name := d.rec.Container
+	d.emit(Event{Phase: PhasePrepare, Message: "preparing the destination"})
+	c, err := d.src.Describe(ctx, d.rec.ID, name)
+	if err != nil {
+		return d.fail(ctx, fmt.Errorf("describe container %s on the source: %w", name, err))
+	}
+	d.prepared = true
+	if err := d.dst.Prepare(ctx, d.rec.ID, c, d.rec.Strategy); err != nil {
+		return d.fail(ctx, fmt.Errorf("prepare the destination: %w", err))
+	}
+	return d.forward(ctx)
+}
+
+// forward takes a migration from any phase from PhaseDump on to the end.
+func (d *driver) forward(ctx context.Context) (*Result, error) {
+	steps := []struct {
+		phase   Phase
+		message string
+		run     func(context.Context) error
+	}{
+		{PhaseDump, "freezing and dumping the container: the downtime starts", d.dump},
+		{PhaseTransfer, "sending the checkpoint", d.transfer},
+		{PhaseRestore, "restoring on the destination, held stopped", d.restore},
+	}
+	for _, s := range steps {
+		if order[d.rec.Phase] > order[s.phase] {
+			continue
+		}
+		if err := d.enter(s.phase, s.message); err != nil {
+			return d.fail(ctx, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return d.fail(ctx, fmt.Errorf("%s: %w", s.phase, err))
+		}
+		if err := s.run(ctx); err != nil {
+			return d.fail(ctx, err)
+		}
+	}
+	switch d.rec.Phase {
+	case PhaseRestore, PhaseReady:
+		if err := d.enter(PhaseReady, "the destination holds the restored container: committing"); err != nil {
+			return d.fail(ctx, err)
+		}
+		return d.commit(ctx)
+	case PhaseCommitted:
+		return d.finish(ctx)
+	}
+	return d.result(), nil // PhaseDone
+}
+
+func (d *driver) dump(ctx context.Context) error {
+	d.mayBeStopped = true
+	if err := d.src.Dump(ctx, d.rec.ID); err != nil {
+		return fmt.Errorf("dump on the source: %w", err)
+	}
+	return nil
+}
+
+// transfer runs the source's Send and the destination's Receive together
+// with one fresh token; when either fails, the other is cancelled, and
+// the first failure is the transfer's.
+func (d *driver) transfer(ctx context.Context) error {
+	token, err := d.opts.NewToken()
+	if err != nil {
+		return fmt.Errorf("transfer: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := d.opts.Now()
+	addr := d.dst.Address()
+	errs := make(chan error, 2)
+	go func() {
+		if err := d.dst.Receive(ctx, d.rec.ID, token); err != nil {
+			errs <- fmt.Errorf("receive on the destination: %w", err)
+			return
+		}
+		errs <- nil
+	}()
+	go func() {
+		if err := d.src.Send(ctx, d.rec.ID, addr, token, d.progress(start)); err != nil {
+			errs <- fmt.Errorf("send from the source to %s: %w", addr, err)
+			return
+		}
+		errs <- nil
+	}()
+	var first error
+	for range 2 {
+		err := <-errs
+		switch {
+		case err == nil:
+		case first == nil:
+			first = err
+			cancel()
+		default:
+			d.log.Debug("other side of the transfer stopped", "err", err)
+		}
+	}
+	return first
+}
+
+// progress turns the source's reports into transfer events.
+func (d *driver) progress(start time.Time) func(done, total int64) {
+	return func(done, total int64) {
+		ev := Event{Phase: PhaseTransfer, BytesDone: done, BytesTotal: total, Message: "sending the checkpoint"}
+		if elapsed := d.opts.Now().Sub(start); elapsed > 0 && done > 0 {
+			ev.Throughput = float64(done) / elapsed.Seconds()
+			if total > done {
+				ev.ETA = time.Duration(float64(total-done) / ev.Throughput * float64(time.Second))
+			}
+		}
+		d.mu.Lock()
+		d.bytes = done
+		d.mu.Unlock()
+		d.emit(ev)
+	}
+}
+
+func (d *driver) restore(ctx context.Context) error {
+	if err := d.dst.Restore(ctx, d.rec.ID); err != nil {
+		return fmt.Errorf("restore on the destination: %w", err)
+	}
+	return nil
+}
+
+// commit has the destination run its copy. A failed Commit leaves the
+// outcome unknown; fail settles it by asking the destination to abort.
+func (d *driver) commit(ctx context.Context) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return d.fail(ctx, fmt.Errorf("commit: %w", err))
+	}
+	if err := d.dst.Commit(ctx, d.rec.ID); err != nil {
+		d.log.Warn("commit not acknowledged: asking the destination to abort to learn whether it committed", "err", err)
+		return d.fail(ctx, fmt.Errorf("commit on the destination: %w", err))
+	}
+	d.enterAfterCommit(PhaseCommitted, "committed: the container runs on the destination")
+	return d.finish(ctx)
+}
+
+// finish has the source drop its stopped copy. The move is made whatever
+// happens here, so a failure is a warning.
+func (d *driver) finish(ctx context.Context) (*Result, error) {
+	if err := d.src.Finish(ctx, d.rec.ID); err != nil {
+		d.warn(fmt.Sprintf("the container runs on the destination, but the source could not remove its stopped copy and images (%v): run `godwit migrate --resume %s` to finish", err, d.rec.ID))
+		return d.result(), nil
+	}
+	d.enterAfterCommit(PhaseDone, "done: the source removed its stopped copy")
+	return d.result(), nil
+}
+
+// fail ends a migration that failed with cause before its commit (or
+// whose commit is unknown): it undoes it, or, when the destination
+// reports it committed, finishes it.
+func (d *driver) fail(ctx context.Context, cause error) (*Result, error) {
+	d.log.Warn("migration failed: aborting", "phase", d.rec.Phase, "err", cause)
+	committed, err := d.undo(ctx, cause)
+	switch {
+	case committed && d.rec.Phase == PhaseReady:
+		d.enterAfterCommit(PhaseCommitted, "committed: the container runs on the destination")
+		return d.finish(ctx)
+	case committed:
+		return d.result(), fmt.Errorf("migration %s: %w; the destination reports it committed while the driver's record is in %s: run `godwit migrate --resume %s` to finish",
+			d.rec.ID, cause, d.rec.Phase, d.rec.ID)
+	case err != nil:
+		return d.result(), err
+	}
+	return d.result(), fmt.Errorf("migration %s aborted, the container runs on the source: %w", d.rec.ID, cause)
+}
+
+// undo aborts the migration: the destination discards its copy and
+// acknowledges, then the source runs its own again. It reports committed
+// when the destination refuses with ErrCommitted. It runs even when ctx is
+// cancelled (an interrupted driver still gives the container back to the
+// source), bounded by AbortTimeout. Without the destination's
+// acknowledgement the source is never resumed.
+func (d *driver) undo(ctx context.Context, cause error) (committed bool, err error) {
+	id, why := d.rec.ID, cause.Error()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.opts.AbortTimeout)
+	defer cancel()
+	if d.prepared {
+		d.emit(Event{Phase: d.rec.Phase, Message: "aborting: " + why})
+		err := d.retry(ctx, "abort on the destination", func(ctx context.Context) error {
+			return d.dst.Abort(ctx, id, why)
+		}, func(err error) bool { return errors.Is(err, ErrCommitted) })
+		switch {
+		case errors.Is(err, ErrCommitted):
+			return true, nil
+		case err != nil && d.mayBeStopped:
+			return false, d.held(&HeldError{ID: id, Phase: d.rec.Phase, Cause: cause, Err: fmt.Errorf("abort on the destination: %w", err)})
+		case err != nil:
+			return false, fmt.Errorf("migration %s: %w; the container still runs on the source, but the destination did not acknowledge the abort (%w) and may hold what it prepared: run `godwit migrate --abort %s` once it is reachable",
+				id, cause, err, id)
+		}
+	}
+	if d.mayBeStopped {
+		err := d.retry(ctx, "resume on the source", func(ctx context.Context) error {
+			return d.src.Resume(ctx, id)
+		}, nil)
+		if err != nil {
+			return false, d.held(&HeldError{ID: id, Phase: d.rec.Phase, Cause: cause, Err: fmt.Errorf("resume on the source: %w", err), DestinationAborted: true})
+		}
+	}
+	if _, err := d.rec.Abort(why, d.opts.Now()); err != nil {
+		return false, err // callers never undo a committed record
+	}
+	if err := d.persist(); err != nil {
+		d.warn(fmt.Sprintf("the migration is aborted, but its record was not saved (%v): a later `godwit migrate --abort %s` repeats it harmlessly", err, id))
+	}
+	d.emit(Event{Phase: PhaseAborted, Message: "aborted, the container runs on the source: " + why})
+	return false, nil
+}
+
+// retry calls f until it succeeds, fails with an error final accepts, or
+// the attempts or ctx run out, pausing AbortBackoff, doubled each time,
+// between attempts.
+func (d *driver) retry(ctx context.Context, what string, f func(context.Context) error, final func(error) bool) error {
+	pause := d.opts.AbortBackoff
+	for attempt := 1; ; attempt++ {
+		err := f(ctx)
+		if err == nil || (final != nil && final(err)) || attempt >= d.opts.AbortAttempts {
+			return err
+		}
+		d.log.Warn("retrying", "step", what, "attempt", attempt, "err", err)
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+		pause = min(2*pause, maxAbortBackoff)
+	}
+}
+
+func (d *driver) held(e *HeldError) error {
+	d.log.Error("migration held: the source keeps the container stopped", "phase", e.Phase, "err", e.Err)
+	d.emit(Event{Phase: e.Phase, Message: e.Error()})
+	return e
+}
+
+func (d *driver) committedError() error {
+	return fmt.Errorf("migration %s: %w: the container runs on the destination; run `godwit migrate --resume %s` to finish the move", d.rec.ID, ErrCommitted, d.rec.ID)
+}
+
+// enter moves the record to p before the commit, persists it and tells
+// OnEvent. An error (a refused move, a record not saved) fails the
+// migration.
+func (d *driver) enter(p Phase, message string) error {
+	changed, err := d.rec.Advance(p, d.opts.Now())
+	if err != nil {
+		return err
+	}
+	if changed {
+		if err := d.persist(); err != nil {
+			return err
+		}
+	}
+	d.emit(Event{Phase: p, Message: message})
+	return nil
+}
+
+// enterAfterCommit is enter from the commit on, where the move can only
+// finish: a failure is a warning.
+func (d *driver) enterAfterCommit(p Phase, message string) {
+	if err := d.enter(p, message); err != nil {
+		d.warn(fmt.Sprintf("the move is committed, but %v: run `godwit migrate --resume %s` if it is not done", err, d.rec.ID))
+	}
+}
+
+func (d *driver) persist() error {
+	if d.opts.OnRecord == nil {
+		return nil
+	}
+	if err := d.opts.OnRecord(d.rec); err != nil {
+		return fmt.Errorf("save the record of migration %s in %s: %w", d.rec.ID, d.rec.Phase, err)
+	}
+	return nil
+}
+
+func (d *driver) warn(msg string) {
+	d.log.Warn(msg)
+	d.mu.Lock()
+	d.warnings = append(d.warnings, msg)
+	d.mu.Unlock()
+	d.emit(Event{Phase: d.rec.Phase, Message: "warning: " + msg})
+}
+
+func (d *driver) emit(ev Event) {
+	if d.opts.OnEvent == nil {
+		return
+	}
+	ev.ID = d.rec.ID
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.opts.OnEvent(ev)
+}
+
+func (d *driver) result() *Result {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	res := &Result{
+		ID:        d.rec.ID,
+		Strategy:  d.rec.Strategy,
+		Record:    d.rec,
+		Downtime:  downtime(d.rec),
+		BytesSent: d.bytes,
+		Phases:    d.rec.PhaseDurations(),
+		Warnings:  slices.Clone(d.warnings),
+	}
+	if start, ok := d.rec.Started[PhasePrepare]; ok {
+		res.Total = d.opts.Now().Sub(start)
+	}
+	return res
+}
+
+// downtime runs from the dump to the commit (the destination runs the
+// container when Commit returns) or to the source running it again.
+func downtime(r *Record) time.Duration {
+	frozen, ok := r.Started[PhaseDump]
+	if !ok {
+		return 0
+	}
+	for _, end := range []Phase{PhaseCommitted, PhaseAborted} {
+		if t, ok := r.Started[end]; ok {
+			return t.Sub(frozen)
+		}
+	}
+	return 0
+}
