@@ -202,3 +202,48 @@ func (w *workloadClient) checkMemory() {
 		w.t.Errorf("CHECKSUM = %v: the workload's memory changed across the move", sums)
 	}
 }
+
+// TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning asks to move a
+// container to a host that lacks its image: the destination refuses in
+// prepare, before anything is frozen, so the container never stops and
+// nothing is left on the destination.
+func TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning(t *testing.T) {
+	testutil.RequireTools(t, "criu", "iptables")
+	c := devclustertest.Start(t, devcluster.Config{Name: "ctr", Subnet: netip.MustParsePrefix("10.77.3.0/24"),
+		ContainerCIDR: netip.MustParsePrefix("10.78.3.0/24")}, "a", "b", "c")
+	a, b := c.Host("a"), c.Host("b")
+	for _, h := range []*devcluster.Host{a, b} {
+		if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	importWorkload(t, a.Agent()) // b does not get it
+	ip, err := c.ContainerIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
+		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath}, Ip: ip.String(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
+		t.Fatal(err)
+	}
+	client := dialFrom(t, c.Host("c"), ip)
+	before := client.count()
+
+	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-refused", Container: "w", Strategy: migrate.StopCopy},
+		migrationAgent(a), migrationAgent(b), migrate.DriveOptions{})
+	if err == nil || !strings.Contains(err.Error(), "image import") {
+		t.Fatalf("move to a host without the image: err = %v, want it refused naming `godwit image import`", err)
+	}
+	if res != nil && res.Record.Started[migrate.PhaseDump] != (time.Time{}) {
+		t.Errorf("the container was dumped although the destination had refused: %+v", res.Record)
+	}
+	assertOneCopy(t, "w", a, []*devcluster.Host{a, b})
+	time.Sleep(300 * time.Millisecond)
+	if after := client.count(); after <= before {
+		t.Errorf("count %d before the refused move, %d after: the container stopped", before, after)
+	}
+}
