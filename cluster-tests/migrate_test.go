@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -246,4 +247,54 @@ func TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning(t *testing.T) {
 	if after := client.count(); after <= before {
 		t.Errorf("count %d before the refused move, %d after: the container stopped", before, after)
 	}
+}
+
+// TestMoveFailingAfterTheDumpResumesTheSource makes the destination's
+// restore fail after the container was frozen and sent (its IP is taken
+// there): the driver aborts, the destination discards its copy and
+// acknowledges, and only then does the source run its own copy again,
+// from where it was, with the client's connection intact.
+func TestMoveFailingAfterTheDumpResumesTheSource(t *testing.T) {
+	testutil.RequireTools(t, "criu", "iptables")
+	c := devclustertest.Start(t, devcluster.Config{Name: "cta", Subnet: netip.MustParsePrefix("10.77.4.0/24"),
+		ContainerCIDR: netip.MustParsePrefix("10.78.4.0/24")}, "a", "b", "c")
+	a, b := c.Host("a"), c.Host("b")
+	for _, h := range []*devcluster.Host{a, b} {
+		if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	importWorkload(t, a.Agent(), b.Agent())
+	ip, err := c.ContainerIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*devcluster.Host{a, b} { // b's squats the IP
+		if _, err := h.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
+			Name: "w-" + h.Name(), Image: workloadImage, Args: []string{testutil.WorkloadPath}, Ip: ip.String(),
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
+		t.Fatal(err)
+	}
+	client := dialFrom(t, c.Host("c"), ip)
+	before := client.count()
+
+	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-aborted", Container: "w-a", Strategy: migrate.StopCopy},
+		migrationAgent(a), migrationAgent(b), migrate.DriveOptions{})
+	if err == nil || errors.Is(err, migrate.ErrHeld) {
+		t.Fatalf("move onto a taken IP: err = %v, want a clean abort", err)
+	}
+	if res == nil || res.Record.Phase != migrate.PhaseAborted || res.Record.Started[migrate.PhaseDump].IsZero() {
+		t.Fatalf("record = %+v, want aborted after the dump", res)
+	}
+	assertOneCopy(t, "w-a", a, []*devcluster.Host{a, b})
+	after := client.count()
+	if after < before || after > before+100 {
+		t.Errorf("count %d before the failed move, %d after: the source did not resume where it was", before, after)
+	}
+	client.checkMemory()
+	t.Logf("aborted after the dump: downtime %s", res.Downtime)
 }
