@@ -30,8 +30,10 @@ type migrations struct {
 func (a *Agent) migrationsDir() string { return filepath.Join(a.cfg.DataDir, "migrations") }
 
 // migration locks migration id and returns its record, or a new one in
-// PhasePrepare when create is set. unlock must be called.
-func (a *Agent) migration(id string, create bool) (rec *migrate.Record, unlock func(), err error) {
+// PhasePrepare when create is set, for this agent's role in it. A record
+// of the other role is refused: the call was meant for the other agent.
+// unlock must be called.
+func (a *Agent) migration(id, role string, create bool) (rec *migrate.Record, unlock func(), err error) {
 	a.mig.mu.Lock()
 	l, ok := a.mig.locks[id]
 	if !ok {
@@ -47,6 +49,14 @@ func (a *Agent) migration(id string, create bool) (rec *migrate.Record, unlock f
 	if err != nil {
 		l.Unlock()
 		return nil, nil, errorf(ErrNotFound, "%w", err)
+	}
+	switch {
+	case rec.Role == "":
+		rec.Role = role
+	case rec.Role != role:
+		l.Unlock()
+		return nil, nil, errorf(ErrInvalidState, "migration %s: node %s is its %s, not its %s: check the agents' order (--from-agent, --to-agent)",
+			id, a.cfg.Name, rec.Role, role)
 	}
 	return rec, l.Unlock, nil
 }
@@ -71,7 +81,7 @@ func migrationError(err error) error {
 // MigrateDescribe records migration id on the source and describes the
 // container it moves.
 func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Container, error) {
-	rec, unlock, err := a.migration(id, true)
+	rec, unlock, err := a.migration(id, migrate.RoleSource, true)
 	if err != nil {
 		return migrate.Container{}, err
 	}
@@ -104,7 +114,7 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 // named after the migration, leaving it stopped with its images kept:
 // the downtime starts. Repeated, it does nothing.
 func (a *Agent) MigrateDump(ctx context.Context, id string) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, false)
+	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return "", err
 	}
@@ -124,7 +134,7 @@ func (a *Agent) MigrateDump(ctx context.Context, id string) (migrate.Phase, erro
 // MigrateSend streams the migration's checkpoint to w, the destination's
 // data connection, reporting progress.
 func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progress func(done, total int64)) error {
-	rec, unlock, err := a.migration(id, false)
+	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return err
 	}
@@ -140,7 +150,7 @@ func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progres
 // MigrateFinish drops the source's stopped copy and the migration's
 // checkpoint once the destination runs the container.
 func (a *Agent) MigrateFinish(ctx context.Context, id string) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, false)
+	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return "", err
 	}
@@ -167,7 +177,7 @@ func (a *Agent) MigrateFinish(ctx context.Context, id string) (migrate.Phase, er
 // MigrateResume runs the source's copy again from the migration's
 // checkpoint, after the destination acknowledged an abort.
 func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, false)
+	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return "", err
 	}
@@ -199,7 +209,7 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 // it can take the container: its image with the same layers, its name
 // free.
 func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Container) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, true)
+	rec, unlock, err := a.migration(id, migrate.RoleDestination, true)
 	if err != nil {
 		return "", err
 	}
@@ -224,7 +234,7 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 // MigrateReceive imports the checkpoint the source sends on r into the
 // migration's checkpoint, checking every digest.
 func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, false)
+	rec, unlock, err := a.migration(id, migrate.RoleDestination, false)
 	if err != nil {
 		return "", err
 	}
@@ -244,7 +254,7 @@ func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (mig
 // MigrateRestore restores the received container held stopped: it does
 // not run until MigrateCommit.
 func (a *Agent) MigrateRestore(ctx context.Context, id string) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, false)
+	rec, unlock, err := a.migration(id, migrate.RoleDestination, false)
 	if err != nil {
 		return "", err
 	}
@@ -268,7 +278,7 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string) (migrate.Phase, e
 
 // MigrateCommit runs the restored container: the move is decided.
 func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, false)
+	rec, unlock, err := a.migration(id, migrate.RoleDestination, false)
 	if err != nil {
 		return "", err
 	}
@@ -324,7 +334,7 @@ func (a *Agent) resumeHeld(ctx context.Context, ref string) error {
 // held container, its network, the checkpoint) and acknowledges; a commit
 // for id is refused afterwards.
 func (a *Agent) MigrateAbort(ctx context.Context, id, why string) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, true)
+	rec, unlock, err := a.migration(id, migrate.RoleDestination, true)
 	if err != nil {
 		return "", err
 	}

@@ -28,6 +28,12 @@ const (
 	PhaseAborted   Phase = "aborted"   // destination clean, source running again from where it was
 )
 
+// The sides of a migration, as an agent records its own.
+const (
+	RoleSource      = "source"
+	RoleDestination = "destination"
+)
+
 // order ranks the forward phases; PhaseAborted is outside the order.
 var order = map[Phase]int{
 	PhasePrepare: 1, PhaseSync: 2, PhaseDump: 3, PhaseTransfer: 4,
@@ -51,10 +57,15 @@ var (
 type Record struct {
 	ID string `json:"id"`
 	// Container is the migrating container's name.
-	Container string              `json:"container,omitempty"`
-	Strategy  Strategy            `json:"strategy"`
-	Phase     Phase               `json:"phase"`
-	Started   map[Phase]time.Time `json:"started"`
+	Container string `json:"container,omitempty"`
+	// Role is the recording agent's side, RoleSource or RoleDestination
+	// (empty in the driver's record): an agent refuses a call meant for
+	// the other side, such as an abort that would discard a source's only
+	// copy.
+	Role     string              `json:"role,omitempty"`
+	Strategy Strategy            `json:"strategy"`
+	Phase    Phase               `json:"phase"`
+	Started  map[Phase]time.Time `json:"started"`
 	// Error is why the migration was aborted, if it was.
 	Error string `json:"error,omitempty"`
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The quick start from the README, end to end: two agents on this machine,
-# a busybox image imported, a container running with its own IP, then
-# checkpointed on n1 into an encrypted archive and restored from it on n2
-# with its memory (a shell counter) and IP, and removed with nothing left
+# The main job, end to end: two agents on this machine, a busybox image
+# imported, a container running with its own IP, live-migrated from n1 to
+# n2 and back with its memory (a shell counter) and IP, then checkpointed
+# into an encrypted archive and inspected, and removed with nothing left
 # behind. Run as root after `make build` (`make demo` does both).
 set -euo pipefail
 
@@ -56,21 +56,23 @@ step "it keeps counting"
 sleep 3
 "$godwit" exec c1 -- cat /tmp/count
 
-step "godwit checkpoint c1 --export c1.gwc --encrypt-key key: c1 stops on n1"
-"$godwit" checkpoint keygen "$work/key"
-"$godwit" checkpoint c1 --export "$work/c1.gwc" --encrypt-key "$work/key"
-"$godwit" ps -a
-"$godwit" checkpoint inspect "$work/c1.gwc" --decrypt-key "$work/key"
-
-step "godwit --agent n2 restore --from c1.gwc: c1 runs on n2, same IP, counter continues"
-"$godwit" --agent "$addr2" restore --from "$work/c1.gwc" --decrypt-key "$work/key"
+step "godwit migrate c1 --from-agent n1 --to-agent n2: live migration, same IP, counter continues"
+"$godwit" migrate c1 --from-agent "$addr" --to-agent "$addr2" --journal "$work/journal"
 "$godwit" --agent "$addr2" ps
 sleep 2
-"$godwit" --agent "$addr2" logs c1 | tail -n 4
+"$godwit" --agent "$addr2" logs c1 | tail -n 3
 
-step "godwit rm -f c1 on both nodes: nothing left behind"
+step "and back: godwit migrate c1 --from-agent n2 --to-agent n1 -o json"
+"$godwit" migrate c1 --from-agent "$addr2" --to-agent "$addr" --journal "$work/journal" -o json
+"$godwit" ps
+
+step "godwit checkpoint c1 --leave-running --export c1.gwc --encrypt-key key, then inspect it"
+"$godwit" checkpoint keygen "$work/key"
+"$godwit" checkpoint c1 --leave-running --export "$work/c1.gwc" --encrypt-key "$work/key"
+"$godwit" checkpoint inspect "$work/c1.gwc" --decrypt-key "$work/key"
+
+step "godwit rm -f c1: nothing left behind on either node"
 "$godwit" rm -f c1
-"$godwit" --agent "$addr2" rm -f c1
 "$godwit" ps -a
 "$godwit" --agent "$addr2" ps -a
 echo "demo done"
