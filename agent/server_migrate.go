@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -91,7 +92,13 @@ func (s *server) MigrateReceive(ctx context.Context, req *pb.MigrateReceiveReque
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	return reply(s.a.MigrateReceive(ctx, req.GetId(), bufio.NewReaderSize(conn, dataWriteBuffer)))
+	phase, err := s.a.MigrateReceive(ctx, req.GetId(), bufio.NewReaderSize(conn, dataWriteBuffer))
+	if err == nil {
+		// A retried transfer of a checkpoint already here: take what the
+		// source sends and drop it, so that its Send succeeds too.
+		_, _ = io.Copy(io.Discard, conn)
+	}
+	return reply(phase, err)
 }
 
 func (s *server) MigrateRestore(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {
