@@ -14,6 +14,7 @@ import (
 
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
 	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/internal/failpoint"
 	"github.com/godwit/godwit/migrate"
 )
 
@@ -128,8 +129,19 @@ func (a *Agent) MigrateDump(ctx context.Context, id string) (migrate.Phase, erro
 	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{}); err != nil {
 		return rec.Phase, err
 	}
-	return migrate.PhaseDump, a.advance(rec, migrate.PhaseDump)
+	if err := a.advance(rec, migrate.PhaseDump); err != nil {
+		return rec.Phase, err
+	}
+	failpoint.Hit(FailpointSourceAfterDump)
+	return migrate.PhaseDump, nil
 }
+
+// Failpoints of the migration code (internal/failpoint), for fault tests.
+const (
+	// FailpointSourceAfterDump kills the source agent once the container
+	// is dumped and stopped, before it answers the driver.
+	FailpointSourceAfterDump = "migrate/source/after-dump"
+)
 
 // MigrateSend streams the migration's checkpoint to w, the destination's
 // data connection, reporting progress.

@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/agent"
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/devcluster/devclustertest"
+	"github.com/godwit/godwit/internal/failpoint"
 	"github.com/godwit/godwit/internal/testutil"
 	"github.com/godwit/godwit/migrate"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
@@ -117,6 +119,14 @@ func importWorkload(t *testing.T, agents ...*devcluster.Agent) {
 // are not asked.
 func assertOneCopy(t *testing.T, name string, want *devcluster.Host, hosts []*devcluster.Host) {
 	t.Helper()
+	if running := runningOn(t, name, hosts); len(running) != 1 || running[0] != want.Name() {
+		t.Fatalf("container %s runs on hosts %v, want exactly on %s", name, running, want.Name())
+	}
+}
+
+// runningOn lists the hosts whose runc reports the container running.
+func runningOn(t *testing.T, name string, hosts []*devcluster.Host) []string {
+	t.Helper()
 	var running []string
 	for _, h := range hosts {
 		root := filepath.Join(h.DataDir(), "run", "runc")
@@ -140,9 +150,7 @@ func assertOneCopy(t *testing.T, name string, want *devcluster.Host, hosts []*de
 			}
 		}
 	}
-	if len(running) != 1 || running[0] != want.Name() {
-		t.Fatalf("container %s runs on hosts %v, want exactly on %s", name, running, want.Name())
-	}
+	return running
 }
 
 // workloadClient holds one TCP connection to the workload, opened from a
@@ -297,4 +305,74 @@ func TestMoveFailingAfterTheDumpResumesTheSource(t *testing.T) {
 	}
 	client.checkMemory()
 	t.Logf("aborted after the dump: downtime %s", res.Downtime)
+}
+
+// TestSourceKilledAfterTheDumpIsHeldUntilAborted kills the source agent
+// right after it dumped the container (a failpoint): the destination
+// acknowledges the abort, but nobody may run the source's copy while its
+// agent is down, so the move is held, with no copy running anywhere. Once
+// the source's agent is back, `--abort` (AbortMigration) runs the
+// container on the source again from where it was, the client still
+// connected.
+func TestSourceKilledAfterTheDumpIsHeldUntilAborted(t *testing.T) {
+	testutil.RequireTools(t, "criu", "iptables")
+	c := devclustertest.Start(t, devcluster.Config{Name: "ctk", Subnet: netip.MustParsePrefix("10.77.5.0/24"),
+		ContainerCIDR: netip.MustParsePrefix("10.78.5.0/24")}, "a", "b", "c")
+	a, b := c.Host("a"), c.Host("b")
+	if _, err := a.StartAgent(context.Background(), devcluster.AgentOptions{
+		Env: []string{failpoint.Arm(agent.FailpointSourceAfterDump, failpoint.ActionKill)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	importWorkload(t, a.Agent(), b.Agent())
+	ip, err := c.ContainerIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
+		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "16"}, Ip: ip.String(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
+		t.Fatal(err)
+	}
+	client := dialFrom(t, c.Host("c"), ip)
+	before := client.count()
+
+	opts := migrate.DriveOptions{AbortTimeout: 3 * time.Second, AbortAttempts: 2, AbortBackoff: 100 * time.Millisecond}
+	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-killed", Container: "w", Strategy: migrate.StopCopy},
+		migrationAgent(a), migrationAgent(b), opts)
+	if !errors.Is(err, migrate.ErrHeld) {
+		t.Fatalf("move whose source died after the dump: err = %v, want it held", err)
+	}
+	assertNoCopy(t, "w", []*devcluster.Host{a, b})
+
+	// The source's agent comes back (without the failpoint); the
+	// operator aborts the move.
+	a.Agent().Kill() // already dead; reaps it
+	if _, err := a.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrate.AbortMigration(context.Background(), res.Record, migrationAgent(a), migrationAgent(b), opts); err != nil {
+		t.Fatalf("abort of the held move: %v", err)
+	}
+	assertOneCopy(t, "w", a, []*devcluster.Host{a, b})
+	after := client.count()
+	if after < before || after > before+100 {
+		t.Errorf("count %d before the move, %d after the abort: the source did not resume where it was", before, after)
+	}
+	client.checkMemory()
+}
+
+// assertNoCopy checks with runc on every host that none runs the
+// container: a held move.
+func assertNoCopy(t *testing.T, name string, hosts []*devcluster.Host) {
+	t.Helper()
+	if running := runningOn(t, name, hosts); len(running) != 0 {
+		t.Fatalf("container %s runs on hosts %v while the move is held, want on none", name, running)
+	}
 }

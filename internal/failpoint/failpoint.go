@@ -1,0 +1,55 @@
+// Package failpoint lets tests make a godwit process fail at named points,
+// so that fault tests can assert what happens when, say, a source agent
+// dies right after its dump. Points are armed through the environment
+// variable GODWIT_FAILPOINTS, a comma-separated list of NAME=ACTION; the
+// only action is "kill" (the process sends itself SIGKILL, as a crash or
+// an OOM kill would). Unarmed points cost a map lookup.
+package failpoint
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// EnvVar arms failpoints.
+const EnvVar = "GODWIT_FAILPOINTS"
+
+// The actions a point can be armed with.
+const (
+	ActionKill = "kill"
+)
+
+var (
+	once  sync.Once
+	armed map[string]string
+)
+
+func load() {
+	armed = map[string]string{}
+	for _, item := range strings.Split(os.Getenv(EnvVar), ",") {
+		name, action, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if ok && name != "" {
+			armed[name] = action
+		}
+	}
+}
+
+// Hit triggers the point name if it is armed: with "kill" the process
+// dies here. It is meant for the few places fault tests need.
+func Hit(name string) {
+	once.Do(load)
+	switch armed[name] {
+	case "":
+	case ActionKill:
+		fmt.Fprintf(os.Stderr, "failpoint %s: killing this process\n", name)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // SIGKILL cannot be caught; wait for it
+	}
+}
+
+// Arm returns the environment entry that arms name with action, for a
+// test starting a process.
+func Arm(name, action string) string { return EnvVar + "=" + name + "=" + action }
