@@ -124,7 +124,19 @@ func assertOneCopy(t *testing.T, name string, want *devcluster.Host, hosts []*de
 	}
 }
 
-// runningOn lists the hosts whose runc reports the container running.
+// procState is the state letter (R, S, T, ...) of process pid.
+func procState(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatalf("read the state of pid %d: %v", pid, err)
+	}
+	// The command name may hold spaces; the state follows its ")".
+	return strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))[0]
+}
+
+// runningOn lists the hosts whose runc reports the container running,
+// its processes not stopped.
 func runningOn(t *testing.T, name string, hosts []*devcluster.Host) []string {
 	t.Helper()
 	var running []string
@@ -139,13 +151,16 @@ func runningOn(t *testing.T, name string, hosts []*devcluster.Host) []string {
 		}
 		var states []struct {
 			Status      string            `json:"status"`
+			Pid         int               `json:"pid"`
 			Annotations map[string]string `json:"annotations"`
 		}
 		if err := json.Unmarshal(out, &states); err != nil && len(strings.TrimSpace(string(out))) > 0 && string(out) != "null\n" {
 			t.Fatalf("runc list on host %s: %v: %q", h.Name(), err, out)
 		}
 		for _, s := range states {
-			if s.Annotations["org.godwit.name"] == name && s.Status == "running" {
+			// A copy restored held stopped is "running" to runc, but its
+			// processes are stopped (T): it does not run.
+			if s.Annotations["org.godwit.name"] == name && s.Status == "running" && procState(t, s.Pid) != "T" {
 				running = append(running, h.Name())
 			}
 		}
@@ -375,4 +390,63 @@ func assertNoCopy(t *testing.T, name string, hosts []*devcluster.Host) {
 	if running := runningOn(t, name, hosts); len(running) != 0 {
 		t.Fatalf("container %s runs on hosts %v while the move is held, want on none", name, running)
 	}
+}
+
+// TestDriverKilledAfterTheRestoreIsResumed kills the driver, the real
+// `godwit migrate` process, right after the destination restored the
+// container held stopped (a failpoint): no copy runs, the source keeps its
+// stopped copy, and `godwit migrate --resume ID` from the journal commits
+// the move: the container runs on the destination from where it was.
+func TestDriverKilledAfterTheRestoreIsResumed(t *testing.T) {
+	testutil.RequireTools(t, "criu", "iptables")
+	c := devclustertest.Start(t, devcluster.Config{Name: "ctd", Subnet: netip.MustParsePrefix("10.77.6.0/24"),
+		ContainerCIDR: netip.MustParsePrefix("10.78.6.0/24")}, "a", "b", "c")
+	a, b := c.Host("a"), c.Host("b")
+	for _, h := range []*devcluster.Host{a, b} {
+		if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	importWorkload(t, a.Agent(), b.Agent())
+	ip, err := c.ContainerIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
+		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "16"}, Ip: ip.String(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
+		t.Fatal(err)
+	}
+	client := dialFrom(t, c.Host("c"), ip)
+	before := client.count()
+
+	journal := t.TempDir()
+	godwit := func(env []string, args ...string) ([]byte, error) {
+		cmd := exec.Command(testutil.Godwit(t), args...)
+		cmd.Env = append(os.Environ(), env...)
+		return cmd.CombinedOutput()
+	}
+	agents := []string{"--from-agent", a.Agent().Addr(), "--to-agent", b.Agent().Addr(), "--journal", journal}
+	out, err := godwit([]string{failpoint.Arm("migrate/driver/after-ready", failpoint.ActionKill)},
+		append([]string{"migrate", "w", "--id", "m-driver"}, agents...)...)
+	if err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("the driver was to die after the restore: %v\n%s", err, out)
+	}
+	assertNoCopy(t, "w", []*devcluster.Host{a, b})
+
+	if out, err := godwit(nil, append([]string{"migrate", "--resume", "m-driver"}, agents...)...); err != nil {
+		t.Fatalf("godwit migrate --resume: %v\n%s", err, out)
+	}
+	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), b); err != nil {
+		t.Fatal(err)
+	}
+	assertOneCopy(t, "w", b, []*devcluster.Host{a, b})
+	after := client.count()
+	if after < before || after > before+100 {
+		t.Errorf("count %d before the move, %d after the resume: the container did not go on from where it was", before, after)
+	}
+	client.checkMemory()
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/godwit/godwit/agent/agentclient"
+	"github.com/godwit/godwit/internal/failpoint"
 	"github.com/godwit/godwit/internal/units"
 	"github.com/godwit/godwit/migrate"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
@@ -330,9 +331,23 @@ func (r *migrateRun) finishHeld(ctx context.Context, id string, abort bool) erro
 func (r *migrateRun) driveOptions(p *migrationProgress) migrate.DriveOptions {
 	return migrate.DriveOptions{
 		OnEvent:      p.event,
-		OnRecord:     r.journal.Put,
+		OnRecord:     r.saveRecord,
 		AbortTimeout: r.opts.abortTimeout,
 	}
+}
+
+// failpointDriverAfter names the failpoint that kills the driver (this
+// process) right after it recorded a phase, e.g.
+// "migrate/driver/after-ready", for fault tests.
+const failpointDriverAfter = "migrate/driver/after-"
+
+// saveRecord writes the driver's record to the journal at every phase.
+func (r *migrateRun) saveRecord(rec *migrate.Record) error {
+	if err := r.journal.Put(rec); err != nil {
+		return err
+	}
+	failpoint.Hit(failpointDriverAfter + string(rec.Phase))
+	return nil
 }
 
 // report prints how the migration ended and turns a held migration into
