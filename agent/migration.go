@@ -141,6 +141,12 @@ const (
 	// FailpointSourceAfterDump kills the source agent once the container
 	// is dumped and stopped, before it answers the driver.
 	FailpointSourceAfterDump = "migrate/source/after-dump"
+	// FailpointSourceCorruptSend ("corrupt") flips one bit of the
+	// checkpoint the source sends.
+	FailpointSourceCorruptSend = "migrate/source/corrupt-send"
+	// FailpointDestinationReceive kills the destination agent as the
+	// transfer reaches it.
+	FailpointDestinationReceive = "migrate/destination/receive"
 )
 
 // MigrateSend streams the migration's checkpoint to w, the destination's
@@ -154,9 +160,35 @@ func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progres
 	if err := a.advance(rec, migrate.PhaseTransfer); err != nil {
 		return err
 	}
+	if failpoint.Armed(FailpointSourceCorruptSend) == failpoint.ActionCorrupt {
+		w = &corruptingWriter{w: w, at: corruptOffset}
+	}
 	// Uncompressed: memory pages hardly compress, and the link between
 	// two agents is faster than zstd on them.
 	return bundle.Export(ctx, a.checkpointDir(id), w, bundle.ExportOptions{Compression: bundle.NoCompression, Progress: progress})
+}
+
+// corruptOffset is where FailpointSourceCorruptSend flips a byte: past
+// the manifest, inside the first image files.
+const corruptOffset = 64 << 10
+
+// corruptingWriter flips one bit of the byte at offset at, for the fault
+// test of a damaged transfer.
+type corruptingWriter struct {
+	w    io.Writer
+	at   int64
+	done int64
+}
+
+func (c *corruptingWriter) Write(p []byte) (int, error) {
+	if i := c.at - c.done; i >= 0 && i < int64(len(p)) {
+		q := append([]byte(nil), p...)
+		q[i] ^= 0x01
+		p = q
+	}
+	n, err := c.w.Write(p)
+	c.done += int64(n)
+	return n, err
 }
 
 // MigrateFinish drops the source's stopped copy and the migration's
@@ -257,6 +289,7 @@ func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (mig
 	if rec.Phase == migrate.PhaseAborted {
 		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
 	}
+	failpoint.Hit(FailpointDestinationReceive)
 	if _, err := bundle.Import(ctx, r, a.checkpointDir(id), bundle.ImportOptions{}); err != nil {
 		return rec.Phase, errorf(ErrInvalid, "migration %s: checkpoint refused: %w", id, err)
 	}

@@ -45,53 +45,100 @@ const (
 // same bytes, the connection still answers, and exactly one copy runs, as
 // runc on each host sees it.
 func TestStopCopyThereAndBack(t *testing.T) {
-	testutil.RequireTools(t, "criu", "iptables")
-	c := devclustertest.Start(t, devcluster.Config{Name: "ctm", Subnet: migrateSubnet, ContainerCIDR: migrateContainers}, "a", "b", "c")
-	a, b, clientHost := c.Host("a"), c.Host("b"), c.Host("c")
-	for _, h := range []*devcluster.Host{a, b} {
-		if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	importWorkload(t, a.Agent(), b.Agent())
-	ip, err := c.ContainerIP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
-		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "32"}, Ip: ip.String(),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
-		t.Fatal(err)
-	}
-	client := dialFrom(t, clientHost, ip)
-	assertOneCopy(t, "w", a, []*devcluster.Host{a, b})
-
-	for i, hop := range []struct{ from, to *devcluster.Host }{{a, b}, {b, a}} {
-		before := client.count()
+	m := startMoveCluster(t, "ctm", 2, devcluster.AgentOptions{}, devcluster.AgentOptions{})
+	hosts := []*devcluster.Host{m.a, m.b}
+	assertOneCopy(t, "w", m.a, hosts)
+	for i, hop := range []struct{ from, to *devcluster.Host }{{m.a, m.b}, {m.b, m.a}} {
+		before := m.client.count()
 		res, err := migrate.Drive(context.Background(), migrate.Migration{
-			ID: fmt.Sprintf("m-%d-%d", time.Now().UnixNano(), i), Container: "w", Strategy: migrate.StopCopy,
+			ID: fmt.Sprintf("m-there-and-back-%d", i), Container: "w", Strategy: migrate.StopCopy,
 		}, migrationAgent(hop.from), migrationAgent(hop.to), migrate.DriveOptions{})
 		if err != nil {
 			t.Fatalf("move %s -> %s: %v", hop.from.Name(), hop.to.Name(), err)
 		}
-		if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), hop.to); err != nil {
-			t.Fatal(err)
-		}
-		assertOneCopy(t, "w", hop.to, []*devcluster.Host{a, b})
-		after := client.count()
-		if after < before || after > before+100 {
-			t.Errorf("move %s -> %s: count %d before, %d after", hop.from.Name(), hop.to.Name(), before, after)
-		}
-		client.checkMemory()
-		if got := client.ask("still-here"); got != "still-here" {
+		m.route(t, hop.to)
+		assertOneCopy(t, "w", hop.to, hosts)
+		m.assertWentOn(t, before)
+		if got := m.client.ask("still-here"); got != "still-here" {
 			t.Errorf("echo after the move = %q", got)
 		}
 		t.Logf("move %s -> %s: downtime %s, total %s", hop.from.Name(), hop.to.Name(), res.Downtime, res.Total)
 	}
 }
+
+// moveCluster is three hosts, agents on a and b, and a workload "w"
+// running on a with a cluster IP routed via a, a client on host c
+// connected to it.
+type moveCluster struct {
+	c      *devcluster.Cluster
+	a, b   *devcluster.Host
+	ip     netip.Addr
+	client *workloadClient
+}
+
+// startMoveCluster sets up a moveCluster named name on the test ranges
+// 10.77.N.0/24 (hosts) and 10.78.N.0/24 (containers); aOpts and bOpts
+// start the agents (failpoints go there).
+func startMoveCluster(t *testing.T, name string, n int, aOpts, bOpts devcluster.AgentOptions) *moveCluster {
+	t.Helper()
+	testutil.RequireTools(t, "criu", "iptables")
+	c := devclustertest.Start(t, devcluster.Config{Name: name, Subnet: netip.MustParsePrefix(fmt.Sprintf("10.77.%d.0/24", n)),
+		ContainerCIDR: netip.MustParsePrefix(fmt.Sprintf("10.78.%d.0/24", n))}, "a", "b", "c")
+	m := &moveCluster{c: c, a: c.Host("a"), b: c.Host("b")}
+	if _, err := m.a.StartAgent(context.Background(), aOpts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.b.StartAgent(context.Background(), bOpts); err != nil {
+		t.Fatal(err)
+	}
+	importWorkload(t, m.a.Agent(), m.b.Agent())
+	ip, err := c.ContainerIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ip = ip
+	if _, err := m.a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
+		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "16"}, Ip: ip.String(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m.route(t, m.a)
+	m.client = dialFrom(t, c.Host("c"), ip)
+	return m
+}
+
+// route routes the workload's IP via host h, as the cluster would after a
+// move.
+func (m *moveCluster) route(t *testing.T, h *devcluster.Host) {
+	t.Helper()
+	if err := m.c.Route(context.Background(), netip.PrefixFrom(m.ip, 32), h); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartAgent brings host h's agent back, without failpoints.
+func restartAgent(t *testing.T, h *devcluster.Host) {
+	t.Helper()
+	h.Agent().Kill() // dead already, or killed now; reaped either way
+	if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertWentOn checks, on the client's connection, that the workload's
+// counter went on from before (never back, never restarted) and its memory
+// is the same bytes.
+func (m *moveCluster) assertWentOn(t *testing.T, before int) {
+	t.Helper()
+	after := m.client.count()
+	if after < before || after > before+100 {
+		t.Errorf("count %d before, %d after: the workload did not go on from where it was", before, after)
+	}
+	m.client.checkMemory()
+}
+
+// quickAbort keeps a held move's tests short: few, fast retries.
+var quickAbort = migrate.DriveOptions{AbortTimeout: 3 * time.Second, AbortAttempts: 2, AbortBackoff: 100 * time.Millisecond}
 
 func migrationAgent(h *devcluster.Host) *agentclient.MigrationAgent {
 	return &agentclient.MigrationAgent{Client: h.Agent().Client(), Addr: h.Agent().Addr()}
@@ -330,57 +377,68 @@ func TestMoveFailingAfterTheDumpResumesTheSource(t *testing.T) {
 // container on the source again from where it was, the client still
 // connected.
 func TestSourceKilledAfterTheDumpIsHeldUntilAborted(t *testing.T) {
-	testutil.RequireTools(t, "criu", "iptables")
-	c := devclustertest.Start(t, devcluster.Config{Name: "ctk", Subnet: netip.MustParsePrefix("10.77.5.0/24"),
-		ContainerCIDR: netip.MustParsePrefix("10.78.5.0/24")}, "a", "b", "c")
-	a, b := c.Host("a"), c.Host("b")
-	if _, err := a.StartAgent(context.Background(), devcluster.AgentOptions{
+	m := startMoveCluster(t, "ctk", 5, devcluster.AgentOptions{
 		Env: []string{failpoint.Arm(agent.FailpointSourceAfterDump, failpoint.ActionKill)},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	importWorkload(t, a.Agent(), b.Agent())
-	ip, err := c.ContainerIP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
-		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "16"}, Ip: ip.String(),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
-		t.Fatal(err)
-	}
-	client := dialFrom(t, c.Host("c"), ip)
-	before := client.count()
-
-	opts := migrate.DriveOptions{AbortTimeout: 3 * time.Second, AbortAttempts: 2, AbortBackoff: 100 * time.Millisecond}
+	}, devcluster.AgentOptions{})
+	before := m.client.count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-killed", Container: "w", Strategy: migrate.StopCopy},
-		migrationAgent(a), migrationAgent(b), opts)
+		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
 	if !errors.Is(err, migrate.ErrHeld) {
 		t.Fatalf("move whose source died after the dump: err = %v, want it held", err)
 	}
-	assertNoCopy(t, "w", []*devcluster.Host{a, b})
+	assertNoCopy(t, "w", []*devcluster.Host{m.a, m.b})
 
-	// The source's agent comes back (without the failpoint); the
-	// operator aborts the move.
-	a.Agent().Kill() // already dead; reaps it
-	if _, err := a.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := migrate.AbortMigration(context.Background(), res.Record, migrationAgent(a), migrationAgent(b), opts); err != nil {
+	restartAgent(t, m.a) // the operator then aborts the move
+	if _, err := migrate.AbortMigration(context.Background(), res.Record, migrationAgent(m.a), migrationAgent(m.b), quickAbort); err != nil {
 		t.Fatalf("abort of the held move: %v", err)
 	}
-	assertOneCopy(t, "w", a, []*devcluster.Host{a, b})
-	after := client.count()
-	if after < before || after > before+100 {
-		t.Errorf("count %d before the move, %d after the abort: the source did not resume where it was", before, after)
+	assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
+	m.assertWentOn(t, before)
+}
+
+// TestDestinationKilledAtTheTransferIsHeldUntilAborted kills the
+// destination agent as the checkpoint reaches it: nobody can acknowledge
+// an abort, so the source keeps its stopped copy; once the destination's
+// agent is back, the abort is acknowledged and the source runs again.
+func TestDestinationKilledAtTheTransferIsHeldUntilAborted(t *testing.T) {
+	m := startMoveCluster(t, "ctx", 7, devcluster.AgentOptions{}, devcluster.AgentOptions{
+		Env: []string{failpoint.Arm(agent.FailpointDestinationReceive, failpoint.ActionKill)},
+	})
+	before := m.client.count()
+	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-dst-killed", Container: "w", Strategy: migrate.StopCopy},
+		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
+	if !errors.Is(err, migrate.ErrHeld) {
+		t.Fatalf("move whose destination died in the transfer: err = %v, want it held", err)
 	}
-	client.checkMemory()
+	assertNoCopy(t, "w", []*devcluster.Host{m.a, m.b})
+
+	restartAgent(t, m.b)
+	if _, err := migrate.AbortMigration(context.Background(), res.Record, migrationAgent(m.a), migrationAgent(m.b), quickAbort); err != nil {
+		t.Fatalf("abort of the held move: %v", err)
+	}
+	assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
+	m.assertWentOn(t, before)
+}
+
+// TestCorruptTransferIsRefusedAndTheSourceResumes flips one bit of the
+// checkpoint on its way (a failpoint on the source): the destination's
+// digest check refuses it, the move aborts, and the source runs on from
+// where it was.
+func TestCorruptTransferIsRefusedAndTheSourceResumes(t *testing.T) {
+	m := startMoveCluster(t, "ctc", 8, devcluster.AgentOptions{
+		Env: []string{failpoint.Arm(agent.FailpointSourceCorruptSend, failpoint.ActionCorrupt)},
+	}, devcluster.AgentOptions{})
+	before := m.client.count()
+	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-corrupt", Container: "w", Strategy: migrate.StopCopy},
+		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
+	if err == nil || errors.Is(err, migrate.ErrHeld) || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("move with a corrupt transfer: err = %v, want a clean abort naming the digest check", err)
+	}
+	if res.Record.Phase != migrate.PhaseAborted {
+		t.Errorf("record ends in %s, want aborted", res.Record.Phase)
+	}
+	assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
+	m.assertWentOn(t, before)
 }
 
 // assertNoCopy checks with runc on every host that none runs the
@@ -398,55 +456,26 @@ func assertNoCopy(t *testing.T, name string, hosts []*devcluster.Host) {
 // stopped copy, and `godwit migrate --resume ID` from the journal commits
 // the move: the container runs on the destination from where it was.
 func TestDriverKilledAfterTheRestoreIsResumed(t *testing.T) {
-	testutil.RequireTools(t, "criu", "iptables")
-	c := devclustertest.Start(t, devcluster.Config{Name: "ctd", Subnet: netip.MustParsePrefix("10.77.6.0/24"),
-		ContainerCIDR: netip.MustParsePrefix("10.78.6.0/24")}, "a", "b", "c")
-	a, b := c.Host("a"), c.Host("b")
-	for _, h := range []*devcluster.Host{a, b} {
-		if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	importWorkload(t, a.Agent(), b.Agent())
-	ip, err := c.ContainerIP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
-		Name: "w", Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "16"}, Ip: ip.String(),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), a); err != nil {
-		t.Fatal(err)
-	}
-	client := dialFrom(t, c.Host("c"), ip)
-	before := client.count()
-
+	m := startMoveCluster(t, "ctd", 6, devcluster.AgentOptions{}, devcluster.AgentOptions{})
+	before := m.client.count()
 	journal := t.TempDir()
 	godwit := func(env []string, args ...string) ([]byte, error) {
 		cmd := exec.Command(testutil.Godwit(t), args...)
 		cmd.Env = append(os.Environ(), env...)
 		return cmd.CombinedOutput()
 	}
-	agents := []string{"--from-agent", a.Agent().Addr(), "--to-agent", b.Agent().Addr(), "--journal", journal}
+	agents := []string{"--from-agent", m.a.Agent().Addr(), "--to-agent", m.b.Agent().Addr(), "--journal", journal}
 	out, err := godwit([]string{failpoint.Arm("migrate/driver/after-ready", failpoint.ActionKill)},
 		append([]string{"migrate", "w", "--id", "m-driver"}, agents...)...)
 	if err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("the driver was to die after the restore: %v\n%s", err, out)
 	}
-	assertNoCopy(t, "w", []*devcluster.Host{a, b})
+	assertNoCopy(t, "w", []*devcluster.Host{m.a, m.b})
 
 	if out, err := godwit(nil, append([]string{"migrate", "--resume", "m-driver"}, agents...)...); err != nil {
 		t.Fatalf("godwit migrate --resume: %v\n%s", err, out)
 	}
-	if err := c.Route(context.Background(), netip.PrefixFrom(ip, 32), b); err != nil {
-		t.Fatal(err)
-	}
-	assertOneCopy(t, "w", b, []*devcluster.Host{a, b})
-	after := client.count()
-	if after < before || after > before+100 {
-		t.Errorf("count %d before the move, %d after the resume: the container did not go on from where it was", before, after)
-	}
-	client.checkMemory()
+	m.route(t, m.b)
+	assertOneCopy(t, "w", m.b, []*devcluster.Host{m.a, m.b})
+	m.assertWentOn(t, before)
 }

@@ -19,7 +19,8 @@ const EnvVar = "GODWIT_FAILPOINTS"
 
 // The actions a point can be armed with.
 const (
-	ActionKill = "kill"
+	ActionKill    = "kill"
+	ActionCorrupt = "corrupt"
 )
 
 var (
@@ -53,3 +54,10 @@ func Hit(name string) {
 // Arm returns the environment entry that arms name with action, for a
 // test starting a process.
 func Arm(name, action string) string { return EnvVar + "=" + name + "=" + action }
+
+// Armed returns the action point name is armed with, or "", for points
+// whose action the calling code carries out itself (ActionCorrupt).
+func Armed(name string) string {
+	once.Do(load)
+	return armed[name]
+}
