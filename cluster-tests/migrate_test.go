@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,13 +79,17 @@ type moveCluster struct {
 
 // startMoveCluster sets up a moveCluster named name on the test ranges
 // 10.77.N.0/24 (hosts) and 10.78.N.0/24 (containers); aOpts and bOpts
-// start the agents (failpoints go there).
-func startMoveCluster(t *testing.T, name string, n int, aOpts, bOpts devcluster.AgentOptions) *moveCluster {
+// start the agents (failpoints go there), prepareB runs before b's agent
+// starts.
+func startMoveCluster(t *testing.T, name string, n int, aOpts, bOpts devcluster.AgentOptions, prepareB ...func(*devcluster.Host)) *moveCluster {
 	t.Helper()
 	testutil.RequireTools(t, "criu", "iptables")
 	c := devclustertest.Start(t, devcluster.Config{Name: name, Subnet: netip.MustParsePrefix(fmt.Sprintf("10.77.%d.0/24", n)),
 		ContainerCIDR: netip.MustParsePrefix(fmt.Sprintf("10.78.%d.0/24", n))}, "a", "b", "c")
 	m := &moveCluster{c: c, a: c.Host("a"), b: c.Host("b")}
+	for _, prepare := range prepareB {
+		prepare(m.b)
+	}
 	if _, err := m.a.StartAgent(context.Background(), aOpts); err != nil {
 		t.Fatal(err)
 	}
@@ -478,4 +483,36 @@ func TestDriverKilledAfterTheRestoreIsResumed(t *testing.T) {
 	m.route(t, m.b)
 	assertOneCopy(t, "w", m.b, []*devcluster.Host{m.a, m.b})
 	m.assertWentOn(t, before)
+}
+
+// TestDestinationDiskFullAbortsAndTheSourceResumes gives the destination a
+// data dir too small for the checkpoint (a 20 MiB tmpfs): the transfer
+// fails there, the destination discards what it got and acknowledges, and
+// the source runs on from where it was.
+func TestDestinationDiskFullAbortsAndTheSourceResumes(t *testing.T) {
+	m := startMoveCluster(t, "ctf", 9, devcluster.AgentOptions{}, devcluster.AgentOptions{}, func(b *devcluster.Host) {
+		dir := b.DataDir()
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		// The image fits; the workload's 16 MiB of memory does not.
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=20m"); err != nil {
+			t.Fatalf("mount a small tmpfs as the destination's data dir: %v", err)
+		}
+		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	})
+	before := m.client.count()
+	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-disk-full", Container: "w", Strategy: migrate.StopCopy},
+		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
+	if err == nil || errors.Is(err, migrate.ErrHeld) || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("move onto a full disk: err = %v, want a clean abort naming the full disk", err)
+	}
+	if res.Record.Phase != migrate.PhaseAborted {
+		t.Errorf("record ends in %s, want aborted", res.Record.Phase)
+	}
+	assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
+	m.assertWentOn(t, before)
+	if entries, _ := os.ReadDir(filepath.Join(m.b.DataDir(), "checkpoints")); len(entries) != 0 {
+		t.Errorf("the destination kept %v of the failed transfer", entries)
+	}
 }
