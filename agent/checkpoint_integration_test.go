@@ -2,10 +2,8 @@ package agent_test
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -22,66 +20,12 @@ import (
 	"github.com/godwit/godwit/internal/testutil"
 )
 
-// workloadClient is a TCP connection to the workload's line server that
-// the test holds open across checkpoints, restores and a move between
-// agents: every request on it proves the connection survived.
-type workloadClient struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func dialWorkload(t *testing.T, ip string) *workloadClient {
+// dialWorkload connects from the test's own namespace to the workload in
+// a container at ip, for a connection held across checkpoints.
+func dialWorkload(t *testing.T, ip string) *testutil.WorkloadClient {
 	t.Helper()
-	var conn net.Conn
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if conn, err = net.DialTimeout("tcp4", net.JoinHostPort(ip, "7000"), time.Second); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("connect to the workload at %s:7000: %v", ip, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &workloadClient{t: t, conn: conn, r: bufio.NewReader(conn)}
-}
-
-// ask sends one request line and returns the answer. A restored TCP
-// connection may need a retransmission or two to come back, hence the
-// generous deadline.
-func (w *workloadClient) ask(line string) string {
-	w.t.Helper()
-	if err := w.conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		w.t.Fatal(err)
-	}
-	if _, err := fmt.Fprintf(w.conn, "%s\n", line); err != nil {
-		w.t.Fatalf("send %q on the connection opened before the checkpoint: %v", line, err)
-	}
-	answer, err := w.r.ReadString('\n')
-	if err != nil {
-		w.t.Fatalf("read the answer to %q on the connection opened before the checkpoint: %v", line, err)
-	}
-	return strings.TrimSpace(answer)
-}
-
-func (w *workloadClient) count() int {
-	w.t.Helper()
-	v, err := strconv.Atoi(w.ask("COUNT"))
-	if err != nil {
-		w.t.Fatalf("COUNT: %v", err)
-	}
-	return v
-}
-
-// checkMemory asserts that the workload's memory is what it was at start:
-// the checksum of its buffer then and now.
-func (w *workloadClient) checkMemory() {
-	w.t.Helper()
-	sums := strings.Fields(w.ask("CHECKSUM"))
-	if len(sums) != 2 || sums[0] != sums[1] {
-		w.t.Errorf("CHECKSUM = %v: the workload's memory changed across the checkpoint", sums)
-	}
+	var d net.Dialer
+	return testutil.DialWorkload(t, d.DialContext, net.JoinHostPort(ip, strconv.Itoa(testutil.WorkloadPort)))
 }
 
 type checkpointJSON struct {
@@ -134,14 +78,14 @@ func TestCheckpointAndRestore(t *testing.T) {
 	a.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "32", "-file", "/started")
 	c := a.inspect(t, "c1")
 	client := dialWorkload(t, c.IP)
-	if got := client.ask("hello"); got != "hello" {
+	if got := client.Ask("hello"); got != "hello" {
 		t.Fatalf("echo = %q, want hello", got)
 	}
 	started := a.must(t, "exec", "c1", "--", "cat", "/started")
 	a.must(t, "exec", "c1", "--", "sh", "-c", "echo written-before-checkpoint > /marker")
 
 	t.Run("leave running", func(t *testing.T) {
-		before := client.count()
+		before := client.Count()
 		out := a.must(t, "checkpoint", "c1", "--leave-running")
 		if !strings.Contains(out, "checkpointed c1 on "+a.name) {
 			t.Errorf("checkpoint printed %q, want the container named", out)
@@ -150,14 +94,14 @@ func TestCheckpointAndRestore(t *testing.T) {
 			t.Fatalf("after --leave-running, c1 is %s", st)
 		}
 		time.Sleep(300 * time.Millisecond)
-		if after := client.count(); after <= before {
+		if after := client.Count(); after <= before {
 			t.Errorf("count went from %d to %d: the container stopped counting", before, after)
 		}
 	})
 
 	t.Run("restore three times in a row", func(t *testing.T) {
 		for cycle := 1; cycle <= 3; cycle++ {
-			before := client.count()
+			before := client.Count()
 			a.must(t, "checkpoint", "c1")
 			if st := a.inspect(t, "c1").State; st != "checkpointed" {
 				t.Fatalf("cycle %d: after checkpoint, c1 is %s", cycle, st)
@@ -167,13 +111,13 @@ func TestCheckpointAndRestore(t *testing.T) {
 			if restored.State != "running" || restored.IP != c.IP {
 				t.Fatalf("cycle %d: restored c1 is %s with IP %s, want running with %s", cycle, restored.State, restored.IP, c.IP)
 			}
-			after := client.count()
+			after := client.Count()
 			// The counter is in memory: it resumes where the dump froze it
 			// (a tick or two after `before`), never from zero.
 			if after < before || after > before+50 {
 				t.Errorf("cycle %d: count %d before the checkpoint, %d after the restore", cycle, before, after)
 			}
-			client.checkMemory()
+			client.CheckMemory()
 		}
 	})
 
@@ -192,7 +136,7 @@ func TestCheckpointAndRestore(t *testing.T) {
 
 	t.Run("move to another agent", func(t *testing.T) {
 		archive := filepath.Join(dir, "c1.gwc")
-		before := client.count()
+		before := client.Count()
 		a.must(t, "checkpoint", "c1", "--export", archive, "--encrypt-key", key)
 		if st := a.inspect(t, "c1").State; st != "checkpointed" {
 			t.Fatalf("after checkpoint --export, c1 on %s is %s", a.name, st)
@@ -213,11 +157,11 @@ func TestCheckpointAndRestore(t *testing.T) {
 		if moved.State != "running" || moved.IP != c.IP || moved.Node != b.name || moved.Snapshotter != "btrfs" {
 			t.Fatalf("c1 on %s = %+v, want it running there with IP %s", b.name, moved, c.IP)
 		}
-		if after := client.count(); after < before || after > before+50 {
+		if after := client.Count(); after < before || after > before+50 {
 			t.Errorf("count %d before the move, %d after", before, after)
 		}
-		client.checkMemory()
-		if got := client.ask("still here"); got != "still here" {
+		client.CheckMemory()
+		if got := client.Ask("still here"); got != "still here" {
 			t.Errorf("echo after the move = %q", got)
 		}
 		if got := b.must(t, "exec", "c1", "--", "cat", "/marker"); strings.TrimSpace(got) != "written-before-checkpoint" {
@@ -265,7 +209,7 @@ func TestCheckpointAndRestore(t *testing.T) {
 		if names := b.containerNames(t); len(names) != 1 {
 			t.Errorf("after a refused restore %s has containers %v, want c1 only", b.name, names)
 		}
-		if got := client.ask("after-tamper"); got != "after-tamper" {
+		if got := client.Ask("after-tamper"); got != "after-tamper" {
 			t.Errorf("c1 stopped answering: %q", got)
 		}
 	})
@@ -395,7 +339,7 @@ func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
 	n := startSmallDiskNode(t, "ckpt-full", "40m", "10.251.10.0/24")
 	n.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "48")
 	client := dialWorkload(t, n.inspect(t, "c1").IP)
-	before := client.count()
+	before := client.Count()
 
 	_, err := n.run("checkpoint", "c1")
 	if err == nil || !strings.Contains(err.Error(), "No space left") {
@@ -405,7 +349,7 @@ func TestCheckpointOnFullDiskKeepsContainerRunning(t *testing.T) {
 		t.Fatalf("after the failed checkpoint c1 is %s, want running", st)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if after := client.count(); after <= before {
+	if after := client.Count(); after <= before {
 		t.Errorf("count %d before the failed checkpoint, %d after: the container stopped", before, after)
 	}
 	entries, err := os.ReadDir(filepath.Join(n.dataDir, "checkpoints"))
@@ -429,7 +373,7 @@ func TestCheckpointFailingAfterTheDumpRestoresTheContainer(t *testing.T) {
 	n.must(t, "run", "--name", "c1", "workload", "--", "/workload", "-mem", "8")
 	n.must(t, "exec", "c1", "--", "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=30")
 	client := dialWorkload(t, n.inspect(t, "c1").IP)
-	before := client.count()
+	before := client.Count()
 
 	_, err := n.run("checkpoint", "c1")
 	if err == nil || !strings.Contains(err.Error(), "restored from the dump and runs") {
@@ -438,10 +382,10 @@ func TestCheckpointFailingAfterTheDumpRestoresTheContainer(t *testing.T) {
 	if st := n.inspect(t, "c1").State; st != "running" {
 		t.Fatalf("after the failed checkpoint c1 is %s, want running", st)
 	}
-	if after := client.count(); after < before || after > before+50 {
+	if after := client.Count(); after < before || after > before+50 {
 		t.Errorf("count %d before the failed checkpoint, %d after: the container did not resume where it was", before, after)
 	}
-	client.checkMemory()
+	client.CheckMemory()
 	entries, err := os.ReadDir(filepath.Join(n.dataDir, "checkpoints"))
 	if err != nil {
 		t.Fatal(err)

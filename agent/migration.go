@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -192,8 +193,10 @@ func (c *corruptingWriter) Write(p []byte) (int, error) {
 }
 
 // MigrateFinish drops the source's stopped copy and the migration's
-// checkpoint once the destination runs the container.
-func (a *Agent) MigrateFinish(ctx context.Context, id string) (migrate.Phase, error) {
+// checkpoint once the destination runs the container, and forwards the
+// container's IP to the destination agent's host (destination is that
+// agent's address), so that clients still sending here reach it.
+func (a *Agent) MigrateFinish(ctx context.Context, id, destination string) (migrate.Phase, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return "", err
@@ -205,17 +208,41 @@ func (a *Agent) MigrateFinish(ctx context.Context, id string) (migrate.Phase, er
 	if rec.Phase == migrate.PhaseAborted {
 		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
 	}
-	if err := a.Remove(ctx, rec.Container, true); err != nil && !errors.Is(err, ErrNotFound) {
+	var ip net.IP
+	if c, err := a.Inspect(ctx, rec.Container); err == nil {
+		ip = net.ParseIP(c.IP)
+		if err := a.Remove(ctx, rec.Container, true); err != nil {
+			return rec.Phase, err
+		}
+	} else if !errors.Is(err, ErrNotFound) {
 		return rec.Phase, err
 	}
 	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
 		return rec.Phase, err
+	}
+	if ip != nil {
+		a.forward(ctx, id, ip, destination)
 	}
 	// The source never saw ready and commit: the driver did. Its record
 	// goes straight to done.
 	rec.Phase = migrate.PhaseDone
 	rec.Started[migrate.PhaseDone] = time.Now()
 	return rec.Phase, a.mig.journal.Put(rec)
+}
+
+// forward routes ip via the host of the agent at address. A failure is
+// logged, not returned: the move is done, and the cluster's routes (or the
+// scheduler, later) bring clients to the destination anyway.
+func (a *Agent) forward(ctx context.Context, id string, ip net.IP, address string) {
+	host, _, err := net.SplitHostPort(address)
+	gw := net.ParseIP(host)
+	if err != nil || gw == nil {
+		a.log.Warn("not forwarding the moved container's address: the destination's address has no IP", "migration", id, "destination", address)
+		return
+	}
+	if err := a.net.Forward(ctx, ip, gw); err != nil {
+		a.log.Warn("not forwarding the moved container's address", "migration", id, "ip", ip, "err", err)
+	}
 }
 
 // MigrateResume runs the source's copy again from the migration's

@@ -67,8 +67,8 @@ func (s *server) MigrateSend(req *pb.MigrateSendRequest, stream grpc.ServerStrea
 	return grpcError(err)
 }
 
-func (s *server) MigrateFinish(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {
-	return reply(s.a.MigrateFinish(ctx, req.GetId()))
+func (s *server) MigrateFinish(ctx context.Context, req *pb.MigrateFinishRequest) (*pb.MigrateReply, error) {
+	return reply(s.a.MigrateFinish(ctx, req.GetId(), req.GetDestination()))
 }
 
 func (s *server) MigrateResume(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {

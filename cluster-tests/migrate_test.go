@@ -1,7 +1,6 @@
 package clustertests
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,15 +32,11 @@ var (
 	migrateContainers = netip.MustParsePrefix("10.78.2.0/24")
 )
 
-const (
-	workloadImage = "workload"
-	// answerTimeout bounds one request on the client's connection: a
-	// restored connection may wait for a retransmission or two.
-	answerTimeout = 20 * time.Second
-)
+const workloadImage = "workload"
 
 // TestStopCopyThereAndBack moves a workload from host a to host b and back
-// with stop-copy while a client on host c keeps one TCP connection open:
+// with stop-copy while a client on host c keeps one TCP connection open
+// (answered first through the source's forward, then on the moved route):
 // after each move the counter went on from where it was, the memory is the
 // same bytes, the connection still answers, and exactly one copy runs, as
 // runc on each host sees it.
@@ -50,17 +45,19 @@ func TestStopCopyThereAndBack(t *testing.T) {
 	hosts := []*devcluster.Host{m.a, m.b}
 	assertOneCopy(t, "w", m.a, hosts)
 	for i, hop := range []struct{ from, to *devcluster.Host }{{m.a, m.b}, {m.b, m.a}} {
-		before := m.client.count()
+		before := m.client.Count()
 		res, err := migrate.Drive(context.Background(), migrate.Migration{
 			ID: fmt.Sprintf("m-there-and-back-%d", i), Container: "w", Strategy: migrate.StopCopy,
 		}, migrationAgent(hop.from), migrationAgent(hop.to), migrate.DriveOptions{})
 		if err != nil {
 			t.Fatalf("move %s -> %s: %v", hop.from.Name(), hop.to.Name(), err)
 		}
-		m.route(t, hop.to)
+		// The cluster still routes the IP via the source, which forwards
+		// it to the destination: the client is answered all the same.
 		assertOneCopy(t, "w", hop.to, hosts)
 		m.assertWentOn(t, before)
-		if got := m.client.ask("still-here"); got != "still-here" {
+		m.route(t, hop.to)
+		if got := m.client.Ask("still-here"); got != "still-here" {
 			t.Errorf("echo after the move = %q", got)
 		}
 		t.Logf("move %s -> %s: downtime %s, total %s", hop.from.Name(), hop.to.Name(), res.Downtime, res.Total)
@@ -74,7 +71,7 @@ type moveCluster struct {
 	c      *devcluster.Cluster
 	a, b   *devcluster.Host
 	ip     netip.Addr
-	client *workloadClient
+	client *testutil.WorkloadClient
 }
 
 // startMoveCluster sets up a moveCluster named name on the test ranges
@@ -135,11 +132,11 @@ func restartAgent(t *testing.T, h *devcluster.Host) {
 // is the same bytes.
 func (m *moveCluster) assertWentOn(t *testing.T, before int) {
 	t.Helper()
-	after := m.client.count()
+	after := m.client.Count()
 	if after < before || after > before+100 {
 		t.Errorf("count %d before, %d after: the workload did not go on from where it was", before, after)
 	}
-	m.client.checkMemory()
+	m.client.CheckMemory()
 }
 
 // quickAbort keeps a held move's tests short: few, fast retries.
@@ -220,63 +217,11 @@ func runningOn(t *testing.T, name string, hosts []*devcluster.Host) []string {
 	return running
 }
 
-// workloadClient holds one TCP connection to the workload, opened from a
-// host of the cluster, across every move.
-type workloadClient struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func dialFrom(t *testing.T, h *devcluster.Host, ip netip.Addr) *workloadClient {
+// dialFrom connects from host h to the workload at ip, for a connection
+// held across every move.
+func dialFrom(t *testing.T, h *devcluster.Host, ip netip.Addr) *testutil.WorkloadClient {
 	t.Helper()
-	addr := net.JoinHostPort(ip.String(), strconv.Itoa(testutil.WorkloadPort))
-	var conn net.Conn
-	var err error
-	for deadline := time.Now().Add(reachTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		conn, err = h.Dial(ctx, "tcp4", addr)
-		cancel()
-		if err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("connect from host %s to the workload at %s: %v", h.Name(), addr, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &workloadClient{t: t, conn: conn, r: bufio.NewReader(conn)}
-}
-
-func (w *workloadClient) ask(line string) string {
-	w.t.Helper()
-	if err := w.conn.SetDeadline(time.Now().Add(answerTimeout)); err != nil {
-		w.t.Fatal(err)
-	}
-	if _, err := fmt.Fprintf(w.conn, "%s\n", line); err != nil {
-		w.t.Fatalf("send %q on the connection opened before the moves: %v", line, err)
-	}
-	answer, err := w.r.ReadString('\n')
-	if err != nil {
-		w.t.Fatalf("answer to %q on the connection opened before the moves: %v", line, err)
-	}
-	return strings.TrimSpace(answer)
-}
-
-func (w *workloadClient) count() int {
-	w.t.Helper()
-	v, err := strconv.Atoi(w.ask("COUNT"))
-	if err != nil {
-		w.t.Fatalf("COUNT: %v", err)
-	}
-	return v
-}
-
-func (w *workloadClient) checkMemory() {
-	w.t.Helper()
-	if sums := strings.Fields(w.ask("CHECKSUM")); len(sums) != 2 || sums[0] != sums[1] {
-		w.t.Errorf("CHECKSUM = %v: the workload's memory changed across the move", sums)
-	}
+	return testutil.DialWorkload(t, h.Dial, net.JoinHostPort(ip.String(), strconv.Itoa(testutil.WorkloadPort)))
 }
 
 // TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning asks to move a
@@ -307,7 +252,7 @@ func TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := dialFrom(t, c.Host("c"), ip)
-	before := client.count()
+	before := client.Count()
 
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-refused", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(a), migrationAgent(b), migrate.DriveOptions{})
@@ -319,7 +264,7 @@ func TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning(t *testing.T) {
 	}
 	assertOneCopy(t, "w", a, []*devcluster.Host{a, b})
 	time.Sleep(300 * time.Millisecond)
-	if after := client.count(); after <= before {
+	if after := client.Count(); after <= before {
 		t.Errorf("count %d before the refused move, %d after: the container stopped", before, after)
 	}
 }
@@ -355,7 +300,7 @@ func TestMoveFailingAfterTheDumpResumesTheSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := dialFrom(t, c.Host("c"), ip)
-	before := client.count()
+	before := client.Count()
 
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-aborted", Container: "w-a", Strategy: migrate.StopCopy},
 		migrationAgent(a), migrationAgent(b), migrate.DriveOptions{})
@@ -366,11 +311,11 @@ func TestMoveFailingAfterTheDumpResumesTheSource(t *testing.T) {
 		t.Fatalf("record = %+v, want aborted after the dump", res)
 	}
 	assertOneCopy(t, "w-a", a, []*devcluster.Host{a, b})
-	after := client.count()
+	after := client.Count()
 	if after < before || after > before+100 {
 		t.Errorf("count %d before the failed move, %d after: the source did not resume where it was", before, after)
 	}
-	client.checkMemory()
+	client.CheckMemory()
 	t.Logf("aborted after the dump: downtime %s", res.Downtime)
 }
 
@@ -385,7 +330,7 @@ func TestSourceKilledAfterTheDumpIsHeldUntilAborted(t *testing.T) {
 	m := startMoveCluster(t, "ctk", 5, devcluster.AgentOptions{
 		Env: []string{failpoint.Arm(agent.FailpointSourceAfterDump, failpoint.ActionKill)},
 	}, devcluster.AgentOptions{})
-	before := m.client.count()
+	before := m.client.Count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-killed", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
 	if !errors.Is(err, migrate.ErrHeld) {
@@ -409,7 +354,7 @@ func TestDestinationKilledAtTheTransferIsHeldUntilAborted(t *testing.T) {
 	m := startMoveCluster(t, "ctx", 7, devcluster.AgentOptions{}, devcluster.AgentOptions{
 		Env: []string{failpoint.Arm(agent.FailpointDestinationReceive, failpoint.ActionKill)},
 	})
-	before := m.client.count()
+	before := m.client.Count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-dst-killed", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
 	if !errors.Is(err, migrate.ErrHeld) {
@@ -433,7 +378,7 @@ func TestCorruptTransferIsRefusedAndTheSourceResumes(t *testing.T) {
 	m := startMoveCluster(t, "ctc", 8, devcluster.AgentOptions{
 		Env: []string{failpoint.Arm(agent.FailpointSourceCorruptSend, failpoint.ActionCorrupt)},
 	}, devcluster.AgentOptions{})
-	before := m.client.count()
+	before := m.client.Count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-corrupt", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
 	if err == nil || errors.Is(err, migrate.ErrHeld) || !strings.Contains(err.Error(), "sha256") {
@@ -462,7 +407,7 @@ func assertNoCopy(t *testing.T, name string, hosts []*devcluster.Host) {
 // the move: the container runs on the destination from where it was.
 func TestDriverKilledAfterTheRestoreIsResumed(t *testing.T) {
 	m := startMoveCluster(t, "ctd", 6, devcluster.AgentOptions{}, devcluster.AgentOptions{})
-	before := m.client.count()
+	before := m.client.Count()
 	journal := t.TempDir()
 	godwit := func(env []string, args ...string) ([]byte, error) {
 		cmd := exec.Command(testutil.Godwit(t), args...)
@@ -501,7 +446,7 @@ func TestDestinationDiskFullAbortsAndTheSourceResumes(t *testing.T) {
 		}
 		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	})
-	before := m.client.count()
+	before := m.client.Count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-disk-full", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
 	if err == nil || errors.Is(err, migrate.ErrHeld) || !strings.Contains(err.Error(), "no space left") {

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/godwit/godwit/internal/netnsutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -180,10 +181,10 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := checkEmptyDir(workDir); err != nil {
 		return nil, err
 	}
-	if c.rootNS, err = currentNetns(); err != nil {
+	if c.rootNS, err = netnsutil.Current(); err != nil {
 		return nil, err
 	}
-	if c.root, err = netlinkIn(c.rootNS); err != nil {
+	if c.root, err = netnsutil.NetlinkHandle(c.rootNS); err != nil {
 		return nil, err
 	}
 	if err := c.checkFree(); err != nil {
@@ -398,13 +399,13 @@ func (c *Cluster) AddHost(ctx context.Context, name string) (_ *Host, err error)
 	if err := os.MkdirAll(h.dir, workDirMode); err != nil {
 		return nil, fmt.Errorf("host %q: create its dir: %w", name, err)
 	}
-	if err := pinNewNetns(h.netns); err != nil {
+	if err := netnsutil.Create(h.netns); err != nil {
 		return nil, fmt.Errorf("host %q: %w", name, err)
 	}
 	if h.ns, err = netns.GetFromPath(h.netns); err != nil {
 		return nil, fmt.Errorf("host %q: open its network namespace: %w", name, err)
 	}
-	if h.nl, err = netlinkIn(h.ns); err != nil {
+	if h.nl, err = netnsutil.NetlinkHandle(h.ns); err != nil {
 		return nil, fmt.Errorf("host %q: %w", name, err)
 	}
 	if err := c.plugHost(h); err != nil {

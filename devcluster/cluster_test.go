@@ -20,11 +20,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/devcluster/devclustertest"
+	"github.com/godwit/godwit/internal/netnsutil"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -290,7 +290,7 @@ func TestInterruptedRunIsRemoved(t *testing.T) {
 			t.Fatalf("process %d of the interrupted run is gone already: the test does not test leftovers", pid)
 		}
 	}
-	oldNetns, ok := netnsInode(filepath.Join("/run/netns", "gwd-"+clusterName+"-a"))
+	oldNetns, ok := netnsutil.PinnedInode(filepath.Join("/run/netns", "gwd-"+clusterName+"-a"))
 	if !ok {
 		t.Fatal("the interrupted run's host namespace is not pinned: the test does not test leftovers")
 	}
@@ -300,7 +300,7 @@ func TestInterruptedRunIsRemoved(t *testing.T) {
 	if _, err := os.Stat(left.WorkDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the interrupted run's work dir %s is still there: %v", left.WorkDir, err)
 	}
-	if _, ok := netnsInode(filepath.Join("/run/netns", "gwd-"+clusterName+"-a")); ok {
+	if _, ok := netnsutil.PinnedInode(filepath.Join("/run/netns", "gwd-"+clusterName+"-a")); ok {
 		t.Errorf("the interrupted run's host namespace is still pinned")
 	}
 	if cg := nodeCgroupDirs(clusterName); len(cg) > 0 {
@@ -312,7 +312,7 @@ func TestInterruptedRunIsRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ino, _ := netnsInode(h.NetnsPath()); ino == oldNetns {
+	if ino, _ := netnsutil.PinnedInode(h.NetnsPath()); ino == oldNetns {
 		t.Errorf("host a has the interrupted run's namespace")
 	}
 	a, err := h.StartAgent(context.Background(), devcluster.AgentOptions{})
@@ -442,19 +442,6 @@ func nodeCgroupDirs(cluster string) []string {
 		dirs = append(dirs, m...)
 	}
 	return dirs
-}
-
-// netnsInode identifies the namespace pinned at path.
-func netnsInode(path string) (uint64, bool) {
-	var st unix.Statfs_t
-	if unix.Statfs(path, &st) != nil || st.Type != unix.NSFS_MAGIC {
-		return 0, false
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0, false
-	}
-	return fi.Sys().(*syscall.Stat_t).Ino, true
 }
 
 // dump runs a netlink dump until no concurrent change (other tests')

@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/godwit/godwit/internal/netnsutil"
 )
 
 const (
@@ -142,7 +144,7 @@ func (h *Host) destroy() error {
 	if err := killInNetns([]string{h.netns}, h.cluster.log); err != nil {
 		errs = append(errs, err)
 	}
-	if err := unpinNetns(h.netns); err != nil {
+	if err := netnsutil.Remove(h.netns); err != nil {
 		errs = append(errs, err)
 	}
 	if err := deleteLink(h.cluster.root, vethName(h.cluster.name, h.name)); err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/godwit/godwit/agent"
 	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/internal/netnsutil"
 )
 
 // The sweep removes everything a cluster created, from its name and its
@@ -200,7 +201,7 @@ func sweep(ctx context.Context, name, workDir string, log *slog.Logger) error {
 	// and takes its end of the veth pair, and so the pair, with it; the
 	// bridge takes the routes through it.
 	for _, p := range pins {
-		if err := unpinNetns(p); err != nil {
+		if err := netnsutil.Remove(p); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -257,7 +258,7 @@ func runcRoot(hostDir string) string { return filepath.Join(agentDataDir(hostDir
 func killInNetns(pins []string, log *slog.Logger) error {
 	inodes := map[string]bool{}
 	for _, p := range pins {
-		if ino, ok := netnsInode(p); ok {
+		if ino, ok := netnsutil.PinnedInode(p); ok {
 			inodes[fmt.Sprintf("net:[%d]", ino)] = true
 		}
 	}

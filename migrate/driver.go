@@ -475,7 +475,7 @@ func (d *driver) commit(ctx context.Context) (*Result, error) {
 // finish has the source drop its stopped copy. The move is made whatever
 // happens here, so a failure is a warning.
 func (d *driver) finish(ctx context.Context) (*Result, error) {
-	if err := d.src.Finish(ctx, d.rec.ID); err != nil {
+	if err := d.src.Finish(ctx, d.rec.ID, d.dst.Address()); err != nil {
 		d.warn(fmt.Sprintf("the container runs on the destination, but the source could not remove its stopped copy and images (%v): run `godwit migrate --resume %s` to finish", err, d.rec.ID))
 		return d.result(), nil
 	}

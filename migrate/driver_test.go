@@ -250,7 +250,7 @@ func (s fakeSource) Send(ctx context.Context, id, address, token string, progres
 	return nil
 }
 
-func (s fakeSource) Finish(ctx context.Context, id string) error {
+func (s fakeSource) Finish(ctx context.Context, id, destination string) error {
 	w := s.w
 	apply, err := w.call(ctx, "src.Finish")
 	if apply {

@@ -29,8 +29,11 @@ type Source interface {
 	// connection at address with token, reporting bytes sent.
 	Send(ctx context.Context, id, address, token string, progress func(done, total int64)) error
 	// Finish drops the source's stopped copy and its images once the
-	// destination runs the container (after the commit).
-	Finish(ctx context.Context, id string) error
+	// destination runs the container (after the commit), and routes the
+	// container's IP via the destination agent's host (destination is
+	// that agent's address), so that clients still sending to the source
+	// are forwarded.
+	Finish(ctx context.Context, id, destination string) error
 	// Resume runs the source's copy again from its images, after the
 	// destination acknowledged an abort.
 	Resume(ctx context.Context, id string) error

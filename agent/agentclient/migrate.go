@@ -77,8 +77,8 @@ func (m *MigrationAgent) Send(ctx context.Context, id, address, token string, pr
 	}
 }
 
-func (m *MigrationAgent) Finish(ctx context.Context, id string) error {
-	_, err := m.Client.MigrateFinish(ctx, &pb.MigrateRef{Id: id})
+func (m *MigrationAgent) Finish(ctx context.Context, id, destination string) error {
+	_, err := m.Client.MigrateFinish(ctx, &pb.MigrateFinishRequest{Id: id, Destination: destination})
 	return fencing(err)
 }
 

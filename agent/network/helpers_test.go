@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/godwit/godwit/internal/netnsutil"
 	"github.com/godwit/godwit/internal/testutil"
 )
 
@@ -32,10 +33,10 @@ func requireNetAdmin(t *testing.T) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	probe := filepath.Join(t.TempDir(), "probe")
-	if err := createNetns(probe); err != nil {
+	if err := netnsutil.Create(probe); err != nil {
 		testutil.Missing(t, fmt.Sprintf("needs permission to create network namespaces (%v)", err))
 	}
-	if err := removeNetns(probe); err != nil {
+	if err := netnsutil.Remove(probe); err != nil {
 		t.Fatalf("remove probe namespace: %v", err)
 	}
 }
@@ -105,7 +106,7 @@ func openNetns(t *testing.T, path string) netns.NsHandle {
 // test's own).
 func handleIn(t *testing.T, path string) *netlink.Handle {
 	t.Helper()
-	h, err := netlinkHandleAt(openNetns(t, path))
+	h, err := netnsutil.NetlinkHandle(openNetns(t, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,11 +119,11 @@ func handleIn(t *testing.T, path string) *netlink.Handle {
 func newNodeNetns(t *testing.T, nodeIP string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "node")
-	if err := createNetns(path); err != nil {
+	if err := netnsutil.Create(path); err != nil {
 		t.Fatalf("create node netns: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := removeNetns(path); err != nil {
+		if err := netnsutil.Remove(path); err != nil {
 			t.Errorf("remove node netns: %v", err)
 		}
 	})
@@ -153,7 +154,7 @@ func inNetns(t *testing.T, path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
-	return runInNetns(openNetns(t, path), fn)
+	return netnsutil.Run(openNetns(t, path), fn)
 }
 
 // serveEcho listens on ip inside the container's namespace and echoes one

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +19,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit/godwit/internal/netnsutil"
 )
 
 // ContainerInterface is the name of the container's end of its veth.
@@ -179,14 +180,7 @@ func openNodeNetns(path string) (netns.NsHandle, error) {
 		}
 		return ns, nil
 	}
-	// Locked so the thread read is the caller's for the whole call.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	ns, err := netns.Get()
-	if err != nil {
-		return netns.None(), fmt.Errorf("open current network namespace: %w", err)
-	}
-	return ns, nil
+	return netnsutil.Current()
 }
 
 // Close releases the Manager's handles. It leaves every container's network
@@ -297,10 +291,10 @@ func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep 
 	if err := step(func() error { return ensureSysctl(m.nodeNS, "ip_forward", enabled) }); err != nil {
 		return nil, err
 	}
-	if err := step(func() error { return createNetns(rec.NetnsPath) }); err != nil {
+	if err := step(func() error { return netnsutil.Create(rec.NetnsPath) }); err != nil {
 		return nil, err
 	}
-	undo = append(undo, func() error { return removeNetns(rec.NetnsPath) })
+	undo = append(undo, func() error { return netnsutil.Remove(rec.NetnsPath) })
 
 	var hostLink netlink.Link
 	if err := step(func() error {
@@ -317,6 +311,9 @@ func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep 
 		return nil, err
 	}
 	if err := step(func() error { return configureContainer(rec) }); err != nil {
+		return nil, err
+	}
+	if err := step(func() error { return dropForward(host, rec.IP) }); err != nil {
 		return nil, err
 	}
 	if err := step(func() error { return addHostRoute(host, hostLink, rec.IP) }); err != nil {
@@ -434,7 +431,7 @@ func removeKernelObjects(host *netlink.Handle, rec record) []error {
 			errs = append(errs, err)
 		}
 	}
-	if err := removeNetns(rec.NetnsPath); err != nil {
+	if err := netnsutil.Remove(rec.NetnsPath); err != nil {
 		errs = append(errs, err)
 	}
 	return errs
@@ -553,7 +550,7 @@ func (m *Manager) recordOrDefault(containerID string) record {
 // on first use. The caller holds m.mu.
 func (m *Manager) hostHandle() (*netlink.Handle, error) {
 	if m.host == nil {
-		h, err := netlinkHandleAt(m.nodeNS)
+		h, err := netnsutil.NetlinkHandle(m.nodeNS)
 		if err != nil {
 			return nil, fmt.Errorf("node network namespace: %w", err)
 		}
@@ -637,7 +634,7 @@ func containerHandle(rec record) (*netlink.Handle, error) {
 		return nil, fmt.Errorf("open container network namespace: %w", err)
 	}
 	defer cns.Close()
-	h, err := netlinkHandleAt(cns)
+	h, err := netnsutil.NetlinkHandle(cns)
 	if err != nil {
 		return nil, fmt.Errorf("container network namespace: %w", err)
 	}

@@ -478,7 +478,7 @@ func (a *fakeAgent) MigrateSend(req *pb.MigrateSendRequest, stream grpc.ServerSt
 	return nil
 }
 
-func (a *fakeAgent) MigrateFinish(context.Context, *pb.MigrateRef) (*pb.MigrateReply, error) {
+func (a *fakeAgent) MigrateFinish(context.Context, *pb.MigrateFinishRequest) (*pb.MigrateReply, error) {
 	return a.reply("finish")
 }
 

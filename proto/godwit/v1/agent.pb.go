@@ -1742,7 +1742,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x17CONTAINER_STATE_STOPPED\x10\x03\x12\x1a\n" +
 	"\x16CONTAINER_STATE_EXITED\x10\x04\x12 \n" +
 	"\x1cCONTAINER_STATE_CHECKPOINTED\x10\x05\x12\x1d\n" +
-	"\x19CONTAINER_STATE_MIGRATING\x10\x062\xde\x10\n" +
+	"\x19CONTAINER_STATE_MIGRATING\x10\x062\xe8\x10\n" +
 	"\fAgentService\x12C\n" +
 	"\bNodeInfo\x12\x1a.godwit.v1.NodeInfoRequest\x1a\x1b.godwit.v1.NodeInfoResponse\x12@\n" +
 	"\vImportImage\x12\x1d.godwit.v1.ImportImageRequest\x1a\x10.godwit.v1.Image(\x01\x12I\n" +
@@ -1767,8 +1767,8 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x0eRestoreArchive\x12 .godwit.v1.RestoreArchiveRequest\x1a\x1a.godwit.v1.RestoreResponse(\x01\x12Q\n" +
 	"\x0fMigrateDescribe\x12!.godwit.v1.MigrateDescribeRequest\x1a\x1b.godwit.v1.MigrateContainer\x12=\n" +
 	"\vMigrateDump\x12\x15.godwit.v1.MigrateRef\x1a\x17.godwit.v1.MigrateReply\x12J\n" +
-	"\vMigrateSend\x12\x1d.godwit.v1.MigrateSendRequest\x1a\x1a.godwit.v1.MigrateProgress0\x01\x12?\n" +
-	"\rMigrateFinish\x12\x15.godwit.v1.MigrateRef\x1a\x17.godwit.v1.MigrateReply\x12?\n" +
+	"\vMigrateSend\x12\x1d.godwit.v1.MigrateSendRequest\x1a\x1a.godwit.v1.MigrateProgress0\x01\x12I\n" +
+	"\rMigrateFinish\x12\x1f.godwit.v1.MigrateFinishRequest\x1a\x17.godwit.v1.MigrateReply\x12?\n" +
 	"\rMigrateResume\x12\x15.godwit.v1.MigrateRef\x1a\x17.godwit.v1.MigrateReply\x12K\n" +
 	"\x0eMigratePrepare\x12 .godwit.v1.MigratePrepareRequest\x1a\x17.godwit.v1.MigrateReply\x12K\n" +
 	"\x0eMigrateReceive\x12 .godwit.v1.MigrateReceiveRequest\x1a\x17.godwit.v1.MigrateReply\x12@\n" +
@@ -1829,17 +1829,18 @@ var file_godwit_v1_agent_proto_goTypes = []any{
 	(*MigrateDescribeRequest)(nil),   // 35: godwit.v1.MigrateDescribeRequest
 	(*MigrateRef)(nil),               // 36: godwit.v1.MigrateRef
 	(*MigrateSendRequest)(nil),       // 37: godwit.v1.MigrateSendRequest
-	(*MigratePrepareRequest)(nil),    // 38: godwit.v1.MigratePrepareRequest
-	(*MigrateReceiveRequest)(nil),    // 39: godwit.v1.MigrateReceiveRequest
-	(*MigrateAbortRequest)(nil),      // 40: godwit.v1.MigrateAbortRequest
-	(*CheckpointProgress)(nil),       // 41: godwit.v1.CheckpointProgress
-	(*ListCheckpointsResponse)(nil),  // 42: godwit.v1.ListCheckpointsResponse
-	(*CheckpointDetail)(nil),         // 43: godwit.v1.CheckpointDetail
-	(*RemoveCheckpointResponse)(nil), // 44: godwit.v1.RemoveCheckpointResponse
-	(*ExportCheckpointChunk)(nil),    // 45: godwit.v1.ExportCheckpointChunk
-	(*MigrateContainer)(nil),         // 46: godwit.v1.MigrateContainer
-	(*MigrateReply)(nil),             // 47: godwit.v1.MigrateReply
-	(*MigrateProgress)(nil),          // 48: godwit.v1.MigrateProgress
+	(*MigrateFinishRequest)(nil),     // 38: godwit.v1.MigrateFinishRequest
+	(*MigratePrepareRequest)(nil),    // 39: godwit.v1.MigratePrepareRequest
+	(*MigrateReceiveRequest)(nil),    // 40: godwit.v1.MigrateReceiveRequest
+	(*MigrateAbortRequest)(nil),      // 41: godwit.v1.MigrateAbortRequest
+	(*CheckpointProgress)(nil),       // 42: godwit.v1.CheckpointProgress
+	(*ListCheckpointsResponse)(nil),  // 43: godwit.v1.ListCheckpointsResponse
+	(*CheckpointDetail)(nil),         // 44: godwit.v1.CheckpointDetail
+	(*RemoveCheckpointResponse)(nil), // 45: godwit.v1.RemoveCheckpointResponse
+	(*ExportCheckpointChunk)(nil),    // 46: godwit.v1.ExportCheckpointChunk
+	(*MigrateContainer)(nil),         // 47: godwit.v1.MigrateContainer
+	(*MigrateReply)(nil),             // 48: godwit.v1.MigrateReply
+	(*MigrateProgress)(nil),          // 49: godwit.v1.MigrateProgress
 }
 var file_godwit_v1_agent_proto_depIdxs = []int32{
 	24, // 0: godwit.v1.NodeInfoResponse.labels:type_name -> godwit.v1.NodeInfoResponse.LabelsEntry
@@ -1878,13 +1879,13 @@ var file_godwit_v1_agent_proto_depIdxs = []int32{
 	35, // 33: godwit.v1.AgentService.MigrateDescribe:input_type -> godwit.v1.MigrateDescribeRequest
 	36, // 34: godwit.v1.AgentService.MigrateDump:input_type -> godwit.v1.MigrateRef
 	37, // 35: godwit.v1.AgentService.MigrateSend:input_type -> godwit.v1.MigrateSendRequest
-	36, // 36: godwit.v1.AgentService.MigrateFinish:input_type -> godwit.v1.MigrateRef
+	38, // 36: godwit.v1.AgentService.MigrateFinish:input_type -> godwit.v1.MigrateFinishRequest
 	36, // 37: godwit.v1.AgentService.MigrateResume:input_type -> godwit.v1.MigrateRef
-	38, // 38: godwit.v1.AgentService.MigratePrepare:input_type -> godwit.v1.MigratePrepareRequest
-	39, // 39: godwit.v1.AgentService.MigrateReceive:input_type -> godwit.v1.MigrateReceiveRequest
+	39, // 38: godwit.v1.AgentService.MigratePrepare:input_type -> godwit.v1.MigratePrepareRequest
+	40, // 39: godwit.v1.AgentService.MigrateReceive:input_type -> godwit.v1.MigrateReceiveRequest
 	36, // 40: godwit.v1.AgentService.MigrateRestore:input_type -> godwit.v1.MigrateRef
 	36, // 41: godwit.v1.AgentService.MigrateCommit:input_type -> godwit.v1.MigrateRef
-	40, // 42: godwit.v1.AgentService.MigrateAbort:input_type -> godwit.v1.MigrateAbortRequest
+	41, // 42: godwit.v1.AgentService.MigrateAbort:input_type -> godwit.v1.MigrateAbortRequest
 	2,  // 43: godwit.v1.AgentService.NodeInfo:output_type -> godwit.v1.NodeInfoResponse
 	6,  // 44: godwit.v1.AgentService.ImportImage:output_type -> godwit.v1.Image
 	8,  // 45: godwit.v1.AgentService.ListImages:output_type -> godwit.v1.ListImagesResponse
@@ -1897,23 +1898,23 @@ var file_godwit_v1_agent_proto_depIdxs = []int32{
 	18, // 52: godwit.v1.AgentService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
 	20, // 53: godwit.v1.AgentService.Logs:output_type -> godwit.v1.LogsChunk
 	22, // 54: godwit.v1.AgentService.Exec:output_type -> godwit.v1.ExecOutput
-	41, // 55: godwit.v1.AgentService.Checkpoint:output_type -> godwit.v1.CheckpointProgress
-	42, // 56: godwit.v1.AgentService.ListCheckpoints:output_type -> godwit.v1.ListCheckpointsResponse
-	43, // 57: godwit.v1.AgentService.InspectCheckpoint:output_type -> godwit.v1.CheckpointDetail
-	44, // 58: godwit.v1.AgentService.RemoveCheckpoint:output_type -> godwit.v1.RemoveCheckpointResponse
-	45, // 59: godwit.v1.AgentService.ExportCheckpoint:output_type -> godwit.v1.ExportCheckpointChunk
+	42, // 55: godwit.v1.AgentService.Checkpoint:output_type -> godwit.v1.CheckpointProgress
+	43, // 56: godwit.v1.AgentService.ListCheckpoints:output_type -> godwit.v1.ListCheckpointsResponse
+	44, // 57: godwit.v1.AgentService.InspectCheckpoint:output_type -> godwit.v1.CheckpointDetail
+	45, // 58: godwit.v1.AgentService.RemoveCheckpoint:output_type -> godwit.v1.RemoveCheckpointResponse
+	46, // 59: godwit.v1.AgentService.ExportCheckpoint:output_type -> godwit.v1.ExportCheckpointChunk
 	23, // 60: godwit.v1.AgentService.Restore:output_type -> godwit.v1.RestoreResponse
 	23, // 61: godwit.v1.AgentService.RestoreArchive:output_type -> godwit.v1.RestoreResponse
-	46, // 62: godwit.v1.AgentService.MigrateDescribe:output_type -> godwit.v1.MigrateContainer
-	47, // 63: godwit.v1.AgentService.MigrateDump:output_type -> godwit.v1.MigrateReply
-	48, // 64: godwit.v1.AgentService.MigrateSend:output_type -> godwit.v1.MigrateProgress
-	47, // 65: godwit.v1.AgentService.MigrateFinish:output_type -> godwit.v1.MigrateReply
-	47, // 66: godwit.v1.AgentService.MigrateResume:output_type -> godwit.v1.MigrateReply
-	47, // 67: godwit.v1.AgentService.MigratePrepare:output_type -> godwit.v1.MigrateReply
-	47, // 68: godwit.v1.AgentService.MigrateReceive:output_type -> godwit.v1.MigrateReply
-	47, // 69: godwit.v1.AgentService.MigrateRestore:output_type -> godwit.v1.MigrateReply
-	47, // 70: godwit.v1.AgentService.MigrateCommit:output_type -> godwit.v1.MigrateReply
-	47, // 71: godwit.v1.AgentService.MigrateAbort:output_type -> godwit.v1.MigrateReply
+	47, // 62: godwit.v1.AgentService.MigrateDescribe:output_type -> godwit.v1.MigrateContainer
+	48, // 63: godwit.v1.AgentService.MigrateDump:output_type -> godwit.v1.MigrateReply
+	49, // 64: godwit.v1.AgentService.MigrateSend:output_type -> godwit.v1.MigrateProgress
+	48, // 65: godwit.v1.AgentService.MigrateFinish:output_type -> godwit.v1.MigrateReply
+	48, // 66: godwit.v1.AgentService.MigrateResume:output_type -> godwit.v1.MigrateReply
+	48, // 67: godwit.v1.AgentService.MigratePrepare:output_type -> godwit.v1.MigrateReply
+	48, // 68: godwit.v1.AgentService.MigrateReceive:output_type -> godwit.v1.MigrateReply
+	48, // 69: godwit.v1.AgentService.MigrateRestore:output_type -> godwit.v1.MigrateReply
+	48, // 70: godwit.v1.AgentService.MigrateCommit:output_type -> godwit.v1.MigrateReply
+	48, // 71: godwit.v1.AgentService.MigrateAbort:output_type -> godwit.v1.MigrateReply
 	43, // [43:72] is the sub-list for method output_type
 	14, // [14:43] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name

@@ -108,7 +108,9 @@ type AgentServiceClient interface {
 	// MigrateSend streams the dumped checkpoint to the destination's data
 	// connection; the stream carries progress.
 	MigrateSend(ctx context.Context, in *MigrateSendRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
-	MigrateFinish(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	// MigrateFinish drops the source's copy and routes the container's IP
+	// via the destination's host.
+	MigrateFinish(ctx context.Context, in *MigrateFinishRequest, opts ...grpc.CallOption) (*MigrateReply, error)
 	MigrateResume(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
 	// Live migration, destination side.
 	MigratePrepare(ctx context.Context, in *MigratePrepareRequest, opts ...grpc.CallOption) (*MigrateReply, error)
@@ -400,7 +402,7 @@ func (c *agentServiceClient) MigrateSend(ctx context.Context, in *MigrateSendReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_MigrateSendClient = grpc.ServerStreamingClient[MigrateProgress]
 
-func (c *agentServiceClient) MigrateFinish(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+func (c *agentServiceClient) MigrateFinish(ctx context.Context, in *MigrateFinishRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MigrateReply)
 	err := c.cc.Invoke(ctx, AgentService_MigrateFinish_FullMethodName, in, out, cOpts...)
@@ -523,7 +525,9 @@ type AgentServiceServer interface {
 	// MigrateSend streams the dumped checkpoint to the destination's data
 	// connection; the stream carries progress.
 	MigrateSend(*MigrateSendRequest, grpc.ServerStreamingServer[MigrateProgress]) error
-	MigrateFinish(context.Context, *MigrateRef) (*MigrateReply, error)
+	// MigrateFinish drops the source's copy and routes the container's IP
+	// via the destination's host.
+	MigrateFinish(context.Context, *MigrateFinishRequest) (*MigrateReply, error)
 	MigrateResume(context.Context, *MigrateRef) (*MigrateReply, error)
 	// Live migration, destination side.
 	MigratePrepare(context.Context, *MigratePrepareRequest) (*MigrateReply, error)
@@ -610,7 +614,7 @@ func (UnimplementedAgentServiceServer) MigrateDump(context.Context, *MigrateRef)
 func (UnimplementedAgentServiceServer) MigrateSend(*MigrateSendRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
 	return status.Error(codes.Unimplemented, "method MigrateSend not implemented")
 }
-func (UnimplementedAgentServiceServer) MigrateFinish(context.Context, *MigrateRef) (*MigrateReply, error) {
+func (UnimplementedAgentServiceServer) MigrateFinish(context.Context, *MigrateFinishRequest) (*MigrateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateFinish not implemented")
 }
 func (UnimplementedAgentServiceServer) MigrateResume(context.Context, *MigrateRef) (*MigrateReply, error) {
@@ -992,7 +996,7 @@ func _AgentService_MigrateSend_Handler(srv interface{}, stream grpc.ServerStream
 type AgentService_MigrateSendServer = grpc.ServerStreamingServer[MigrateProgress]
 
 func _AgentService_MigrateFinish_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MigrateRef)
+	in := new(MigrateFinishRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1004,7 +1008,7 @@ func _AgentService_MigrateFinish_Handler(srv interface{}, ctx context.Context, d
 		FullMethod: AgentService_MigrateFinish_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AgentServiceServer).MigrateFinish(ctx, req.(*MigrateRef))
+		return srv.(AgentServiceServer).MigrateFinish(ctx, req.(*MigrateFinishRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }

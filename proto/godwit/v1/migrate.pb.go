@@ -522,6 +522,60 @@ func (x *MigrateAbortRequest) GetWhy() string {
 	return ""
 }
 
+type MigrateFinishRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// destination is the destination agent's address (host:port); the
+	// source routes the container's IP via that host.
+	Destination   string `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateFinishRequest) Reset() {
+	*x = MigrateFinishRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateFinishRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateFinishRequest) ProtoMessage() {}
+
+func (x *MigrateFinishRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateFinishRequest.ProtoReflect.Descriptor instead.
+func (*MigrateFinishRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MigrateFinishRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateFinishRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
 var File_godwit_v1_migrate_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_migrate_proto_rawDesc = "" +
@@ -561,7 +615,10 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"data_token\x18\x02 \x01(\tR\tdataToken\"7\n" +
 	"\x13MigrateAbortRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
-	"\x03why\x18\x02 \x01(\tR\x03whyB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"\x03why\x18\x02 \x01(\tR\x03why\"H\n" +
+	"\x14MigrateFinishRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestinationB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_migrate_proto_rawDescOnce sync.Once
@@ -575,7 +632,7 @@ func file_godwit_v1_migrate_proto_rawDescGZIP() []byte {
 	return file_godwit_v1_migrate_proto_rawDescData
 }
 
-var file_godwit_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_godwit_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_godwit_v1_migrate_proto_goTypes = []any{
 	(*MigrateRef)(nil),             // 0: godwit.v1.MigrateRef
 	(*MigrateReply)(nil),           // 1: godwit.v1.MigrateReply
@@ -586,6 +643,7 @@ var file_godwit_v1_migrate_proto_goTypes = []any{
 	(*MigratePrepareRequest)(nil),  // 6: godwit.v1.MigratePrepareRequest
 	(*MigrateReceiveRequest)(nil),  // 7: godwit.v1.MigrateReceiveRequest
 	(*MigrateAbortRequest)(nil),    // 8: godwit.v1.MigrateAbortRequest
+	(*MigrateFinishRequest)(nil),   // 9: godwit.v1.MigrateFinishRequest
 }
 var file_godwit_v1_migrate_proto_depIdxs = []int32{
 	3, // 0: godwit.v1.MigratePrepareRequest.container:type_name -> godwit.v1.MigrateContainer
@@ -607,7 +665,7 @@ func file_godwit_v1_migrate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_migrate_proto_rawDesc), len(file_godwit_v1_migrate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
