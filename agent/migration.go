@@ -88,8 +88,8 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 		return migrate.Container{}, err
 	}
 	defer unlock()
-	if rec.Container != "" && rec.Container != ref {
-		ref = rec.Container
+	if rec.Container != "" {
+		ref = rec.Container // a repeated call describes what the first recorded
 	}
 	c, err := a.Inspect(ctx, ref)
 	if err != nil {
