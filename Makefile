@@ -6,7 +6,7 @@ GO ?= go
 BIN := bin/godwit
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint clean
+.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint bench-migrate clean
 
 all: build
 
@@ -58,3 +58,9 @@ bench-checkpoint: build
 
 clean:
 	rm -rf bin
+
+# bench-migrate moves 64 MiB, 512 MiB and 2 GiB containers between two
+# agents of a devcluster, against hand-scripted runc checkpoint, tar and
+# restore and the raw TCP throughput (see docs/benchmarks.md); it needs root.
+bench-migrate: build
+	$(GO) run ./bench/migrate --godwit $(BIN) --out bench-migrate.md

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/godwit/godwit/agent/agentclient"
+	"github.com/godwit/godwit/devcluster"
+	"github.com/godwit/godwit/migrate"
+)
+
+// toolGodwit names godwit's move in the report.
+const toolGodwit = "godwit stop-copy"
+
+// sample is one move of one container.
+type sample struct {
+	// probeDowntime is the longest gap between the probe's replies
+	// during the move.
+	probeDowntime time.Duration
+	// engineDowntime is godwit's own measure (migrate.Result.Downtime:
+	// from the dump's start to the commit's end); zero for the baseline.
+	engineDowntime time.Duration
+	// total is the move from start to end: Drive's duration, or the
+	// baseline's script.
+	total time.Duration
+	// bytes is what went over the network: the checkpoint godwit sent,
+	// or the CRIU images the baseline copied.
+	bytes int64
+	// transfer is how long sending them took: godwit's transfer phase
+	// (sent, received, digests checked), or the baseline's tar and nc.
+	transfer time.Duration
+	// checkpoint and restore are the baseline's other steps.
+	checkpoint, restore time.Duration
+	// rssSource and rssDestination are the agents' peak resident memory
+	// during godwit's move.
+	rssSource, rssDestination int64
+	// phases is how long each phase of godwit's move lasted.
+	phases map[migrate.Phase]time.Duration
+}
+
+// phaseSteps are the phases the report breaks godwit's move into, with
+// what each one's time is spent on: a phase lasts until the next begins.
+var phaseSteps = []struct {
+	phase migrate.Phase
+	label string
+}{
+	{migrate.PhasePrepare, "prepare"},
+	{migrate.PhaseSync, "sync"},
+	{migrate.PhaseDump, "dump"},
+	{migrate.PhaseTransfer, "transfer"},
+	{migrate.PhaseRestore, "restore"},
+	{migrate.PhaseReady, "commit"},
+	{migrate.PhaseCommitted, "finish on the source"},
+}
+
+// throughput is the transfer's rate in bytes per second, 0 when unknown.
+func (s sample) throughput() float64 {
+	if s.transfer <= 0 {
+		return 0
+	}
+	return float64(s.bytes) / s.transfer.Seconds()
+}
+
+// moveGodwit runs a workload of sizeMiB on host a and moves it to host b
+// with migrate.Drive (stop-copy) while the probe on host c asks it every
+// 10 ms; the cluster's route follows it to b right after Drive returns
+// (until then the source forwards the IP to b). It checks that the probe's
+// connection is answered after the move, the counter went on and the
+// memory is the same bytes, then removes the container.
+func (b *bench) moveGodwit(ctx context.Context, sizeMiB, run int) (s sample, err error) {
+	name := fmt.Sprintf("g%d-%d", sizeMiB, run)
+	defer func() { err = errors.Join(err, b.remove(name)) }()
+	w, conn, err := b.runWorkload(ctx, name, sizeMiB)
+	if err != nil {
+		return s, err
+	}
+	defer conn.Close()
+	cl := newClient(conn)
+	if err := cl.checkMemory(); err != nil {
+		return s, fmt.Errorf("before the move: %w", err)
+	}
+	p := startProbe(cl, probeInterval)
+	defer p.Abort()
+	if err := sleep(ctx, probeWarmup); err != nil {
+		return s, err
+	}
+
+	rss := sampleRSS(b.a.Agent().Pid(), b.b.Agent().Pid())
+	start := time.Now()
+	res, err := migrate.Drive(ctx, migrate.Migration{ID: "bmig-" + name, Container: name, Strategy: migrate.StopCopy},
+		migrationAgent(b.a), migrationAgent(b.b), migrate.DriveOptions{})
+	end := time.Now()
+	peaks, rssErr := rss.Stop()
+	if err != nil {
+		return s, fmt.Errorf("move from host a to b: %w\nagent a's log ends with:\n%s\nagent b's log ends with:\n%s",
+			err, b.a.Agent().LogTail(), b.b.Agent().LogTail())
+	}
+	if rssErr != nil {
+		return s, rssErr
+	}
+	for _, warning := range res.Warnings {
+		b.log.Warn("move finished with a warning", "container", name, "warning", warning)
+	}
+	if err := b.cluster.Route(ctx, netip.PrefixFrom(w.ip, 32), b.b); err != nil {
+		return s, err
+	}
+
+	replies, err := b.settle(ctx, p, end)
+	if err != nil {
+		return s, err
+	}
+	if s.probeDowntime, err = longestGap(replies, start, end); err != nil {
+		return s, err
+	}
+	if err := checkCounter(replies, start); err != nil {
+		return s, err
+	}
+	if err := cl.checkMemory(); err != nil {
+		return s, fmt.Errorf("after the move: %w", err)
+	}
+	s.engineDowntime = res.Downtime
+	s.total = res.Total
+	s.bytes = res.BytesSent
+	s.transfer = res.Phases[migrate.PhaseTransfer]
+	s.rssSource, s.rssDestination = peaks[0], peaks[1]
+	s.phases = res.Phases
+	return s, nil
+}
+
+// settle waits for the probe's first reply after end, lets it run
+// probeSettle more, stops it and returns its replies.
+func (b *bench) settle(ctx context.Context, p *probe, end time.Time) ([]reply, error) {
+	if err := p.waitReplyAfter(ctx, end, probeAnswerTimeout); err != nil {
+		return nil, fmt.Errorf("after the move: %w", err)
+	}
+	if err := sleep(ctx, probeSettle); err != nil {
+		return nil, err
+	}
+	return p.Stop()
+}
+
+func migrationAgent(h *devcluster.Host) *agentclient.MigrationAgent {
+	return &agentclient.MigrationAgent{Client: h.Agent().Client(), Addr: h.Agent().Addr()}
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

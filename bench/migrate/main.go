@@ -1,0 +1,199 @@
+// Command migrate measures live migration between two agents (issue 4,
+// item 9). On a devcluster of three hosts (agents on a and b, a TCP probe
+// on c) it moves containers of 64 MiB, 512 MiB and 2 GiB of
+// incompressible memory from a to b with godwit's stop-copy, and, in the
+// same run with the same workload on the same hosts, does what an
+// operator would script by hand: `runc checkpoint`, tar of the images to
+// host b (straight over a TCP connection, and through busybox nc),
+// `runc restore` (back on host a: see moveBaseline). For each it reports
+// the downtime a client sees (the longest gap between the replies of a
+// probe asking every 10 ms over one TCP connection held through the
+// move), the downtime godwit measures itself, the total time, the bytes
+// sent and the transfer's throughput against the raw TCP throughput
+// between hosts a and b measured in the same run, and the agents' peak
+// resident memory during each move.
+//
+// Every move is checked, not only timed: the probe's connection is
+// answered after it, the workload's counter never went back, and its
+// memory is the same bytes.
+//
+// It needs root, runc, CRIU, iptables, nsenter, busybox-static and GNU
+// tar, and leaves nothing behind:
+//
+//	go run ./bench/migrate [--godwit bin/godwit] [--sizes 64,512,2048] [--runs 3]
+//		[--baselines tcp,nc] [--raw-mib 1024] [--out FILE]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/godwit/godwit/bench/internal/benchutil"
+	"github.com/godwit/godwit/internal/testutil"
+)
+
+const (
+	// defaultSizes are issue 4's container sizes, in MiB.
+	defaultSizes = "64,512,2048"
+	// defaultRuns is how many times each size is measured per tool; the
+	// report shows the medians.
+	defaultRuns = 3
+	// defaultRawMiB is how much one raw TCP measurement sends.
+	defaultRawMiB = 1024
+)
+
+type options struct {
+	godwit    string
+	sizes     []int
+	baselines []copyMethod
+	runs      int
+	rawMiB    int
+	workDir   string
+	out       string
+}
+
+func main() {
+	var o options
+	var sizes, baselines string
+	flag.StringVar(&o.godwit, "godwit", "", "godwit binary the agents run (default: build ./cmd/godwit with CGO_ENABLED=0)")
+	flag.StringVar(&sizes, "sizes", defaultSizes, "container memory sizes in MiB, comma-separated")
+	flag.StringVar(&baselines, "baselines", string(copyTCP)+","+string(copyNC),
+		"hand-scripted baselines, comma-separated: tcp (tar straight into a TCP connection), nc (tar | busybox nc)")
+	flag.IntVar(&o.runs, "runs", defaultRuns, "moves per size and tool (the report shows the medians)")
+	flag.IntVar(&o.rawMiB, "raw-mib", defaultRawMiB, "MiB sent by each raw TCP measurement between hosts a and b")
+	flag.StringVar(&o.workDir, "work-dir", "", "directory for the baseline's images and the workload image (default: a new one in $TMPDIR); its filesystem is reported")
+	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
+	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var err error
+	if o.sizes, err = parseSizes(sizes); err != nil {
+		log.Error("bad --sizes", "err", err)
+		os.Exit(2)
+	}
+	if o.baselines, err = parseCopyMethods(baselines); err != nil {
+		log.Error("bad --baselines", "err", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, log); err != nil {
+		log.Error("migration benchmark failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+// parseSizes reads "64,512,2048" as MiB.
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: want positive sizes in MiB such as 64,512,2048", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// run builds the cluster, measures every size with each tool in turn (so
+// that a drift of the host over the run affects both alike), and reports.
+func run(ctx context.Context, o options, log *slog.Logger) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("the migration benchmark creates network namespaces and runs containers: run it as root")
+	}
+	if o.runs < 1 {
+		return fmt.Errorf("--runs %d: measure at least once", o.runs)
+	}
+	if o.rawMiB < 1 {
+		return fmt.Errorf("--raw-mib %d: send at least 1 MiB", o.rawMiB)
+	}
+	work, err := os.MkdirTemp(o.workDir, "godwit-bench-migrate-")
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, benchutil.RemoveWorkDir(work)) }()
+
+	if o.godwit == "" {
+		if o.godwit, err = benchutil.BuildGodwit(ctx, work); err != nil {
+			return err
+		}
+	}
+	workloadBin := filepath.Join(work, "workload")
+	if err := testutil.BuildWorkloadTo(ctx, workloadBin); err != nil {
+		return err
+	}
+	rootfsTar := filepath.Join(work, "workload.tar")
+	if err := testutil.WriteWorkloadTar(rootfsTar, workloadBin); err != nil {
+		return err
+	}
+
+	b, err := newBench(ctx, o.godwit, work, rootfsTar, log)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, b.Close()) }()
+
+	rep := report{conditions: b.conditions(), runs: o.runs, rawMiB: o.rawMiB}
+	for _, size := range o.sizes {
+		if why := cannotFit(work, size); why != "" {
+			log.Warn("skipping size", "mib", size, "why", why)
+			rep.skipped = append(rep.skipped, fmt.Sprintf("%d MiB: %s", size, why))
+			continue
+		}
+		var gw []sample
+		base := make([][]sample, len(o.baselines))
+		var raw []float64
+		for i := range o.runs {
+			log.Info("measuring raw TCP", "mib", o.rawMiB, "from", hostA, "to", hostB)
+			r, err := b.rawTCP(ctx, int64(o.rawMiB)<<20)
+			if err != nil {
+				return fmt.Errorf("raw TCP before %d MiB, run %d: %w", size, i+1, err)
+			}
+			raw = append(raw, r)
+			log.Info("measured raw TCP", "mib_per_s", fmt.Sprintf("%.0f", r/(1<<20)))
+
+			log.Info("measuring", "tool", toolGodwit, "mib", size, "run", i+1, "of", o.runs)
+			s, err := b.moveGodwit(ctx, size, i)
+			if err != nil {
+				return fmt.Errorf("%s, %d MiB, run %d: %w", toolGodwit, size, i+1, err)
+			}
+			log.Info("measured", "tool", toolGodwit, "mib", size, "downtime_probe", s.probeDowntime, "downtime_engine", s.engineDowntime,
+				"total", s.total, "transfer", s.transfer, "bytes", s.bytes, "rss_source", s.rssSource, "rss_destination", s.rssDestination)
+			gw = append(gw, s)
+
+			for j, m := range o.baselines {
+				log.Info("measuring", "tool", m.tool(), "mib", size, "run", i+1, "of", o.runs)
+				s, err := b.moveBaseline(ctx, m, size, i)
+				if err != nil {
+					return fmt.Errorf("%s, %d MiB, run %d: %w", m.tool(), size, i+1, err)
+				}
+				log.Info("measured", "tool", m.tool(), "mib", size, "downtime_probe", s.probeDowntime, "total", s.total,
+					"checkpoint", s.checkpoint, "copy", s.transfer, "restore", s.restore, "bytes", s.bytes)
+				base[j] = append(base[j], s)
+			}
+		}
+		rep.rows = append(rep.rows, newRow(size, toolGodwit, gw, raw))
+		for j, m := range o.baselines {
+			rep.rows = append(rep.rows, newRow(size, m.tool(), base[j], raw))
+		}
+	}
+
+	text := rep.render()
+	fmt.Print(text)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(text), 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/godwit/godwit/bench/internal/benchutil"
+	"github.com/godwit/godwit/migrate"
+)
+
+// Issue 4's targets (item 9).
+const (
+	// At downtimeTargetSize MiB and above, godwit's downtime is at most
+	// downtimeTargetRatio of the hand-scripted baseline's.
+	downtimeTargetSize  = 512
+	downtimeTargetRatio = 0.5
+	// The image transfer runs at transferTargetRatio of raw TCP or more.
+	transferTargetRatio = 0.6
+	// During a move of rssTargetSize MiB each agent stays under rssTarget
+	// bytes resident.
+	rssTargetSize = 2048
+	rssTarget     = 100 << 20
+)
+
+// conditions are what the numbers depend on.
+type conditions struct {
+	date        time.Time
+	cpu         string
+	cores       int
+	memory      int64
+	kernel      string
+	cgroupMode  string
+	workFS      string
+	dataFS      string
+	godwit      string
+	runc        string
+	criu        string
+	snapshotter string
+}
+
+// row is one tool at one size.
+type row struct {
+	size int
+	tool string
+	// median holds the median of each measure across the runs, taken
+	// apart, so that a slow dump in one run and a slow restore in another
+	// do not make one row.
+	median sample
+	// rate is the median of the runs' transfer throughputs, bytes/s.
+	rate float64
+	// peak is the largest resident memory of the source and destination
+	// agents over the runs (godwit only).
+	peak [2]int64
+	// raw is the median raw TCP throughput measured before the size's
+	// runs, bytes/s.
+	raw float64
+}
+
+// newRow sums up the runs of one tool at one size, with the raw TCP
+// throughputs measured alongside them.
+func newRow(size int, tool string, samples []sample, raw []float64) row {
+	r := row{size: size, tool: tool, median: median(samples), raw: medianFloat(raw)}
+	rates := make([]float64, len(samples))
+	for i, s := range samples {
+		rates[i] = s.throughput()
+		r.peak[0] = max(r.peak[0], s.rssSource)
+		r.peak[1] = max(r.peak[1], s.rssDestination)
+	}
+	r.rate = medianFloat(rates)
+	return r
+}
+
+type report struct {
+	conditions conditions
+	runs       int
+	rawMiB     int
+	rows       []row
+	skipped    []string
+}
+
+// render writes the report as markdown: conditions, the table with
+// godwit and the baselines side by side per size, the baselines' steps,
+// the agents' memory and issue 4's targets.
+func (r report) render() string {
+	var b strings.Builder
+	c := r.conditions
+	fmt.Fprintf(&b, "Live migration from host a to host b of a devcluster while a client on host c holds one TCP connection to the container: "+
+		"a workload holding N MiB of pseudo-random (incompressible) memory; median of %d runs per size and tool.\n\n", r.runs)
+	fmt.Fprintf(&b, "- date: %s\n", c.date.Format(time.RFC3339))
+	fmt.Fprintf(&b, "- host: %s, %d cores, %s memory, kernel %s, cgroup %s\n", c.cpu, c.cores, benchutil.MiB(c.memory), c.kernel, c.cgroupMode)
+	fmt.Fprintf(&b, "- godwit %s, runc %s, CRIU %s (CGO_ENABLED=0); %s snapshotter; agents' data on %s, the baseline's images on %s\n",
+		c.godwit, c.runc, c.criu, c.snapshotter, c.dataFS, c.workFS)
+	b.WriteString("- hosts: network namespaces on one bridge (veth pairs), one kernel; agents `--insecure` (plaintext data connections)\n")
+	fmt.Fprintf(&b, "- downtime (probe): the longest gap between two replies of a client on host c asking COUNT on one connection "+
+		"every %s (or as soon as the answer came, when later), from its last reply before the move to its first after; "+
+		"it includes TCP's retransmission backoff once the container runs again\n", probeInterval)
+	b.WriteString("- downtime (engine): godwit's own measure (migrate.Result.Downtime), from the dump's start to the commit's end\n")
+	fmt.Fprintf(&b, "- %s: `migrate.Drive` between the two agents; total is Drive's duration; the cluster's route moves to b "+
+		"once Drive returns (until then host a forwards the address to b); transfer is the bytes sent over the transfer phase "+
+		"(sent uncompressed, received to disk, every digest checked)\n", toolGodwit)
+	b.WriteString("- the baselines, the move an operator would script by hand: `runc checkpoint --tcp-established` of the container " +
+		"on host a (the agent's runc root), tar of the images from host a into a directory on host b, then " +
+		"`runc restore --detach --tcp-established` from the copy that reached b, back on host a, where the container's network " +
+		"namespace and address are (rebuilding them on b is not part of the script); total is the script's duration, " +
+		"transfer the images' bytes over the copy's time (archived, sent, unpacked to disk)\n")
+	for _, tool := range r.baselines() {
+		switch tool {
+		case copyTCP.tool():
+			fmt.Fprintf(&b, "  - %s: tar writes straight into a TCP connection from host a (`tar -cf - . > /dev/tcp/B/PORT`), and "+
+				"tar on host b reads straight from the accepted connection (as socat or tcpsvd would hand it over): "+
+				"nothing but the kernel copies between them\n", tool)
+		case copyNC.tool():
+			fmt.Fprintf(&b, "  - %s: `tar -cf - . | busybox nc B PORT` into `busybox nc -l -p PORT | tar -xf -`, the usual idiom with "+
+				"the only netcat this host has; busybox's nc moves 1 KiB per system call, which caps the copy\n", tool)
+		}
+	}
+	fmt.Fprintf(&b, "- raw TCP: %d MiB from memory in host a to memory in host b over one connection, before each run; the median\n", r.rawMiB)
+	b.WriteString("- each move is verified: the probe's connection is answered after it, the workload's counter never went back and went on, " +
+		"and its memory checksum is the one taken at start-up\n")
+	b.WriteString("- not measured: stream, pre-copy and post-copy, which the agents do not carry out yet (pre-copy also needs " +
+		"soft-dirty tracking, which this kernel lacks)\n\n")
+
+	b.WriteString("| size | tool | downtime (probe) | downtime (engine) | total | bytes | transfer MiB/s | raw TCP MiB/s | transfer / raw TCP |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, x := range r.rows {
+		s := x.median
+		engine := "—"
+		if x.tool == toolGodwit {
+			engine = seconds(s.engineDowntime)
+		}
+		fmt.Fprintf(&b, "| %d MiB | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			x.size, x.tool, seconds(s.probeDowntime), engine, seconds(s.total), benchutil.MiB(s.bytes),
+			mibps(x.rate), mibps(x.raw), percent(x.rate, x.raw))
+	}
+	for _, s := range r.skipped {
+		fmt.Fprintf(&b, "\nSkipped %s\n", s)
+	}
+
+	if gw := r.tool(toolGodwit); len(gw) > 0 {
+		fmt.Fprintf(&b, "\n%s phases (medians; the downtime runs from the dump's start to the commit's end):\n\n", toolGodwit)
+		for _, x := range gw {
+			var steps []string
+			for _, step := range phaseSteps {
+				if d, ok := x.median.phases[step.phase]; ok {
+					steps = append(steps, step.label+" "+seconds(d))
+				}
+			}
+			fmt.Fprintf(&b, "- %d MiB: %s\n", x.size, strings.Join(steps, ", "))
+		}
+	}
+	for _, tool := range r.baselines() {
+		fmt.Fprintf(&b, "\n%s steps (medians):\n\n", tool)
+		for _, x := range r.tool(tool) {
+			fmt.Fprintf(&b, "- %d MiB: checkpoint %s, copy %s, restore %s\n",
+				x.size, seconds(x.median.checkpoint), seconds(x.median.transfer), seconds(x.median.restore))
+		}
+	}
+	if gw := r.tool(toolGodwit); len(gw) > 0 {
+		b.WriteString("\nAgents' peak resident memory during godwit's moves (the largest over the runs; VmRSS sampled every " +
+			rssInterval.String() + ", or the kernel's VmHWM over the move when larger):\n\n")
+		b.WriteString("| size | source agent | destination agent |\n|---:|---:|---:|\n")
+		for _, x := range gw {
+			fmt.Fprintf(&b, "| %d MiB | %s | %s |\n", x.size, benchutil.MiB(x.peak[0]), benchutil.MiB(x.peak[1]))
+		}
+	}
+	r.renderTargets(&b)
+	return b.String()
+}
+
+// renderTargets writes issue 4's targets and whether this run met them.
+func (r report) renderTargets(b *strings.Builder) {
+	b.WriteString("\nTargets (issue 4, item 9):\n\n")
+
+	fmt.Fprintf(b, "- downtime (probe) at most %.0f%% of the hand-scripted baseline's at %d MiB and above (each baseline apart):",
+		100*downtimeTargetRatio, downtimeTargetSize)
+	measured := false
+	for _, g := range r.tool(toolGodwit) {
+		for _, tool := range r.baselines() {
+			base, ok := r.find(g.size, tool)
+			if g.size < downtimeTargetSize || !ok {
+				continue
+			}
+			measured = true
+			ratio := g.median.probeDowntime.Seconds() / base.median.probeDowntime.Seconds()
+			fmt.Fprintf(b, "\n  - %d MiB, against %s: %s against %s (%.0f%%) — %s", g.size, tool, seconds(g.median.probeDowntime),
+				seconds(base.median.probeDowntime), 100*ratio, benchutil.Verdict(ratio <= downtimeTargetRatio))
+		}
+	}
+	if !measured {
+		fmt.Fprintf(b, " not measured in this run (it needs both tools at %d MiB or more)", downtimeTargetSize)
+	}
+	b.WriteString("\n")
+
+	fmt.Fprintf(b, "- image transfer at least %.0f%% of the raw TCP throughput measured in the same run:", 100*transferTargetRatio)
+	measured = false
+	for _, g := range r.tool(toolGodwit) {
+		if g.raw <= 0 {
+			continue
+		}
+		measured = true
+		ratio := g.rate / g.raw
+		fmt.Fprintf(b, "\n  - %d MiB: %s MiB/s against %s MiB/s (%.0f%%) — %s", g.size, mibps(g.rate), mibps(g.raw), 100*ratio,
+			benchutil.Verdict(ratio >= transferTargetRatio))
+	}
+	if !measured {
+		b.WriteString(" not measured in this run")
+	}
+	b.WriteString("\n")
+
+	fmt.Fprintf(b, "- each agent's resident memory under %s during a %d MiB move: ", benchutil.MiB(rssTarget), rssTargetSize)
+	if g, ok := r.find(rssTargetSize, toolGodwit); ok {
+		fmt.Fprintf(b, "source %s, destination %s — %s\n", benchutil.MiB(g.peak[0]), benchutil.MiB(g.peak[1]),
+			benchutil.Verdict(g.peak[0] < rssTarget && g.peak[1] < rssTarget))
+	} else {
+		fmt.Fprintf(b, "not measured in this run (it needs --sizes with %d)\n", rssTargetSize)
+	}
+
+	b.WriteString("- post-copy downtime at 2 GiB at most 1.5 times its downtime at 64 MiB: not measured — the agents do not carry out post-copy yet\n")
+}
+
+// baselines names the hand-scripted baselines in the rows, in the order
+// they were measured.
+func (r report) baselines() []string {
+	var out []string
+	for _, x := range r.rows {
+		if x.tool != toolGodwit && !slices.Contains(out, x.tool) {
+			out = append(out, x.tool)
+		}
+	}
+	return out
+}
+
+// tool returns the rows of one tool, in the order they were measured.
+func (r report) tool(name string) []row {
+	var out []row
+	for _, x := range r.rows {
+		if x.tool == name {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// find returns the row of tool at size.
+func (r report) find(size int, tool string) (row, bool) {
+	for _, x := range r.rows {
+		if x.size == size && x.tool == tool {
+			return x, true
+		}
+	}
+	return row{}, false
+}
+
+// median is the median of each measure separately.
+func median(samples []sample) sample {
+	if len(samples) == 0 {
+		return sample{}
+	}
+	dur := func(f func(sample) time.Duration) time.Duration {
+		v := make([]time.Duration, len(samples))
+		for i, s := range samples {
+			v[i] = f(s)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	num := func(f func(sample) int64) int64 {
+		v := make([]int64, len(samples))
+		for i, s := range samples {
+			v[i] = f(s)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var phases map[migrate.Phase]time.Duration
+	for _, step := range phaseSteps {
+		if slices.ContainsFunc(samples, func(s sample) bool { _, ok := s.phases[step.phase]; return ok }) {
+			if phases == nil {
+				phases = map[migrate.Phase]time.Duration{}
+			}
+			phases[step.phase] = dur(func(s sample) time.Duration { return s.phases[step.phase] })
+		}
+	}
+	return sample{
+		phases:         phases,
+		probeDowntime:  dur(func(s sample) time.Duration { return s.probeDowntime }),
+		engineDowntime: dur(func(s sample) time.Duration { return s.engineDowntime }),
+		total:          dur(func(s sample) time.Duration { return s.total }),
+		transfer:       dur(func(s sample) time.Duration { return s.transfer }),
+		checkpoint:     dur(func(s sample) time.Duration { return s.checkpoint }),
+		restore:        dur(func(s sample) time.Duration { return s.restore }),
+		bytes:          num(func(s sample) int64 { return s.bytes }),
+		rssSource:      num(func(s sample) int64 { return s.rssSource }),
+		rssDestination: num(func(s sample) int64 { return s.rssDestination }),
+	}
+}
+
+// medianFloat is the median of v, 0 for none.
+func medianFloat(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+// mibps writes a throughput in bytes/s as MiB/s, "—" when unknown.
+func mibps(bps float64) string {
+	if bps <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f", bps/(1<<20))
+}
+
+// percent writes a/b as a percentage, "—" when either is unknown.
+func percent(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f%%", 100*a/b)
+}
