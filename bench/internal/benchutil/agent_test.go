@@ -51,9 +51,6 @@ func TestTail(t *testing.T) {
 // started, removes it as a benchmark does, and checks that Stop leaves
 // neither the agent's process nor the node's cgroups behind.
 func TestAgentStopRemovesCgroups(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds godwit and runs a container")
-	}
 	testutil.RequireRoot(t)
 	testutil.RequireTools(t, "runc", "criu")
 	ctx := context.Background()

@@ -56,9 +56,6 @@ func TestRemoveWorkDir(t *testing.T) {
 }
 
 func TestBuildGodwit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds godwit")
-	}
 	dir := t.TempDir()
 	bin, err := BuildGodwit(context.Background(), dir)
 	if err != nil {

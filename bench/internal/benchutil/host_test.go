@@ -143,7 +143,7 @@ func TestFilesystem(t *testing.T) {
 func TestKernelIsUname(t *testing.T) {
 	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
 	if err != nil {
-		t.Skip("no /proc/sys/kernel/osrelease to compare with")
+		testutil.Missing(t, "/proc/sys/kernel/osrelease to compare with: "+err.Error())
 	}
 	if got, want := Kernel(), strings.TrimSpace(string(data)); got != want {
 		t.Errorf("Kernel = %q, want %q", got, want)
