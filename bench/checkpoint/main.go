@@ -28,8 +28,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/godwit/godwit/bench/internal/benchutil"
@@ -72,7 +70,7 @@ func main() {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	var err error
-	if o.sizes, err = parseSizes(sizes); err != nil {
+	if o.sizes, err = benchutil.ParseSizes(sizes); err != nil {
 		log.Error("bad --sizes", "err", err)
 		os.Exit(2)
 	}
@@ -88,32 +86,9 @@ func main() {
 	}
 }
 
-// parseSizes reads "64,512,2048" as MiB.
-func parseSizes(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("%q: want positive sizes in MiB such as 64,512,2048", s)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
 // parseTools reads "godwit,podman" in any order, each at most once.
 func parseTools(s string) ([]string, error) {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f != toolGodwit && f != toolPodman {
-			return nil, fmt.Errorf("%q: want %s, %s or both", f, toolGodwit, toolPodman)
-		}
-		if !slices.Contains(out, f) {
-			out = append(out, f)
-		}
-	}
-	return out, nil
+	return benchutil.ParseChoices(s, toolGodwit, toolPodman)
 }
 
 // run sets both tools up, measures every size with each in turn (so that
@@ -167,7 +142,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 
 	rep := report{conditions: hostConditions(work, engines), runs: o.runs}
 	for _, size := range o.sizes {
-		if why := cannotFit(work, size); why != "" {
+		if why := benchutil.CannotFit(work, size, diskPerSize); why != "" {
 			log.Warn("skipping size", "mib", size, "why", why)
 			rep.skipped = append(rep.skipped, fmt.Sprintf("%d MiB: %s", size, why))
 			continue

@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/testutil"
 )
 
@@ -31,9 +30,6 @@ const (
 	queryTimeout = 2 * time.Second
 	pollInterval = 100 * time.Millisecond
 
-	// memHeadroom is what a size must leave of MemAvailable: the host, the
-	// agents and the page cache of the archive being written.
-	memHeadroom = 1 << 30
 	// diskPerSize is how many copies of a container's memory a run keeps
 	// on disk at once: CRIU's images at the source, the archive, and the
 	// images unpacked at the destination.
@@ -240,24 +236,4 @@ func median(samples []sample) sample {
 		restore:    time.Duration(mid(func(s sample) int64 { return int64(s.restore) })),
 		archive:    mid(func(s sample) int64 { return s.archive }),
 	}
-}
-
-// cannotFit says why a container of sizeMiB cannot be measured on this
-// host now, or "" when it can: the memory it fills must be there (without
-// swap, or it measures swapping), and the disk must hold its copies.
-func cannotFit(workDir string, sizeMiB int) string {
-	size := int64(sizeMiB) << 20
-	if avail, err := benchutil.MemAvailable(); err != nil {
-		return err.Error()
-	} else if avail < size+memHeadroom {
-		return fmt.Sprintf("needs %d MiB of memory available, the host has %d MiB", (size+memHeadroom)>>20, avail>>20)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(workDir, &st); err != nil {
-		return err.Error()
-	}
-	if free := int64(st.Bavail) * st.Bsize; free < diskPerSize*size+memHeadroom {
-		return fmt.Sprintf("needs %d MiB free on %s, it has %d MiB", (diskPerSize*size+memHeadroom)>>20, workDir, free>>20)
-	}
-	return ""
 }

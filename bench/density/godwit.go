@@ -149,7 +149,7 @@ func waitReady(ctx context.Context, client pb.AgentServiceClient) (*pb.NodeInfoR
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("the agent did not answer within %s: %w", agentReadyTimeout, err)
 		}
-		if err := sleep(ctx, pollInterval); err != nil {
+		if err := benchutil.Sleep(ctx, pollInterval); err != nil {
 			return nil, err
 		}
 	}
@@ -183,24 +183,12 @@ func removeContainers(ctx context.Context, client pb.AgentServiceClient, ids []s
 	return errors.Join(errs...)
 }
 
-// sleep waits d unless ctx ends first.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // settledHostCost waits settleTime for the last of n containers to finish
 // starting, then returns how much MemAvailable fell per container since
 // before, read before the first of them started. Both sides of the
 // comparison end their measure here, so that they are weighed alike.
 func settledHostCost(ctx context.Context, before int64, n int) (int64, error) {
-	if err := sleep(ctx, settleTime); err != nil {
+	if err := benchutil.Sleep(ctx, settleTime); err != nil {
 		return 0, err
 	}
 	after, err := benchutil.MemAvailable()

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,17 +49,7 @@ func (m copyMethod) tool() string {
 // parseCopyMethods reads --baselines: "tcp,nc" in any order, each at
 // most once.
 func parseCopyMethods(s string) ([]copyMethod, error) {
-	var out []copyMethod
-	for _, f := range strings.Split(s, ",") {
-		m := copyMethod(strings.TrimSpace(f))
-		if m != copyTCP && m != copyNC {
-			return nil, fmt.Errorf("%q: want %s, %s or both", f, copyTCP, copyNC)
-		}
-		if !slices.Contains(out, m) {
-			out = append(out, m)
-		}
-	}
-	return out, nil
+	return benchutil.ParseChoices(s, copyTCP, copyNC)
 }
 
 const (
@@ -157,7 +146,7 @@ func (b *bench) moveBaseline(ctx context.Context, method copyMethod, sizeMiB, ru
 	defer recv.close()
 	p := startProbe(cl, probeInterval)
 	defer p.Abort()
-	if err := sleep(ctx, probeWarmup); err != nil {
+	if err := benchutil.Sleep(ctx, probeWarmup); err != nil {
 		return s, err
 	}
 

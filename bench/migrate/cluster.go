@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/devcluster"
@@ -44,9 +42,6 @@ const (
 	// removeTimeout bounds removing one container through its agent.
 	removeTimeout = time.Minute
 
-	// memHeadroom is what a size must leave of MemAvailable: the host, the
-	// agents and the page cache of the images being written.
-	memHeadroom = 1 << 30
 	// diskPerSize is how many copies of a container's memory a move keeps
 	// on disk at once: the baseline's images on a's side and their copy on
 	// b's (godwit's move holds as many: the source's and the destination's).
@@ -270,24 +265,4 @@ func (b *bench) remove(name string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// cannotFit says why a container of sizeMiB cannot be measured on this
-// host now, or "" when it can: the memory it fills must be there (without
-// swap, or it measures swapping), and the disk must hold its copies.
-func cannotFit(workDir string, sizeMiB int) string {
-	size := int64(sizeMiB) << 20
-	if avail, err := benchutil.MemAvailable(); err != nil {
-		return err.Error()
-	} else if avail < size+memHeadroom {
-		return fmt.Sprintf("needs %d MiB of memory available, the host has %d MiB", (size+memHeadroom)>>20, avail>>20)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(workDir, &st); err != nil {
-		return err.Error()
-	}
-	if free := int64(st.Bavail) * st.Bsize; free < diskPerSize*size+memHeadroom {
-		return fmt.Sprintf("needs %d MiB free on %s, it has %d MiB", (diskPerSize*size+memHeadroom)>>20, workDir, free>>20)
-	}
-	return ""
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/agent/agentclient"
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/migrate"
 )
@@ -84,7 +85,7 @@ func (b *bench) moveGodwit(ctx context.Context, sizeMiB, run int) (s sample, err
 	}
 	p := startProbe(cl, probeInterval)
 	defer p.Abort()
-	if err := sleep(ctx, probeWarmup); err != nil {
+	if err := benchutil.Sleep(ctx, probeWarmup); err != nil {
 		return s, err
 	}
 
@@ -136,7 +137,7 @@ func (b *bench) settle(ctx context.Context, p *probe, end time.Time) ([]reply, e
 	if err := p.waitReplyAfter(ctx, end, probeAnswerTimeout); err != nil {
 		return nil, fmt.Errorf("after the move: %w", err)
 	}
-	if err := sleep(ctx, probeSettle); err != nil {
+	if err := benchutil.Sleep(ctx, probeSettle); err != nil {
 		return nil, err
 	}
 	return p.Stop()
@@ -144,16 +145,4 @@ func (b *bench) settle(ctx context.Context, p *probe, end time.Time) ([]reply, e
 
 func migrationAgent(h *devcluster.Host) *agentclient.MigrationAgent {
 	return &agentclient.MigrationAgent{Client: h.Agent().Client(), Addr: h.Agent().Addr()}
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -33,8 +33,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/godwit/godwit/bench/internal/benchutil"
@@ -76,7 +74,7 @@ func main() {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	var err error
-	if o.sizes, err = parseSizes(sizes); err != nil {
+	if o.sizes, err = benchutil.ParseSizes(sizes); err != nil {
 		log.Error("bad --sizes", "err", err)
 		os.Exit(2)
 	}
@@ -90,19 +88,6 @@ func main() {
 		log.Error("migration benchmark failed", "err", err)
 		os.Exit(1)
 	}
-}
-
-// parseSizes reads "64,512,2048" as MiB.
-func parseSizes(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("%q: want positive sizes in MiB such as 64,512,2048", s)
-		}
-		out = append(out, n)
-	}
-	return out, nil
 }
 
 // run builds the cluster, measures every size with each tool in turn (so
@@ -145,7 +130,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 
 	rep := report{conditions: b.conditions(), runs: o.runs, rawMiB: o.rawMiB}
 	for _, size := range o.sizes {
-		if why := cannotFit(work, size); why != "" {
+		if why := benchutil.CannotFit(work, size, diskPerSize); why != "" {
 			log.Warn("skipping size", "mib", size, "why", why)
 			rep.skipped = append(rep.skipped, fmt.Sprintf("%d MiB: %s", size, why))
 			continue

@@ -14,29 +14,6 @@ import (
 	"github.com/godwit/godwit/migrate"
 )
 
-func TestParseSizes(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		want    []int
-		wantErr bool
-	}{
-		{"issue sizes", "64,512,2048", []int{64, 512, 2048}, false},
-		{"spaces", " 64 , 512", []int{64, 512}, false},
-		{"units are not taken", "512m", nil, true},
-		{"zero", "0", nil, true},
-		{"empty", "", nil, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseSizes(tc.in)
-			if (err != nil) != tc.wantErr || !slices.Equal(got, tc.want) {
-				t.Errorf("parseSizes(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.wantErr)
-			}
-		})
-	}
-}
-
 // at builds replies at the given milliseconds after t0, counting up.
 func at(t0 time.Time, ms ...int) []reply {
 	out := make([]reply, len(ms))
