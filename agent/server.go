@@ -50,6 +50,9 @@ type DataChannel interface {
 	// until ctx ends or a timeout of the channel's own. A token is
 	// accepted once. The connection is the caller's to close.
 	Accept(ctx context.Context, token string) (net.Conn, error)
+	// Dial opens a data connection to the agent at addr presenting token,
+	// with this agent's credentials: how one agent sends to another.
+	Dial(ctx context.Context, addr, token string) (net.Conn, error)
 }
 
 // server translates between the gRPC API and the agent. Generated proto

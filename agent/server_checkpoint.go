@@ -177,6 +177,15 @@ func (s *server) acceptData(ctx context.Context, token string) (net.Conn, error)
 	return conn, nil
 }
 
+// dialData opens a data connection to the agent at addr presenting token,
+// for a call that sends to another agent.
+func (s *server) dialData(ctx context.Context, addr, token string) (net.Conn, error) {
+	if s.data == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this agent serves no data connections, so it cannot open one to another agent")
+	}
+	return s.data.Dial(ctx, addr, token)
+}
+
 // parseCompression accepts the API's compression names; empty is zstd.
 func parseCompression(name string) (bundle.Compression, error) {
 	switch c := bundle.Compression(name); c {

@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/godwit/godwit/internal/datachan"
 	"github.com/godwit/godwit/migrate"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -41,7 +40,7 @@ func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateRef) (*pb.Migra
 // checkpoint to it, sending progress to the driver.
 func (s *server) MigrateSend(req *pb.MigrateSendRequest, stream grpc.ServerStreamingServer[pb.MigrateProgress]) error {
 	ctx := stream.Context()
-	conn, err := datachan.Dial(ctx, req.GetAddress(), req.GetDataToken())
+	conn, err := s.dialData(ctx, req.GetAddress(), req.GetDataToken())
 	if err != nil {
 		return grpcError(fmt.Errorf("migration %s: connect to the destination %s: %w", req.GetId(), req.GetAddress(), err))
 	}

@@ -134,6 +134,12 @@ func Listen(l net.Listener, cfg Config) *Mux {
 	return m
 }
 
+// Dial opens a data connection to another Mux at addr presenting token,
+// as Dial does, with the credentials this Mux serves with.
+func (m *Mux) Dial(ctx context.Context, addr, token string) (net.Conn, error) {
+	return Dial(ctx, addr, token)
+}
+
 // Addr is the address the Mux listens on, for gRPC and data alike.
 func (m *Mux) Addr() net.Addr { return m.l.Addr() }
 
