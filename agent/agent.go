@@ -41,6 +41,8 @@ type Agent struct {
 	containers map[string]*entry
 
 	mig migrations
+	// caps probes the host for migration strategies once (nodeinfo.go).
+	caps capabilityProbe
 }
 
 // entry is one container and the lock that serialises operations on it.
@@ -101,6 +103,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.mig.locks = map[string]*sync.Mutex{}
+	a.mig.holds = a.newHolds()
 
 	if err := a.adopt(ctx); err != nil {
 		return nil, err

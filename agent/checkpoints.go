@@ -54,6 +54,19 @@ type CheckpointRequest struct {
 	LeaveRunning bool
 	// Progress, when set, is called as the checkpoint advances.
 	Progress func(Progress)
+	// ParentImages, when set, is the absolute directory of a pre-dump's
+	// CRIU images (pre-copy, migration_precopy.go): CRIU writes only the
+	// pages dirtied since and leaves the rest there. The link CRIU makes
+	// to it is removed before sealing, since a checkpoint holds regular
+	// files only; whoever restores the checkpoint links it again after
+	// verifying both.
+	ParentImages string
+	// rootfsChanges, when set, writes the root filesystem's part of the
+	// checkpoint into dir in place of the writable layer's whole diff,
+	// reporting bytes written, and returns the file's name: a migration
+	// that synced the layer sends only what changed since
+	// (migration_rootfs.go).
+	rootfsChanges func(ctx context.Context, c *Container, dir string, report func(int64)) (string, error)
 }
 
 func (r CheckpointRequest) report(phase string, done, total int64) {
@@ -116,19 +129,31 @@ func (a *Agent) checkpoint(ctx context.Context, ref, id string, req CheckpointRe
 	criuDir := filepath.Join(staging, bundle.CRIUDir)
 	req.report(PhaseDumping, 0, 0)
 	stopWatch := watchSize(criuDir, func(n int64) { req.report(PhaseDumping, n, 0) })
-	err = a.runc.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{
+	dump := runtime.CheckpointOptions{
 		ImagePath:      criuDir,
 		WorkPath:       p.dumpWork(),
 		LeaveRunning:   req.LeaveRunning,
 		TCPEstablished: true,
-	})
+	}
+	if req.ParentImages != "" {
+		if dump.ExtraArgs, err = parentPathArgs(criuDir, req.ParentImages); err != nil {
+			return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
+		}
+	}
+	err = a.runc.Checkpoint(ctx, c.ID, dump)
 	stopWatch()
 	if err != nil {
 		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
 	}
 	log.Info("container dumped", "leave_running", req.LeaveRunning)
 
-	m, err := a.seal(ctx, c, img.Layers, id, staging, req)
+	var m *bundle.Manifest
+	if req.ParentImages != "" {
+		err = unlinkParentImages(criuDir)
+	}
+	if err == nil {
+		m, err = a.seal(ctx, c, img.Layers, id, staging, req)
+	}
 	if err == nil {
 		err = os.Rename(staging, a.checkpointDir(id))
 	}
@@ -136,6 +161,12 @@ func (a *Agent) checkpoint(ctx context.Context, ref, id string, req CheckpointRe
 		if !req.LeaveRunning {
 			// CRIU killed the container; its images are all there is.
 			removeStaging = false
+			if req.ParentImages != "" {
+				// The restore reads the pages left in the parent.
+				if lerr := linkParentImages(criuDir, req.ParentImages); lerr != nil {
+					err = errors.Join(err, lerr)
+				}
+			}
 			return nil, a.rollBack(ctx, c, staging, err)
 		}
 		return nil, fmt.Errorf("container %s: checkpoint: %w", c.Name, err)
@@ -155,17 +186,27 @@ func (a *Agent) checkpoint(ctx context.Context, ref, id string, req CheckpointRe
 // rootfs diff and the spec) and its manifest.
 func (a *Agent) seal(ctx context.Context, c *Container, layers []image.Layer, id, dir string, req CheckpointRequest) (*bundle.Manifest, error) {
 	p := a.paths(c.ID)
-	diff, err := os.OpenFile(filepath.Join(dir, bundle.RootfsDiffName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	cw := &countingWriter{w: diff, report: func(n int64) { req.report(PhaseRootfs, n, 0) }}
-	err = a.snaps.Diff(ctx, c.SnapshotKey, cw)
-	if cerr := diff.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("write root filesystem diff: %w", err)
+	rootfsDiff, rootfsChanges := bundle.RootfsDiffName, ""
+	if req.rootfsChanges != nil {
+		// Only what changed since a migration's sync (migration_rootfs.go).
+		rootfsDiff = ""
+		var err error
+		if rootfsChanges, err = req.rootfsChanges(ctx, c, dir, func(n int64) { req.report(PhaseRootfs, n, 0) }); err != nil {
+			return nil, fmt.Errorf("write root filesystem changes: %w", err)
+		}
+	} else {
+		diff, err := os.OpenFile(filepath.Join(dir, bundle.RootfsDiffName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		cw := &countingWriter{w: diff, report: func(n int64) { req.report(PhaseRootfs, n, 0) }}
+		err = a.snaps.Diff(ctx, c.SnapshotKey, cw)
+		if cerr := diff.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("write root filesystem diff: %w", err)
+		}
 	}
 	spec, err := os.ReadFile(filepath.Join(p.bundle(), bundle.SpecName))
 	if err != nil {
@@ -177,12 +218,13 @@ func (a *Agent) seal(ctx context.Context, c *Container, layers []image.Layer, id
 
 	req.report(PhaseSealing, 0, 0)
 	m := &bundle.Manifest{
-		ID:         id,
-		Container:  bundle.Container{Name: c.Name, ID: c.ID, Labels: c.Labels, IP: c.IP},
-		Image:      bundle.Image{Name: c.Image},
-		Host:       a.hostInfo(ctx),
-		Spec:       bundle.SpecName,
-		RootfsDiff: bundle.RootfsDiffName,
+		ID:            id,
+		Container:     bundle.Container{Name: c.Name, ID: c.ID, Labels: c.Labels, IP: c.IP},
+		Image:         bundle.Image{Name: c.Image},
+		Host:          a.hostInfo(ctx),
+		Spec:          bundle.SpecName,
+		RootfsDiff:    rootfsDiff,
+		RootfsChanges: rootfsChanges,
 		Options: bundle.Options{
 			TCPEstablished: true,
 			LeaveRunning:   req.LeaveRunning,

@@ -11,9 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	"github.com/godwit/godwit/agent/network"
 	"github.com/godwit/godwit/agent/runtime"
 	"github.com/godwit/godwit/internal/failpoint"
 	"github.com/godwit/godwit/migrate"
@@ -27,6 +26,7 @@ type migrations struct {
 	journal *migrate.Journal
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex
+	holds   map[string]*network.Hold // packets held during a source's freeze (migration_hold.go)
 }
 
 func (a *Agent) migrationsDir() string { return filepath.Join(a.cfg.DataDir, "migrations") }
@@ -99,7 +99,7 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 	if err != nil {
 		return migrate.Container{}, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
 	}
-	out := migrate.Container{Name: c.Name, ID: c.ID, Image: c.Image, IP: c.IP}
+	out := migrate.Container{Name: c.Name, ID: c.ID, Image: c.Image, IP: c.IP, RootfsFormats: a.rootfsFormats()}
 	for _, l := range img.Layers {
 		out.ImageLayers = append(out.ImageLayers, l.Digest.String())
 	}
@@ -115,7 +115,10 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 // MigrateDump checkpoints the migrating container into the checkpoint
 // named after the migration, leaving it stopped with its images kept:
 // the downtime starts. Repeated, it does nothing.
-func (a *Agent) MigrateDump(ctx context.Context, id string) (migrate.Phase, error) {
+//
+// With opts.PreDumps (pre-copy) the dump builds on the last of the
+// rounds this node pre-dumped (migration_precopy.go).
+func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOptions) (migrate.Phase, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return "", err
@@ -127,7 +130,14 @@ func (a *Agent) MigrateDump(ctx context.Context, id string) (migrate.Phase, erro
 	if rec.Phase == migrate.PhaseAborted {
 		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
 	}
-	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{}); err != nil {
+	parent, unlinkRounds, err := a.preCopyParent(id, opts.PreDumps)
+	if err != nil {
+		return rec.Phase, err
+	}
+	defer unlinkRounds()
+	a.holdPackets(ctx, id, rec.Container)
+	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{ParentImages: parent, rootfsChanges: a.rootfsChanges(id)}); err != nil {
+		a.releasePackets(ctx, id)
 		return rec.Phase, err
 	}
 	if err := a.advance(rec, migrate.PhaseDump); err != nil {
@@ -208,21 +218,25 @@ func (a *Agent) MigrateFinish(ctx context.Context, id, destination string) (migr
 	if rec.Phase == migrate.PhaseAborted {
 		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
 	}
-	var ip net.IP
 	if c, err := a.Inspect(ctx, rec.Container); err == nil {
-		ip = net.ParseIP(c.IP)
+		// Clients first: forward the address and send on the packets
+		// held during the freeze before cleaning up.
+		if ip := net.ParseIP(c.IP); ip != nil {
+			a.forward(ctx, id, ip, destination)
+		}
+		a.releasePackets(ctx, id)
 		if err := a.Remove(ctx, rec.Container, true); err != nil {
 			return rec.Phase, err
 		}
 	} else if !errors.Is(err, ErrNotFound) {
 		return rec.Phase, err
 	}
+	a.releasePackets(ctx, id) // a retried Finish that finds the container gone already
 	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
 		return rec.Phase, err
 	}
-	if ip != nil {
-		a.forward(ctx, id, ip, destination)
-	}
+	a.dropPreDumps(id)
+	a.dropRootfs(ctx, id, rec.Container, false) // migration_rootfs.go
 	// The source never saw ready and commit: the driver did. Its record
 	// goes straight to done.
 	rec.Phase = migrate.PhaseDone
@@ -262,7 +276,7 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 			return rec.Phase, err
 		}
 		if c.State != StateRunning {
-			if _, err := a.Restore(ctx, RestoreRequest{Container: rec.Container, CheckpointID: id}); err != nil {
+			if err := a.restoreMigrated(ctx, id, rec.Container); err != nil { // migration_precopy.go
 				return rec.Phase, err
 			}
 		}
@@ -270,6 +284,9 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 			a.log.Warn("remove the aborted migration's checkpoint", "migration", id, "err", err)
 		}
 	}
+	a.dropPreDumps(id)
+	a.dropRootfs(ctx, id, rec.Container, true) // migration_rootfs.go
+	a.releasePackets(ctx, id)
 	if _, err := rec.Abort(why, time.Now()); err != nil {
 		return rec.Phase, migrationError(err)
 	}
@@ -277,29 +294,27 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 }
 
 // MigratePrepare records migration id on the destination and checks that
-// it can take the container: its image with the same layers, its name
-// free.
-func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Container) (migrate.Phase, error) {
+// it can take the container: its name free, its image here with the same
+// layers or not at all; it says which layers it lacks and in which
+// format it takes the writable layer's sync (migration_rootfs.go).
+func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Container) (migrate.Phase, migrate.Prepared, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleDestination, true)
 	if err != nil {
-		return "", err
+		return "", migrate.Prepared{}, err
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
-	}
-	m := &bundle.Manifest{ID: id, Image: bundle.Image{Name: c.Image}}
-	for _, l := range c.ImageLayers {
-		m.Image.Layers = append(m.Image.Layers, digest.Digest(l))
-	}
-	if _, err := a.checkpointImage(m); err != nil {
-		return rec.Phase, err
+		return rec.Phase, migrate.Prepared{}, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
 	}
 	if e, err := a.lookup(c.Name); err == nil && e.c.ID != c.ID {
-		return rec.Phase, errorf(ErrExists, "container name %s is taken on node %s by another container (%.12s): remove it first", c.Name, a.cfg.Name, e.c.ID)
+		return rec.Phase, migrate.Prepared{}, errorf(ErrExists, "container name %s is taken on node %s by another container (%.12s): remove it first", c.Name, a.cfg.Name, e.c.ID)
+	}
+	p, err := a.planRootfs(id, c)
+	if err != nil {
+		return rec.Phase, migrate.Prepared{}, err
 	}
 	rec.Container = c.Name
-	return rec.Phase, a.mig.journal.Put(rec)
+	return rec.Phase, p, a.mig.journal.Put(rec)
 }
 
 // MigrateReceive imports the checkpoint the source sends on r into the
@@ -325,7 +340,10 @@ func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (mig
 
 // MigrateRestore restores the received container held stopped: it does
 // not run until MigrateCommit.
-func (a *Agent) MigrateRestore(ctx context.Context, id string) (migrate.Phase, error) {
+//
+// With opts.PreDumps (pre-copy) the checkpoint's pages not in it are in
+// the rounds received; they are verified and linked to it first.
+func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.RestoreOptions) (migrate.Phase, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleDestination, false)
 	if err != nil {
 		return "", err
@@ -339,6 +357,11 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string) (migrate.Phase, e
 	if err != nil {
 		return rec.Phase, fmt.Errorf("migration %s: %w", id, err)
 	}
+	unlinkRounds, err := a.linkPreCopied(id, dir, opts.PreDumps)
+	if err != nil {
+		return rec.Phase, err
+	}
+	defer unlinkRounds()
 	if err := a.advance(rec, migrate.PhaseRestore); err != nil {
 		return rec.Phase, err
 	}
@@ -367,6 +390,8 @@ func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, er
 	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
 		a.log.Warn("remove the migration's checkpoint", "migration", id, "err", err)
 	}
+	a.dropPreDumps(id)
+	a.dropRootfs(ctx, id, rec.Container, false) // migration_rootfs.go
 	return migrate.PhaseDone, a.advance(rec, migrate.PhaseDone)
 }
 
@@ -427,6 +452,8 @@ func (a *Agent) MigrateAbort(ctx context.Context, id, why string) (migrate.Phase
 	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
 		return rec.Phase, err
 	}
+	a.dropPreDumps(id)
+	a.dropRootfs(ctx, id, rec.Container, true) // migration_rootfs.go
 	a.log.Warn("migration aborted", "migration", id, "container", rec.Container, "why", why)
 	return rec.Phase, a.mig.journal.Put(rec)
 }

@@ -253,15 +253,23 @@ func (a *Agent) prepareRootfs(ctx context.Context, c *Container, img *image.Imag
 	if err != nil {
 		return err
 	}
-	if _, err := a.snaps.Prepare(ctx, c.SnapshotKey, parent); err != nil {
-		return fmt.Errorf("container %s: prepare root filesystem: %w", c.Name, err)
+	// A migration's destination has the layer synced already, and the
+	// checkpoint only what changed since (migration_rootfs.go).
+	synced, err := a.syncedRootfs(ctx, c, dir, m)
+	if err != nil {
+		return err
+	}
+	if !synced {
+		if _, err := a.snaps.Prepare(ctx, c.SnapshotKey, parent); err != nil {
+			return fmt.Errorf("container %s: prepare root filesystem: %w", c.Name, err)
+		}
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, a.snaps.Remove(context.WithoutCancel(ctx), c.SnapshotKey))
 		}
 	}()
-	if m.RootfsDiff != "" {
+	if m.RootfsDiff != "" && !synced {
 		f, err := os.Open(filepath.Join(dir, m.RootfsDiff))
 		if err != nil {
 			return err

@@ -53,6 +53,9 @@ type DataChannel interface {
 	// Dial opens a data connection to the agent at addr presenting token,
 	// with this agent's credentials: how one agent sends to another.
 	Dial(ctx context.Context, addr, token string) (net.Conn, error)
+	// Probe checks that Dial to addr would get through, credentials and
+	// all, without a call on the other side: nil, or why not.
+	Probe(ctx context.Context, addr string) error
 }
 
 // server translates between the gRPC API and the agent. Generated proto
@@ -105,9 +108,20 @@ func grpcError(err error) error {
 	return status.Error(code, err.Error())
 }
 
-func (s *server) NodeInfo(ctx context.Context, _ *pb.NodeInfoRequest) (*pb.NodeInfoResponse, error) {
+func (s *server) NodeInfo(ctx context.Context, req *pb.NodeInfoRequest) (*pb.NodeInfoResponse, error) {
 	info := s.a.NodeInfo(ctx)
+	var strategies []*pb.StrategySupport
+	if req.GetStrategies() {
+		all, err := s.a.MigrationStrategies(ctx)
+		if err != nil {
+			return nil, grpcError(err)
+		}
+		for _, st := range all {
+			strategies = append(strategies, &pb.StrategySupport{Name: string(st.Strategy), Supported: st.Supported, Reason: st.Reason})
+		}
+	}
 	return &pb.NodeInfoResponse{
+		Strategies:    strategies,
 		Name:          info.Name,
 		Address:       info.Address,
 		Snapshotter:   info.Snapshotter,

@@ -29,11 +29,13 @@ func (s *server) MigrateDescribe(ctx context.Context, req *pb.MigrateDescribeReq
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &pb.MigrateContainer{Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP}, nil
+	return &pb.MigrateContainer{Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP, RootfsFormats: c.RootfsFormats}, nil
 }
 
-func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {
-	return reply(s.a.MigrateDump(ctx, req.GetId()))
+func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateDumpRequest) (*pb.MigrateReply, error) {
+	return reply(s.a.MigrateDump(ctx, req.GetId(), migrate.DumpOptions{
+		Strategy: migrate.Strategy(req.GetStrategy()), PreDumps: int(req.GetPreDumps()),
+	}))
 }
 
 // MigrateSend dials the destination's data connection and streams the
@@ -76,9 +78,14 @@ func (s *server) MigrateResume(ctx context.Context, req *pb.MigrateRef) (*pb.Mig
 
 func (s *server) MigratePrepare(ctx context.Context, req *pb.MigratePrepareRequest) (*pb.MigrateReply, error) {
 	c := req.GetContainer()
-	return reply(s.a.MigratePrepare(ctx, req.GetId(), migrate.Container{
+	phase, p, err := s.a.MigratePrepare(ctx, req.GetId(), migrate.Container{
 		Name: c.GetName(), ID: c.GetId(), Image: c.GetImage(), ImageLayers: c.GetImageLayers(), IP: c.GetIp(),
-	}))
+		RootfsFormats: c.GetRootfsFormats(),
+	})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &pb.MigrateReply{Phase: string(phase), MissingLayers: p.MissingLayers, MissingImage: p.MissingImage, RootfsFormat: p.RootfsFormat}, nil
 }
 
 // MigrateReceive takes the checkpoint from the data connection that
@@ -100,8 +107,10 @@ func (s *server) MigrateReceive(ctx context.Context, req *pb.MigrateReceiveReque
 	return reply(phase, err)
 }
 
-func (s *server) MigrateRestore(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {
-	return reply(s.a.MigrateRestore(ctx, req.GetId()))
+func (s *server) MigrateRestore(ctx context.Context, req *pb.MigrateRestoreRequest) (*pb.MigrateReply, error) {
+	return reply(s.a.MigrateRestore(ctx, req.GetId(), migrate.RestoreOptions{
+		Strategy: migrate.Strategy(req.GetStrategy()), PreDumps: int(req.GetPreDumps()),
+	}))
 }
 
 func (s *server) MigrateCommit(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {

@@ -225,20 +225,32 @@ func dialFrom(t *testing.T, h *devcluster.Host, ip netip.Addr) *testutil.Workloa
 }
 
 // TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning asks to move a
-// container to a host that lacks its image: the destination refuses in
-// prepare, before anything is frozen, so the container never stops and
-// nothing is left on the destination.
+// container to a host whose image of the same name has other layers (a
+// host without the image fetches it: rootfs_test.go): the destination
+// refuses in prepare, before anything is frozen, so the container never
+// stops and nothing is left on the destination.
 func TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning(t *testing.T) {
 	m := startMoveCluster(t, "ctr", 3, devcluster.AgentOptions{}, devcluster.AgentOptions{})
 	if _, err := m.b.Agent().Client().RemoveImage(context.Background(), &pb.RemoveImageRequest{Ref: workloadImage}); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "busybox.tar")
+	testutil.BusyboxTar(t, other)
+	f, err := os.Open(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = agentclient.ImportImage(context.Background(), m.b.Agent().Client(), f, workloadImage, 0)
+	f.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	before := m.client.Count()
 
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-refused", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), migrate.DriveOptions{})
-	if err == nil || !strings.Contains(err.Error(), "image import") {
-		t.Fatalf("move to a host without the image: err = %v, want it refused naming `godwit image import`", err)
+	if err == nil || !strings.Contains(err.Error(), "other layers") {
+		t.Fatalf("move to a host with another image of the same name: err = %v, want it refused naming the other layers", err)
 	}
 	if res != nil && !res.Record.Started[migrate.PhaseDump].IsZero() {
 		t.Errorf("the container was dumped although the destination had refused: %+v", res.Record)
@@ -370,7 +382,7 @@ func TestDriverKilledAfterTheRestoreIsResumed(t *testing.T) {
 	journal := t.TempDir()
 	godwit := func(env []string, args ...string) ([]byte, error) {
 		cmd := exec.Command(testutil.Godwit(t), args...)
-		cmd.Env = append(os.Environ(), env...)
+		cmd.Env = append(append(os.Environ(), m.c.TLSEnv()...), env...)
 		return cmd.CombinedOutput()
 	}
 	agents := []string{"--from-agent", m.a.Agent().Addr(), "--to-agent", m.b.Agent().Addr(), "--journal", journal}

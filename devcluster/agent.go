@@ -2,6 +2,7 @@ package devcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,8 +17,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/godwit/godwit/internal/pki"
 	"github.com/godwit/godwit/internal/rpc"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -50,8 +53,19 @@ var ErrAgentRunning = errors.New("agent already running")
 
 // AgentOptions are how StartAgent runs an agent beyond what the cluster
 // fixes (--name CLUSTER-HOST, --data-dir, --listen HOSTADDR:PORT,
-// --container-cidr, --insecure).
+// --container-cidr, and --tls-ca, --tls-cert and --tls-key with the
+// host's node certificate, or --insecure).
 type AgentOptions struct {
+	// Insecure runs the agent with --insecure: plaintext, without
+	// authentication, and its clients in plaintext too. By default the
+	// agent serves mutual TLS with a certificate of the cluster's CA that
+	// names the host's address.
+	Insecure bool
+	// CA, when set and not the cluster's, signs the agent's certificate
+	// instead, and its clients present a certificate of that CA: the
+	// agents of the cluster's CA and this one refuse each other, as nodes
+	// of two clusters would.
+	CA *pki.CA
 	// Port is the API's port on the host's address; 0 means
 	// DefaultAgentPort.
 	Port int
@@ -64,8 +78,8 @@ type AgentOptions struct {
 	Env []string
 }
 
-// Agent is a `godwit agent --insecure` running inside a host's network
-// namespace, started by StartAgent.
+// Agent is a `godwit agent` running inside a host's network namespace,
+// started by StartAgent.
 type Agent struct {
 	host    *Host
 	addr    string
@@ -73,6 +87,8 @@ type Agent struct {
 	cmd     *exec.Cmd
 	conn    *grpc.ClientConn
 	client  pb.AgentServiceClient
+	// clientTLS is what the agent's clients present; nil: --insecure.
+	clientTLS *tls.Config
 
 	// done is closed once the process has exited and been reaped.
 	done    chan struct{}
@@ -125,12 +141,21 @@ func (h *Host) StartAgent(ctx context.Context, opts AgentOptions) (_ *Agent, err
 	defer logFile.Close() // the agent holds its own descriptor
 	fmt.Fprintf(logFile, "=== devcluster: agent %s starting at %s ===\n", h.Node(), time.Now().Format(time.RFC3339Nano))
 
+	security := []string{"--insecure"}
+	if !opts.Insecure {
+		f, client, err := h.agentTLS(opts.CA)
+		if err != nil {
+			return nil, fmt.Errorf("host %s: %w", h.name, err)
+		}
+		security = []string{"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key}
+		a.clientTLS = client
+	}
 	args := append([]string{"--net=" + h.netns, "--", c.bin, "agent",
 		"--name", h.Node(),
 		"--data-dir", h.DataDir(),
 		"--listen", a.addr,
-		"--container-cidr", c.containerCIDR.String(),
-		"--insecure"}, opts.Args...)
+		"--container-cidr", c.containerCIDR.String()}, security...)
+	args = append(args, opts.Args...)
 	a.cmd = exec.Command(c.nsenter, args...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	a.cmd.Env = append(os.Environ(), opts.Env...)
@@ -149,7 +174,11 @@ func (h *Host) StartAgent(ctx context.Context, opts AgentOptions) (_ *Agent, err
 		}
 	}()
 
-	a.conn, err = grpc.NewClient(a.addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	creds := insecure.NewCredentials()
+	if a.clientTLS != nil {
+		creds = credentials.NewTLS(a.clientTLS)
+	}
+	a.conn, err = grpc.NewClient(a.addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: agent address %s: %w", h.name, a.addr, err)
 	}
@@ -217,8 +246,23 @@ func (a *Agent) Node() string { return a.host.Node() }
 func (a *Agent) Pid() int { return a.cmd.Process.Pid }
 
 // Client is a gRPC client of the agent's API, valid until the agent is
-// stopped or killed.
+// stopped or killed: over mutual TLS with the operator's certificate
+// (the cluster's, or AgentOptions.CA's), or in plaintext for an
+// --insecure agent.
 func (a *Agent) Client() pb.AgentServiceClient { return a.client }
+
+// ClientTLS is a copy of the TLS configuration the agent's clients use
+// (for data connections: datachan.Dialer), or nil for an --insecure
+// agent.
+func (a *Agent) ClientTLS() *tls.Config {
+	if a.clientTLS == nil {
+		return nil
+	}
+	return a.clientTLS.Clone()
+}
+
+// Insecure reports whether the agent runs with --insecure.
+func (a *Agent) Insecure() bool { return a.clientTLS == nil }
 
 // LogPath is the file the agent's output is appended to.
 func (a *Agent) LogPath() string { return a.logPath }

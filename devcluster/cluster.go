@@ -87,6 +87,9 @@ type Cluster struct {
 	nsenter       string
 	workDir       string
 	log           *slog.Logger
+	// tls is the cluster's CA and the operator's identity, in
+	// WORKDIR/_tls.
+	tls *clusterTLS
 
 	lock *os.File
 	// ownsWorkDir is set once the record names workDir as the cluster's:
@@ -196,6 +199,9 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	c.ownsWorkDir = true
 	if err := os.MkdirAll(workDir, workDirMode); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
+	}
+	if c.tls, err = newClusterTLS(filepath.Join(workDir, tlsDirName)); err != nil {
+		return nil, err
 	}
 	if err := c.createBridge(); err != nil {
 		return nil, err

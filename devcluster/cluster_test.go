@@ -82,7 +82,7 @@ func TestHostsReachEachOtherAndTheirAgents(t *testing.T) {
 	t.Run("the root namespace reaches both agents' APIs", func(t *testing.T) {
 		for _, h := range []*devcluster.Host{a, b} {
 			var info struct{ Name, Address string }
-			out := godwit(t, h.Agent().Addr(), "node", "info", "-o", "json")
+			out := godwit(t, c.TLSEnv(), h.Agent().Addr(), "node", "info", "-o", "json")
 			if err := json.Unmarshal(out, &info); err != nil {
 				t.Fatalf("node info: %v\n%s", err, out)
 			}
@@ -143,6 +143,31 @@ func TestHostsReachEachOtherAndTheirAgents(t *testing.T) {
 		}
 		if _, err := again.Client().NodeInfo(context.Background(), &pb.NodeInfoRequest{}); err != nil {
 			t.Fatalf("restarted agent does not answer: %v", err)
+		}
+	})
+
+	t.Run("agents serve mutual TLS unless started --insecure", func(t *testing.T) {
+		if a.Agent().Insecure() {
+			t.Fatal("the agent on host a runs --insecure by default")
+		}
+		out, err := runGodwit(t, nil, a.Agent().Addr(), "node", "info")
+		if err == nil || !strings.Contains(string(out), "serves TLS") {
+			t.Errorf("a plaintext CLI against host a's agent: %v\n%s\nwant refused, saying the agent serves TLS", err, out)
+		}
+		b.Agent().Kill()
+		plain, err := b.StartAgent(context.Background(), devcluster.AgentOptions{Insecure: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !plain.Insecure() || plain.ClientTLS() != nil {
+			t.Errorf("an agent started with Insecure reports Insecure %v, ClientTLS %v", plain.Insecure(), plain.ClientTLS())
+		}
+		if _, err := plain.Client().NodeInfo(context.Background(), &pb.NodeInfoRequest{}); err != nil {
+			t.Fatalf("the --insecure agent's client: %v", err)
+		}
+		godwit(t, nil, plain.Addr(), "node", "info")
+		if out, err := runGodwit(t, c.TLSEnv(), plain.Addr(), "node", "info"); err == nil || !strings.Contains(string(out), "serves plaintext") {
+			t.Errorf("a TLS CLI against an --insecure agent: %v\n%s\nwant refused, saying the agent serves plaintext", err, out)
 		}
 	})
 
@@ -511,13 +536,30 @@ func addrsIn(t *testing.T, path string) []string {
 }
 
 // godwit runs the CLI against the agent at addr and returns its output.
-func godwit(t *testing.T, addr string, args ...string) []byte {
+// godwit runs the CLI against the agent at addr with env (the cluster's
+// TLSEnv, or none for plaintext) and fails t if it fails.
+func godwit(t *testing.T, env []string, addr string, args ...string) []byte {
+	t.Helper()
+	out, err := runGodwit(t, env, addr, args...)
+	if err != nil {
+		t.Fatalf("godwit %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// runGodwit runs the CLI against the agent at addr with env, none of the
+// test's own GODWIT_TLS_* variables, and returns its combined output.
+func runGodwit(t *testing.T, env []string, addr string, args ...string) ([]byte, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, testutil.Godwit(t), append([]string{"--agent", addr}, args...)...).Output()
+	cmd := exec.CommandContext(ctx, testutil.Godwit(t), append([]string{"--agent", addr}, args...)...)
+	cmd.Env = append(append(os.Environ(), "GODWIT_TLS_CA=", "GODWIT_TLS_CERT=", "GODWIT_TLS_KEY="), env...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
 	if err != nil {
-		t.Fatalf("godwit %s: %v", strings.Join(args, " "), err)
+		return []byte(stdout.String() + stderr.String()), err
 	}
-	return out
+	return []byte(stdout.String()), nil
 }

@@ -44,6 +44,20 @@
 // root namespace's FORWARD chain sees traffic between hosts: a DROP
 // policy there (Docker sets one) cuts the hosts off from each other.
 //
+// # TLS
+//
+// A cluster is mutual TLS by default, as a production one is. New creates
+// a throwaway CA in WORKDIR/_tls (ca.pem, ca-key.pem) and an operator's
+// client certificate (WORKDIR/_tls/operator); each host's agent gets a
+// node certificate of that CA with its node name and its host's address
+// (HOSTDIR/tls), issued at its first start and kept across restarts, and
+// serves its API and data connections with it, sending migrations to the
+// other agents with it too. Agent.Client talks TLS with the operator's
+// certificate; TLSFiles and TLSEnv give the same files to the CLI.
+// AgentOptions.Insecure starts an agent in plaintext instead, and
+// AgentOptions.CA gives an agent a certificate of another CA, so that it
+// and the cluster's agents refuse each other.
+//
 // # Names, leftovers and cleanup
 //
 // Everything a cluster creates carries its name: the bridge, the

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/godwit/godwit/internal/netnsutil"
+	"github.com/godwit/godwit/internal/pki"
 )
 
 const (
@@ -46,6 +47,9 @@ type Host struct {
 
 	mu    sync.Mutex
 	agent *Agent
+	// tls is the host's node certificate of the cluster's CA, issued
+	// when its first agent starts.
+	tls pki.Files
 }
 
 // Name is the host's name in the cluster.

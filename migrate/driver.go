@@ -110,8 +110,9 @@ type DriveOptions struct {
 	// long: the transfer waits for it.
 	OnEvent func(Event)
 	// OnRecord, if set, is called with the migration's record after each
-	// phase change, so that the caller persists it (Journal.Put) before
-	// the driver goes on. Before the commit an error aborts the migration:
+	// phase change (and after each pre-copy round), so that the caller
+	// persists it (Journal.Put) before the driver goes on. Before the
+	// commit an error aborts the migration:
 	// a driver that could not record that it froze the container must not
 	// freeze it, since a restarted driver would not know to resume it.
 	// From the commit on an error is only a warning in the Result (a
@@ -137,6 +138,9 @@ type DriveOptions struct {
 	AbortBackoff time.Duration
 	// Logger receives the driver's log (default: discarded).
 	Logger *slog.Logger
+	// Convergence bounds pre-copy's rounds (default DefaultConvergence);
+	// only PreCopy uses it.
+	Convergence ConvergencePolicy
 }
 
 func (o DriveOptions) withDefaults() DriveOptions {
@@ -158,6 +162,9 @@ func (o DriveOptions) withDefaults() DriveOptions {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Convergence.MaxIterations <= 0 {
+		o.Convergence = DefaultConvergence
+	}
 	return o
 }
 
@@ -178,7 +185,8 @@ type Result struct {
 	// Total is from the start of the migration to the end of this call.
 	Total time.Duration
 	// BytesSent is the checkpoint bytes the source reported sending in
-	// this call (zero when a resumed migration had no transfer left).
+	// this call (zero when a resumed migration had no transfer left);
+	// pre-copy's rounds are in PreCopy.
 	BytesSent int64
 	// Phases is how long each phase lasted (Record.PhaseDurations).
 	Phases map[Phase]time.Duration
@@ -187,6 +195,15 @@ type Result struct {
 	// that could not remove its stopped copy is reported here, with what
 	// to run.
 	Warnings []string
+	// PreCopy is how pre-copy's rounds went and the rule that stopped
+	// them (Record.PreCopy); nil for the other strategies.
+	PreCopy *PreCopyOutcome
+	// LayerBytes and SyncBytes are the root filesystem's bytes sent
+	// before the freeze in this call, not in BytesSent: the image layers
+	// the destination lacked, and the writable layer synced while the
+	// container ran (what changed after the sync travels in the
+	// checkpoint).
+	LayerBytes, SyncBytes int64
 }
 
 // Drive moves m's container from src to dst: it describes the container
@@ -243,12 +260,16 @@ func Resume(ctx context.Context, rec *Record, src Source, dst Destination, opts 
 	d := newDriver(rec, src, dst, opts)
 	d.prepared = true
 	d.mayBeStopped = order[rec.Phase] >= order[PhaseDump]
+	d.preDumped = mayHavePreDumped(rec)
+	d.rootfsSynced = order[rec.Phase] >= order[PhaseSync]
 	switch {
 	case rec.Phase == PhaseAborted:
 		return d.result(), fmt.Errorf("migration %s: %w: the container runs on the source; start a new migration", rec.ID, ErrAborted)
 	case rec.Phase == PhaseDone:
 		return d.result(), nil
-	case rec.Phase == PhasePrepare && rec.Container != "":
+	case (rec.Phase == PhasePrepare || rec.Phase == PhaseSync) && rec.Container != "":
+		// The container still runs: prepare again and sync from where
+		// the record stands (pre-copy goes on after its last round).
 		d.log.Info("resuming migration", "phase", rec.Phase)
 		return d.prepare(ctx)
 	case !d.mayBeStopped:
@@ -280,6 +301,8 @@ func AbortMigration(ctx context.Context, rec *Record, src Source, dst Destinatio
 	}
 	d.prepared = true
 	d.mayBeStopped = order[rec.Phase] >= order[PhaseDump]
+	d.preDumped = mayHavePreDumped(rec)
+	d.rootfsSynced = order[rec.Phase] >= order[PhaseSync]
 	committed, err := d.undo(ctx, errors.New("aborted on request"))
 	if committed {
 		if rec.Phase == PhaseReady {
@@ -320,10 +343,23 @@ type driver struct {
 	// mayBeStopped is set once the source's Dump was or may have been
 	// called: its copy may be stopped, and an abort must resume it.
 	mayBeStopped bool
+	// preDumped is set once the source's PreDump was or may have been
+	// called: an abort must have the source drop its pre-dump images,
+	// even while the container still runs.
+	preDumped bool
+	// rootfsFormat is the format of the writable layer's sync that the
+	// destination chose in Prepare; empty: no sync. rootfsSynced is set
+	// once the sync was or may have been started: an abort must have the
+	// source forget it, even while the container still runs.
+	rootfsFormat string
+	rootfsSynced bool
 
-	mu       sync.Mutex // serialises OnEvent; guards bytes
-	bytes    int64
-	warnings []string
+	mu    sync.Mutex // serialises OnEvent; guards bytes
+	bytes int64
+	// layerBytes and syncBytes count the image layers and the writable
+	// layer sent before the freeze in this call.
+	layerBytes, syncBytes int64
+	warnings              []string
 }
 
 func newDriver(rec *Record, src Source, dst Destination, opts DriveOptions) *driver {
@@ -340,9 +376,16 @@ func (d *driver) prepare(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return d.fail(ctx, fmt.Errorf("describe container %s on the source: %w", name, err))
 	}
+	if err := d.checkChannel(ctx); err != nil { // channel.go
+		return d.fail(ctx, err)
+	}
 	d.prepared = true
-	if err := d.dst.Prepare(ctx, d.rec.ID, c, d.rec.Strategy); err != nil {
+	p, err := d.dst.Prepare(ctx, d.rec.ID, c, d.rec.Strategy)
+	if err != nil {
 		return d.fail(ctx, fmt.Errorf("prepare the destination: %w", err))
+	}
+	if err := d.beforeSync(ctx, p); err != nil { // driver_rootfs.go
+		return d.fail(ctx, err)
 	}
 	return d.forward(ctx)
 }
@@ -354,12 +397,13 @@ func (d *driver) forward(ctx context.Context) (*Result, error) {
 		message string
 		run     func(context.Context) error
 	}{
+		{PhaseSync, "syncing while the container runs", d.sync},
 		{PhaseDump, "freezing and dumping the container: the downtime starts", d.dump},
 		{PhaseTransfer, "sending the checkpoint", d.transfer},
 		{PhaseRestore, "restoring on the destination, held stopped", d.restore},
 	}
 	for _, s := range steps {
-		if order[d.rec.Phase] > order[s.phase] {
+		if order[d.rec.Phase] > order[s.phase] || (s.phase == PhaseSync && !d.syncs()) {
 			continue
 		}
 		if err := d.enter(s.phase, s.message); err != nil {
@@ -384,9 +428,29 @@ func (d *driver) forward(ctx context.Context) (*Result, error) {
 	return d.result(), nil // PhaseDone
 }
 
+// syncs says whether the migration has a sync phase: something to copy
+// while the container still runs.
+func (d *driver) syncs() bool { return d.rec.Strategy == PreCopy || d.rootfsFormat != "" }
+
+// sync copies what can be copied while the container runs. Each kind of
+// sync is its own function: pre-copy's memory rounds (driver_precopy.go).
+func (d *driver) sync(ctx context.Context) error {
+	if d.rootfsFormat != "" {
+		if err := d.syncRootfs(ctx); err != nil { // driver_rootfs.go
+			return err
+		}
+	}
+	if d.rec.Strategy == PreCopy {
+		if err := d.preCopy(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (d *driver) dump(ctx context.Context) error {
 	d.mayBeStopped = true
-	if err := d.src.Dump(ctx, d.rec.ID); err != nil {
+	if err := d.src.Dump(ctx, d.rec.ID, DumpOptions{Strategy: d.rec.Strategy, PreDumps: d.preDumps()}); err != nil {
 		return fmt.Errorf("dump on the source: %w", err)
 	}
 	return nil
@@ -452,7 +516,7 @@ func (d *driver) progress(start time.Time) func(done, total int64) {
 }
 
 func (d *driver) restore(ctx context.Context) error {
-	if err := d.dst.Restore(ctx, d.rec.ID); err != nil {
+	if err := d.dst.Restore(ctx, d.rec.ID, RestoreOptions{Strategy: d.rec.Strategy, PreDumps: d.preDumps()}); err != nil {
 		return fmt.Errorf("restore on the destination: %w", err)
 	}
 	return nil
@@ -534,6 +598,10 @@ func (d *driver) undo(ctx context.Context, cause error) (committed bool, err err
 		if err != nil {
 			return false, d.held(&HeldError{ID: id, Phase: d.rec.Phase, Cause: cause, Err: fmt.Errorf("resume on the source: %w", err), DestinationAborted: true})
 		}
+	} else if d.preDumped {
+		d.dropPreDumps(ctx)
+	} else if d.rootfsSynced {
+		d.dropRootfsSync(ctx)
 	}
 	if _, err := d.rec.Abort(why, d.opts.Now()); err != nil {
 		return false, err // callers never undo a committed record
@@ -641,6 +709,10 @@ func (d *driver) result() *Result {
 		BytesSent: d.bytes,
 		Phases:    d.rec.PhaseDurations(),
 		Warnings:  slices.Clone(d.warnings),
+		PreCopy:   d.rec.PreCopy.clone(),
+
+		LayerBytes: d.layerBytes,
+		SyncBytes:  d.syncBytes,
 	}
 	if start, ok := d.rec.Started[PhasePrepare]; ok {
 		res.Total = d.opts.Now().Sub(start)

@@ -88,6 +88,15 @@ type world struct {
 	dstRunning, dstCommitted, dstAborted       bool
 	resumedSource                              bool
 	dumps, receives, restores, commits, aborts int // effective state changes
+
+	// strategy is the one Prepare expects (default StopCopy).
+	strategy Strategy
+	// Pre-copy (driver_precopy_test.go): what the source holds and
+	// the destination received, and what Dump and Restore were told.
+	preCopy preCopyWorld
+	// The root filesystem (driver_rootfs_test.go): the image layers and
+	// the writable layer's sync.
+	rootfs rootfsWorld
 }
 
 func newWorld(t *testing.T) *world {
@@ -101,6 +110,7 @@ func newWorld(t *testing.T) *world {
 		tokens:     map[string]string{},
 		ended:      map[string]error{},
 		srcRunning: true,
+		strategy:   StopCopy,
 	}
 }
 
@@ -198,11 +208,12 @@ func (s fakeSource) Describe(ctx context.Context, id, container string) (Contain
 	return Container{Name: container, ID: "cid-" + container, IP: "10.0.0.7"}, nil
 }
 
-func (s fakeSource) Dump(ctx context.Context, id string) error {
+func (s fakeSource) Dump(ctx context.Context, id string, opts DumpOptions) error {
 	w := s.w
 	apply, err := w.call(ctx, "src.Dump")
 	if apply {
 		w.mu.Lock()
+		w.preCopy.dumpedOn = opts.PreDumps
 		if !w.srcDumped {
 			w.srcRunning, w.srcDumped = false, true
 			w.dumps++
@@ -276,6 +287,7 @@ func (s fakeSource) Resume(ctx context.Context, id string) error {
 			w.t.Errorf("the source resumed before the destination acknowledged an abort")
 		}
 		w.srcRunning, w.resumedSource = true, true
+		w.rootfs.srcSynced = false // it forgets a sync of its writable layer
 		w.check()
 		w.mu.Unlock()
 	}
@@ -290,12 +302,15 @@ var _ Destination = fakeDest{}
 
 func (d fakeDest) Address() string { return fakeAddress }
 
-func (d fakeDest) Prepare(ctx context.Context, id string, c Container, s Strategy) error {
+func (d fakeDest) Prepare(ctx context.Context, id string, c Container, s Strategy) (Prepared, error) {
 	w := d.w
 	apply, err := w.call(ctx, "dst.Prepare")
+	if err != nil && !apply {
+		return Prepared{}, err
+	}
 	if apply {
-		if c.Name != "web" || s != StopCopy {
-			w.t.Errorf("Prepare(%+v, %s), want container web, strategy %s", c, s, StopCopy)
+		if c.Name != "web" || s != w.strategy {
+			w.t.Errorf("Prepare(%+v, %s), want container web, strategy %s", c, s, w.strategy)
 		}
 		w.mu.Lock()
 		if !w.dstPrepared {
@@ -304,7 +319,7 @@ func (d fakeDest) Prepare(ctx context.Context, id string, c Container, s Strateg
 		}
 		w.mu.Unlock()
 	}
-	return err
+	return w.rootfsPrepared(), err // driver_rootfs_test.go
 }
 
 func (d fakeDest) Receive(ctx context.Context, id, token string) (err error) {
@@ -334,12 +349,13 @@ func (d fakeDest) Receive(ctx context.Context, id, token string) (err error) {
 	return nil
 }
 
-func (d fakeDest) Restore(ctx context.Context, id string) error {
+func (d fakeDest) Restore(ctx context.Context, id string, opts RestoreOptions) error {
 	w := d.w
 	apply, err := w.call(ctx, "dst.Restore")
 	if apply {
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		w.preCopy.restoredOn = opts.PreDumps
 		if !w.dstReceived {
 			return errors.New("nothing received to restore")
 		}

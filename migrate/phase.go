@@ -68,6 +68,10 @@ type Record struct {
 	Started  map[Phase]time.Time `json:"started"`
 	// Error is why the migration was aborted, if it was.
 	Error string `json:"error,omitempty"`
+	// PreCopy is how pre-copy's rounds went (driver's record, PreCopy
+	// only): a resumed driver goes on from the last round, and the final
+	// dump takes it as its parent.
+	PreCopy *PreCopyOutcome `json:"pre_copy,omitempty"`
 }
 
 // NewRecord starts the record of migration id in PhasePrepare.

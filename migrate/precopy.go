@@ -9,9 +9,50 @@ import (
 type PreCopyIteration struct {
 	// DirtyPages is how many pages the round copied: the whole memory in
 	// the first round, what was dirtied since the previous one after it.
-	DirtyPages int64
-	// Duration is how long the round took, container running.
-	Duration time.Duration
+	DirtyPages int64 `json:"dirty_pages"`
+	// Duration is how long the round's pre-dump took, container running.
+	Duration time.Duration `json:"duration"`
+	// Bytes is the size of the round's images, as the source reports it.
+	Bytes int64 `json:"bytes"`
+	// Sent is how many bytes went to the destination for the round, and
+	// Transfer how long that took: together the measured bandwidth, which
+	// predicts the final dump's freeze. The driver fills them in.
+	Sent     int64         `json:"sent"`
+	Transfer time.Duration `json:"transfer"`
+}
+
+// PreCopyOutcome is how pre-copy went, as the migration's record keeps
+// it: the rounds so far and, once it stopped, the rule that stopped it.
+type PreCopyOutcome struct {
+	Rounds []PreCopyIteration `json:"rounds"`
+	// Rule is the convergence rule that stopped the rounds (RuleFewDirtyPages,
+	// ...); empty while they go on.
+	Rule string `json:"rule,omitempty"`
+	// Detail is the stopping decision in words, with the numbers.
+	Detail string `json:"detail,omitempty"`
+	// PredictedFreeze is the final dump's freeze the decision predicted.
+	PredictedFreeze time.Duration `json:"predicted_freeze,omitempty"`
+}
+
+// Stopped reports whether the rounds are over: the final dump is next.
+func (o *PreCopyOutcome) Stopped() bool { return o != nil && o.Rule != "" }
+
+// Bandwidth is the rate the rounds went to the destination at, in bytes
+// per second; zero when unknown (no round measured).
+func (o *PreCopyOutcome) Bandwidth() float64 {
+	if o == nil {
+		return 0
+	}
+	var sent int64
+	var took time.Duration
+	for _, r := range o.Rounds {
+		sent += r.Sent
+		took += r.Transfer
+	}
+	if sent <= 0 || took <= 0 {
+		return 0
+	}
+	return float64(sent) / took.Seconds()
 }
 
 // ConvergencePolicy bounds pre-copy: when to stop iterating and freeze

@@ -13,6 +13,28 @@ type Container struct {
 	ImageLayers []string
 	// IP is the container's address, which it keeps.
 	IP string
+	// RootfsFormats are the formats in which the source can sync the
+	// container's writable layer while it runs (snapshot.SyncFormat
+	// names), preferred first; empty when it cannot, and the checkpoint
+	// then carries the whole writable layer.
+	RootfsFormats []string
+}
+
+// Prepared is the destination's answer to Prepare: what it needs from the
+// source before the container is frozen.
+type Prepared struct {
+	// MissingLayers are the layers of the container's image (digests) the
+	// destination lacks: the driver has the source send them first
+	// (SendLayers, ReceiveLayers).
+	MissingLayers []string
+	// MissingImage says the destination lacks the image's record (its
+	// name and config) even where it has every layer: the source sends it
+	// with MissingLayers.
+	MissingImage bool
+	// RootfsFormat is the format, one of the source's RootfsFormats, in
+	// which the destination takes the writable layer's sync
+	// (SyncRootfs, ReceiveRootfs); empty: no sync.
+	RootfsFormat string
 }
 
 // Source is the source agent as the driver of a migration sees it. Every
@@ -21,13 +43,24 @@ type Container struct {
 type Source interface {
 	// Describe returns the container to move, for Prepare.
 	Describe(ctx context.Context, id, container string) (Container, error)
-	// Dump freezes and dumps the container into the migration's
-	// checkpoint and leaves it stopped, its images kept: the downtime
-	// starts here.
-	Dump(ctx context.Context, id string) error
+	// Dump freezes and dumps the container and leaves it stopped: the
+	// downtime starts here. Where the memory pages go depends on
+	// opts.Strategy (see DumpOptions); what the source keeps until the
+	// commit is enough to run the container again from where it was.
+	Dump(ctx context.Context, id string, opts DumpOptions) error
 	// Send streams the dumped checkpoint to the destination's data
 	// connection at address with token, reporting bytes sent.
 	Send(ctx context.Context, id, address, token string, progress func(done, total int64)) error
+	// SendLayers streams the record of the container's image and its
+	// layers named in layers (digests) to the destination's data
+	// connection at address with token, reporting bytes sent.
+	SendLayers(ctx context.Context, id string, layers []string, address, token string, progress func(done, total int64)) error
+	// SyncRootfs streams the container's writable layer in format (one of
+	// Container.RootfsFormats) to the destination's data connection at
+	// address with token while the container runs, and remembers what it
+	// sent: Dump's checkpoint then carries only what changed since.
+	// Repeating it sends the whole layer again.
+	SyncRootfs(ctx context.Context, id, format, address, token string, progress func(done, total int64)) error
 	// Finish drops the source's stopped copy and its images once the
 	// destination runs the container (after the commit), and routes the
 	// container's IP via the destination agent's host (destination is
@@ -35,8 +68,22 @@ type Source interface {
 	// are forwarded.
 	Finish(ctx context.Context, id, destination string) error
 	// Resume runs the source's copy again from its images, after the
-	// destination acknowledged an abort.
+	// destination acknowledged an abort. The driver also calls it after
+	// an abort in PhaseSync that left pre-dump images (pre-copy), when the
+	// container still runs: the source then drops them and records the
+	// abort.
 	Resume(ctx context.Context, id string) error
+	// PreDump copies the container's memory while it runs, as pre-copy
+	// round round (1 first: the whole memory; each later round only what
+	// the container dirtied since the one before), into images the
+	// migration keeps, and reports what it copied (Sent and Transfer
+	// left zero). Rounds come in order; repeating one that succeeded
+	// reports it again. It needs the kernel's soft-dirty tracking.
+	PreDump(ctx context.Context, id string, round int) (PreCopyIteration, error)
+	// SendPreDump streams pre-copy round round's images to the
+	// destination's data connection at address with token, reporting
+	// bytes sent, as Send does for the checkpoint.
+	SendPreDump(ctx context.Context, id string, round int, address, token string, progress func(done, total int64)) error
 }
 
 // Destination is the destination agent as the driver sees it; calls are
@@ -45,19 +92,54 @@ type Destination interface {
 	// Address is where the source sends the checkpoint (the agent's
 	// address, which also serves data connections).
 	Address() string
-	// Prepare checks that the destination can take the container (image
-	// layers, IP) and records the migration.
-	Prepare(ctx context.Context, id string, c Container, s Strategy) error
+	// Prepare checks that the destination can take the container (image,
+	// IP), records the migration and says what it still needs.
+	Prepare(ctx context.Context, id string, c Container, s Strategy) (Prepared, error)
+	// ReceiveLayers takes the image the source sends with token (the
+	// MissingLayers of Prepare), checking every layer against its digest
+	// before it records the image; once it has the image, a repeated call
+	// takes what is sent and drops it.
+	ReceiveLayers(ctx context.Context, id, token string) error
+	// ReceiveRootfs takes the writable layer the source syncs with token
+	// into a new snapshot for the container, which Restore then uses with
+	// the changes the checkpoint carries; a repeated call replaces what
+	// an earlier one received.
+	ReceiveRootfs(ctx context.Context, id, token string) error
 	// Receive takes the checkpoint the source sends with token, checking
 	// every digest; it returns once all of it is in.
 	Receive(ctx context.Context, id, token string) error
+	// ReceivePreDump takes pre-copy round round's images the source sends
+	// with token, checking every digest, as Receive does; a round it holds
+	// already is taken again and dropped.
+	ReceivePreDump(ctx context.Context, id string, round int, token string) error
 	// Restore restores the container held stopped: it does not run until
 	// Commit.
-	Restore(ctx context.Context, id string) error
+	Restore(ctx context.Context, id string, opts RestoreOptions) error
 	// Commit runs the restored container. After a Commit, Abort fails
 	// with ErrCommitted.
 	Commit(ctx context.Context, id string) error
 	// Abort discards everything the destination holds for the migration
 	// and acknowledges; after it, Commit fails with ErrAborted.
 	Abort(ctx context.Context, id, why string) error
+}
+
+// DumpOptions say how Source.Dump dumps the container. Other strategies
+// add their fields here.
+type DumpOptions struct {
+	// Strategy is the migration's strategy, never Auto: StopCopy dumps
+	// into the migration's checkpoint on the source's disk.
+	Strategy Strategy
+	// PreDumps is how many pre-copy rounds the source pre-dumped
+	// (PreCopy): the final dump takes the last as its parent and writes
+	// only the pages dirtied since. Zero: none.
+	PreDumps int
+}
+
+// RestoreOptions say how Destination.Restore restores the container.
+type RestoreOptions struct {
+	// Strategy is the migration's strategy, never Auto.
+	Strategy Strategy
+	// PreDumps is how many pre-copy rounds the destination received
+	// (PreCopy): the checkpoint's pages not in it are in those rounds.
+	PreDumps int
 }

@@ -97,8 +97,14 @@ func Choose(want Strategy, src, dst Capabilities, minimiseDowntime bool) (Choice
 	return Choice{}, fmt.Errorf("%w: no strategy is supported by both hosts: %s", ErrUnsupported, strings.Join(skipped, "; "))
 }
 
-// unsupported says why s cannot run between src and dst, or "".
+// unsupported says why s cannot run between src and dst, or "". A reason
+// both hosts give (the same kernel, say) is said once.
 func unsupported(s Strategy, src, dst Capabilities) string {
+	srcSup, srcOK := src[s]
+	dstSup, dstOK := dst[s]
+	if srcOK && dstOK && !srcSup.Supported && !dstSup.Supported && srcSup.Reason == dstSup.Reason {
+		return "both hosts: " + srcSup.Reason
+	}
 	var why []string
 	for _, h := range []struct {
 		name string

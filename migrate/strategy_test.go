@@ -31,8 +31,11 @@ func TestChoose(t *testing.T) {
 		errFrags         []string // the error must name these; empty: no error
 		reasonFrags      []string
 	}{
-		{name: "auto here takes stream, saying why not pre-copy", want: Auto, src: thisMachine, dst: thisMachine,
-			got: Stream, reasonFrags: []string{"not pre-copy", "soft-dirty"}},
+		{name: "auto here takes stream, saying why not pre-copy once", want: Auto, src: thisMachine, dst: thisMachine,
+			got: Stream, reasonFrags: []string{"not pre-copy: both hosts: soft-dirty tracking: not in this kernel"}},
+		{name: "auto names each host's own reason", want: Auto, src: thisMachine, dst: Capabilities{
+			StopCopy: {Supported: true}, Stream: {Supported: true}, PreCopy: {Reason: "soft-dirty: criu too old"}},
+			got: Stream, reasonFrags: []string{"not pre-copy: source: soft-dirty tracking: not in this kernel; destination: soft-dirty: criu too old"}},
 		{name: "auto with soft-dirty on both takes pre-copy", want: Auto, src: everything, dst: everything, got: PreCopy},
 		{name: "auto never takes post-copy unasked", want: Auto, src: noStream, dst: everything, got: StopCopy},
 		{name: "auto minimising downtime takes post-copy", want: Auto, src: thisMachine, dst: thisMachine, minimiseDowntime: true, got: PostCopy},

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end: two agents on this machine, a busybox image
+# The main job, end to end: two agents on this machine, serving mutual TLS
+# with certificates of a throwaway CA, a busybox image
 # imported, a container running with its own IP, live-migrated from n1 to
 # n2 and back with its memory (a shell counter) and IP, then checkpointed
 # into an encrypted archive and inspected, and removed with nothing left
@@ -29,12 +30,25 @@ trap cleanup EXIT
 step "godwit doctor"
 "$godwit" doctor || true
 
-step "start two agents: nodes n1 and n2, data in $work/n1 and $work/n2"
-"$godwit" agent --name n1 --data-dir "$work/n1" --listen "$addr" --insecure 2>"$work/n1.log" &
+step "godwit tls: a throwaway CA, a certificate for each node and one for this CLI"
+"$godwit" tls ca --dir "$work/tls"
+for node in n1 n2; do "$godwit" tls cert --dir "$work/tls" --name "$node" --host 127.0.0.1; done
+"$godwit" tls cert --dir "$work/tls" --name operator
+# The CLI presents the operator's certificate to both agents.
+export GODWIT_TLS_CA=$work/tls/operator/ca.pem GODWIT_TLS_CERT=$work/tls/operator/cert.pem GODWIT_TLS_KEY=$work/tls/operator/key.pem
+tls_flags() { echo --tls-ca "$work/tls/$1/ca.pem" --tls-cert "$work/tls/$1/cert.pem" --tls-key "$work/tls/$1/key.pem"; }
+
+step "start two agents over mutual TLS: nodes n1 and n2, data in $work/n1 and $work/n2"
+# shellcheck disable=SC2046 # tls_flags' words are the flags
+"$godwit" agent --name n1 --data-dir "$work/n1" --listen "$addr" $(tls_flags n1) 2>"$work/n1.log" &
 agent_pid=$!
-"$godwit" agent --name n2 --data-dir "$work/n2" --listen "$addr2" --insecure 2>"$work/n2.log" &
+# shellcheck disable=SC2046
+"$godwit" agent --name n2 --data-dir "$work/n2" --listen "$addr2" $(tls_flags n2) 2>"$work/n2.log" &
 agent2_pid=$!
 for _ in $(seq 100); do "$godwit" ps >/dev/null 2>&1 && "$godwit" --agent "$addr2" ps >/dev/null 2>&1 && break; sleep 0.1; done
+
+step "without the certificates the CLI is refused, and told what to pass"
+GODWIT_TLS_CA= GODWIT_TLS_CERT= GODWIT_TLS_KEY= "$godwit" ps || true
 
 step "build a busybox root filesystem tarball"
 mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp"

@@ -2,6 +2,7 @@ package agentclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,10 +38,13 @@ const (
 type DataDialer func(ctx context.Context, token string) (net.Conn, error)
 
 // DialData is the DataDialer of the agent whose gRPC client dials addr
-// (host:port): the agent serves data connections on its gRPC address.
-func DialData(addr string) DataDialer {
+// (host:port): the agent serves data connections on its gRPC address,
+// over TLS with the client's configuration cfg (the one its gRPC client
+// uses), or in plaintext when cfg is nil.
+func DialData(addr string, cfg *tls.Config) DataDialer {
+	d := datachan.Dialer{TLS: cfg}
 	return func(ctx context.Context, token string) (net.Conn, error) {
-		return datachan.Dial(ctx, addr, token)
+		return d.Dial(ctx, addr, token)
 	}
 }
 

@@ -208,7 +208,7 @@ func serve(t *testing.T, f *fakeAgent, data bool) testAgent {
 	t.Cleanup(func() { conn.Close() })
 	ta := testAgent{client: pb.NewAgentServiceClient(conn)}
 	if data {
-		ta.dial = DialData(addr)
+		ta.dial = DialData(addr, nil)
 	}
 	return ta
 }

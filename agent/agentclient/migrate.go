@@ -50,11 +50,12 @@ func (m *MigrationAgent) Describe(ctx context.Context, id, container string) (mi
 	if err != nil {
 		return migrate.Container{}, fencing(err)
 	}
-	return migrate.Container{Name: c.GetName(), ID: c.GetId(), Image: c.GetImage(), ImageLayers: c.GetImageLayers(), IP: c.GetIp()}, nil
+	return migrate.Container{Name: c.GetName(), ID: c.GetId(), Image: c.GetImage(), ImageLayers: c.GetImageLayers(), IP: c.GetIp(),
+		RootfsFormats: c.GetRootfsFormats()}, nil
 }
 
-func (m *MigrationAgent) Dump(ctx context.Context, id string) error {
-	_, err := m.Client.MigrateDump(ctx, &pb.MigrateRef{Id: id})
+func (m *MigrationAgent) Dump(ctx context.Context, id string, opts migrate.DumpOptions) error {
+	_, err := m.Client.MigrateDump(ctx, &pb.MigrateDumpRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps)})
 	return fencing(err)
 }
 
@@ -87,11 +88,14 @@ func (m *MigrationAgent) Resume(ctx context.Context, id string) error {
 	return fencing(err)
 }
 
-func (m *MigrationAgent) Prepare(ctx context.Context, id string, c migrate.Container, s migrate.Strategy) error {
-	_, err := m.Client.MigratePrepare(ctx, &pb.MigratePrepareRequest{Id: id, Strategy: string(s), Container: &pb.MigrateContainer{
-		Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP,
+func (m *MigrationAgent) Prepare(ctx context.Context, id string, c migrate.Container, s migrate.Strategy) (migrate.Prepared, error) {
+	r, err := m.Client.MigratePrepare(ctx, &pb.MigratePrepareRequest{Id: id, Strategy: string(s), Container: &pb.MigrateContainer{
+		Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP, RootfsFormats: c.RootfsFormats,
 	}})
-	return fencing(err)
+	if err != nil {
+		return migrate.Prepared{}, fencing(err)
+	}
+	return migrate.Prepared{MissingLayers: r.GetMissingLayers(), MissingImage: r.GetMissingImage(), RootfsFormat: r.GetRootfsFormat()}, nil
 }
 
 func (m *MigrationAgent) Receive(ctx context.Context, id, token string) error {
@@ -99,8 +103,8 @@ func (m *MigrationAgent) Receive(ctx context.Context, id, token string) error {
 	return fencing(err)
 }
 
-func (m *MigrationAgent) Restore(ctx context.Context, id string) error {
-	_, err := m.Client.MigrateRestore(ctx, &pb.MigrateRef{Id: id})
+func (m *MigrationAgent) Restore(ctx context.Context, id string, opts migrate.RestoreOptions) error {
+	_, err := m.Client.MigrateRestore(ctx, &pb.MigrateRestoreRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps)})
 	return fencing(err)
 }
 

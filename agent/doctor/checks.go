@@ -74,7 +74,7 @@ func (p *prober) checks() []func() Check {
 		p.checkRoot, p.checkKernel, p.checkCRIU, p.checkRunc, p.checkCgroups,
 		p.checkOverlayfs, p.checkBtrfs, p.checkNetns, p.checkNetworkLock,
 		p.checkIPForward, p.checkUserfaultfd, p.checkLazyPages,
-		p.checkSoftDirty, p.checkPipeMaxSize,
+		p.checkSoftDirty, p.checkPipeMaxSize, p.checkPageServer,
 	}
 }
 
@@ -413,8 +413,13 @@ func (p *prober) checkPipeMaxSize() Check {
 	case probeErr == nil:
 		return pass(CheckPipeMaxSize, false,
 			fmt.Sprintf("%d < %d, but this process may exceed it (CAP_SYS_RESOURCE)", limit, criuPipeSize))
+	case limit < criuPipeSize && p.host.writable(pathPipeMaxSize) == nil:
+		// Like ip_forward: the agent raises it at start (RaisePipeMaxSize),
+		// so a host where it may do so supports the strategies.
+		return pass(CheckPipeMaxSize, false,
+			fmt.Sprintf("%d < %d, but writable: a godwit agent raises it when it starts", limit, criuPipeSize))
 	case limit < criuPipeSize:
-		return fail(CheckPipeMaxSize, false, fmt.Sprintf("%d < %d", limit, criuPipeSize), fix)
+		return fail(CheckPipeMaxSize, false, fmt.Sprintf("%d < %d and not writable", limit, criuPipeSize), fix)
 	}
 	return fail(CheckPipeMaxSize, false, fmt.Sprintf("%d >= %d, but a %d-byte pipe was refused: %v", limit, criuPipeSize, criuPipeSize, probeErr),
 		"raise fs.pipe-user-pages-soft and fs.pipe-user-pages-hard, or run as root")

@@ -11,5 +11,7 @@
 // unit tests feed fake hosts; Run uses the real one. Run never modifies the
 // host's configuration: the only side effects are a throw-away overlay mount
 // in a temporary directory, clearing this process's own soft-dirty bits,
-// and running `criu check`.
+// running `criu check`, and a CRIU page server on the loopback address that
+// ends after the probe's one connection. Cache keeps one Report per process
+// (the agent's NodeInfo reports the strategies from it).
 package doctor

@@ -90,6 +90,7 @@ const (
 	CheckLazyPages   = "lazy-pages"
 	CheckSoftDirty   = "soft-dirty"
 	CheckPipeMaxSize = "pipe-max-size"
+	CheckPageServer  = "page-server"
 )
 
 // strategyNeeds lists, for each strategy, the checks it needs beyond the
@@ -100,9 +101,10 @@ var strategyNeeds = []struct {
 	needs []string
 }{
 	{StopCopy, nil},
-	{Stream, []string{CheckPipeMaxSize}},
+	{Stream, []string{CheckPageServer, CheckPipeMaxSize}},
 	{PreCopy, []string{CheckSoftDirty}},
-	{PostCopy, []string{CheckUserfaultfd, CheckLazyPages, CheckPipeMaxSize}},
+	// Lazy pages are served by a page server on the source.
+	{PostCopy, []string{CheckUserfaultfd, CheckLazyPages, CheckPageServer, CheckPipeMaxSize}},
 }
 
 // Run probes this host and reports every check and the migration strategies

@@ -211,14 +211,16 @@ func TestCheckPipeMaxSize(t *testing.T) {
 		name       string
 		sysctl     string
 		capSysRes  bool
+		readOnly   bool
 		wantStatus Status
 		wantDetail string
 		wantFix    string
 	}{
-		{"4 MiB", "4194304\n", false, StatusPass, "4194304 >= 4194304", ""},
-		{"1 MiB", "1048576\n", false, StatusFail, "1048576 < 4194304", "sysctl -w fs.pipe-max-size=4194304"},
-		{"1 MiB but CAP_SYS_RESOURCE", "1048576\n", true, StatusPass, "CAP_SYS_RESOURCE", ""},
-		{"unreadable value", "lots\n", false, StatusFail, "parse", "sysctl -w fs.pipe-max-size=4194304"},
+		{"4 MiB", "4194304\n", false, true, StatusPass, "4194304 >= 4194304", ""},
+		{"1 MiB, read-only", "1048576\n", false, true, StatusFail, "1048576 < 4194304 and not writable", "sysctl -w fs.pipe-max-size=4194304"},
+		{"1 MiB, writable: the agent raises it", "1048576\n", false, false, StatusPass, "writable: a godwit agent raises it", ""},
+		{"1 MiB but CAP_SYS_RESOURCE", "1048576\n", true, true, StatusPass, "CAP_SYS_RESOURCE", ""},
+		{"unreadable value", "lots\n", false, false, StatusFail, "parse", "sysctl -w fs.pipe-max-size=4194304"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -226,6 +228,7 @@ func TestCheckPipeMaxSize(t *testing.T) {
 			m.files[pathPipeMaxSize] = tt.sysctl
 			fmt.Sscan(tt.sysctl, &m.pipeLimit)
 			m.capSysRes = tt.capSysRes
+			m.readOnly = map[string]bool{pathPipeMaxSize: tt.readOnly}
 			c := findCheck(t, m.run(t, Options{}), CheckPipeMaxSize)
 			assertCheck(t, c, tt.wantStatus, []string{tt.wantDetail}, tt.wantFix)
 		})
@@ -424,10 +427,26 @@ func TestStrategies(t *testing.T) {
 	}{
 		{"healthy host supports all", func(*fakeMachine) {}, true, nil},
 		{
-			"pipe-max-size 1 MiB",
-			func(m *fakeMachine) { m.files[pathPipeMaxSize] = "1048576\n"; m.pipeLimit = 1 << 20 },
+			"pipe-max-size 1 MiB, read-only",
+			func(m *fakeMachine) {
+				m.files[pathPipeMaxSize] = "1048576\n"
+				m.pipeLimit = 1 << 20
+				m.readOnly = map[string]bool{pathPipeMaxSize: true}
+			},
 			true,
 			map[string]string{Stream: sysctlFix, PostCopy: sysctlFix},
+		},
+		{
+			"no page server",
+			func(m *fakeMachine) { m.pageServer = errors.New("operation failed (msg: err: 13)") },
+			true,
+			map[string]string{Stream: "needs page-server: go-criu could not start", PostCopy: "page-server"},
+		},
+		{
+			"CRIU over RPC older than CLI's",
+			func(m *fakeMachine) { m.criuRPC = 31700 },
+			true,
+			map[string]string{Stream: "CRIU 3.17.0 answers go-criu", PostCopy: "page-server"},
 		},
 		{
 			"no soft-dirty",
@@ -447,14 +466,18 @@ func TestStrategies(t *testing.T) {
 			map[string]string{PostCopy: "needs userfaultfd"},
 		},
 		{
+			// Root without CAP_SYS_RESOURCE, pipe-max-size at its 1 MiB
+			// default but writable (the agent raises it), no soft-dirty.
 			"this project's machine",
 			func(m *fakeMachine) {
 				m.files[pathPipeMaxSize] = "1048576\n"
 				m.pipeLimit = 1 << 20
 				m.softDirty = false
+				m.commands["/usr/sbin/criu check --feature mem_dirty_track"] = cmdResult{
+					stderr: "Warn  (criu/cr-check.c:824): Dirty tracking is OFF. Memory snapshot will not work.\n", exitCode: 1}
 			},
 			true,
-			map[string]string{Stream: sysctlFix, PostCopy: sysctlFix, PreCopy: "soft-dirty"},
+			map[string]string{PreCopy: "soft-dirty"},
 		},
 		{
 			"required check failed: nothing is supported",
@@ -540,7 +563,8 @@ func TestCheckOrderAndRequiredSet(t *testing.T) {
 		}
 	}
 	wantNames := []string{CheckRoot, CheckKernel, CheckCRIU, CheckRunc, CheckCgroups, CheckOverlayfs, CheckBtrfs,
-		CheckNetns, CheckNetworkLock, CheckIPForward, CheckUserfaultfd, CheckLazyPages, CheckSoftDirty, CheckPipeMaxSize}
+		CheckNetns, CheckNetworkLock, CheckIPForward, CheckUserfaultfd, CheckLazyPages, CheckSoftDirty, CheckPipeMaxSize,
+		CheckPageServer}
 	if !slices.Equal(names, wantNames) {
 		t.Errorf("checks %v, want %v", names, wantNames)
 	}
@@ -591,5 +615,30 @@ func assertCheck(t *testing.T, c Check, status Status, detail []string, fix stri
 	}
 	if fix != "" && !strings.Contains(c.Fix, fix) {
 		t.Errorf("%s fix %q does not mention %q", c.Name, c.Fix, fix)
+	}
+}
+
+func TestCheckPageServer(t *testing.T) {
+	tests := []struct {
+		name       string
+		edit       func(m *fakeMachine)
+		wantStatus Status
+		wantDetail string
+		wantFix    string
+	}{
+		{"starts and answers", func(*fakeMachine) {}, StatusPass, "go-criu started a CRIU 4.2.1 page server on 127.0.0.1:41203", ""},
+		{"refused", func(m *fakeMachine) { m.pageServer = errors.New("operation failed (msg: err: 1)") }, StatusFail,
+			"go-criu could not start a CRIU page server: operation failed", "criu page-server"},
+		{"refused as non-root", func(m *fakeMachine) { m.euid = 1000; m.pageServer = errors.New("operation failed") }, StatusFail,
+			"could not start", "run godwit doctor as root"},
+		{"no criu", func(m *fakeMachine) { delete(m.paths, "criu") }, StatusFail, "criu not found", "install-deps.sh"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := healthyMachine()
+			tt.edit(m)
+			c := findCheck(t, m.run(t, Options{}), CheckPageServer)
+			assertCheck(t, c, tt.wantStatus, []string{tt.wantDetail}, tt.wantFix)
+		})
 	}
 }

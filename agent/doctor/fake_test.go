@@ -40,6 +40,8 @@ type fakeMachine struct {
 	capSysRes   bool                 // CAP_SYS_RESOURCE lifts pipeLimit
 	mountErr    error                // overlay test mount
 	mountedIn   []string             // where mountOverlay was asked to mount
+	pageServer  error                // starting a page server
+	criuRPC     int                  // CRIU's version over RPC; zero: 4.2.1
 	ranCommands []string             // every command, in order
 }
 
@@ -133,6 +135,13 @@ func (m *fakeMachine) host() host {
 		mountOverlay: func(dir string) error {
 			m.mountedIn = append(m.mountedIn, dir)
 			return m.mountErr
+		},
+		pageServer: func(context.Context, string) (pageServerProbe, error) {
+			v := m.criuRPC
+			if v == 0 {
+				v = 40201
+			}
+			return pageServerProbe{version: v, port: 41203}, m.pageServer
 		},
 	}
 }

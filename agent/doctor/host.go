@@ -47,6 +47,9 @@ type host struct {
 	// mountOverlay mounts an overlay inside the existing directory dir,
 	// checks that it works, and unmounts it again.
 	mountOverlay func(dir string) error
+	// pageServer starts a CRIU page server through go-criu with the CRIU
+	// binary at criu, reaches it and lets it end.
+	pageServer func(ctx context.Context, criu string) (pageServerProbe, error)
 }
 
 func realHost() host {
@@ -72,6 +75,7 @@ func realHost() host {
 		softDirty:     probeSoftDirty,
 		setPipeSize:   trySetPipeSize,
 		mountOverlay:  tryOverlayMount,
+		pageServer:    startPageServer,
 	}
 }
 
@@ -228,3 +232,7 @@ func tryOverlayMount(dir string) (err error) {
 	}
 	return nil
 }
+
+// SoftDirty reports whether this kernel tracks soft-dirty pages, as the
+// soft-dirty check probes it (pre-copy needs it): tests gate on it.
+func SoftDirty() (bool, error) { return probeSoftDirty() }

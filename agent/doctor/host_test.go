@@ -51,6 +51,15 @@ func TestRunOnThisHost(t *testing.T) {
 	if r.Supports(PreCopy) && !kernelTracks {
 		t.Error("pre-copy supported without soft-dirty tracking")
 	}
+	if !kernelTracks {
+		if s, _ := r.Strategy(PreCopy); !strings.Contains(s.Reason, "soft-dirty") {
+			t.Errorf("pre-copy unsupported without naming soft-dirty: %q", s.Reason)
+		}
+	}
+	// DESIGN.md section 7: go-criu starts page servers on this CRIU.
+	if ps := findCheck(t, r, CheckPageServer); ps.Status != StatusPass {
+		t.Errorf("page-server: %s: %s", ps.Status, ps.Detail)
+	}
 
 	// The overlay test mount cleaned up after itself.
 	entries, err := os.ReadDir(dataDir)

@@ -40,4 +40,13 @@
 //
 // One Store per root: Open removes leftovers from a crashed import and
 // layers no image references.
+//
+// # Transfers
+//
+// [Store.Send] writes an image's record and some of its layers, as
+// stored, for another node (a migration's destination); [Store.Receive]
+// reads that stream, checks every layer against its digest and the
+// extraction policy, and records the image only when all of it is in,
+// under the sender's name and ID. A wrong layer is refused naming it,
+// and the store is left as it was.
 package image

@@ -13,5 +13,12 @@
 // later snapshots can use as their parent; View creates a read-only one.
 // Image layers are unpacked by Prepare, Apply, Commit per layer; a
 // container's root filesystem is an active snapshot on the image's top
-// layer, and its Diff is what a migration or checkpoint carries.
+// layer, and its Diff is what a checkpoint carries.
+//
+// A live migration moves an active snapshot while its container runs
+// (sync.go): Mark sends its tree and remembers it, Changes sends only
+// what changed since (the container frozen), and the receiving
+// snapshotter's Receive and ReceiveChanges rebuild it, in a SyncFormat
+// both sides have: layer tars always, btrfs send streams between btrfs
+// snapshotters.
 package snapshot

@@ -168,6 +168,61 @@ type Snapshotter interface {
 	// a committed snapshot, ErrInvalidKind.
 	Apply(ctx context.Context, key string, r io.Reader) error
 
+	// SyncFormats lists the formats that Mark, Changes, Receive and
+	// ReceiveChanges take, preferred first; SyncTar is always one.
+	SyncFormats() []SyncFormat
+
+	// Mark records the state of the active snapshot key under the name
+	// mark and writes key's tree as it was then to w in format f, for
+	// Receive on another snapshotter that has key's parent: SyncTar writes
+	// key's diff against its parent, as Diff does; SyncBtrfs a whole send
+	// stream. key may be mounted and written while Mark runs: whatever
+	// changes meanwhile is written again by Changes. Marking again under
+	// the same name replaces the mark.
+	//
+	// Mark of a key that does not exist fails with ErrNotFound; of one
+	// that is not active, ErrInvalidKind; with a bad mark name,
+	// ErrInvalidArgument; in a format not in SyncFormats,
+	// ErrUnsupportedFormat.
+	Mark(ctx context.Context, key, mark string, f SyncFormat, w io.Writer) error
+
+	// Changes writes what changed in the active snapshot key since mark
+	// to w in format f (SyncBtrfs only if Mark wrote SyncBtrfs):
+	// ReceiveChanges on what Receive made of Mark's stream reproduces
+	// key's tree exactly, deletions, replaced directories, modes, owners,
+	// times and links included. SyncTar writes an OCI layer tar whose
+	// whiteouts apply to that tree. key must not change while Changes
+	// runs (freeze its container first). The mark stays.
+	//
+	// Changes with a mark key does not have fails with ErrNotFound;
+	// otherwise it fails like Mark.
+	Changes(ctx context.Context, key, mark string, f SyncFormat, w io.Writer) error
+
+	// Unmark forgets mark of key and frees what it held. Removing key
+	// forgets its marks too.
+	//
+	// Unmark of a key or a mark that does not exist fails with
+	// ErrNotFound.
+	Unmark(ctx context.Context, key, mark string) error
+
+	// Receive creates the active snapshot key on the committed snapshot
+	// parent (empty: none) from r, a stream Mark wrote in format f on a
+	// snapshotter whose key had the same parent tree. It fails like
+	// Prepare, and with ErrUnsupportedFormat; on any failure key does not
+	// exist afterwards.
+	Receive(ctx context.Context, key, parent string, f SyncFormat, r io.Reader) error
+
+	// ReceiveChanges applies r, a stream Changes wrote in format f, to
+	// the active snapshot key, which Receive made from the matching Mark
+	// (SyncBtrfs needs exactly that; SyncTar applies to any active
+	// snapshot with that tree). Apply it once, before mounting key. After
+	// a failure key's tree is undefined: remove it.
+	//
+	// ReceiveChanges to a key that does not exist fails with ErrNotFound;
+	// to one that is not active, ErrInvalidKind; with SyncBtrfs to a key
+	// Receive did not make from a SyncBtrfs stream, ErrInvalidArgument.
+	ReceiveChanges(ctx context.Context, key string, f SyncFormat, r io.Reader) error
+
 	// Close releases the root (and its lock) for another snapshotter.
 	// Later calls fail with ErrClosed; a second Close does nothing.
 	Close() error

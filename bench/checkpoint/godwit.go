@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -260,6 +261,7 @@ func (g *godwit) Close(ctx context.Context) error {
 // agent's log.
 func (g *godwit) cli(ctx context.Context, a *benchutil.Agent, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, g.bin, append([]string{"--agent", a.Addr}, args...)...)
+	cmd.Env = append(os.Environ(), a.CLIEnv()...) // the agent serves mutual TLS
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/agent/runtime"
@@ -57,7 +56,7 @@ type result struct {
 // removes every container and stops the agent.
 func measureGodwit(ctx context.Context, o options, dir string, log *slog.Logger) (res *result, err error) {
 	agent, err := benchutil.StartAgent(benchutil.AgentConfig{
-		Binary: o.godwit, Node: nodeName, Dir: dir, ContainerCIDR: o.cidr, Args: []string{"--runc", o.runc},
+		Binary: o.godwit, Node: nodeName, Dir: dir, ContainerCIDR: o.cidr, Args: []string{"--runc", o.runc}, Insecure: o.insecure,
 	})
 	if err != nil {
 		return nil, err
@@ -69,7 +68,7 @@ func measureGodwit(ctx context.Context, o options, dir string, log *slog.Logger)
 		}
 	}()
 
-	conn, err := grpc.NewClient(agent.Addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	conn, err := grpc.NewClient(agent.Addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(agent.Credentials()))...)
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,8 @@ type options struct {
 	n      int
 	cidr   string
 	out    string
+	// insecure runs the agent with --insecure instead of mutual TLS.
+	insecure bool
 }
 
 func main() {
@@ -59,6 +61,7 @@ func main() {
 	flag.IntVar(&o.n, "n", defaultContainers, "how many idle containers to run")
 	flag.StringVar(&o.cidr, "container-cidr", "10.252.0.0/22", "the agent's container addresses (must hold -n addresses)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
+	flag.BoolVar(&o.insecure, "insecure", false, "run the agent with --insecure (plaintext) instead of mutual TLS, as production runs it")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))

@@ -33,8 +33,12 @@ func renderReport(o options, c conditions, gw, base *result) string {
 		info.GetCpus(), mib(info.GetMemoryBytes()), info.GetKernelVersion(), c.cgroupMode)
 	fmt.Fprintf(&b, "- runc %s, CRIU %s, godwit %s (CGO_ENABLED=0)\n",
 		info.GetRuncVersion(), info.GetCriuVersion(), info.GetGodwitVersion())
-	fmt.Fprintf(&b, "- godwit: %s snapshotter, data dir on %s; a netns, veth and shim per container\n",
-		info.GetSnapshotter(), c.dataDirFS)
+	api := "mutual TLS (a throwaway CA)"
+	if o.insecure {
+		api = "`--insecure` (plaintext)"
+	}
+	fmt.Fprintf(&b, "- godwit: %s snapshotter, data dir on %s; a netns, veth and shim per container; API over %s\n",
+		info.GetSnapshotter(), c.dataDirFS, api)
 	fmt.Fprintf(&b, "- bare runc: `runc run --detach` of the same spec without a netns path (runc makes an empty one), "+
 		"rootfs a directory of hard links to one busybox tree; bundles written beforehand, untimed\n\n")
 

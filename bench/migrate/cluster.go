@@ -68,7 +68,7 @@ type bench struct {
 
 // newBench creates the cluster, starts the agents and imports the
 // workload image on both.
-func newBench(ctx context.Context, bin, work, rootfsTar string, log *slog.Logger) (_ *bench, err error) {
+func newBench(ctx context.Context, bin, work, rootfsTar string, insecure bool, log *slog.Logger) (_ *bench, err error) {
 	if bin, err = filepath.Abs(bin); err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func newBench(ctx context.Context, bin, work, rootfsTar string, log *slog.Logger
 		}
 	}
 	for _, h := range []*devcluster.Host{b.a, b.b} {
-		a, err := h.StartAgent(ctx, devcluster.AgentOptions{})
+		a, err := h.StartAgent(ctx, devcluster.AgentOptions{Insecure: insecure})
 		if err != nil {
 			return nil, err
 		}
@@ -169,6 +169,7 @@ func (b *bench) conditions() conditions {
 		runc:        b.info.GetRuncVersion(),
 		criu:        b.info.GetCriuVersion(),
 		snapshotter: b.info.GetSnapshotter(),
+		insecure:    b.a.Agent().Insecure(),
 	}
 }
 

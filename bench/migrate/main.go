@@ -57,6 +57,8 @@ type options struct {
 	rawMiB    int
 	workDir   string
 	out       string
+	// insecure runs the agents with --insecure instead of mutual TLS.
+	insecure bool
 }
 
 func main() {
@@ -70,6 +72,7 @@ func main() {
 	flag.IntVar(&o.rawMiB, "raw-mib", defaultRawMiB, "MiB sent by each raw TCP measurement between hosts a and b")
 	flag.StringVar(&o.workDir, "work-dir", "", "directory for the baseline's images and the workload image (default: a new one in $TMPDIR); its filesystem is reported")
 	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
+	flag.BoolVar(&o.insecure, "insecure", false, "run the agents with --insecure (plaintext data connections) instead of mutual TLS, as production runs them")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -122,7 +125,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 		return err
 	}
 
-	b, err := newBench(ctx, o.godwit, work, rootfsTar, log)
+	b, err := newBench(ctx, o.godwit, work, rootfsTar, o.insecure, log)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,8 @@ type conditions struct {
 	runc        string
 	criu        string
 	snapshotter string
+	// insecure: the agents ran with --insecure, not mutual TLS.
+	insecure bool
 }
 
 // row is one tool at one size.
@@ -92,7 +94,11 @@ func (r report) render() string {
 	fmt.Fprintf(&b, "- host: %s, %d cores, %s memory, kernel %s, cgroup %s\n", c.cpu, c.cores, benchutil.MiB(c.memory), c.kernel, c.cgroupMode)
 	fmt.Fprintf(&b, "- godwit %s, runc %s, CRIU %s (CGO_ENABLED=0); %s snapshotter; agents' data on %s, the baseline's images on %s\n",
 		c.godwit, c.runc, c.criu, c.snapshotter, c.dataFS, c.workFS)
-	b.WriteString("- hosts: network namespaces on one bridge (veth pairs), one kernel; agents `--insecure` (plaintext data connections)\n")
+	security := "mutual TLS with node certificates (TLS 1.3, a throwaway CA) on the API and the data connections"
+	if c.insecure {
+		security = "`--insecure` (plaintext data connections)"
+	}
+	fmt.Fprintf(&b, "- hosts: network namespaces on one bridge (veth pairs), one kernel; agents %s\n", security)
 	fmt.Fprintf(&b, "- downtime (probe): the longest gap between two replies of a client on host c asking COUNT on one connection "+
 		"every %s (or as soon as the answer came, when later), from its last reply before the move to its first after; "+
 		"it includes TCP's retransmission backoff once the container runs again\n", probeInterval)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -15,8 +16,15 @@ import (
 
 	"github.com/godwit/godwit/agent"
 	"github.com/godwit/godwit/internal/datachan"
+	"github.com/godwit/godwit/internal/pki"
 	"github.com/godwit/godwit/internal/rpc"
 )
+
+// noAgentTLS is why an agent started with neither TLS files nor
+// --insecure refuses to start, and what to pass.
+const noAgentTLS = "the agent serves its API and data connections over mutual TLS: give --tls-ca CA.pem --tls-cert NODE.pem --tls-key NODE-KEY.pem " +
+	"(a throwaway CA and node certificates: `godwit tls ca --dir DIR`, then `godwit tls cert --dir DIR --name NODE --host ADDRESS`), " +
+	"or, on a host or network you trust, --insecure for plaintext without authentication"
 
 func init() { register(newAgentCommand) }
 
@@ -27,23 +35,32 @@ func newAgentCommand(*globalOptions) *cobra.Command {
 		cidr     string
 		labels   []string
 		insecure bool
+		tlsFiles pki.Files
 		logLevel string
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --name NAME --data-dir DIR --listen ADDR [--insecure]",
+		Use:   "agent --name NAME --data-dir DIR --listen ADDR (--tls-ca FILE --tls-cert FILE --tls-key FILE | --insecure)",
 		Short: "Run the node agent: images, snapshots, containers and their network on this node",
 		Long: `Run the node agent. It serves the node API over gRPC and keeps the node's
 images, snapshots and containers under --data-dir. Containers keep running
-when the agent stops; a restarted agent re-adopts them.`,
+when the agent stops; a restarted agent re-adopts them.
+
+The API and the data connections beside it (checkpoint archives, migration
+images) are served on --listen over mutual TLS: --tls-cert is this node's
+certificate (its addresses among its names), --tls-key its key, and
+--tls-ca the cluster's CA, which every client and every other agent must
+present a certificate of. The agent sends migrations to other agents with
+the same certificate. --insecure serves plaintext without authentication
+instead, for one host or tests.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
 			}
-			if !insecure {
-				return errors.New("the agent API needs TLS credentials, which arrive with the cluster (`godwit tls`); " +
-					"until then run it with --insecure on a host or network you trust")
+			id, err := agentIdentity(tlsFiles, insecure)
+			if err != nil {
+				return err
 			}
 			var parseErr error
 			if cfg.Labels, parseErr = parseKeyValues(labels, "--label"); parseErr != nil {
@@ -66,7 +83,7 @@ when the agent stops; a restarted agent re-adopts them.`,
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runAgent(ctx, cfg, listen, log)
+			return runAgent(ctx, cfg, listen, id, log)
 		},
 	}
 	f := cmd.Flags()
@@ -79,14 +96,69 @@ when the agent stops; a restarted agent re-adopts them.`,
 	f.StringArrayVar(&labels, "label", nil, "node label K=V (repeatable)")
 	f.StringVar(&cfg.Snapshotter, "snapshotter", "", "overlay or btrfs (default: btrfs when the data dir is on btrfs, else overlay)")
 	f.StringVar(&cfg.Runc, "runc", "runc", "runc binary")
-	f.BoolVar(&insecure, "insecure", false, "serve the API in plaintext, without authentication (one host or tests only)")
+	f.StringVar(&tlsFiles.CA, "tls-ca", "", "the cluster CA's certificate (PEM): clients and other agents must present a certificate it signed")
+	f.StringVar(&tlsFiles.Cert, "tls-cert", "", "this node's certificate (PEM), signed by --tls-ca, naming the addresses the agent is reached at")
+	f.StringVar(&tlsFiles.Key, "tls-key", "", "the private key of --tls-cert (PEM, mode 0600)")
+	f.BoolVar(&insecure, "insecure", false, "serve the API in plaintext, without authentication, instead of TLS (one host or tests only)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }
 
-func runAgent(ctx context.Context, cfg agent.Config, listen string, log *slog.Logger) error {
+// agentIdentity loads the agent's TLS identity from the three files, or
+// returns nil with --insecure; it refuses any other combination, saying
+// what to pass.
+func agentIdentity(f pki.Files, insecure bool) (*pki.Identity, error) {
+	missing := f.Missing()
+	switch {
+	case insecure && len(missing) < 3:
+		return nil, errors.New("--insecure serves plaintext, so it takes no --tls-ca, --tls-cert or --tls-key: drop one or the other")
+	case insecure:
+		return nil, nil
+	case len(missing) == 3:
+		return nil, errors.New(noAgentTLS)
+	case len(missing) > 0:
+		flags := make([]string, len(missing))
+		for i, m := range missing {
+			flags[i] = "--tls-" + m
+		}
+		return nil, fmt.Errorf("missing %s: the agent's TLS needs all three of --tls-ca, --tls-cert and --tls-key", strings.Join(flags, " and "))
+	}
+	return pki.Load(f)
+}
+
+// muxConfig is the data channel's configuration: TLS with the agent's
+// identity (nil: plaintext, with the loud warning), checked against the
+// node's name and the address it advertises.
+func muxConfig(cfg agent.Config, addr net.Addr, id *pki.Identity, log *slog.Logger) (datachan.Config, error) {
+	if id == nil {
+		fmt.Fprintf(os.Stderr, "WARNING: node %s serves its API on %s in PLAINTEXT with NO AUTHENTICATION (--insecure): "+
+			"anyone who can reach it can run containers as root on this host\n", cfg.Name, addr)
+		log.Warn("API is insecure: plaintext, no authentication", "listen", addr.String())
+		return datachan.Config{Log: log}, nil
+	}
+	server, err := id.ServerConfig()
+	if err != nil {
+		return datachan.Config{}, err
+	}
+	if id.Name() != cfg.Name {
+		log.Warn("the TLS certificate names another node: is it this node's?", "certificate", id.Name(), "node", cfg.Name)
+	}
+	// Other agents and clients dial the advertised address and accept
+	// only a certificate that names it.
+	if host, _, err := net.SplitHostPort(cfg.Advertise); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			if err := id.VerifyHost(host); err != nil {
+				log.Warn("clients that dial the advertised address will refuse this agent", "advertise", cfg.Advertise, "error", err)
+			}
+		}
+	}
+	log.Info("API and data connections served over mutual TLS", "listen", addr.String(), "certificate", id.Name())
+	return datachan.Config{Log: log, TLS: server, ClientTLS: id.ClientConfig()}, nil
+}
+
+func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Identity, log *slog.Logger) error {
 	a, err := agent.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -97,15 +169,17 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, log *slog.Lo
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	fmt.Fprintf(os.Stderr, "WARNING: node %s serves its API on %s in PLAINTEXT with NO AUTHENTICATION (--insecure): "+
-		"anyone who can reach it can run containers as root on this host\n", cfg.Name, lis.Addr())
-	log.Warn("API is insecure: plaintext, no authentication", "listen", lis.Addr().String())
+	muxCfg, err := muxConfig(cfg, lis.Addr(), id, log)
+	if err != nil {
+		lis.Close()
+		return err
+	}
 
 	// One address serves both gRPC and the data connections that carry
-	// checkpoint archives beside it (internal/datachan).
-	mux := datachan.Listen(lis, datachan.Config{Log: log})
+	// checkpoint archives beside it (internal/datachan), over one TLS.
+	mux := datachan.Listen(lis, muxCfg)
 	defer mux.Close()
-	srv := grpc.NewServer(rpc.ServerOptions()...)
+	srv := grpc.NewServer(append(rpc.ServerOptions(), grpc.Creds(mux.ServerCredentials()))...)
 	a.Register(srv, agent.WithDataChannel(mux))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(mux.RPCListener()) }()

@@ -24,8 +24,9 @@ func newDoctorCommand(*globalOptions) *cobra.Command {
 		Short: "Check that this host can run godwit, and which migration strategies it supports",
 		Long: `Check this host: root, kernel, CRIU (version and criu check), runc, cgroups,
 overlayfs, btrfs, network namespaces, CRIU's network lock (iptables or
-nftables), IP forwarding, userfaultfd, soft-dirty tracking and
-fs.pipe-max-size. Each failing check says how to fix it. Then list the
+nftables), IP forwarding, userfaultfd, soft-dirty tracking,
+fs.pipe-max-size and a CRIU page server started through go-criu. Each
+failing check says how to fix it. Then list the
 migration strategies this host supports (stop-copy, stream, pre-copy,
 post-copy) and why not where not.
 

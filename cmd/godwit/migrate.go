@@ -46,14 +46,7 @@ const (
 	// which nodes the migration runs between. It must not end in ".json",
 	// which the journal reads as records.
 	agentsFileSuffix = ".agents"
-	// autoReason is why auto picks stop-copy, until the agents carry out
-	// the other strategies.
-	autoReason = "auto: the only one the agents implement yet"
 )
-
-// implementedStrategies are those the agents carry out today; the others
-// are refused before anything happens.
-var implementedStrategies = []migrate.Strategy{migrate.StopCopy}
 
 // phaseOrder lists the phases in the order a summary prints them.
 var phaseOrder = []migrate.Phase{
@@ -71,15 +64,17 @@ type migrateOptions struct {
 	journal      string
 	abortTimeout time.Duration
 	out          *outputFormat
+	global       *globalOptions // the CLI's TLS credentials, for both agents
+	// minimizeDowntime lets auto pick post-copy.
+	minimizeDowntime bool
 
-	// chosen is the strategy check resolved, and chosenWhy why when
-	// --strategy did not name it.
-	chosen    migrate.Strategy
-	chosenWhy string
+	// want is --strategy, parsed; the strategy itself is chosen once both
+	// agents said what they support (migrate.Choose, in start).
+	want migrate.Strategy
 }
 
-func newMigrateCommand(*globalOptions) *cobra.Command {
-	o := &migrateOptions{}
+func newMigrateCommand(g *globalOptions) *cobra.Command {
+	o := &migrateOptions{global: g}
 	cmd := &cobra.Command{
 		Use:   "migrate NAME --from-agent ADDR --to-agent ADDR [--strategy auto|stop-copy|stream|pre-copy|post-copy] [--id ID] [-o json]",
 		Short: "Live-migrate a running container from one agent to another",
@@ -90,10 +85,17 @@ restores it held stopped, and only then does it run there: the source keeps
 its stopped copy until the destination runs the container, so that exactly
 one copy ever runs.
 
-Strategies (--strategy): stop-copy (freeze, dump, send, restore) is the one
-the agents carry out today, and auto picks it. stream, pre-copy and post-copy
-are refused until the agents implement them; post-copy will be opt-in, since
-losing either node while its pages are in flight loses the container.
+Strategies (--strategy): stop-copy freezes, dumps, sends and restores;
+stream dumps the memory straight into a CRIU page server on the destination;
+pre-copy copies the memory while the container runs, round after round, then
+freezes for a short final dump (it needs the kernel's soft-dirty tracking);
+post-copy restores at once and lets the memory follow. Both agents are asked
+what they support on their hosts (as ` + "`godwit node info`" + ` shows it) before
+anything stops: auto, the default, picks the first of pre-copy, stream and
+stop-copy that both support and says why; a named strategy that one host
+lacks is refused with the reason. Auto picks post-copy only with
+--minimize-downtime, since until the last page has arrived losing either
+node loses the container.
 
 Any failure before the destination runs the container undoes the move: the
 destination discards its copy, and the container runs on the source again
@@ -111,7 +113,9 @@ written at every phase, which --resume and --abort read.
 Progress goes to standard error. Standard output gets one line (migrated
 NAME from A to B (ID): downtime, total, bytes sent, strategy) and the time of
 each phase; with -o json one object: id, container, from, to, strategy,
-phase, downtime_ms, total_ms, bytes_sent, phases (phase -> ms), warnings.`,
+strategy_reason, phase, downtime_ms, total_ms, bytes_sent, phases (phase ->
+ms), warnings, and for pre-copy pre_copy (its rounds and the rule that
+stopped them).`,
 		Example: `  godwit migrate c1 --from-agent 10.0.0.1:7701 --to-agent 10.0.0.2:7701
   godwit migrate --resume m-0123456789ab --from-agent 10.0.0.1:7701 --to-agent 10.0.0.2:7701
   godwit migrate --abort m-0123456789ab --from-agent 10.0.0.1:7701 --to-agent 10.0.0.2:7701`,
@@ -145,7 +149,8 @@ phase, downtime_ms, total_ms, bytes_sent, phases (phase -> ms), warnings.`,
 	f := cmd.Flags()
 	f.StringVar(&o.from, "from-agent", "", "`ADDR` of the agent the container runs on (required)")
 	f.StringVar(&o.to, "to-agent", "", "`ADDR` of the agent to move the container to (required)")
-	f.StringVar(&o.strategy, "strategy", string(migrate.Auto), "auto, stop-copy, stream, pre-copy or post-copy (only stop-copy is implemented yet; auto picks it)")
+	f.StringVar(&o.strategy, "strategy", string(migrate.Auto), "auto, stop-copy, stream, pre-copy or post-copy (auto: the best that both agents support)")
+	f.BoolVar(&o.minimizeDowntime, "minimize-downtime", false, "let auto pick post-copy, whose downtime hardly grows with memory: losing either node before all pages have arrived loses the container")
 	f.StringVar(&o.id, "id", "", "migration `ID` (default: generated, m- and 12 hex digits)")
 	f.StringVar(&o.resume, "resume", "", "finish held migration `ID` (with the same two agents)")
 	f.StringVar(&o.abort, "abort", "", "undo held migration `ID`: the container runs on the source again (with the same two agents)")
@@ -168,7 +173,7 @@ func (o *migrateOptions) check(args []string, changed func(string) bool) error {
 		return errors.New("name one container to move: godwit migrate NAME --from-agent ADDR --to-agent ADDR")
 	}
 	if finishing {
-		for _, name := range []string{"strategy", "id"} {
+		for _, name := range []string{"strategy", "id", "minimize-downtime"} {
 			if changed(name) {
 				return fmt.Errorf("--%s applies to a new migration; a held one keeps what it was started with", name)
 			}
@@ -185,25 +190,13 @@ func (o *migrateOptions) check(args []string, changed func(string) bool) error {
 		return fmt.Errorf("--abort-timeout %s: want a positive duration", o.abortTimeout)
 	}
 	var err error
-	o.chosen, o.chosenWhy, err = resolveStrategy(o.strategy)
-	return err
-}
-
-// resolveStrategy reads --strategy: auto resolves to stop-copy, and a
-// strategy the agents do not carry out yet is refused with what is
-// available.
-func resolveStrategy(v string) (migrate.Strategy, string, error) {
-	s, err := migrate.ParseStrategy(v)
-	if err != nil {
-		return "", "", fmt.Errorf("--strategy: %w", err)
+	if o.want, err = migrate.ParseStrategy(o.strategy); err != nil {
+		return fmt.Errorf("--strategy: %w", err)
 	}
-	if s == migrate.Auto {
-		return implementedStrategies[0], autoReason, nil
+	if o.minimizeDowntime && o.want != migrate.Auto {
+		return fmt.Errorf("--minimize-downtime lets --strategy auto pick post-copy; --strategy %s leaves nothing to pick: drop one of them", o.want)
 	}
-	if !slices.Contains(implementedStrategies, s) {
-		return "", "", fmt.Errorf("--strategy %s: the agents do not implement it yet: use %s (or auto, which picks it)", s, implementedStrategies[0])
-	}
-	return s, "", nil
+	return nil
 }
 
 // defaultJournalDir is where migrate keeps its records without --journal:
@@ -268,26 +261,33 @@ func (r *migrateRun) start(ctx context.Context, name string) error {
 	case !errors.Is(err, migrate.ErrUnknownMigration):
 		return fmt.Errorf("--id: %w", err)
 	}
-	src, dst, closeAll, err := dialMigrationAgents(ctx, r.opts.from, r.opts.to)
+	src, dst, closeAll, err := dialMigrationAgents(ctx, r.opts.global, r.opts.from, r.opts.to, true)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
+	// Chosen before anything is recorded or frozen: a strategy one host
+	// lacks stops the move here, with why.
+	choice, err := migrate.Choose(r.opts.want, src.caps, dst.caps, r.opts.minimizeDowntime)
+	if err != nil {
+		return fmt.Errorf("cannot migrate %s from node %s to node %s: %w; nothing was stopped: pick another --strategy (auto picks the best both support), or fix the host as `godwit doctor` says there",
+			name, src.end.Node, dst.end.Node, err)
+	}
 	agents := migrationAgents{From: src.end, To: dst.end}
 	if err := r.writeAgents(id, agents); err != nil {
 		return err
 	}
 	label := "migrate " + name
-	strategy := string(r.opts.chosen)
-	if r.opts.chosenWhy != "" {
-		strategy += " (" + r.opts.chosenWhy + ")"
+	fmt.Fprintf(r.stderr, "%s: migration %s from %s (node %s) to %s (node %s), strategy %s: %s\n",
+		label, id, src.end.Address, src.end.Node, dst.end.Address, dst.end.Node, choice.Strategy, choice.Reason)
+	if choice.Strategy == migrate.PostCopy {
+		fmt.Fprintf(r.stderr, "%s: warning: post-copy runs the container on node %s before all its memory has arrived: until the last page is in, losing either node (%s or %s) loses the container\n",
+			label, dst.end.Node, src.end.Node, dst.end.Node)
 	}
-	fmt.Fprintf(r.stderr, "%s: migration %s from %s (node %s) to %s (node %s), strategy %s\n",
-		label, id, src.end.Address, src.end.Node, dst.end.Address, dst.end.Node, strategy)
 	p := newMigrationProgress(r.stderr, label)
-	res, err := migrate.Drive(ctx, migrate.Migration{ID: id, Container: name, Strategy: r.opts.chosen},
+	res, err := migrate.Drive(ctx, migrate.Migration{ID: id, Container: name, Strategy: choice.Strategy},
 		src.agent, dst.agent, r.driveOptions(p))
-	return r.report(res, err, p, agents, r.opts.chosenWhy)
+	return r.report(res, err, p, agents, choice.Reason)
 }
 
 // finishHeld resumes (abort false) or aborts migration id from its record.
@@ -303,7 +303,7 @@ func (r *migrateRun) finishHeld(ctx context.Context, id string, abort bool) erro
 	if err != nil {
 		return err
 	}
-	src, dst, closeAll, err := dialMigrationAgents(ctx, r.opts.from, r.opts.to)
+	src, dst, closeAll, err := dialMigrationAgents(ctx, r.opts.global, r.opts.from, r.opts.to, false)
 	if err != nil {
 		return err
 	}
@@ -356,6 +356,7 @@ func (r *migrateRun) report(res *migrate.Result, err error, p *migrationProgress
 	p.ui.finish()
 	if res != nil && res.Record != nil {
 		v := newMigrationView(res, agents.From.Address, agents.To.Address)
+		v.StrategyReason = strategyWhy
 		if *r.opts.out == outputJSON {
 			if perr := printJSON(r.stdout, v); perr != nil {
 				return errors.Join(err, perr)
@@ -413,6 +414,14 @@ func writeMigrationSummary(w io.Writer, v migrationView, agents migrationAgents,
 	if len(phases) > 0 {
 		fmt.Fprintf(w, "phases: %s\n", strings.Join(phases, ", "))
 	}
+	if v.LayerBytes > 0 || v.SyncBytes > 0 {
+		fmt.Fprintf(w, "root filesystem before the freeze: %s of image layers, %s of the writable layer\n",
+			units.FormatBytes(v.LayerBytes), units.FormatBytes(v.SyncBytes))
+	}
+	if pc := v.PreCopy; pc != nil {
+		fmt.Fprintf(w, "pre-copy: %d rounds, %s sent while the container ran; stopped by %q: %s\n",
+			len(pc.Rounds), units.FormatBytes(pc.bytesSent()), pc.Rule, pc.Detail)
+	}
 	for _, warning := range v.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warning)
 	}
@@ -425,6 +434,12 @@ type migrationView struct {
 	From      string `json:"from"`
 	To        string `json:"to"`
 	Strategy  string `json:"strategy"`
+	// StrategyReason is why the strategy was chosen ("asked for", or
+	// auto's reason, naming what each host lacked); empty for --resume
+	// and --abort.
+	StrategyReason string `json:"strategy_reason,omitempty"`
+	// PreCopy is how pre-copy's rounds went (pre-copy only).
+	PreCopy *preCopyView `json:"pre_copy,omitempty"`
 	// Phase is where the move stands: done, aborted, or the phase a held
 	// migration stopped in.
 	Phase      string           `json:"phase"`
@@ -433,17 +448,24 @@ type migrationView struct {
 	BytesSent  int64            `json:"bytes_sent"`
 	Phases     map[string]int64 `json:"phases"`
 	Warnings   []string         `json:"warnings"`
+	// LayerBytes and SyncBytes are the root filesystem sent before the
+	// freeze: image layers the destination lacked, the writable layer
+	// synced while the container ran.
+	LayerBytes int64 `json:"layer_bytes,omitempty"`
+	SyncBytes  int64 `json:"sync_bytes,omitempty"`
 }
 
 func newMigrationView(res *migrate.Result, from, to string) migrationView {
 	v := migrationView{
 		ID: res.ID, From: from, To: to, Strategy: string(res.Strategy),
 		DowntimeMs: res.Downtime.Milliseconds(), TotalMs: res.Total.Milliseconds(), BytesSent: res.BytesSent,
+		LayerBytes: res.LayerBytes, SyncBytes: res.SyncBytes,
 		Phases: make(map[string]int64, len(res.Phases)), Warnings: nonNil(res.Warnings),
 	}
 	if res.Record != nil {
 		v.Container, v.Phase = res.Record.Container, string(res.Record.Phase)
 	}
+	v.PreCopy = newPreCopyView(res.PreCopy)
 	for ph, d := range res.Phases {
 		v.Phases[string(ph)] = d.Milliseconds()
 	}
@@ -488,12 +510,15 @@ func (p *migrationProgress) printed(message string) bool { return slices.Contain
 type migrationPeer struct {
 	end   migrationEnd
 	agent *agentclient.MigrationAgent
+	// caps are the strategies it supports, when they were asked for.
+	caps migrate.Capabilities
 }
 
-// dialMigrationAgents dials both agents and asks each who it is, so that
-// an unreachable agent, or the same one twice under two addresses, is
+// dialMigrationAgents dials both agents and asks each who it is (and,
+// with strategies, which migration strategies it supports), so that an
+// unreachable agent, or the same one twice under two addresses, is
 // refused before anything happens.
-func dialMigrationAgents(ctx context.Context, from, to string) (src, dst *migrationPeer, closeAll func(), err error) {
+func dialMigrationAgents(ctx context.Context, g *globalOptions, from, to string, strategies bool) (src, dst *migrationPeer, closeAll func(), err error) {
 	var closers []func()
 	closeConns := func() {
 		for _, c := range closers {
@@ -507,21 +532,25 @@ func dialMigrationAgents(ctx context.Context, from, to string) (src, dst *migrat
 	}()
 	peers := make([]*migrationPeer, 2)
 	for i, end := range []struct{ flag, role, addr string }{{"--from-agent", "source", from}, {"--to-agent", "destination", to}} {
-		client, closeConn, err := (&globalOptions{agentAddr: end.addr}).agentClient()
+		client, closeConn, err := g.withAgent(end.addr).agentClient()
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", end.flag, err)
 		}
 		closers = append(closers, closeConn)
 		infoCtx, cancel := context.WithTimeout(ctx, agentCheckTimeout)
-		info, err := client.NodeInfo(infoCtx, &pb.NodeInfoRequest{})
+		info, err := client.NodeInfo(infoCtx, &pb.NodeInfoRequest{Strategies: strategies})
 		cancel()
 		if err != nil {
+			if mismatch := g.tlsMismatch(ctx, end.addr); mismatch != nil {
+				return nil, nil, nil, fmt.Errorf("%s: %w", end.flag, mismatch)
+			}
 			return nil, nil, nil, fmt.Errorf("cannot reach the %s agent at %s (%s): is `godwit agent` running there? Check %s",
 				end.role, end.addr, status.Convert(err).Message(), end.flag)
 		}
 		peers[i] = &migrationPeer{
 			end:   migrationEnd{Address: end.addr, Node: info.GetName()},
 			agent: &agentclient.MigrationAgent{Client: client, Addr: dataAddress(info.GetAddress(), end.addr)},
+			caps:  capabilitiesOf(info),
 		}
 	}
 	if peers[0].end.Node == peers[1].end.Node {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,9 +37,8 @@ func TestMigrateRefusesBadFlagsBeforeDialling(t *testing.T) {
 		{name: "no --to-agent", args: []string{"c1", "--from-agent", unreachableAgent}, want: "--to-agent ADDR is required"},
 		{name: "same agent twice", args: []string{"c1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent}, want: "are both " + unreachableAgent},
 		{name: "unknown strategy", args: []string{"c1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2, "--strategy", "teleport"}, want: `unknown strategy "teleport"`},
-		{name: "stream not implemented", args: []string{"c1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2, "--strategy", "stream"}, want: "--strategy stream: the agents do not implement it yet: use stop-copy"},
-		{name: "pre-copy not implemented", args: []string{"c1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2, "--strategy", "pre-copy"}, want: "--strategy pre-copy: the agents do not implement it yet"},
-		{name: "post-copy not implemented", args: []string{"c1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2, "--strategy", "post-copy"}, want: "--strategy post-copy: the agents do not implement it yet"},
+		{name: "--minimize-downtime with a named strategy", args: []string{"c1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2, "--strategy", "stop-copy", "--minimize-downtime"}, want: "--minimize-downtime lets --strategy auto pick post-copy"},
+		{name: "--resume with --minimize-downtime", args: []string{"--resume", "m-1", "--minimize-downtime", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2}, want: "--minimize-downtime applies to a new migration"},
 		{name: "--resume and --abort", args: []string{"--resume", "m-1", "--abort", "m-1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2}, want: "exclude each other"},
 		{name: "--resume with a container", args: []string{"c1", "--resume", "m-1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2}, want: `drop "c1"`},
 		{name: "--abort with a container", args: []string{"c1", "--abort", "m-1", "--from-agent", unreachableAgent, "--to-agent", unreachableAgent2}, want: `drop "c1"`},
@@ -96,10 +96,10 @@ func TestMigrateMovesAndPrintsStatistics(t *testing.T) {
 		want     []string
 	}{
 		{name: "auto, text", want: []string{
-			"migrated c1 from SRC to DST (m-test): downtime ", " sent, strategy stop-copy (auto: the only one the agents implement yet)\n",
+			"migrated c1 from SRC to DST (m-test): downtime ", " sent, strategy stop-copy (auto: the first that both hosts support (not pre-copy: both hosts: needs soft-dirty",
 			"phases: prepare ", ", dump ", ", transfer ", ", restore ", ", committed ",
 		}},
-		{name: "stop-copy, text", strategy: []string{"--strategy", "stop-copy"}, want: []string{"3.0 MiB sent, strategy stop-copy\n"}},
+		{name: "stop-copy, text", strategy: []string{"--strategy", "stop-copy"}, want: []string{"3.0 MiB sent, strategy stop-copy (asked for)\n"}},
 		{name: "json", json: true},
 	}
 	for _, tt := range tests {
@@ -400,6 +400,11 @@ type fakeAgent struct {
 	mu    sync.Mutex
 	calls []string
 	fails map[string]error
+	// strategies are what NodeInfo reports (default: this machine's,
+	// thisMachineStrategies); preCopyDirty the dirty pages of each
+	// pre-copy round (migrate_strategy_test.go).
+	strategies   []*pb.StrategySupport
+	preCopyDirty []int64
 }
 
 func startFakeAgent(t *testing.T, name string) *fakeAgent {
@@ -408,7 +413,7 @@ func startFakeAgent(t *testing.T, name string) *fakeAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &fakeAgent{name: name, addr: lis.Addr().String(), fails: map[string]error{}}
+	a := &fakeAgent{name: name, addr: lis.Addr().String(), fails: map[string]error{}, strategies: thisMachineStrategies()}
 	srv := grpc.NewServer()
 	pb.RegisterAgentServiceServer(srv, a)
 	go func() { _ = srv.Serve(lis) }()
@@ -444,8 +449,14 @@ func (a *fakeAgent) call(call string) error {
 	return a.fails[strings.Fields(call)[0]]
 }
 
-func (a *fakeAgent) NodeInfo(context.Context, *pb.NodeInfoRequest) (*pb.NodeInfoResponse, error) {
-	return &pb.NodeInfoResponse{Name: a.name, Address: a.addr}, nil
+func (a *fakeAgent) NodeInfo(_ context.Context, req *pb.NodeInfoRequest) (*pb.NodeInfoResponse, error) {
+	r := &pb.NodeInfoResponse{Name: a.name, Address: a.addr}
+	if req.GetStrategies() {
+		a.mu.Lock()
+		r.Strategies = a.strategies
+		a.mu.Unlock()
+	}
+	return r, nil
 }
 
 func (a *fakeAgent) MigrateDescribe(_ context.Context, req *pb.MigrateDescribeRequest) (*pb.MigrateContainer, error) {
@@ -462,7 +473,10 @@ func (a *fakeAgent) reply(call string) (*pb.MigrateReply, error) {
 	return &pb.MigrateReply{}, nil
 }
 
-func (a *fakeAgent) MigrateDump(context.Context, *pb.MigrateRef) (*pb.MigrateReply, error) {
+func (a *fakeAgent) MigrateDump(_ context.Context, req *pb.MigrateDumpRequest) (*pb.MigrateReply, error) {
+	if n := req.GetPreDumps(); n > 0 {
+		return a.reply(fmt.Sprintf("dump on pre-copy round %d", n))
+	}
 	return a.reply("dump")
 }
 
@@ -494,7 +508,10 @@ func (a *fakeAgent) MigrateReceive(context.Context, *pb.MigrateReceiveRequest) (
 	return a.reply("receive")
 }
 
-func (a *fakeAgent) MigrateRestore(context.Context, *pb.MigrateRef) (*pb.MigrateReply, error) {
+func (a *fakeAgent) MigrateRestore(_ context.Context, req *pb.MigrateRestoreRequest) (*pb.MigrateReply, error) {
+	if n := req.GetPreDumps(); n > 0 {
+		return a.reply(fmt.Sprintf("restore on pre-copy round %d", n))
+	}
 	return a.reply("restore")
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +25,24 @@ type nodeView struct {
 	Runc          string            `json:"runc"`
 	CRIU          string            `json:"criu"`
 	Godwit        string            `json:"godwit"`
+	// Strategies are the migration strategies the agent supports on its
+	// host, and why not where not.
+	Strategies []strategyView `json:"strategies"`
+}
+
+// strategyView is one migration strategy as `node info -o json` prints it.
+type strategyView struct {
+	Name      string `json:"name"`
+	Supported bool   `json:"supported"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func newStrategyViews(in []*pb.StrategySupport) []strategyView {
+	out := make([]strategyView, 0, len(in))
+	for _, s := range in {
+		out = append(out, strategyView{Name: s.GetName(), Supported: s.GetSupported(), Reason: s.GetReason()})
+	}
+	return out
 }
 
 func newNodeCommand(g *globalOptions) *cobra.Command {
@@ -31,12 +50,17 @@ func newNodeCommand(g *globalOptions) *cobra.Command {
 	var out *outputFormat
 	info := &cobra.Command{
 		Use:   "info",
-		Short: "Show the agent's node: name, address, snapshotter, capacity and versions",
-		Args:  cobra.NoArgs,
+		Short: "Show the agent's node: name, address, snapshotter, capacity, versions and migration strategies",
+		Long: `Show the agent's node: its name, address, snapshotter, capacity, the
+versions of the kernel, runc, CRIU and godwit, and the migration strategies
+(stop-copy, stream, pre-copy, post-copy) the agent can carry out on its host,
+with the reason and the fix for each it cannot. The agent probes its host
+for them once, as ` + "`godwit doctor`" + ` does there.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var r *pb.NodeInfoResponse
 			if err := g.call(func(c pb.AgentServiceClient) (err error) {
-				r, err = c.NodeInfo(cmd.Context(), &pb.NodeInfoRequest{})
+				r, err = c.NodeInfo(cmd.Context(), &pb.NodeInfoRequest{Strategies: true})
 				return err
 			}); err != nil {
 				return err
@@ -44,26 +68,42 @@ func newNodeCommand(g *globalOptions) *cobra.Command {
 			v := nodeView{Name: r.GetName(), Address: r.GetAddress(), Snapshotter: r.GetSnapshotter(),
 				ContainerCIDR: r.GetContainerCidr(), Labels: r.GetLabels(), CPUs: r.GetCpus(),
 				MemoryBytes: r.GetMemoryBytes(), Kernel: r.GetKernelVersion(), Runc: r.GetRuncVersion(),
-				CRIU: r.GetCriuVersion(), Godwit: r.GetGodwitVersion()}
+				CRIU: r.GetCriuVersion(), Godwit: r.GetGodwitVersion(), Strategies: newStrategyViews(r.GetStrategies())}
 			if *out == outputJSON {
 				return printJSON(cmd.OutOrStdout(), v)
 			}
-			tw := table(cmd.OutOrStdout(), "FIELD", "VALUE")
-			for _, row := range [][2]string{
-				{"name", v.Name}, {"address", v.Address}, {"snapshotter", v.Snapshotter},
-				{"container cidr", v.ContainerCIDR}, {"cpus", fmt.Sprint(v.CPUs)},
-				{"memory", units.FormatBytes(v.MemoryBytes)}, {"kernel", v.Kernel}, {"runc", v.Runc},
-				{"criu", v.CRIU}, {"godwit", v.Godwit},
-			} {
-				fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
-			}
-			for _, k := range sortedKeys(v.Labels) {
-				fmt.Fprintf(tw, "label\t%s=%s\n", k, v.Labels[k])
-			}
-			return tw.Flush()
+			return writeNodeInfo(cmd.OutOrStdout(), v)
 		},
 	}
 	out = addOutputFlag(info)
 	cmd.AddCommand(info)
 	return cmd
+}
+
+// writeNodeInfo prints v as a table of fields, then one row per migration
+// strategy:
+//
+//	strategy        stop-copy: yes
+//	strategy        pre-copy: no: needs soft-dirty: ...
+func writeNodeInfo(w io.Writer, v nodeView) error {
+	tw := table(w, "FIELD", "VALUE")
+	for _, row := range [][2]string{
+		{"name", v.Name}, {"address", v.Address}, {"snapshotter", v.Snapshotter},
+		{"container cidr", v.ContainerCIDR}, {"cpus", fmt.Sprint(v.CPUs)},
+		{"memory", units.FormatBytes(v.MemoryBytes)}, {"kernel", v.Kernel}, {"runc", v.Runc},
+		{"criu", v.CRIU}, {"godwit", v.Godwit},
+	} {
+		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
+	}
+	for _, k := range sortedKeys(v.Labels) {
+		fmt.Fprintf(tw, "label\t%s=%s\n", k, v.Labels[k])
+	}
+	for _, s := range v.Strategies {
+		if s.Supported {
+			fmt.Fprintf(tw, "strategy\t%s: yes\n", s.Name)
+			continue
+		}
+		fmt.Fprintf(tw, "strategy\t%s: no: %s\n", s.Name, s.Reason)
+	}
+	return tw.Flush()
 }

@@ -4,11 +4,17 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/godwit/godwit/internal/pki"
 )
 
 // globalOptions are the flags every operator command shares.
 type globalOptions struct {
 	agentAddr string // --agent / GODWIT_AGENT: the node agent to talk to
+	// tlsFiles are --tls-ca, --tls-cert and --tls-key (GODWIT_TLS_*):
+	// none means plaintext; tls is what they load to (client.go).
+	tlsFiles pki.Files
+	tls      clientTLS
 }
 
 func newRootCommand() *cobra.Command {
@@ -21,6 +27,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&opts.agentAddr, "agent", envOr("GODWIT_AGENT", "127.0.0.1:7701"),
 		"address of the node agent to talk to (env GODWIT_AGENT)")
+	addTLSFlags(root, opts)
 
 	for _, add := range subcommands {
 		root.AddCommand(add(opts))

@@ -17,24 +17,13 @@ const maxReplyLen = 256
 var ErrRefused = errors.New("data connection refused")
 
 // Dial opens a data connection to the server at addr (the address its
-// gRPC server is reached at) presenting token, and waits until the call
-// that sent the token claims it, or ctx ends. The server may answer with
-// ErrRefused (an unknown, expired or reused token). The bytes read and
-// written on the connection are the call's.
+// gRPC server is reached at) presenting token, in plaintext, and waits
+// until the call that sent the token claims it, or ctx ends. The server
+// may answer with ErrRefused (an unknown, expired or reused token), or
+// ErrTLSRequired. The bytes read and written on the connection are the
+// call's. Dialer.Dial does the same over TLS.
 func Dial(ctx context.Context, addr, token string) (net.Conn, error) {
-	if !validToken(token) {
-		return nil, fmt.Errorf("%w: want %d lowercase hex digits", ErrInvalidToken, TokenLen)
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("data connection to %s: %w", addr, err)
-	}
-	if err := Handshake(ctx, c, token); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("data connection to %s: %w", addr, err)
-	}
-	return c, nil
+	return Dialer{}.Dial(ctx, addr, token)
 }
 
 // Handshake presents token on c, a fresh connection to a Mux, and waits
@@ -76,6 +65,8 @@ func handshake(c net.Conn, token string) error {
 	switch reply := string(line); {
 	case reply == "OK":
 		return nil
+	case reply == "ERR "+reasonTLSRequired:
+		return fmt.Errorf("%w: %w: %s", ErrRefused, ErrTLSRequired, reasonTLSRequired)
 	case strings.HasPrefix(reply, "ERR "):
 		return fmt.Errorf("%w: %s", ErrRefused, strings.TrimPrefix(reply, "ERR "))
 	default:

@@ -11,7 +11,7 @@
 //	GODWIT-DATA/1 <token>\n
 //
 // is a data connection, where token is 64 lowercase hex digits (256
-// random bits); any other (gRPC's HTTP/2 preface, a TLS handshake) is
+// random bits); any other (gRPC's HTTP/2 preface) is
 // handed, its first bytes replayed, to the listener that Mux.RPCListener
 // returns and grpc.Server.Serve uses. A data connection is answered with
 // "OK\n" when a call claims it or "ERR <reason>\n" when it is refused; the
@@ -27,6 +27,25 @@
 // for ever. A token gives no authority of its own: it only names which
 // call a connection belongs to, and only the client that made the call
 // knows it.
+//
+// # TLS
+//
+// With Config.TLS the Mux serves only TLS: it runs the TLS handshake on
+// every connection first (in the connection's own goroutine, within
+// Config.HandshakeTimeout, so that a slow or hostile client holds up
+// nobody), then routes by the first bytes inside it as above. gRPC runs on
+// the connection the Mux has already secured: its server takes
+// Mux.ServerCredentials, which pass the connection through and report its
+// TLS state, so that handlers see the client's certificate; its clients
+// use credentials.NewTLS. Data connections are opened with a Dialer whose
+// TLS is set; Mux.Dial uses Config.ClientTLS, so that one agent sends to
+// another with its own node certificate. A plaintext data connection to a
+// TLS Mux is answered "ERR this agent requires TLS..." (ErrTLSRequired at
+// the client), a TLS client of a plaintext Mux gets a plaintext answer
+// that its TLS stack rejects (ErrPlaintextServer), and both are logged,
+// so that a half-configured cluster says what is wrong. Dialer.Probe
+// checks that a connection, certificates and all, gets through before
+// anything depends on it: the Mux answers a probe at once.
 //
 // The data connection carries no framing: its end is not the end of the
 // data. Whether the bytes were complete is decided on the gRPC call (its

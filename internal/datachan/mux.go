@@ -2,6 +2,7 @@ package datachan
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -76,6 +77,15 @@ type Config struct {
 	// Log receives refused connections and accept errors (default:
 	// discarded).
 	Log *slog.Logger
+	// TLS, when set, is the server's TLS configuration: every connection,
+	// gRPC and data alike, must complete a TLS handshake (within
+	// HandshakeTimeout) before its first bytes are read, and a plaintext
+	// one is refused. Require client certificates in it for mutual TLS
+	// (internal/pki's ServerConfig does). Nil serves plaintext.
+	TLS *tls.Config
+	// ClientTLS is what Mux.Dial and Mux.Probe present to other Muxes: the
+	// client side of the same identity. Needed when TLS is set.
+	ClientTLS *tls.Config
 }
 
 // Mux splits one listener between a gRPC server and data connections.
@@ -85,6 +95,8 @@ type Mux struct {
 	wait      time.Duration
 	handshake time.Duration
 	log       *slog.Logger
+	tls       *tls.Config // nil: plaintext
+	dialer    Dialer
 
 	rpcConns chan net.Conn // connections for RPCListener
 	done     chan struct{} // closed by Close
@@ -113,6 +125,7 @@ func Listen(l net.Listener, cfg Config) *Mux {
 		wait:        cfg.Wait,
 		handshake:   cfg.HandshakeTimeout,
 		log:         cfg.Log,
+		dialer:      Dialer{TLS: cfg.ClientTLS},
 		rpcConns:    make(chan net.Conn),
 		done:        make(chan struct{}),
 		handshaking: make(map[net.Conn]struct{}),
@@ -129,15 +142,38 @@ func Listen(l net.Listener, cfg Config) *Mux {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.TLS != nil {
+		m.tls = serverTLS(cfg.TLS)
+	}
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m
 }
 
 // Dial opens a data connection to another Mux at addr presenting token,
-// as Dial does, with the credentials this Mux serves with.
+// as Dial does, with the credentials this Mux serves with
+// (Config.ClientTLS).
 func (m *Mux) Dial(ctx context.Context, addr, token string) (net.Conn, error) {
-	return Dial(ctx, addr, token)
+	if err := m.checkClientTLS(); err != nil {
+		return nil, err
+	}
+	return m.dialer.Dial(ctx, addr, token)
+}
+
+// Probe checks, as Dialer.Probe does, that this Mux's credentials open a
+// data connection to the Mux at addr.
+func (m *Mux) Probe(ctx context.Context, addr string) error {
+	if err := m.checkClientTLS(); err != nil {
+		return err
+	}
+	return m.dialer.Probe(ctx, addr)
+}
+
+func (m *Mux) checkClientTLS() error {
+	if m.tls != nil && m.dialer.TLS == nil {
+		return errors.New("datachan: this Mux serves TLS but has no client credentials (Config.ClientTLS) to dial with")
+	}
+	return nil
 }
 
 // Addr is the address the Mux listens on, for gRPC and data alike.
@@ -223,23 +259,38 @@ func (m *Mux) acceptLoop() {
 	}
 }
 
-// route reads a new connection's first bytes, under a deadline, in its
-// own goroutine so that a slow client delays nobody else, and hands it
-// on.
+// route runs a new connection's TLS handshake, when the Mux serves TLS,
+// and reads its first bytes, both under one deadline, in its own
+// goroutine so that a slow client delays nobody else, and hands it on.
 func (m *Mux) route(conn net.Conn) {
 	defer m.wg.Done()
-	c := conn
-	kind, token, err := m.readHead(&c)
+	var (
+		kind  connKind
+		token string
+	)
+	c, err := conn, conn.SetDeadline(time.Now().Add(m.handshake))
+	if err == nil {
+		c, err = m.secure(conn)
+	}
+	if err == nil {
+		kind, token, err = m.readHead(&c)
+	}
 	m.mu.Lock()
 	delete(m.handshaking, conn)
 	closed := m.closed
 	m.mu.Unlock()
 	switch {
 	case closed:
-		c.Close()
+		conn.Close()
+	case err != nil && c == nil:
+		conn.Close() // secure logged why
 	case err != nil:
 		m.log.Debug("connection dropped before it said what it is", "remote", c.RemoteAddr().String(), "error", err)
 		c.Close()
+	case kind == kindTLS:
+		m.log.Warn("TLS connection refused: this agent serves plaintext (--insecure); give the client no TLS credentials, or start the agent with --tls-ca, --tls-cert and --tls-key",
+			"remote", c.RemoteAddr().String())
+		answerMismatch(c, "ERR "+reasonPlaintext+"\n")
 	case kind == kindRPC:
 		select {
 		case m.rpcConns <- c:
@@ -248,6 +299,8 @@ func (m *Mux) route(conn net.Conn) {
 		}
 	case token == "":
 		m.refuse(c, "malformed data token")
+	case token == probeToken:
+		m.answerProbe(c)
 	default:
 		m.present(c, token)
 	}
@@ -258,20 +311,23 @@ type connKind int
 const (
 	kindRPC connKind = iota
 	kindData
+	// kindTLS is a TLS client of a Mux that serves plaintext.
+	kindTLS
 )
 
-// readHead reads exactly as much as decides *cp's kind: the magic's
-// length, then for a data connection the rest of its line. An RPC
-// connection is replaced by one that reads its first bytes again. For a
-// data connection whose line is malformed the token is empty.
+// readHead reads exactly as much as decides *cp's kind, under the
+// deadline route set: the magic's length, then for a data connection the
+// rest of its line. An RPC connection is replaced by one that reads its
+// first bytes again. For a data connection whose line is malformed the
+// token is empty.
 func (m *Mux) readHead(cp *net.Conn) (connKind, string, error) {
 	c := *cp
-	if err := c.SetDeadline(time.Now().Add(m.handshake)); err != nil {
-		return 0, "", err
-	}
 	head := make([]byte, len(magic))
 	if _, err := io.ReadFull(c, head); err != nil {
 		return 0, "", err
+	}
+	if m.tls == nil && looksLikeTLS(head) {
+		return kindTLS, "", nil
 	}
 	if string(head) != magic {
 		if err := c.SetDeadline(time.Time{}); err != nil {
@@ -343,6 +399,15 @@ func (m *Mux) expire(k tokenKey, e *earlyConn) {
 	}
 }
 
+// answerProbe answers a probe (Dialer.Probe): the connection got through,
+// TLS and all, and nothing more is to come on it.
+func (m *Mux) answerProbe(c net.Conn) {
+	m.log.Debug("data channel probe answered", "remote", c.RemoteAddr().String())
+	_ = c.SetWriteDeadline(time.Now().Add(replyTimeout))
+	_, _ = io.WriteString(c, "OK\n")
+	c.Close()
+}
+
 // refuse answers a data connection with the reason and closes it.
 func (m *Mux) refuse(c net.Conn, reason string) {
 	m.log.Info("data connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
@@ -370,7 +435,7 @@ func (m *Mux) markUsedLocked(k tokenKey) {
 // (ErrTokenUsed). The connection has been answered "OK" and is the
 // caller's to close; the bytes on it are the call's.
 func (m *Mux) Accept(ctx context.Context, token string) (net.Conn, error) {
-	if !validToken(token) {
+	if !validToken(token) || token == probeToken {
 		return nil, fmt.Errorf("%w: want %d lowercase hex digits", ErrInvalidToken, TokenLen)
 	}
 	k := keyOf(token)

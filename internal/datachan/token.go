@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 )
 
 const (
@@ -15,13 +16,22 @@ const (
 	TokenLen = 2 * tokenBytes
 )
 
+// probeToken is the token of a probe (Dialer.Probe), which the server
+// answers at once and no call claims: all zeros, which NewToken never
+// returns.
+var probeToken = strings.Repeat("0", TokenLen)
+
 // NewToken returns a fresh random token for one call.
 func NewToken() (string, error) {
 	var b [tokenBytes]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("make data token: %w", err)
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", fmt.Errorf("make data token: %w", err)
+		}
+		if t := hex.EncodeToString(b[:]); t != probeToken {
+			return t, nil
+		}
 	}
-	return hex.EncodeToString(b[:]), nil
 }
 
 // validToken reports whether t has a token's form. Only that form is

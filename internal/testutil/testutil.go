@@ -46,6 +46,23 @@ func RequireTools(t testing.TB, names ...string) {
 	}
 }
 
+// RequireKernelFeature stops t unless probe finds the kernel feature named
+// feature. A kernel without it SKIPS t even under CI=true: unlike a missing
+// package, no install script can add it, and the project runs on kernels
+// that lack some features (this one has no soft-dirty tracking). A probe
+// that cannot tell fails t, since a broken probe would skip a test for
+// ever.
+func RequireKernelFeature(t testing.TB, feature string, probe func() (bool, error)) {
+	t.Helper()
+	ok, err := probe()
+	if err != nil {
+		t.Fatalf("probe the kernel for %s: %v", feature, err)
+	}
+	if !ok {
+		t.Skipf("skipped: this kernel lacks %s", feature)
+	}
+}
+
 // ModuleRoot is the repository's root directory.
 func ModuleRoot() string {
 	_, file, _, _ := runtime.Caller(0)

@@ -57,9 +57,14 @@ type Manifest struct {
 	Spec string `json:"spec"`
 	// RootfsDiff is the path of the writable layer's diff; empty when the
 	// checkpoint carries none.
-	RootfsDiff string  `json:"rootfs_diff,omitempty"`
-	Options    Options `json:"options"`
-	Stats      Stats   `json:"stats"`
+	RootfsDiff string `json:"rootfs_diff,omitempty"`
+	// RootfsChanges is the path of the writable layer's changes since a
+	// live migration synced it to its destination, in place of the whole
+	// diff: only that migration's destination, which holds the synced
+	// layer, can restore such a checkpoint.
+	RootfsChanges string  `json:"rootfs_changes,omitempty"`
+	Options       Options `json:"options"`
+	Stats         Stats   `json:"stats"`
 	// Files lists every file of the checkpoint except the manifest, sorted
 	// by path; an archive holds them in this order.
 	Files []File `json:"files"`
@@ -192,6 +197,9 @@ func (m *Manifest) Validate() error {
 	}
 	if m.RootfsDiff != "" && !seen[m.RootfsDiff] {
 		return invalid("rootfs diff %q is not among the listed files", m.RootfsDiff)
+	}
+	if m.RootfsChanges != "" && !seen[m.RootfsChanges] {
+		return invalid("rootfs changes %q are not among the listed files", m.RootfsChanges)
 	}
 	return nil
 }

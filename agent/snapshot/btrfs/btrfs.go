@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -89,6 +90,24 @@ func (s *Snapshotter) removeOrphans() error {
 		}
 		if err != nil {
 			s.log.Warn("remove orphaned snapshot", "path", p, "err", err)
+		}
+	}
+	// Marks and received subvolumes of snapshots that are gone, and
+	// receives a crash cut short (sync.go).
+	for _, d := range []string{marksDir, receivedDir} {
+		orphans, err := s.ms.Orphans(filepath.Join(s.root, d))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("list btrfs %s: %w", d, err)
+		}
+		for _, id := range orphans {
+			p := filepath.Join(s.root, d, id)
+			s.log.Warn("removing the sync leftovers of a snapshot that is gone", "path", p)
+			if err := s.dropIncoming(p); err != nil {
+				s.log.Warn("remove sync leftovers", "path", p, "err", err)
+			}
 		}
 	}
 	return nil
@@ -208,13 +227,22 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.ms.Update(func(tx *metadata.Tx) error {
+	var id string
+	err := s.ms.Update(func(tx *metadata.Tx) error {
 		rec, err := tx.Remove(key)
 		if err != nil {
 			return err
 		}
+		id = rec.ID
 		return destroySubvolume(s.path(rec.ID))
 	})
+	if err != nil {
+		return err
+	}
+	if err := s.dropSync(id); err != nil {
+		s.log.Warn("delete the snapshot's marks and received subvolumes; they are retried when the snapshotter next opens", "snapshot", key, "err", err)
+	}
+	return nil
 }
 
 // Diff implements snapshot.Snapshotter by comparing the snapshot's tree

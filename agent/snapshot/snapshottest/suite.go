@@ -53,10 +53,12 @@ func Run(t *testing.T, open NewSnapshotter, newRoot NewRoot) {
 		{"DiffWithoutParent", testDiffWithoutParent},
 		{"DiffCommitted", testDiffCommitted},
 		{"ApplyLayers", testApplyLayers},
+		{"Sync", testSync},             // sync.go
+		{"SyncErrors", testSyncErrors}, // sync.go
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := &harness{open: open, root: newRoot(t), ctx: t.Context()}
+			h := &harness{open: open, newRoot: newRoot, root: newRoot(t), ctx: t.Context()}
 			h.sn = h.reopen(t)
 			tc.run(t, h)
 		})
@@ -66,9 +68,11 @@ func Run(t *testing.T, open NewSnapshotter, newRoot NewRoot) {
 // harness is one sub-test's snapshotter and the root it lives on.
 type harness struct {
 	open NewSnapshotter
-	root string
-	ctx  context.Context
-	sn   snapshot.Snapshotter
+	// newRoot makes more roots, for a test that needs two snapshotters.
+	newRoot NewRoot
+	root    string
+	ctx     context.Context
+	sn      snapshot.Snapshotter
 }
 
 // reopen opens a snapshotter on the harness root and closes it at cleanup.

@@ -1,6 +1,7 @@
 package benchutil
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -9,8 +10,12 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/godwit/godwit/agent"
 	"github.com/godwit/godwit/agent/runtime"
+	"github.com/godwit/godwit/internal/pki"
 )
 
 const (
@@ -27,6 +32,9 @@ const (
 	AgentLogTail = 4 << 10
 
 	cgroupPollInterval = 100 * time.Millisecond
+	// tlsDir holds an agent's throwaway CA and certificates under its
+	// AgentConfig.Dir.
+	tlsDir = "tls"
 )
 
 // AgentConfig is how a benchmark starts an agent of its own.
@@ -45,10 +53,14 @@ type AgentConfig struct {
 	ContainerCIDR string
 	// Args are further `godwit agent` flags, such as --runc.
 	Args []string
+	// Insecure runs the agent with --insecure (plaintext, no
+	// authentication). By default it serves mutual TLS, as a production
+	// agent does, with a throwaway CA made in Dir/tls: a benchmark
+	// measures the real configuration unless told otherwise.
+	Insecure bool
 }
 
-// Agent is a `godwit agent --insecure` that a benchmark started and must
-// Stop.
+// Agent is a `godwit agent` that a benchmark started and must Stop.
 type Agent struct {
 	// Node is the agent's node name.
 	Node string
@@ -59,8 +71,13 @@ type Agent struct {
 	DataDir string
 	// LogPath is the file its standard output and error go to.
 	LogPath string
+	// TLS are the CA and the client certificate and key that the
+	// benchmark's clients present to the agent; zero for an --insecure
+	// agent.
+	TLS pki.Files
 
-	cmd *exec.Cmd
+	clientTLS *tls.Config
+	cmd       *exec.Cmd
 }
 
 // StartAgent starts an agent as c says on a free loopback port and returns
@@ -78,13 +95,22 @@ func StartAgent(c AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{Node: c.Node, Addr: addr, DataDir: filepath.Join(c.Dir, "data"), LogPath: filepath.Join(c.Dir, "agent.log")}
+	security := []string{"--insecure"}
+	if !c.Insecure {
+		node, err := a.issueTLS(filepath.Join(c.Dir, tlsDir))
+		if err != nil {
+			return nil, err
+		}
+		security = []string{"--tls-ca", node.CA, "--tls-cert", node.Cert, "--tls-key", node.Key}
+	}
 	logFile, err := os.Create(a.LogPath)
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close() // the agent holds its own descriptor
-	args := append([]string{"agent", "--insecure", "--name", c.Node, "--data-dir", a.DataDir,
-		"--listen", addr, "--container-cidr", c.ContainerCIDR}, c.Args...)
+	args := append([]string{"agent", "--name", c.Node, "--data-dir", a.DataDir,
+		"--listen", addr, "--container-cidr", c.ContainerCIDR}, security...)
+	args = append(args, c.Args...)
 	a.cmd = exec.Command(c.Binary, args...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -92,6 +118,56 @@ func StartAgent(c AgentConfig) (*Agent, error) {
 		return nil, fmt.Errorf("start agent %s: %w", c.Node, err)
 	}
 	return a, nil
+}
+
+// issueTLS makes a throwaway CA in dir, issues the agent's node
+// certificate for its loopback address into dir/node and a client's into
+// dir/client, which the Agent's clients present, and returns the node's.
+func (a *Agent) issueTLS(dir string) (pki.Files, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return pki.Files{}, err
+	}
+	ca, err := pki.NewCA("godwit benchmark CA")
+	if err != nil {
+		return pki.Files{}, err
+	}
+	host, _, err := net.SplitHostPort(a.Addr)
+	if err != nil {
+		return pki.Files{}, err
+	}
+	node, err := ca.IssueTo(filepath.Join(dir, "node"), a.Node, host)
+	if err != nil {
+		return pki.Files{}, err
+	}
+	if a.TLS, err = ca.IssueTo(filepath.Join(dir, "client"), "benchmark"); err != nil {
+		return pki.Files{}, err
+	}
+	id, err := pki.Load(a.TLS)
+	if err != nil {
+		return pki.Files{}, err
+	}
+	a.clientTLS = id.ClientConfig()
+	return node, nil
+}
+
+// Credentials are the gRPC transport credentials of the agent's clients:
+// TLS with the benchmark's client certificate, or insecure for an
+// --insecure agent.
+func (a *Agent) Credentials() credentials.TransportCredentials {
+	if a.clientTLS == nil {
+		return insecure.NewCredentials()
+	}
+	return credentials.NewTLS(a.clientTLS)
+}
+
+// CLIEnv is the environment that makes `godwit --agent ADDR` talk to the
+// agent: GODWIT_TLS_CA, GODWIT_TLS_CERT and GODWIT_TLS_KEY as KEY=VALUE,
+// none for an --insecure agent.
+func (a *Agent) CLIEnv() []string {
+	if a.TLS.IsZero() {
+		return nil
+	}
+	return []string{"GODWIT_TLS_CA=" + a.TLS.CA, "GODWIT_TLS_CERT=" + a.TLS.Cert, "GODWIT_TLS_KEY=" + a.TLS.Key}
 }
 
 // Pid is the agent's process id.

@@ -85,6 +85,13 @@ func TestAgentStopRemovesCgroups(t *testing.T) {
 	if a.DataDir != filepath.Join(dir, "agent", "data") {
 		t.Errorf("DataDir = %s, want Dir/data", a.DataDir)
 	}
+	// The agent serves TLS, as a benchmark must measure: a CLI without
+	// its files is refused.
+	plain := exec.CommandContext(ctx, bin, "--agent", a.Addr, "node", "info")
+	plain.Env = append(os.Environ(), "GODWIT_TLS_CA=", "GODWIT_TLS_CERT=", "GODWIT_TLS_KEY=")
+	if out, err := plain.CombinedOutput(); err == nil || !strings.Contains(string(out), "serves TLS") {
+		t.Errorf("a plaintext CLI against the benchmark's agent: %v\n%s\nwant refused: the agent must serve TLS", err, out)
+	}
 	for _, args := range [][]string{
 		{"image", "import", tarPath, "--name", "busybox"},
 		{"run", "--name", testNode + "-c", "busybox", "--", "sleep", "1000"},
@@ -119,9 +126,12 @@ func TestAgentStopRemovesCgroups(t *testing.T) {
 	}
 }
 
-// cli runs `godwit --agent ADDR ARGS...` and returns its combined output.
+// cli runs `godwit --agent ADDR ARGS...` with the agent's TLS files and
+// returns its combined output.
 func cli(ctx context.Context, bin string, a *Agent, args ...string) ([]byte, error) {
-	return exec.CommandContext(ctx, bin, append([]string{"--agent", a.Addr}, args...)...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--agent", a.Addr}, args...)...)
+	cmd.Env = append(os.Environ(), a.CLIEnv()...)
+	return cmd.CombinedOutput()
 }
 
 // nodeCgroups lists the test node's cgroup directories in every mounted

@@ -91,7 +91,12 @@ func (ContainerState) EnumDescriptor() ([]byte, []int) {
 }
 
 type NodeInfoRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// strategies asks for the migration strategies the agent supports too:
+	// it probes its host for them once per agent process (about a second,
+	// the first time), so callers that only want the node's name leave it
+	// unset.
+	Strategies    bool `protobuf:"varint,1,opt,name=strategies,proto3" json:"strategies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -126,6 +131,13 @@ func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
 	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
+func (x *NodeInfoRequest) GetStrategies() bool {
+	if x != nil {
+		return x.Strategies
+	}
+	return false
+}
+
 type NodeInfoResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -139,7 +151,10 @@ type NodeInfoResponse struct {
 	MemoryBytes   int64                  `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	GodwitVersion string                 `protobuf:"bytes,10,opt,name=godwit_version,json=godwitVersion,proto3" json:"godwit_version,omitempty"`
 	// address is where other nodes and the scheduler reach this agent.
-	Address       string `protobuf:"bytes,11,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,11,opt,name=address,proto3" json:"address,omitempty"`
+	// strategies are the migration strategies, when the request asked for
+	// them: stop-copy, stream, pre-copy and post-copy, in that order.
+	Strategies    []*StrategySupport `protobuf:"bytes,12,rep,name=strategies,proto3" json:"strategies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -251,6 +266,76 @@ func (x *NodeInfoResponse) GetAddress() string {
 	return ""
 }
 
+func (x *NodeInfoResponse) GetStrategies() []*StrategySupport {
+	if x != nil {
+		return x.Strategies
+	}
+	return nil
+}
+
+// StrategySupport says whether an agent can carry out one migration
+// strategy on its host, and if not why, with the fix (as `godwit doctor`
+// reports it).
+type StrategySupport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Supported     bool                   `protobuf:"varint,2,opt,name=supported,proto3" json:"supported,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StrategySupport) Reset() {
+	*x = StrategySupport{}
+	mi := &file_godwit_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StrategySupport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StrategySupport) ProtoMessage() {}
+
+func (x *StrategySupport) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StrategySupport.ProtoReflect.Descriptor instead.
+func (*StrategySupport) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StrategySupport) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StrategySupport) GetSupported() bool {
+	if x != nil {
+		return x.Supported
+	}
+	return false
+}
+
+func (x *StrategySupport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ImportImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Part:
@@ -264,7 +349,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[2]
+	mi := &file_godwit_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +361,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[2]
+	mi := &file_godwit_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +374,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ImportImageRequest) GetPart() isImportImageRequest_Part {
@@ -346,7 +431,7 @@ type ImportImageHeader struct {
 
 func (x *ImportImageHeader) Reset() {
 	*x = ImportImageHeader{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[3]
+	mi := &file_godwit_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +443,7 @@ func (x *ImportImageHeader) String() string {
 func (*ImportImageHeader) ProtoMessage() {}
 
 func (x *ImportImageHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[3]
+	mi := &file_godwit_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +456,7 @@ func (x *ImportImageHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageHeader.ProtoReflect.Descriptor instead.
 func (*ImportImageHeader) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ImportImageHeader) GetName() string {
@@ -398,7 +483,7 @@ type Layer struct {
 
 func (x *Layer) Reset() {
 	*x = Layer{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[4]
+	mi := &file_godwit_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +495,7 @@ func (x *Layer) String() string {
 func (*Layer) ProtoMessage() {}
 
 func (x *Layer) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[4]
+	mi := &file_godwit_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +508,7 @@ func (x *Layer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer.ProtoReflect.Descriptor instead.
 func (*Layer) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Layer) GetDigest() string {
@@ -454,7 +539,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[5]
+	mi := &file_godwit_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +551,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[5]
+	mi := &file_godwit_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +564,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Image) GetName() string {
@@ -532,7 +617,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[6]
+	mi := &file_godwit_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +629,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[6]
+	mi := &file_godwit_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +642,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 type ListImagesResponse struct {
@@ -569,7 +654,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[7]
+	mi := &file_godwit_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +666,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[7]
+	mi := &file_godwit_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +679,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -613,7 +698,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[8]
+	mi := &file_godwit_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +710,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[8]
+	mi := &file_godwit_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +723,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveImageRequest) GetRef() string {
@@ -656,7 +741,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[9]
+	mi := &file_godwit_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +753,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[9]
+	mi := &file_godwit_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +766,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 type RunContainerRequest struct {
@@ -705,7 +790,7 @@ type RunContainerRequest struct {
 
 func (x *RunContainerRequest) Reset() {
 	*x = RunContainerRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[10]
+	mi := &file_godwit_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +802,7 @@ func (x *RunContainerRequest) String() string {
 func (*RunContainerRequest) ProtoMessage() {}
 
 func (x *RunContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[10]
+	mi := &file_godwit_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +815,7 @@ func (x *RunContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunContainerRequest.ProtoReflect.Descriptor instead.
 func (*RunContainerRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunContainerRequest) GetName() string {
@@ -843,7 +928,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[11]
+	mi := &file_godwit_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +940,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[11]
+	mi := &file_godwit_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +953,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Container) GetId() string {
@@ -1042,7 +1127,7 @@ type ContainerRef struct {
 
 func (x *ContainerRef) Reset() {
 	*x = ContainerRef{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[12]
+	mi := &file_godwit_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1139,7 @@ func (x *ContainerRef) String() string {
 func (*ContainerRef) ProtoMessage() {}
 
 func (x *ContainerRef) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[12]
+	mi := &file_godwit_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1152,7 @@ func (x *ContainerRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRef.ProtoReflect.Descriptor instead.
 func (*ContainerRef) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ContainerRef) GetRef() string {
@@ -1087,7 +1172,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[13]
+	mi := &file_godwit_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1184,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[13]
+	mi := &file_godwit_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1197,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListContainersRequest) GetAll() bool {
@@ -1131,7 +1216,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[14]
+	mi := &file_godwit_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1228,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[14]
+	mi := &file_godwit_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1241,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListContainersResponse) GetContainers() []*Container {
@@ -1178,7 +1263,7 @@ type StopContainerRequest struct {
 
 func (x *StopContainerRequest) Reset() {
 	*x = StopContainerRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[15]
+	mi := &file_godwit_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1275,7 @@ func (x *StopContainerRequest) String() string {
 func (*StopContainerRequest) ProtoMessage() {}
 
 func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[15]
+	mi := &file_godwit_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1288,7 @@ func (x *StopContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopContainerRequest.ProtoReflect.Descriptor instead.
 func (*StopContainerRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StopContainerRequest) GetRef() string {
@@ -1231,7 +1316,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[16]
+	mi := &file_godwit_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1328,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[16]
+	mi := &file_godwit_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1341,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveContainerRequest) GetRef() string {
@@ -1281,7 +1366,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[17]
+	mi := &file_godwit_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1378,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[17]
+	mi := &file_godwit_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1391,7 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 type LogsRequest struct {
@@ -1319,7 +1404,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[18]
+	mi := &file_godwit_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1416,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[18]
+	mi := &file_godwit_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1429,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LogsRequest) GetRef() string {
@@ -1370,7 +1455,7 @@ type LogsChunk struct {
 
 func (x *LogsChunk) Reset() {
 	*x = LogsChunk{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[19]
+	mi := &file_godwit_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1467,7 @@ func (x *LogsChunk) String() string {
 func (*LogsChunk) ProtoMessage() {}
 
 func (x *LogsChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[19]
+	mi := &file_godwit_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1480,7 @@ func (x *LogsChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsChunk.ProtoReflect.Descriptor instead.
 func (*LogsChunk) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LogsChunk) GetData() []byte {
@@ -1417,7 +1502,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[20]
+	mi := &file_godwit_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1514,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[20]
+	mi := &file_godwit_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1527,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExecRequest) GetRef() string {
@@ -1486,7 +1571,7 @@ type ExecOutput struct {
 
 func (x *ExecOutput) Reset() {
 	*x = ExecOutput{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[21]
+	mi := &file_godwit_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1583,7 @@ func (x *ExecOutput) String() string {
 func (*ExecOutput) ProtoMessage() {}
 
 func (x *ExecOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[21]
+	mi := &file_godwit_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1596,7 @@ func (x *ExecOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecOutput.ProtoReflect.Descriptor instead.
 func (*ExecOutput) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExecOutput) GetStdout() []byte {
@@ -1556,7 +1641,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_godwit_v1_agent_proto_msgTypes[22]
+	mi := &file_godwit_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1653,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_v1_agent_proto_msgTypes[22]
+	mi := &file_godwit_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1666,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_godwit_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RestoreResponse) GetContainer() *Container {
@@ -1609,8 +1694,11 @@ var File_godwit_v1_agent_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15godwit/v1/agent.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1agodwit/v1/checkpoint.proto\x1a\x17godwit/v1/migrate.proto\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xd0\x03\n" +
+	"\x15godwit/v1/agent.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1agodwit/v1/checkpoint.proto\x1a\x17godwit/v1/migrate.proto\"1\n" +
+	"\x0fNodeInfoRequest\x12\x1e\n" +
+	"\n" +
+	"strategies\x18\x01 \x01(\bR\n" +
+	"strategies\"\x8c\x04\n" +
 	"\x10NodeInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vsnapshotter\x18\x02 \x01(\tR\vsnapshotter\x12%\n" +
@@ -1623,10 +1711,17 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\t \x01(\x03R\vmemoryBytes\x12%\n" +
 	"\x0egodwit_version\x18\n" +
 	" \x01(\tR\rgodwitVersion\x12\x18\n" +
-	"\aaddress\x18\v \x01(\tR\aaddress\x1a9\n" +
+	"\aaddress\x18\v \x01(\tR\aaddress\x12:\n" +
+	"\n" +
+	"strategies\x18\f \x03(\v2\x1a.godwit.v1.StrategySupportR\n" +
+	"strategies\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
+	"\x0fStrategySupport\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tsupported\x18\x02 \x01(\bR\tsupported\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"l\n" +
 	"\x12ImportImageRequest\x126\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.godwit.v1.ImportImageHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
@@ -1742,7 +1837,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x17CONTAINER_STATE_STOPPED\x10\x03\x12\x1a\n" +
 	"\x16CONTAINER_STATE_EXITED\x10\x04\x12 \n" +
 	"\x1cCONTAINER_STATE_CHECKPOINTED\x10\x05\x12\x1d\n" +
-	"\x19CONTAINER_STATE_MIGRATING\x10\x062\xe8\x10\n" +
+	"\x19CONTAINER_STATE_MIGRATING\x10\x062\xb1\x16\n" +
 	"\fAgentService\x12C\n" +
 	"\bNodeInfo\x12\x1a.godwit.v1.NodeInfoRequest\x1a\x1b.godwit.v1.NodeInfoResponse\x12@\n" +
 	"\vImportImage\x12\x1d.godwit.v1.ImportImageRequest\x1a\x10.godwit.v1.Image(\x01\x12I\n" +
@@ -1765,16 +1860,24 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x10ExportCheckpoint\x12\".godwit.v1.ExportCheckpointRequest\x1a .godwit.v1.ExportCheckpointChunk0\x01\x12@\n" +
 	"\aRestore\x12\x19.godwit.v1.RestoreRequest\x1a\x1a.godwit.v1.RestoreResponse\x12P\n" +
 	"\x0eRestoreArchive\x12 .godwit.v1.RestoreArchiveRequest\x1a\x1a.godwit.v1.RestoreResponse(\x01\x12Q\n" +
-	"\x0fMigrateDescribe\x12!.godwit.v1.MigrateDescribeRequest\x1a\x1b.godwit.v1.MigrateContainer\x12=\n" +
-	"\vMigrateDump\x12\x15.godwit.v1.MigrateRef\x1a\x17.godwit.v1.MigrateReply\x12J\n" +
+	"\x0fMigrateDescribe\x12!.godwit.v1.MigrateDescribeRequest\x1a\x1b.godwit.v1.MigrateContainer\x12E\n" +
+	"\vMigrateDump\x12\x1d.godwit.v1.MigrateDumpRequest\x1a\x17.godwit.v1.MigrateReply\x12J\n" +
 	"\vMigrateSend\x12\x1d.godwit.v1.MigrateSendRequest\x1a\x1a.godwit.v1.MigrateProgress0\x01\x12I\n" +
 	"\rMigrateFinish\x12\x1f.godwit.v1.MigrateFinishRequest\x1a\x17.godwit.v1.MigrateReply\x12?\n" +
 	"\rMigrateResume\x12\x15.godwit.v1.MigrateRef\x1a\x17.godwit.v1.MigrateReply\x12K\n" +
 	"\x0eMigratePrepare\x12 .godwit.v1.MigratePrepareRequest\x1a\x17.godwit.v1.MigrateReply\x12K\n" +
-	"\x0eMigrateReceive\x12 .godwit.v1.MigrateReceiveRequest\x1a\x17.godwit.v1.MigrateReply\x12@\n" +
-	"\x0eMigrateRestore\x12\x15.godwit.v1.MigrateRef\x1a\x17.godwit.v1.MigrateReply\x12?\n" +
+	"\x0eMigrateReceive\x12 .godwit.v1.MigrateReceiveRequest\x1a\x17.godwit.v1.MigrateReply\x12K\n" +
+	"\x0eMigrateRestore\x12 .godwit.v1.MigrateRestoreRequest\x1a\x17.godwit.v1.MigrateReply\x12?\n" +
 	"\rMigrateCommit\x12\x15.godwit.v1.MigrateRef\x1a\x17.godwit.v1.MigrateReply\x12G\n" +
-	"\fMigrateAbort\x12\x1e.godwit.v1.MigrateAbortRequest\x1a\x17.godwit.v1.MigrateReplyB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"\fMigrateAbort\x12\x1e.godwit.v1.MigrateAbortRequest\x1a\x17.godwit.v1.MigrateReply\x12R\n" +
+	"\x0eMigratePreDump\x12 .godwit.v1.MigratePreDumpRequest\x1a\x1e.godwit.v1.MigratePreDumpReply\x12X\n" +
+	"\x12MigrateSendPreDump\x12$.godwit.v1.MigrateSendPreDumpRequest\x1a\x1a.godwit.v1.MigrateProgress0\x01\x12Y\n" +
+	"\x15MigrateReceivePreDump\x12'.godwit.v1.MigrateReceivePreDumpRequest\x1a\x17.godwit.v1.MigrateReply\x12V\n" +
+	"\x11MigrateSendLayers\x12#.godwit.v1.MigrateSendLayersRequest\x1a\x1a.godwit.v1.MigrateProgress0\x01\x12Q\n" +
+	"\x14MigrateReceiveLayers\x12 .godwit.v1.MigrateReceiveRequest\x1a\x17.godwit.v1.MigrateReply\x12V\n" +
+	"\x11MigrateSyncRootfs\x12#.godwit.v1.MigrateSyncRootfsRequest\x1a\x1a.godwit.v1.MigrateProgress0\x01\x12Q\n" +
+	"\x14MigrateReceiveRootfs\x12 .godwit.v1.MigrateReceiveRequest\x1a\x17.godwit.v1.MigrateReply\x12U\n" +
+	"\x13MigrateCheckChannel\x12%.godwit.v1.MigrateCheckChannelRequest\x1a\x17.godwit.v1.MigrateReplyB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_agent_proto_rawDescOnce sync.Once
@@ -1789,137 +1892,164 @@ func file_godwit_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_godwit_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_godwit_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_godwit_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_godwit_v1_agent_proto_goTypes = []any{
-	(ContainerState)(0),              // 0: godwit.v1.ContainerState
-	(*NodeInfoRequest)(nil),          // 1: godwit.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),         // 2: godwit.v1.NodeInfoResponse
-	(*ImportImageRequest)(nil),       // 3: godwit.v1.ImportImageRequest
-	(*ImportImageHeader)(nil),        // 4: godwit.v1.ImportImageHeader
-	(*Layer)(nil),                    // 5: godwit.v1.Layer
-	(*Image)(nil),                    // 6: godwit.v1.Image
-	(*ListImagesRequest)(nil),        // 7: godwit.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),       // 8: godwit.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),       // 9: godwit.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),      // 10: godwit.v1.RemoveImageResponse
-	(*RunContainerRequest)(nil),      // 11: godwit.v1.RunContainerRequest
-	(*Container)(nil),                // 12: godwit.v1.Container
-	(*ContainerRef)(nil),             // 13: godwit.v1.ContainerRef
-	(*ListContainersRequest)(nil),    // 14: godwit.v1.ListContainersRequest
-	(*ListContainersResponse)(nil),   // 15: godwit.v1.ListContainersResponse
-	(*StopContainerRequest)(nil),     // 16: godwit.v1.StopContainerRequest
-	(*RemoveContainerRequest)(nil),   // 17: godwit.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil),  // 18: godwit.v1.RemoveContainerResponse
-	(*LogsRequest)(nil),              // 19: godwit.v1.LogsRequest
-	(*LogsChunk)(nil),                // 20: godwit.v1.LogsChunk
-	(*ExecRequest)(nil),              // 21: godwit.v1.ExecRequest
-	(*ExecOutput)(nil),               // 22: godwit.v1.ExecOutput
-	(*RestoreResponse)(nil),          // 23: godwit.v1.RestoreResponse
-	nil,                              // 24: godwit.v1.NodeInfoResponse.LabelsEntry
-	nil,                              // 25: godwit.v1.RunContainerRequest.LabelsEntry
-	nil,                              // 26: godwit.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
-	(*Checkpoint)(nil),               // 28: godwit.v1.Checkpoint
-	(*CheckpointRequest)(nil),        // 29: godwit.v1.CheckpointRequest
-	(*ListCheckpointsRequest)(nil),   // 30: godwit.v1.ListCheckpointsRequest
-	(*CheckpointRef)(nil),            // 31: godwit.v1.CheckpointRef
-	(*ExportCheckpointRequest)(nil),  // 32: godwit.v1.ExportCheckpointRequest
-	(*RestoreRequest)(nil),           // 33: godwit.v1.RestoreRequest
-	(*RestoreArchiveRequest)(nil),    // 34: godwit.v1.RestoreArchiveRequest
-	(*MigrateDescribeRequest)(nil),   // 35: godwit.v1.MigrateDescribeRequest
-	(*MigrateRef)(nil),               // 36: godwit.v1.MigrateRef
-	(*MigrateSendRequest)(nil),       // 37: godwit.v1.MigrateSendRequest
-	(*MigrateFinishRequest)(nil),     // 38: godwit.v1.MigrateFinishRequest
-	(*MigratePrepareRequest)(nil),    // 39: godwit.v1.MigratePrepareRequest
-	(*MigrateReceiveRequest)(nil),    // 40: godwit.v1.MigrateReceiveRequest
-	(*MigrateAbortRequest)(nil),      // 41: godwit.v1.MigrateAbortRequest
-	(*CheckpointProgress)(nil),       // 42: godwit.v1.CheckpointProgress
-	(*ListCheckpointsResponse)(nil),  // 43: godwit.v1.ListCheckpointsResponse
-	(*CheckpointDetail)(nil),         // 44: godwit.v1.CheckpointDetail
-	(*RemoveCheckpointResponse)(nil), // 45: godwit.v1.RemoveCheckpointResponse
-	(*ExportCheckpointChunk)(nil),    // 46: godwit.v1.ExportCheckpointChunk
-	(*MigrateContainer)(nil),         // 47: godwit.v1.MigrateContainer
-	(*MigrateReply)(nil),             // 48: godwit.v1.MigrateReply
-	(*MigrateProgress)(nil),          // 49: godwit.v1.MigrateProgress
+	(ContainerState)(0),                  // 0: godwit.v1.ContainerState
+	(*NodeInfoRequest)(nil),              // 1: godwit.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),             // 2: godwit.v1.NodeInfoResponse
+	(*StrategySupport)(nil),              // 3: godwit.v1.StrategySupport
+	(*ImportImageRequest)(nil),           // 4: godwit.v1.ImportImageRequest
+	(*ImportImageHeader)(nil),            // 5: godwit.v1.ImportImageHeader
+	(*Layer)(nil),                        // 6: godwit.v1.Layer
+	(*Image)(nil),                        // 7: godwit.v1.Image
+	(*ListImagesRequest)(nil),            // 8: godwit.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),           // 9: godwit.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),           // 10: godwit.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),          // 11: godwit.v1.RemoveImageResponse
+	(*RunContainerRequest)(nil),          // 12: godwit.v1.RunContainerRequest
+	(*Container)(nil),                    // 13: godwit.v1.Container
+	(*ContainerRef)(nil),                 // 14: godwit.v1.ContainerRef
+	(*ListContainersRequest)(nil),        // 15: godwit.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),       // 16: godwit.v1.ListContainersResponse
+	(*StopContainerRequest)(nil),         // 17: godwit.v1.StopContainerRequest
+	(*RemoveContainerRequest)(nil),       // 18: godwit.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil),      // 19: godwit.v1.RemoveContainerResponse
+	(*LogsRequest)(nil),                  // 20: godwit.v1.LogsRequest
+	(*LogsChunk)(nil),                    // 21: godwit.v1.LogsChunk
+	(*ExecRequest)(nil),                  // 22: godwit.v1.ExecRequest
+	(*ExecOutput)(nil),                   // 23: godwit.v1.ExecOutput
+	(*RestoreResponse)(nil),              // 24: godwit.v1.RestoreResponse
+	nil,                                  // 25: godwit.v1.NodeInfoResponse.LabelsEntry
+	nil,                                  // 26: godwit.v1.RunContainerRequest.LabelsEntry
+	nil,                                  // 27: godwit.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),        // 28: google.protobuf.Timestamp
+	(*Checkpoint)(nil),                   // 29: godwit.v1.Checkpoint
+	(*CheckpointRequest)(nil),            // 30: godwit.v1.CheckpointRequest
+	(*ListCheckpointsRequest)(nil),       // 31: godwit.v1.ListCheckpointsRequest
+	(*CheckpointRef)(nil),                // 32: godwit.v1.CheckpointRef
+	(*ExportCheckpointRequest)(nil),      // 33: godwit.v1.ExportCheckpointRequest
+	(*RestoreRequest)(nil),               // 34: godwit.v1.RestoreRequest
+	(*RestoreArchiveRequest)(nil),        // 35: godwit.v1.RestoreArchiveRequest
+	(*MigrateDescribeRequest)(nil),       // 36: godwit.v1.MigrateDescribeRequest
+	(*MigrateDumpRequest)(nil),           // 37: godwit.v1.MigrateDumpRequest
+	(*MigrateSendRequest)(nil),           // 38: godwit.v1.MigrateSendRequest
+	(*MigrateFinishRequest)(nil),         // 39: godwit.v1.MigrateFinishRequest
+	(*MigrateRef)(nil),                   // 40: godwit.v1.MigrateRef
+	(*MigratePrepareRequest)(nil),        // 41: godwit.v1.MigratePrepareRequest
+	(*MigrateReceiveRequest)(nil),        // 42: godwit.v1.MigrateReceiveRequest
+	(*MigrateRestoreRequest)(nil),        // 43: godwit.v1.MigrateRestoreRequest
+	(*MigrateAbortRequest)(nil),          // 44: godwit.v1.MigrateAbortRequest
+	(*MigratePreDumpRequest)(nil),        // 45: godwit.v1.MigratePreDumpRequest
+	(*MigrateSendPreDumpRequest)(nil),    // 46: godwit.v1.MigrateSendPreDumpRequest
+	(*MigrateReceivePreDumpRequest)(nil), // 47: godwit.v1.MigrateReceivePreDumpRequest
+	(*MigrateSendLayersRequest)(nil),     // 48: godwit.v1.MigrateSendLayersRequest
+	(*MigrateSyncRootfsRequest)(nil),     // 49: godwit.v1.MigrateSyncRootfsRequest
+	(*MigrateCheckChannelRequest)(nil),   // 50: godwit.v1.MigrateCheckChannelRequest
+	(*CheckpointProgress)(nil),           // 51: godwit.v1.CheckpointProgress
+	(*ListCheckpointsResponse)(nil),      // 52: godwit.v1.ListCheckpointsResponse
+	(*CheckpointDetail)(nil),             // 53: godwit.v1.CheckpointDetail
+	(*RemoveCheckpointResponse)(nil),     // 54: godwit.v1.RemoveCheckpointResponse
+	(*ExportCheckpointChunk)(nil),        // 55: godwit.v1.ExportCheckpointChunk
+	(*MigrateContainer)(nil),             // 56: godwit.v1.MigrateContainer
+	(*MigrateReply)(nil),                 // 57: godwit.v1.MigrateReply
+	(*MigrateProgress)(nil),              // 58: godwit.v1.MigrateProgress
+	(*MigratePreDumpReply)(nil),          // 59: godwit.v1.MigratePreDumpReply
 }
 var file_godwit_v1_agent_proto_depIdxs = []int32{
-	24, // 0: godwit.v1.NodeInfoResponse.labels:type_name -> godwit.v1.NodeInfoResponse.LabelsEntry
-	4,  // 1: godwit.v1.ImportImageRequest.header:type_name -> godwit.v1.ImportImageHeader
-	5,  // 2: godwit.v1.Image.layers:type_name -> godwit.v1.Layer
-	27, // 3: godwit.v1.Image.created:type_name -> google.protobuf.Timestamp
-	6,  // 4: godwit.v1.ListImagesResponse.images:type_name -> godwit.v1.Image
-	25, // 5: godwit.v1.RunContainerRequest.labels:type_name -> godwit.v1.RunContainerRequest.LabelsEntry
-	0,  // 6: godwit.v1.Container.state:type_name -> godwit.v1.ContainerState
-	26, // 7: godwit.v1.Container.labels:type_name -> godwit.v1.Container.LabelsEntry
-	27, // 8: godwit.v1.Container.created:type_name -> google.protobuf.Timestamp
-	27, // 9: godwit.v1.Container.started:type_name -> google.protobuf.Timestamp
-	27, // 10: godwit.v1.Container.finished:type_name -> google.protobuf.Timestamp
-	12, // 11: godwit.v1.ListContainersResponse.containers:type_name -> godwit.v1.Container
-	12, // 12: godwit.v1.RestoreResponse.container:type_name -> godwit.v1.Container
-	28, // 13: godwit.v1.RestoreResponse.checkpoint:type_name -> godwit.v1.Checkpoint
-	1,  // 14: godwit.v1.AgentService.NodeInfo:input_type -> godwit.v1.NodeInfoRequest
-	3,  // 15: godwit.v1.AgentService.ImportImage:input_type -> godwit.v1.ImportImageRequest
-	7,  // 16: godwit.v1.AgentService.ListImages:input_type -> godwit.v1.ListImagesRequest
-	9,  // 17: godwit.v1.AgentService.RemoveImage:input_type -> godwit.v1.RemoveImageRequest
-	11, // 18: godwit.v1.AgentService.RunContainer:input_type -> godwit.v1.RunContainerRequest
-	14, // 19: godwit.v1.AgentService.ListContainers:input_type -> godwit.v1.ListContainersRequest
-	13, // 20: godwit.v1.AgentService.InspectContainer:input_type -> godwit.v1.ContainerRef
-	16, // 21: godwit.v1.AgentService.StopContainer:input_type -> godwit.v1.StopContainerRequest
-	13, // 22: godwit.v1.AgentService.StartContainer:input_type -> godwit.v1.ContainerRef
-	17, // 23: godwit.v1.AgentService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
-	19, // 24: godwit.v1.AgentService.Logs:input_type -> godwit.v1.LogsRequest
-	21, // 25: godwit.v1.AgentService.Exec:input_type -> godwit.v1.ExecRequest
-	29, // 26: godwit.v1.AgentService.Checkpoint:input_type -> godwit.v1.CheckpointRequest
-	30, // 27: godwit.v1.AgentService.ListCheckpoints:input_type -> godwit.v1.ListCheckpointsRequest
-	31, // 28: godwit.v1.AgentService.InspectCheckpoint:input_type -> godwit.v1.CheckpointRef
-	31, // 29: godwit.v1.AgentService.RemoveCheckpoint:input_type -> godwit.v1.CheckpointRef
-	32, // 30: godwit.v1.AgentService.ExportCheckpoint:input_type -> godwit.v1.ExportCheckpointRequest
-	33, // 31: godwit.v1.AgentService.Restore:input_type -> godwit.v1.RestoreRequest
-	34, // 32: godwit.v1.AgentService.RestoreArchive:input_type -> godwit.v1.RestoreArchiveRequest
-	35, // 33: godwit.v1.AgentService.MigrateDescribe:input_type -> godwit.v1.MigrateDescribeRequest
-	36, // 34: godwit.v1.AgentService.MigrateDump:input_type -> godwit.v1.MigrateRef
-	37, // 35: godwit.v1.AgentService.MigrateSend:input_type -> godwit.v1.MigrateSendRequest
-	38, // 36: godwit.v1.AgentService.MigrateFinish:input_type -> godwit.v1.MigrateFinishRequest
-	36, // 37: godwit.v1.AgentService.MigrateResume:input_type -> godwit.v1.MigrateRef
-	39, // 38: godwit.v1.AgentService.MigratePrepare:input_type -> godwit.v1.MigratePrepareRequest
-	40, // 39: godwit.v1.AgentService.MigrateReceive:input_type -> godwit.v1.MigrateReceiveRequest
-	36, // 40: godwit.v1.AgentService.MigrateRestore:input_type -> godwit.v1.MigrateRef
-	36, // 41: godwit.v1.AgentService.MigrateCommit:input_type -> godwit.v1.MigrateRef
-	41, // 42: godwit.v1.AgentService.MigrateAbort:input_type -> godwit.v1.MigrateAbortRequest
-	2,  // 43: godwit.v1.AgentService.NodeInfo:output_type -> godwit.v1.NodeInfoResponse
-	6,  // 44: godwit.v1.AgentService.ImportImage:output_type -> godwit.v1.Image
-	8,  // 45: godwit.v1.AgentService.ListImages:output_type -> godwit.v1.ListImagesResponse
-	10, // 46: godwit.v1.AgentService.RemoveImage:output_type -> godwit.v1.RemoveImageResponse
-	12, // 47: godwit.v1.AgentService.RunContainer:output_type -> godwit.v1.Container
-	15, // 48: godwit.v1.AgentService.ListContainers:output_type -> godwit.v1.ListContainersResponse
-	12, // 49: godwit.v1.AgentService.InspectContainer:output_type -> godwit.v1.Container
-	12, // 50: godwit.v1.AgentService.StopContainer:output_type -> godwit.v1.Container
-	12, // 51: godwit.v1.AgentService.StartContainer:output_type -> godwit.v1.Container
-	18, // 52: godwit.v1.AgentService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
-	20, // 53: godwit.v1.AgentService.Logs:output_type -> godwit.v1.LogsChunk
-	22, // 54: godwit.v1.AgentService.Exec:output_type -> godwit.v1.ExecOutput
-	42, // 55: godwit.v1.AgentService.Checkpoint:output_type -> godwit.v1.CheckpointProgress
-	43, // 56: godwit.v1.AgentService.ListCheckpoints:output_type -> godwit.v1.ListCheckpointsResponse
-	44, // 57: godwit.v1.AgentService.InspectCheckpoint:output_type -> godwit.v1.CheckpointDetail
-	45, // 58: godwit.v1.AgentService.RemoveCheckpoint:output_type -> godwit.v1.RemoveCheckpointResponse
-	46, // 59: godwit.v1.AgentService.ExportCheckpoint:output_type -> godwit.v1.ExportCheckpointChunk
-	23, // 60: godwit.v1.AgentService.Restore:output_type -> godwit.v1.RestoreResponse
-	23, // 61: godwit.v1.AgentService.RestoreArchive:output_type -> godwit.v1.RestoreResponse
-	47, // 62: godwit.v1.AgentService.MigrateDescribe:output_type -> godwit.v1.MigrateContainer
-	48, // 63: godwit.v1.AgentService.MigrateDump:output_type -> godwit.v1.MigrateReply
-	49, // 64: godwit.v1.AgentService.MigrateSend:output_type -> godwit.v1.MigrateProgress
-	48, // 65: godwit.v1.AgentService.MigrateFinish:output_type -> godwit.v1.MigrateReply
-	48, // 66: godwit.v1.AgentService.MigrateResume:output_type -> godwit.v1.MigrateReply
-	48, // 67: godwit.v1.AgentService.MigratePrepare:output_type -> godwit.v1.MigrateReply
-	48, // 68: godwit.v1.AgentService.MigrateReceive:output_type -> godwit.v1.MigrateReply
-	48, // 69: godwit.v1.AgentService.MigrateRestore:output_type -> godwit.v1.MigrateReply
-	48, // 70: godwit.v1.AgentService.MigrateCommit:output_type -> godwit.v1.MigrateReply
-	48, // 71: godwit.v1.AgentService.MigrateAbort:output_type -> godwit.v1.MigrateReply
-	43, // [43:72] is the sub-list for method output_type
-	14, // [14:43] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	25, // 0: godwit.v1.NodeInfoResponse.labels:type_name -> godwit.v1.NodeInfoResponse.LabelsEntry
+	3,  // 1: godwit.v1.NodeInfoResponse.strategies:type_name -> godwit.v1.StrategySupport
+	5,  // 2: godwit.v1.ImportImageRequest.header:type_name -> godwit.v1.ImportImageHeader
+	6,  // 3: godwit.v1.Image.layers:type_name -> godwit.v1.Layer
+	28, // 4: godwit.v1.Image.created:type_name -> google.protobuf.Timestamp
+	7,  // 5: godwit.v1.ListImagesResponse.images:type_name -> godwit.v1.Image
+	26, // 6: godwit.v1.RunContainerRequest.labels:type_name -> godwit.v1.RunContainerRequest.LabelsEntry
+	0,  // 7: godwit.v1.Container.state:type_name -> godwit.v1.ContainerState
+	27, // 8: godwit.v1.Container.labels:type_name -> godwit.v1.Container.LabelsEntry
+	28, // 9: godwit.v1.Container.created:type_name -> google.protobuf.Timestamp
+	28, // 10: godwit.v1.Container.started:type_name -> google.protobuf.Timestamp
+	28, // 11: godwit.v1.Container.finished:type_name -> google.protobuf.Timestamp
+	13, // 12: godwit.v1.ListContainersResponse.containers:type_name -> godwit.v1.Container
+	13, // 13: godwit.v1.RestoreResponse.container:type_name -> godwit.v1.Container
+	29, // 14: godwit.v1.RestoreResponse.checkpoint:type_name -> godwit.v1.Checkpoint
+	1,  // 15: godwit.v1.AgentService.NodeInfo:input_type -> godwit.v1.NodeInfoRequest
+	4,  // 16: godwit.v1.AgentService.ImportImage:input_type -> godwit.v1.ImportImageRequest
+	8,  // 17: godwit.v1.AgentService.ListImages:input_type -> godwit.v1.ListImagesRequest
+	10, // 18: godwit.v1.AgentService.RemoveImage:input_type -> godwit.v1.RemoveImageRequest
+	12, // 19: godwit.v1.AgentService.RunContainer:input_type -> godwit.v1.RunContainerRequest
+	15, // 20: godwit.v1.AgentService.ListContainers:input_type -> godwit.v1.ListContainersRequest
+	14, // 21: godwit.v1.AgentService.InspectContainer:input_type -> godwit.v1.ContainerRef
+	17, // 22: godwit.v1.AgentService.StopContainer:input_type -> godwit.v1.StopContainerRequest
+	14, // 23: godwit.v1.AgentService.StartContainer:input_type -> godwit.v1.ContainerRef
+	18, // 24: godwit.v1.AgentService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
+	20, // 25: godwit.v1.AgentService.Logs:input_type -> godwit.v1.LogsRequest
+	22, // 26: godwit.v1.AgentService.Exec:input_type -> godwit.v1.ExecRequest
+	30, // 27: godwit.v1.AgentService.Checkpoint:input_type -> godwit.v1.CheckpointRequest
+	31, // 28: godwit.v1.AgentService.ListCheckpoints:input_type -> godwit.v1.ListCheckpointsRequest
+	32, // 29: godwit.v1.AgentService.InspectCheckpoint:input_type -> godwit.v1.CheckpointRef
+	32, // 30: godwit.v1.AgentService.RemoveCheckpoint:input_type -> godwit.v1.CheckpointRef
+	33, // 31: godwit.v1.AgentService.ExportCheckpoint:input_type -> godwit.v1.ExportCheckpointRequest
+	34, // 32: godwit.v1.AgentService.Restore:input_type -> godwit.v1.RestoreRequest
+	35, // 33: godwit.v1.AgentService.RestoreArchive:input_type -> godwit.v1.RestoreArchiveRequest
+	36, // 34: godwit.v1.AgentService.MigrateDescribe:input_type -> godwit.v1.MigrateDescribeRequest
+	37, // 35: godwit.v1.AgentService.MigrateDump:input_type -> godwit.v1.MigrateDumpRequest
+	38, // 36: godwit.v1.AgentService.MigrateSend:input_type -> godwit.v1.MigrateSendRequest
+	39, // 37: godwit.v1.AgentService.MigrateFinish:input_type -> godwit.v1.MigrateFinishRequest
+	40, // 38: godwit.v1.AgentService.MigrateResume:input_type -> godwit.v1.MigrateRef
+	41, // 39: godwit.v1.AgentService.MigratePrepare:input_type -> godwit.v1.MigratePrepareRequest
+	42, // 40: godwit.v1.AgentService.MigrateReceive:input_type -> godwit.v1.MigrateReceiveRequest
+	43, // 41: godwit.v1.AgentService.MigrateRestore:input_type -> godwit.v1.MigrateRestoreRequest
+	40, // 42: godwit.v1.AgentService.MigrateCommit:input_type -> godwit.v1.MigrateRef
+	44, // 43: godwit.v1.AgentService.MigrateAbort:input_type -> godwit.v1.MigrateAbortRequest
+	45, // 44: godwit.v1.AgentService.MigratePreDump:input_type -> godwit.v1.MigratePreDumpRequest
+	46, // 45: godwit.v1.AgentService.MigrateSendPreDump:input_type -> godwit.v1.MigrateSendPreDumpRequest
+	47, // 46: godwit.v1.AgentService.MigrateReceivePreDump:input_type -> godwit.v1.MigrateReceivePreDumpRequest
+	48, // 47: godwit.v1.AgentService.MigrateSendLayers:input_type -> godwit.v1.MigrateSendLayersRequest
+	42, // 48: godwit.v1.AgentService.MigrateReceiveLayers:input_type -> godwit.v1.MigrateReceiveRequest
+	49, // 49: godwit.v1.AgentService.MigrateSyncRootfs:input_type -> godwit.v1.MigrateSyncRootfsRequest
+	42, // 50: godwit.v1.AgentService.MigrateReceiveRootfs:input_type -> godwit.v1.MigrateReceiveRequest
+	50, // 51: godwit.v1.AgentService.MigrateCheckChannel:input_type -> godwit.v1.MigrateCheckChannelRequest
+	2,  // 52: godwit.v1.AgentService.NodeInfo:output_type -> godwit.v1.NodeInfoResponse
+	7,  // 53: godwit.v1.AgentService.ImportImage:output_type -> godwit.v1.Image
+	9,  // 54: godwit.v1.AgentService.ListImages:output_type -> godwit.v1.ListImagesResponse
+	11, // 55: godwit.v1.AgentService.RemoveImage:output_type -> godwit.v1.RemoveImageResponse
+	13, // 56: godwit.v1.AgentService.RunContainer:output_type -> godwit.v1.Container
+	16, // 57: godwit.v1.AgentService.ListContainers:output_type -> godwit.v1.ListContainersResponse
+	13, // 58: godwit.v1.AgentService.InspectContainer:output_type -> godwit.v1.Container
+	13, // 59: godwit.v1.AgentService.StopContainer:output_type -> godwit.v1.Container
+	13, // 60: godwit.v1.AgentService.StartContainer:output_type -> godwit.v1.Container
+	19, // 61: godwit.v1.AgentService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
+	21, // 62: godwit.v1.AgentService.Logs:output_type -> godwit.v1.LogsChunk
+	23, // 63: godwit.v1.AgentService.Exec:output_type -> godwit.v1.ExecOutput
+	51, // 64: godwit.v1.AgentService.Checkpoint:output_type -> godwit.v1.CheckpointProgress
+	52, // 65: godwit.v1.AgentService.ListCheckpoints:output_type -> godwit.v1.ListCheckpointsResponse
+	53, // 66: godwit.v1.AgentService.InspectCheckpoint:output_type -> godwit.v1.CheckpointDetail
+	54, // 67: godwit.v1.AgentService.RemoveCheckpoint:output_type -> godwit.v1.RemoveCheckpointResponse
+	55, // 68: godwit.v1.AgentService.ExportCheckpoint:output_type -> godwit.v1.ExportCheckpointChunk
+	24, // 69: godwit.v1.AgentService.Restore:output_type -> godwit.v1.RestoreResponse
+	24, // 70: godwit.v1.AgentService.RestoreArchive:output_type -> godwit.v1.RestoreResponse
+	56, // 71: godwit.v1.AgentService.MigrateDescribe:output_type -> godwit.v1.MigrateContainer
+	57, // 72: godwit.v1.AgentService.MigrateDump:output_type -> godwit.v1.MigrateReply
+	58, // 73: godwit.v1.AgentService.MigrateSend:output_type -> godwit.v1.MigrateProgress
+	57, // 74: godwit.v1.AgentService.MigrateFinish:output_type -> godwit.v1.MigrateReply
+	57, // 75: godwit.v1.AgentService.MigrateResume:output_type -> godwit.v1.MigrateReply
+	57, // 76: godwit.v1.AgentService.MigratePrepare:output_type -> godwit.v1.MigrateReply
+	57, // 77: godwit.v1.AgentService.MigrateReceive:output_type -> godwit.v1.MigrateReply
+	57, // 78: godwit.v1.AgentService.MigrateRestore:output_type -> godwit.v1.MigrateReply
+	57, // 79: godwit.v1.AgentService.MigrateCommit:output_type -> godwit.v1.MigrateReply
+	57, // 80: godwit.v1.AgentService.MigrateAbort:output_type -> godwit.v1.MigrateReply
+	59, // 81: godwit.v1.AgentService.MigratePreDump:output_type -> godwit.v1.MigratePreDumpReply
+	58, // 82: godwit.v1.AgentService.MigrateSendPreDump:output_type -> godwit.v1.MigrateProgress
+	57, // 83: godwit.v1.AgentService.MigrateReceivePreDump:output_type -> godwit.v1.MigrateReply
+	58, // 84: godwit.v1.AgentService.MigrateSendLayers:output_type -> godwit.v1.MigrateProgress
+	57, // 85: godwit.v1.AgentService.MigrateReceiveLayers:output_type -> godwit.v1.MigrateReply
+	58, // 86: godwit.v1.AgentService.MigrateSyncRootfs:output_type -> godwit.v1.MigrateProgress
+	57, // 87: godwit.v1.AgentService.MigrateReceiveRootfs:output_type -> godwit.v1.MigrateReply
+	57, // 88: godwit.v1.AgentService.MigrateCheckChannel:output_type -> godwit.v1.MigrateReply
+	52, // [52:89] is the sub-list for method output_type
+	15, // [15:52] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_godwit_v1_agent_proto_init() }
@@ -1929,7 +2059,7 @@ func file_godwit_v1_agent_proto_init() {
 	}
 	file_godwit_v1_checkpoint_proto_init()
 	file_godwit_v1_migrate_proto_init()
-	file_godwit_v1_agent_proto_msgTypes[2].OneofWrappers = []any{
+	file_godwit_v1_agent_proto_msgTypes[3].OneofWrappers = []any{
 		(*ImportImageRequest_Header)(nil),
 		(*ImportImageRequest_Chunk)(nil),
 	}
@@ -1939,7 +2069,7 @@ func file_godwit_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_agent_proto_rawDesc), len(file_godwit_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,35 +24,43 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_NodeInfo_FullMethodName          = "/godwit.v1.AgentService/NodeInfo"
-	AgentService_ImportImage_FullMethodName       = "/godwit.v1.AgentService/ImportImage"
-	AgentService_ListImages_FullMethodName        = "/godwit.v1.AgentService/ListImages"
-	AgentService_RemoveImage_FullMethodName       = "/godwit.v1.AgentService/RemoveImage"
-	AgentService_RunContainer_FullMethodName      = "/godwit.v1.AgentService/RunContainer"
-	AgentService_ListContainers_FullMethodName    = "/godwit.v1.AgentService/ListContainers"
-	AgentService_InspectContainer_FullMethodName  = "/godwit.v1.AgentService/InspectContainer"
-	AgentService_StopContainer_FullMethodName     = "/godwit.v1.AgentService/StopContainer"
-	AgentService_StartContainer_FullMethodName    = "/godwit.v1.AgentService/StartContainer"
-	AgentService_RemoveContainer_FullMethodName   = "/godwit.v1.AgentService/RemoveContainer"
-	AgentService_Logs_FullMethodName              = "/godwit.v1.AgentService/Logs"
-	AgentService_Exec_FullMethodName              = "/godwit.v1.AgentService/Exec"
-	AgentService_Checkpoint_FullMethodName        = "/godwit.v1.AgentService/Checkpoint"
-	AgentService_ListCheckpoints_FullMethodName   = "/godwit.v1.AgentService/ListCheckpoints"
-	AgentService_InspectCheckpoint_FullMethodName = "/godwit.v1.AgentService/InspectCheckpoint"
-	AgentService_RemoveCheckpoint_FullMethodName  = "/godwit.v1.AgentService/RemoveCheckpoint"
-	AgentService_ExportCheckpoint_FullMethodName  = "/godwit.v1.AgentService/ExportCheckpoint"
-	AgentService_Restore_FullMethodName           = "/godwit.v1.AgentService/Restore"
-	AgentService_RestoreArchive_FullMethodName    = "/godwit.v1.AgentService/RestoreArchive"
-	AgentService_MigrateDescribe_FullMethodName   = "/godwit.v1.AgentService/MigrateDescribe"
-	AgentService_MigrateDump_FullMethodName       = "/godwit.v1.AgentService/MigrateDump"
-	AgentService_MigrateSend_FullMethodName       = "/godwit.v1.AgentService/MigrateSend"
-	AgentService_MigrateFinish_FullMethodName     = "/godwit.v1.AgentService/MigrateFinish"
-	AgentService_MigrateResume_FullMethodName     = "/godwit.v1.AgentService/MigrateResume"
-	AgentService_MigratePrepare_FullMethodName    = "/godwit.v1.AgentService/MigratePrepare"
-	AgentService_MigrateReceive_FullMethodName    = "/godwit.v1.AgentService/MigrateReceive"
-	AgentService_MigrateRestore_FullMethodName    = "/godwit.v1.AgentService/MigrateRestore"
-	AgentService_MigrateCommit_FullMethodName     = "/godwit.v1.AgentService/MigrateCommit"
-	AgentService_MigrateAbort_FullMethodName      = "/godwit.v1.AgentService/MigrateAbort"
+	AgentService_NodeInfo_FullMethodName              = "/godwit.v1.AgentService/NodeInfo"
+	AgentService_ImportImage_FullMethodName           = "/godwit.v1.AgentService/ImportImage"
+	AgentService_ListImages_FullMethodName            = "/godwit.v1.AgentService/ListImages"
+	AgentService_RemoveImage_FullMethodName           = "/godwit.v1.AgentService/RemoveImage"
+	AgentService_RunContainer_FullMethodName          = "/godwit.v1.AgentService/RunContainer"
+	AgentService_ListContainers_FullMethodName        = "/godwit.v1.AgentService/ListContainers"
+	AgentService_InspectContainer_FullMethodName      = "/godwit.v1.AgentService/InspectContainer"
+	AgentService_StopContainer_FullMethodName         = "/godwit.v1.AgentService/StopContainer"
+	AgentService_StartContainer_FullMethodName        = "/godwit.v1.AgentService/StartContainer"
+	AgentService_RemoveContainer_FullMethodName       = "/godwit.v1.AgentService/RemoveContainer"
+	AgentService_Logs_FullMethodName                  = "/godwit.v1.AgentService/Logs"
+	AgentService_Exec_FullMethodName                  = "/godwit.v1.AgentService/Exec"
+	AgentService_Checkpoint_FullMethodName            = "/godwit.v1.AgentService/Checkpoint"
+	AgentService_ListCheckpoints_FullMethodName       = "/godwit.v1.AgentService/ListCheckpoints"
+	AgentService_InspectCheckpoint_FullMethodName     = "/godwit.v1.AgentService/InspectCheckpoint"
+	AgentService_RemoveCheckpoint_FullMethodName      = "/godwit.v1.AgentService/RemoveCheckpoint"
+	AgentService_ExportCheckpoint_FullMethodName      = "/godwit.v1.AgentService/ExportCheckpoint"
+	AgentService_Restore_FullMethodName               = "/godwit.v1.AgentService/Restore"
+	AgentService_RestoreArchive_FullMethodName        = "/godwit.v1.AgentService/RestoreArchive"
+	AgentService_MigrateDescribe_FullMethodName       = "/godwit.v1.AgentService/MigrateDescribe"
+	AgentService_MigrateDump_FullMethodName           = "/godwit.v1.AgentService/MigrateDump"
+	AgentService_MigrateSend_FullMethodName           = "/godwit.v1.AgentService/MigrateSend"
+	AgentService_MigrateFinish_FullMethodName         = "/godwit.v1.AgentService/MigrateFinish"
+	AgentService_MigrateResume_FullMethodName         = "/godwit.v1.AgentService/MigrateResume"
+	AgentService_MigratePrepare_FullMethodName        = "/godwit.v1.AgentService/MigratePrepare"
+	AgentService_MigrateReceive_FullMethodName        = "/godwit.v1.AgentService/MigrateReceive"
+	AgentService_MigrateRestore_FullMethodName        = "/godwit.v1.AgentService/MigrateRestore"
+	AgentService_MigrateCommit_FullMethodName         = "/godwit.v1.AgentService/MigrateCommit"
+	AgentService_MigrateAbort_FullMethodName          = "/godwit.v1.AgentService/MigrateAbort"
+	AgentService_MigratePreDump_FullMethodName        = "/godwit.v1.AgentService/MigratePreDump"
+	AgentService_MigrateSendPreDump_FullMethodName    = "/godwit.v1.AgentService/MigrateSendPreDump"
+	AgentService_MigrateReceivePreDump_FullMethodName = "/godwit.v1.AgentService/MigrateReceivePreDump"
+	AgentService_MigrateSendLayers_FullMethodName     = "/godwit.v1.AgentService/MigrateSendLayers"
+	AgentService_MigrateReceiveLayers_FullMethodName  = "/godwit.v1.AgentService/MigrateReceiveLayers"
+	AgentService_MigrateSyncRootfs_FullMethodName     = "/godwit.v1.AgentService/MigrateSyncRootfs"
+	AgentService_MigrateReceiveRootfs_FullMethodName  = "/godwit.v1.AgentService/MigrateReceiveRootfs"
+	AgentService_MigrateCheckChannel_FullMethodName   = "/godwit.v1.AgentService/MigrateCheckChannel"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -104,7 +112,7 @@ type AgentServiceClient interface {
 	// Live migration, source side (see migrate/README.md). Every call is
 	// idempotent by migration ID.
 	MigrateDescribe(ctx context.Context, in *MigrateDescribeRequest, opts ...grpc.CallOption) (*MigrateContainer, error)
-	MigrateDump(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	MigrateDump(ctx context.Context, in *MigrateDumpRequest, opts ...grpc.CallOption) (*MigrateReply, error)
 	// MigrateSend streams the dumped checkpoint to the destination's data
 	// connection; the stream carries progress.
 	MigrateSend(ctx context.Context, in *MigrateSendRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
@@ -118,9 +126,31 @@ type AgentServiceClient interface {
 	// connection presenting data_token; it returns once every digest is
 	// checked.
 	MigrateReceive(ctx context.Context, in *MigrateReceiveRequest, opts ...grpc.CallOption) (*MigrateReply, error)
-	MigrateRestore(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
+	MigrateRestore(ctx context.Context, in *MigrateRestoreRequest, opts ...grpc.CallOption) (*MigrateReply, error)
 	MigrateCommit(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error)
 	MigrateAbort(ctx context.Context, in *MigrateAbortRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// Pre-copy (migrate/README.md): the source pre-dumps the running
+	// container round by round and sends each round to the destination.
+	MigratePreDump(ctx context.Context, in *MigratePreDumpRequest, opts ...grpc.CallOption) (*MigratePreDumpReply, error)
+	// MigrateSendPreDump streams a round's images to the destination's data
+	// connection; the stream carries progress.
+	MigrateSendPreDump(ctx context.Context, in *MigrateSendPreDumpRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
+	// MigrateReceivePreDump takes a round's images from the data connection
+	// presenting data_token, checking every digest.
+	MigrateReceivePreDump(ctx context.Context, in *MigrateReceivePreDumpRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// The root filesystem before the freeze (migrate/README.md): the image
+	// layers the destination lacks, then the container's writable layer
+	// while it runs. The sender's stream carries progress; the receiver
+	// takes the data connection presenting data_token.
+	MigrateSendLayers(ctx context.Context, in *MigrateSendLayersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
+	MigrateReceiveLayers(ctx context.Context, in *MigrateReceiveRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	MigrateSyncRootfs(ctx context.Context, in *MigrateSyncRootfsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
+	MigrateReceiveRootfs(ctx context.Context, in *MigrateReceiveRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// MigrateCheckChannel asks the source whether it can open a data
+	// connection to the destination at address with its node certificate,
+	// and whether the destination accepts it: the driver asks before
+	// anything is prepared or frozen. It moves no data.
+	MigrateCheckChannel(ctx context.Context, in *MigrateCheckChannelRequest, opts ...grpc.CallOption) (*MigrateReply, error)
 }
 
 type agentServiceClient struct {
@@ -373,7 +403,7 @@ func (c *agentServiceClient) MigrateDescribe(ctx context.Context, in *MigrateDes
 	return out, nil
 }
 
-func (c *agentServiceClient) MigrateDump(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+func (c *agentServiceClient) MigrateDump(ctx context.Context, in *MigrateDumpRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MigrateReply)
 	err := c.cc.Invoke(ctx, AgentService_MigrateDump_FullMethodName, in, out, cOpts...)
@@ -442,7 +472,7 @@ func (c *agentServiceClient) MigrateReceive(ctx context.Context, in *MigrateRece
 	return out, nil
 }
 
-func (c *agentServiceClient) MigrateRestore(ctx context.Context, in *MigrateRef, opts ...grpc.CallOption) (*MigrateReply, error) {
+func (c *agentServiceClient) MigrateRestore(ctx context.Context, in *MigrateRestoreRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MigrateReply)
 	err := c.cc.Invoke(ctx, AgentService_MigrateRestore_FullMethodName, in, out, cOpts...)
@@ -466,6 +496,113 @@ func (c *agentServiceClient) MigrateAbort(ctx context.Context, in *MigrateAbortR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MigrateReply)
 	err := c.cc.Invoke(ctx, AgentService_MigrateAbort_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigratePreDump(ctx context.Context, in *MigratePreDumpRequest, opts ...grpc.CallOption) (*MigratePreDumpReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigratePreDumpReply)
+	err := c.cc.Invoke(ctx, AgentService_MigratePreDump_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateSendPreDump(ctx context.Context, in *MigrateSendPreDumpRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[7], AgentService_MigrateSendPreDump_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MigrateSendPreDumpRequest, MigrateProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSendPreDumpClient = grpc.ServerStreamingClient[MigrateProgress]
+
+func (c *agentServiceClient) MigrateReceivePreDump(ctx context.Context, in *MigrateReceivePreDumpRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateReceivePreDump_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateSendLayers(ctx context.Context, in *MigrateSendLayersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[8], AgentService_MigrateSendLayers_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MigrateSendLayersRequest, MigrateProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSendLayersClient = grpc.ServerStreamingClient[MigrateProgress]
+
+func (c *agentServiceClient) MigrateReceiveLayers(ctx context.Context, in *MigrateReceiveRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateReceiveLayers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateSyncRootfs(ctx context.Context, in *MigrateSyncRootfsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[9], AgentService_MigrateSyncRootfs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MigrateSyncRootfsRequest, MigrateProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSyncRootfsClient = grpc.ServerStreamingClient[MigrateProgress]
+
+func (c *agentServiceClient) MigrateReceiveRootfs(ctx context.Context, in *MigrateReceiveRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateReceiveRootfs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateCheckChannel(ctx context.Context, in *MigrateCheckChannelRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateCheckChannel_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -521,7 +658,7 @@ type AgentServiceServer interface {
 	// Live migration, source side (see migrate/README.md). Every call is
 	// idempotent by migration ID.
 	MigrateDescribe(context.Context, *MigrateDescribeRequest) (*MigrateContainer, error)
-	MigrateDump(context.Context, *MigrateRef) (*MigrateReply, error)
+	MigrateDump(context.Context, *MigrateDumpRequest) (*MigrateReply, error)
 	// MigrateSend streams the dumped checkpoint to the destination's data
 	// connection; the stream carries progress.
 	MigrateSend(*MigrateSendRequest, grpc.ServerStreamingServer[MigrateProgress]) error
@@ -535,9 +672,31 @@ type AgentServiceServer interface {
 	// connection presenting data_token; it returns once every digest is
 	// checked.
 	MigrateReceive(context.Context, *MigrateReceiveRequest) (*MigrateReply, error)
-	MigrateRestore(context.Context, *MigrateRef) (*MigrateReply, error)
+	MigrateRestore(context.Context, *MigrateRestoreRequest) (*MigrateReply, error)
 	MigrateCommit(context.Context, *MigrateRef) (*MigrateReply, error)
 	MigrateAbort(context.Context, *MigrateAbortRequest) (*MigrateReply, error)
+	// Pre-copy (migrate/README.md): the source pre-dumps the running
+	// container round by round and sends each round to the destination.
+	MigratePreDump(context.Context, *MigratePreDumpRequest) (*MigratePreDumpReply, error)
+	// MigrateSendPreDump streams a round's images to the destination's data
+	// connection; the stream carries progress.
+	MigrateSendPreDump(*MigrateSendPreDumpRequest, grpc.ServerStreamingServer[MigrateProgress]) error
+	// MigrateReceivePreDump takes a round's images from the data connection
+	// presenting data_token, checking every digest.
+	MigrateReceivePreDump(context.Context, *MigrateReceivePreDumpRequest) (*MigrateReply, error)
+	// The root filesystem before the freeze (migrate/README.md): the image
+	// layers the destination lacks, then the container's writable layer
+	// while it runs. The sender's stream carries progress; the receiver
+	// takes the data connection presenting data_token.
+	MigrateSendLayers(*MigrateSendLayersRequest, grpc.ServerStreamingServer[MigrateProgress]) error
+	MigrateReceiveLayers(context.Context, *MigrateReceiveRequest) (*MigrateReply, error)
+	MigrateSyncRootfs(*MigrateSyncRootfsRequest, grpc.ServerStreamingServer[MigrateProgress]) error
+	MigrateReceiveRootfs(context.Context, *MigrateReceiveRequest) (*MigrateReply, error)
+	// MigrateCheckChannel asks the source whether it can open a data
+	// connection to the destination at address with its node certificate,
+	// and whether the destination accepts it: the driver asks before
+	// anything is prepared or frozen. It moves no data.
+	MigrateCheckChannel(context.Context, *MigrateCheckChannelRequest) (*MigrateReply, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -608,7 +767,7 @@ func (UnimplementedAgentServiceServer) RestoreArchive(grpc.ClientStreamingServer
 func (UnimplementedAgentServiceServer) MigrateDescribe(context.Context, *MigrateDescribeRequest) (*MigrateContainer, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateDescribe not implemented")
 }
-func (UnimplementedAgentServiceServer) MigrateDump(context.Context, *MigrateRef) (*MigrateReply, error) {
+func (UnimplementedAgentServiceServer) MigrateDump(context.Context, *MigrateDumpRequest) (*MigrateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateDump not implemented")
 }
 func (UnimplementedAgentServiceServer) MigrateSend(*MigrateSendRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
@@ -626,7 +785,7 @@ func (UnimplementedAgentServiceServer) MigratePrepare(context.Context, *MigrateP
 func (UnimplementedAgentServiceServer) MigrateReceive(context.Context, *MigrateReceiveRequest) (*MigrateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateReceive not implemented")
 }
-func (UnimplementedAgentServiceServer) MigrateRestore(context.Context, *MigrateRef) (*MigrateReply, error) {
+func (UnimplementedAgentServiceServer) MigrateRestore(context.Context, *MigrateRestoreRequest) (*MigrateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateRestore not implemented")
 }
 func (UnimplementedAgentServiceServer) MigrateCommit(context.Context, *MigrateRef) (*MigrateReply, error) {
@@ -634,6 +793,30 @@ func (UnimplementedAgentServiceServer) MigrateCommit(context.Context, *MigrateRe
 }
 func (UnimplementedAgentServiceServer) MigrateAbort(context.Context, *MigrateAbortRequest) (*MigrateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateAbort not implemented")
+}
+func (UnimplementedAgentServiceServer) MigratePreDump(context.Context, *MigratePreDumpRequest) (*MigratePreDumpReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigratePreDump not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateSendPreDump(*MigrateSendPreDumpRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
+	return status.Error(codes.Unimplemented, "method MigrateSendPreDump not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateReceivePreDump(context.Context, *MigrateReceivePreDumpRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateReceivePreDump not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateSendLayers(*MigrateSendLayersRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
+	return status.Error(codes.Unimplemented, "method MigrateSendLayers not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateReceiveLayers(context.Context, *MigrateReceiveRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateReceiveLayers not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateSyncRootfs(*MigrateSyncRootfsRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
+	return status.Error(codes.Unimplemented, "method MigrateSyncRootfs not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateReceiveRootfs(context.Context, *MigrateReceiveRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateReceiveRootfs not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateCheckChannel(context.Context, *MigrateCheckChannelRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateCheckChannel not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -967,7 +1150,7 @@ func _AgentService_MigrateDescribe_Handler(srv interface{}, ctx context.Context,
 }
 
 func _AgentService_MigrateDump_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MigrateRef)
+	in := new(MigrateDumpRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -979,7 +1162,7 @@ func _AgentService_MigrateDump_Handler(srv interface{}, ctx context.Context, dec
 		FullMethod: AgentService_MigrateDump_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AgentServiceServer).MigrateDump(ctx, req.(*MigrateRef))
+		return srv.(AgentServiceServer).MigrateDump(ctx, req.(*MigrateDumpRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1068,7 +1251,7 @@ func _AgentService_MigrateReceive_Handler(srv interface{}, ctx context.Context, 
 }
 
 func _AgentService_MigrateRestore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MigrateRef)
+	in := new(MigrateRestoreRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1080,7 +1263,7 @@ func _AgentService_MigrateRestore_Handler(srv interface{}, ctx context.Context, 
 		FullMethod: AgentService_MigrateRestore_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AgentServiceServer).MigrateRestore(ctx, req.(*MigrateRef))
+		return srv.(AgentServiceServer).MigrateRestore(ctx, req.(*MigrateRestoreRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1117,6 +1300,129 @@ func _AgentService_MigrateAbort_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AgentServiceServer).MigrateAbort(ctx, req.(*MigrateAbortRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigratePreDump_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigratePreDumpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigratePreDump(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigratePreDump_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigratePreDump(ctx, req.(*MigratePreDumpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateSendPreDump_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(MigrateSendPreDumpRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).MigrateSendPreDump(m, &grpc.GenericServerStream[MigrateSendPreDumpRequest, MigrateProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSendPreDumpServer = grpc.ServerStreamingServer[MigrateProgress]
+
+func _AgentService_MigrateReceivePreDump_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateReceivePreDumpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateReceivePreDump(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateReceivePreDump_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateReceivePreDump(ctx, req.(*MigrateReceivePreDumpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateSendLayers_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(MigrateSendLayersRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).MigrateSendLayers(m, &grpc.GenericServerStream[MigrateSendLayersRequest, MigrateProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSendLayersServer = grpc.ServerStreamingServer[MigrateProgress]
+
+func _AgentService_MigrateReceiveLayers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateReceiveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateReceiveLayers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateReceiveLayers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateReceiveLayers(ctx, req.(*MigrateReceiveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateSyncRootfs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(MigrateSyncRootfsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).MigrateSyncRootfs(m, &grpc.GenericServerStream[MigrateSyncRootfsRequest, MigrateProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_MigrateSyncRootfsServer = grpc.ServerStreamingServer[MigrateProgress]
+
+func _AgentService_MigrateReceiveRootfs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateReceiveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateReceiveRootfs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateReceiveRootfs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateReceiveRootfs(ctx, req.(*MigrateReceiveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateCheckChannel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateCheckChannelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateCheckChannel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateCheckChannel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateCheckChannel(ctx, req.(*MigrateCheckChannelRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1216,6 +1522,26 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "MigrateAbort",
 			Handler:    _AgentService_MigrateAbort_Handler,
 		},
+		{
+			MethodName: "MigratePreDump",
+			Handler:    _AgentService_MigratePreDump_Handler,
+		},
+		{
+			MethodName: "MigrateReceivePreDump",
+			Handler:    _AgentService_MigrateReceivePreDump_Handler,
+		},
+		{
+			MethodName: "MigrateReceiveLayers",
+			Handler:    _AgentService_MigrateReceiveLayers_Handler,
+		},
+		{
+			MethodName: "MigrateReceiveRootfs",
+			Handler:    _AgentService_MigrateReceiveRootfs_Handler,
+		},
+		{
+			MethodName: "MigrateCheckChannel",
+			Handler:    _AgentService_MigrateCheckChannel_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -1251,6 +1577,21 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "MigrateSend",
 			Handler:       _AgentService_MigrateSend_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "MigrateSendPreDump",
+			Handler:       _AgentService_MigrateSendPreDump_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "MigrateSendLayers",
+			Handler:       _AgentService_MigrateSendLayers_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "MigrateSyncRootfs",
+			Handler:       _AgentService_MigrateSyncRootfs_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -72,7 +72,16 @@ func (x *MigrateRef) GetId() string {
 type MigrateReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// phase is the phase the side's record is in after the call.
-	Phase         string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Phase string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	// MigratePrepare only: the layers of the container's image the
+	// destination lacks (digests), and the format in which it takes the
+	// writable layer's sync, one of the source's rootfs_formats ("": no
+	// sync).
+	MissingLayers []string `protobuf:"bytes,2,rep,name=missing_layers,json=missingLayers,proto3" json:"missing_layers,omitempty"`
+	RootfsFormat  string   `protobuf:"bytes,3,opt,name=rootfs_format,json=rootfsFormat,proto3" json:"rootfs_format,omitempty"`
+	// missing_image: the destination lacks the image's record even where
+	// it has every layer; the source sends it with the layers.
+	MissingImage  bool `protobuf:"varint,4,opt,name=missing_image,json=missingImage,proto3" json:"missing_image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -112,6 +121,27 @@ func (x *MigrateReply) GetPhase() string {
 		return x.Phase
 	}
 	return ""
+}
+
+func (x *MigrateReply) GetMissingLayers() []string {
+	if x != nil {
+		return x.MissingLayers
+	}
+	return nil
+}
+
+func (x *MigrateReply) GetRootfsFormat() string {
+	if x != nil {
+		return x.RootfsFormat
+	}
+	return ""
+}
+
+func (x *MigrateReply) GetMissingImage() bool {
+	if x != nil {
+		return x.MissingImage
+	}
+	return false
 }
 
 type MigrateDescribeRequest struct {
@@ -168,12 +198,15 @@ func (x *MigrateDescribeRequest) GetContainer() string {
 }
 
 type MigrateContainer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	Image         string                 `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
-	ImageLayers   []string               `protobuf:"bytes,4,rep,name=image_layers,json=imageLayers,proto3" json:"image_layers,omitempty"`
-	Ip            string                 `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id          string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Image       string                 `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	ImageLayers []string               `protobuf:"bytes,4,rep,name=image_layers,json=imageLayers,proto3" json:"image_layers,omitempty"`
+	Ip          string                 `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"`
+	// rootfs_formats are the formats in which the source can sync the
+	// writable layer while the container runs, preferred first.
+	RootfsFormats []string `protobuf:"bytes,6,rep,name=rootfs_formats,json=rootfsFormats,proto3" json:"rootfs_formats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -241,6 +274,13 @@ func (x *MigrateContainer) GetIp() string {
 		return x.Ip
 	}
 	return ""
+}
+
+func (x *MigrateContainer) GetRootfsFormats() []string {
+	if x != nil {
+		return x.RootfsFormats
+	}
+	return nil
 }
 
 type MigrateSendRequest struct {
@@ -576,6 +616,581 @@ func (x *MigrateFinishRequest) GetDestination() string {
 	return ""
 }
 
+// MigrateDumpRequest asks the source to freeze and dump the container
+// (MigrateRef's id field, same number, so older callers still parse).
+type MigrateDumpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// strategy is the migration's strategy (stop-copy, stream, ...).
+	Strategy string `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// pre_dumps is how many pre-copy rounds the source pre-dumped: the
+	// final dump takes the last as its parent (pre-copy only).
+	PreDumps      int32 `protobuf:"varint,3,opt,name=pre_dumps,json=preDumps,proto3" json:"pre_dumps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateDumpRequest) Reset() {
+	*x = MigrateDumpRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateDumpRequest) ProtoMessage() {}
+
+func (x *MigrateDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateDumpRequest.ProtoReflect.Descriptor instead.
+func (*MigrateDumpRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MigrateDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateDumpRequest) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *MigrateDumpRequest) GetPreDumps() int32 {
+	if x != nil {
+		return x.PreDumps
+	}
+	return 0
+}
+
+// MigrateRestoreRequest asks the destination to restore the container
+// held stopped.
+type MigrateRestoreRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Strategy string                 `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// pre_dumps is how many pre-copy rounds the destination received: the
+	// checkpoint's pages not in it are in them (pre-copy only).
+	PreDumps      int32 `protobuf:"varint,3,opt,name=pre_dumps,json=preDumps,proto3" json:"pre_dumps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateRestoreRequest) Reset() {
+	*x = MigrateRestoreRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateRestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateRestoreRequest) ProtoMessage() {}
+
+func (x *MigrateRestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateRestoreRequest.ProtoReflect.Descriptor instead.
+func (*MigrateRestoreRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MigrateRestoreRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateRestoreRequest) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *MigrateRestoreRequest) GetPreDumps() int32 {
+	if x != nil {
+		return x.PreDumps
+	}
+	return 0
+}
+
+// MigratePreDumpRequest asks the source for pre-copy round `round` (1
+// first): a pre-dump of the running container's memory, the whole of it
+// in round 1, what it dirtied since the round before after that.
+type MigratePreDumpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Round         int32                  `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigratePreDumpRequest) Reset() {
+	*x = MigratePreDumpRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigratePreDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigratePreDumpRequest) ProtoMessage() {}
+
+func (x *MigratePreDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigratePreDumpRequest.ProtoReflect.Descriptor instead.
+func (*MigratePreDumpRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MigratePreDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigratePreDumpRequest) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+// MigratePreDumpReply is what a pre-copy round copied.
+type MigratePreDumpReply struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DirtyPages int64                  `protobuf:"varint,1,opt,name=dirty_pages,json=dirtyPages,proto3" json:"dirty_pages,omitempty"`
+	// duration_us is how long the pre-dump took, the container running.
+	DurationUs int64 `protobuf:"varint,2,opt,name=duration_us,json=durationUs,proto3" json:"duration_us,omitempty"`
+	// bytes is the size of the round's images.
+	Bytes         int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigratePreDumpReply) Reset() {
+	*x = MigratePreDumpReply{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigratePreDumpReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigratePreDumpReply) ProtoMessage() {}
+
+func (x *MigratePreDumpReply) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigratePreDumpReply.ProtoReflect.Descriptor instead.
+func (*MigratePreDumpReply) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MigratePreDumpReply) GetDirtyPages() int64 {
+	if x != nil {
+		return x.DirtyPages
+	}
+	return 0
+}
+
+func (x *MigratePreDumpReply) GetDurationUs() int64 {
+	if x != nil {
+		return x.DurationUs
+	}
+	return 0
+}
+
+func (x *MigratePreDumpReply) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type MigrateSendPreDumpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Round int32                  `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// address and data_token as in MigrateSendRequest.
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	DataToken     string `protobuf:"bytes,4,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateSendPreDumpRequest) Reset() {
+	*x = MigrateSendPreDumpRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateSendPreDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateSendPreDumpRequest) ProtoMessage() {}
+
+func (x *MigrateSendPreDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateSendPreDumpRequest.ProtoReflect.Descriptor instead.
+func (*MigrateSendPreDumpRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MigrateSendPreDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateSendPreDumpRequest) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *MigrateSendPreDumpRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MigrateSendPreDumpRequest) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
+	}
+	return ""
+}
+
+type MigrateReceivePreDumpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Round         int32                  `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	DataToken     string                 `protobuf:"bytes,3,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateReceivePreDumpRequest) Reset() {
+	*x = MigrateReceivePreDumpRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateReceivePreDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateReceivePreDumpRequest) ProtoMessage() {}
+
+func (x *MigrateReceivePreDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateReceivePreDumpRequest.ProtoReflect.Descriptor instead.
+func (*MigrateReceivePreDumpRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MigrateReceivePreDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateReceivePreDumpRequest) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *MigrateReceivePreDumpRequest) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
+	}
+	return ""
+}
+
+// MigrateSendLayersRequest asks the source to send the image's record and
+// the layers named to the destination.
+type MigrateSendLayersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// layers are digests of the container's image layers.
+	Layers []string `protobuf:"bytes,2,rep,name=layers,proto3" json:"layers,omitempty"`
+	// address and data_token as in MigrateSendRequest.
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	DataToken     string `protobuf:"bytes,4,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateSendLayersRequest) Reset() {
+	*x = MigrateSendLayersRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateSendLayersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateSendLayersRequest) ProtoMessage() {}
+
+func (x *MigrateSendLayersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateSendLayersRequest.ProtoReflect.Descriptor instead.
+func (*MigrateSendLayersRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MigrateSendLayersRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateSendLayersRequest) GetLayers() []string {
+	if x != nil {
+		return x.Layers
+	}
+	return nil
+}
+
+func (x *MigrateSendLayersRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MigrateSendLayersRequest) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
+	}
+	return ""
+}
+
+// MigrateSyncRootfsRequest asks the source to send the container's
+// writable layer while it runs.
+type MigrateSyncRootfsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// format is the destination's choice among the source's rootfs_formats.
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// address and data_token as in MigrateSendRequest.
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	DataToken     string `protobuf:"bytes,4,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateSyncRootfsRequest) Reset() {
+	*x = MigrateSyncRootfsRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateSyncRootfsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateSyncRootfsRequest) ProtoMessage() {}
+
+func (x *MigrateSyncRootfsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateSyncRootfsRequest.ProtoReflect.Descriptor instead.
+func (*MigrateSyncRootfsRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MigrateSyncRootfsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateSyncRootfsRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *MigrateSyncRootfsRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MigrateSyncRootfsRequest) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
+	}
+	return ""
+}
+
+// MigrateCheckChannelRequest asks the source to probe the destination's
+// data channel.
+type MigrateCheckChannelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// address is the destination agent's address, as in MigrateSendRequest.
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateCheckChannelRequest) Reset() {
+	*x = MigrateCheckChannelRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateCheckChannelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateCheckChannelRequest) ProtoMessage() {}
+
+func (x *MigrateCheckChannelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateCheckChannelRequest.ProtoReflect.Descriptor instead.
+func (*MigrateCheckChannelRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MigrateCheckChannelRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrateCheckChannelRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 var File_godwit_v1_migrate_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_migrate_proto_rawDesc = "" +
@@ -583,18 +1198,22 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"\x17godwit/v1/migrate.proto\x12\tgodwit.v1\"\x1c\n" +
 	"\n" +
 	"MigrateRef\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"$\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x95\x01\n" +
 	"\fMigrateReply\x12\x14\n" +
-	"\x05phase\x18\x01 \x01(\tR\x05phase\"F\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12%\n" +
+	"\x0emissing_layers\x18\x02 \x03(\tR\rmissingLayers\x12#\n" +
+	"\rrootfs_format\x18\x03 \x01(\tR\frootfsFormat\x12#\n" +
+	"\rmissing_image\x18\x04 \x01(\bR\fmissingImage\"F\n" +
 	"\x16MigrateDescribeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
-	"\tcontainer\x18\x02 \x01(\tR\tcontainer\"\x7f\n" +
+	"\tcontainer\x18\x02 \x01(\tR\tcontainer\"\xa6\x01\n" +
 	"\x10MigrateContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x03 \x01(\tR\x05image\x12!\n" +
 	"\fimage_layers\x18\x04 \x03(\tR\vimageLayers\x12\x0e\n" +
-	"\x02ip\x18\x05 \x01(\tR\x02ip\"]\n" +
+	"\x02ip\x18\x05 \x01(\tR\x02ip\x12%\n" +
+	"\x0erootfs_formats\x18\x06 \x03(\tR\rrootfsFormats\"]\n" +
 	"\x12MigrateSendRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
@@ -618,7 +1237,50 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"\x03why\x18\x02 \x01(\tR\x03why\"H\n" +
 	"\x14MigrateFinishRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
-	"\vdestination\x18\x02 \x01(\tR\vdestinationB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"\vdestination\x18\x02 \x01(\tR\vdestination\"]\n" +
+	"\x12MigrateDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12\x1b\n" +
+	"\tpre_dumps\x18\x03 \x01(\x05R\bpreDumps\"`\n" +
+	"\x15MigrateRestoreRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12\x1b\n" +
+	"\tpre_dumps\x18\x03 \x01(\x05R\bpreDumps\"=\n" +
+	"\x15MigratePreDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x05R\x05round\"m\n" +
+	"\x13MigratePreDumpReply\x12\x1f\n" +
+	"\vdirty_pages\x18\x01 \x01(\x03R\n" +
+	"dirtyPages\x12\x1f\n" +
+	"\vduration_us\x18\x02 \x01(\x03R\n" +
+	"durationUs\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\"z\n" +
+	"\x19MigrateSendPreDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x05R\x05round\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x04 \x01(\tR\tdataToken\"c\n" +
+	"\x1cMigrateReceivePreDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x05R\x05round\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x03 \x01(\tR\tdataToken\"{\n" +
+	"\x18MigrateSendLayersRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06layers\x18\x02 \x03(\tR\x06layers\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x04 \x01(\tR\tdataToken\"{\n" +
+	"\x18MigrateSyncRootfsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x04 \x01(\tR\tdataToken\"F\n" +
+	"\x1aMigrateCheckChannelRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddressB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_migrate_proto_rawDescOnce sync.Once
@@ -632,18 +1294,27 @@ func file_godwit_v1_migrate_proto_rawDescGZIP() []byte {
 	return file_godwit_v1_migrate_proto_rawDescData
 }
 
-var file_godwit_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_godwit_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_godwit_v1_migrate_proto_goTypes = []any{
-	(*MigrateRef)(nil),             // 0: godwit.v1.MigrateRef
-	(*MigrateReply)(nil),           // 1: godwit.v1.MigrateReply
-	(*MigrateDescribeRequest)(nil), // 2: godwit.v1.MigrateDescribeRequest
-	(*MigrateContainer)(nil),       // 3: godwit.v1.MigrateContainer
-	(*MigrateSendRequest)(nil),     // 4: godwit.v1.MigrateSendRequest
-	(*MigrateProgress)(nil),        // 5: godwit.v1.MigrateProgress
-	(*MigratePrepareRequest)(nil),  // 6: godwit.v1.MigratePrepareRequest
-	(*MigrateReceiveRequest)(nil),  // 7: godwit.v1.MigrateReceiveRequest
-	(*MigrateAbortRequest)(nil),    // 8: godwit.v1.MigrateAbortRequest
-	(*MigrateFinishRequest)(nil),   // 9: godwit.v1.MigrateFinishRequest
+	(*MigrateRef)(nil),                   // 0: godwit.v1.MigrateRef
+	(*MigrateReply)(nil),                 // 1: godwit.v1.MigrateReply
+	(*MigrateDescribeRequest)(nil),       // 2: godwit.v1.MigrateDescribeRequest
+	(*MigrateContainer)(nil),             // 3: godwit.v1.MigrateContainer
+	(*MigrateSendRequest)(nil),           // 4: godwit.v1.MigrateSendRequest
+	(*MigrateProgress)(nil),              // 5: godwit.v1.MigrateProgress
+	(*MigratePrepareRequest)(nil),        // 6: godwit.v1.MigratePrepareRequest
+	(*MigrateReceiveRequest)(nil),        // 7: godwit.v1.MigrateReceiveRequest
+	(*MigrateAbortRequest)(nil),          // 8: godwit.v1.MigrateAbortRequest
+	(*MigrateFinishRequest)(nil),         // 9: godwit.v1.MigrateFinishRequest
+	(*MigrateDumpRequest)(nil),           // 10: godwit.v1.MigrateDumpRequest
+	(*MigrateRestoreRequest)(nil),        // 11: godwit.v1.MigrateRestoreRequest
+	(*MigratePreDumpRequest)(nil),        // 12: godwit.v1.MigratePreDumpRequest
+	(*MigratePreDumpReply)(nil),          // 13: godwit.v1.MigratePreDumpReply
+	(*MigrateSendPreDumpRequest)(nil),    // 14: godwit.v1.MigrateSendPreDumpRequest
+	(*MigrateReceivePreDumpRequest)(nil), // 15: godwit.v1.MigrateReceivePreDumpRequest
+	(*MigrateSendLayersRequest)(nil),     // 16: godwit.v1.MigrateSendLayersRequest
+	(*MigrateSyncRootfsRequest)(nil),     // 17: godwit.v1.MigrateSyncRootfsRequest
+	(*MigrateCheckChannelRequest)(nil),   // 18: godwit.v1.MigrateCheckChannelRequest
 }
 var file_godwit_v1_migrate_proto_depIdxs = []int32{
 	3, // 0: godwit.v1.MigratePrepareRequest.container:type_name -> godwit.v1.MigrateContainer
@@ -665,7 +1336,7 @@ func file_godwit_v1_migrate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_migrate_proto_rawDesc), len(file_godwit_v1_migrate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
