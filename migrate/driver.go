@@ -456,52 +456,44 @@ func (d *driver) dump(ctx context.Context) error {
 	return nil
 }
 
-// transfer runs the source's Send and the destination's Receive together
-// with one fresh token; when either fails, the other is cancelled, and
-// the first failure is the transfer's.
+// transfer has the source send the checkpoint to the destination.
 func (d *driver) transfer(ctx context.Context) error {
-	token, err := d.opts.NewToken()
-	if err != nil {
-		return fmt.Errorf("transfer: %w", err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := d.opts.Now()
 	addr := d.dst.Address()
-	errs := make(chan error, 2)
-	go func() {
-		if err := d.dst.Receive(ctx, d.rec.ID, token); err != nil {
-			errs <- fmt.Errorf("receive on the destination: %w", err)
-			return
-		}
-		errs <- nil
-	}()
-	go func() {
-		if err := d.src.Send(ctx, d.rec.ID, addr, token, d.progress(start)); err != nil {
-			errs <- fmt.Errorf("send from the source to %s: %w", addr, err)
-			return
-		}
-		errs <- nil
-	}()
-	var first error
-	for range 2 {
-		err := <-errs
-		switch {
-		case err == nil:
-		case first == nil:
-			first = err
-			cancel()
-		default:
-			d.log.Debug("other side of the transfer stopped", "err", err)
-		}
-	}
-	return first
+	sent, _, err := d.send(ctx, PhaseTransfer, "sending the checkpoint",
+		func(ctx context.Context, token string) error {
+			if err := d.dst.Receive(ctx, d.rec.ID, token); err != nil {
+				return fmt.Errorf("receive on the destination: %w", err)
+			}
+			return nil
+		},
+		func(ctx context.Context, token string, progress func(done, total int64)) error {
+			if err := d.src.Send(ctx, d.rec.ID, addr, token, progress); err != nil {
+				return fmt.Errorf("send from the source to %s: %w", addr, err)
+			}
+			return nil
+		})
+	d.mu.Lock()
+	d.bytes = sent
+	d.mu.Unlock()
+	return err
 }
 
-// progress turns the source's reports into transfer events.
-func (d *driver) progress(start time.Time) func(done, total int64) {
-	return func(done, total int64) {
-		ev := Event{Phase: PhaseTransfer, BytesDone: done, BytesTotal: total, Message: "sending the checkpoint"}
+// send runs one exchange of bytes from the source to the destination
+// with a fresh token: receive and send together; when either fails, the
+// other is cancelled, and the first failure is the exchange's. It reports
+// the sender's progress as events of phase and returns the bytes sent and
+// how long the exchange took.
+func (d *driver) send(ctx context.Context, phase Phase, message string,
+	receive func(ctx context.Context, token string) error,
+	send func(ctx context.Context, token string, progress func(done, total int64)) error,
+) (sent int64, took time.Duration, err error) {
+	token, err := d.opts.NewToken()
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", message, err)
+	}
+	start := d.opts.Now()
+	progress := func(done, total int64) {
+		ev := Event{Phase: phase, BytesDone: done, BytesTotal: total, Message: message}
 		if elapsed := d.opts.Now().Sub(start); elapsed > 0 && done > 0 {
 			ev.Throughput = float64(done) / elapsed.Seconds()
 			if total > done {
@@ -509,10 +501,30 @@ func (d *driver) progress(start time.Time) func(done, total int64) {
 			}
 		}
 		d.mu.Lock()
-		d.bytes = done
+		sent = done
 		d.mu.Unlock()
 		d.emit(ev)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- receive(ctx, token) }()
+	go func() { errs <- send(ctx, token, progress) }()
+	for range 2 {
+		e := <-errs
+		switch {
+		case e == nil:
+		case err == nil:
+			err = e
+			cancel()
+		default:
+			d.log.Debug("other side of the exchange stopped", "err", e)
+		}
+	}
+	took = d.opts.Now().Sub(start)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return sent, took, err
 }
 
 func (d *driver) restore(ctx context.Context) error {

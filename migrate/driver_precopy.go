@@ -55,69 +55,22 @@ func (d *driver) preCopy(ctx context.Context) error {
 // destination, and returns the bytes sent and how long it took: the
 // bandwidth the convergence rules predict the final freeze with.
 func (d *driver) sendPreDump(ctx context.Context, round int) (sent int64, took time.Duration, err error) {
-	token, err := d.opts.NewToken()
-	if err != nil {
-		return 0, 0, fmt.Errorf("pre-copy round %d: %w", round, err)
-	}
 	addr := d.dst.Address()
-	start := d.opts.Now()
-	message := fmt.Sprintf("sending pre-copy round %d", round)
-	progress := func(done, total int64) {
-		ev := Event{Phase: PhaseSync, BytesDone: done, BytesTotal: total, Message: message}
-		if elapsed := d.opts.Now().Sub(start); elapsed > 0 && done > 0 {
-			ev.Throughput = float64(done) / elapsed.Seconds()
-			if total > done {
-				ev.ETA = time.Duration(float64(total-done) / ev.Throughput * float64(time.Second))
-			}
-		}
-		d.mu.Lock()
-		sent = done
-		d.mu.Unlock()
-		d.emit(ev)
-	}
-	err = d.exchange(ctx,
-		func(ctx context.Context) error {
+	return d.send(ctx, PhaseSync, fmt.Sprintf("sending pre-copy round %d", round),
+		func(ctx context.Context, token string) error {
 			if err := d.dst.ReceivePreDump(ctx, d.rec.ID, round, token); err != nil {
 				return fmt.Errorf("receive pre-copy round %d on the destination: %w", round, err)
 			}
 			return nil
 		},
-		func(ctx context.Context) error {
+		func(ctx context.Context, token string, progress func(done, total int64)) error {
 			if err := d.src.SendPreDump(ctx, d.rec.ID, round, addr, token, progress); err != nil {
 				return fmt.Errorf("send pre-copy round %d from the source to %s: %w", round, addr, err)
 			}
 			return nil
 		})
-	took = d.opts.Now().Sub(start)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return sent, took, err
 }
 
-// exchange runs receive and send together; when either fails, the other
-// is cancelled, and the first failure is the exchange's.
-func (d *driver) exchange(ctx context.Context, receive, send func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, 2)
-	go func() { errs <- receive(ctx) }()
-	go func() { errs <- send(ctx) }()
-	var first error
-	for range 2 {
-		err := <-errs
-		switch {
-		case err == nil:
-		case first == nil:
-			first = err
-			cancel()
-		default:
-			d.log.Debug("other side of the exchange stopped", "err", err)
-		}
-	}
-	return first
-}
-
-// preDumps is how many pre-copy rounds the final dump builds on.
 func (d *driver) preDumps() int {
 	if d.rec.PreCopy == nil {
 		return 0

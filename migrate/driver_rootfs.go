@@ -3,7 +3,6 @@ package migrate
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // The root filesystem before the freeze: the image layers the destination
@@ -20,7 +19,7 @@ func (d *driver) beforeSync(ctx context.Context, p Prepared) error {
 	}
 	d.emit(Event{Phase: PhasePrepare, Message: fmt.Sprintf("sending the image and the %d layers the destination lacks", len(p.MissingLayers))})
 	addr := d.dst.Address()
-	sent, err := d.sendRootfs(ctx, PhasePrepare, "sending image layers",
+	sent, _, err := d.send(ctx, PhasePrepare, "sending image layers",
 		func(ctx context.Context, token string) error {
 			if err := d.dst.ReceiveLayers(ctx, d.rec.ID, token); err != nil {
 				return fmt.Errorf("receive image layers on the destination: %w", err)
@@ -45,7 +44,7 @@ func (d *driver) beforeSync(ctx context.Context, p Prepared) error {
 func (d *driver) syncRootfs(ctx context.Context) error {
 	d.rootfsSynced = true
 	addr := d.dst.Address()
-	sent, err := d.sendRootfs(ctx, PhaseSync, "syncing the root filesystem while the container runs",
+	sent, _, err := d.send(ctx, PhaseSync, "syncing the root filesystem while the container runs",
 		func(ctx context.Context, token string) error {
 			if err := d.dst.ReceiveRootfs(ctx, d.rec.ID, token); err != nil {
 				return fmt.Errorf("receive the root filesystem on the destination: %w", err)
@@ -62,38 +61,6 @@ func (d *driver) syncRootfs(ctx context.Context) error {
 	d.syncBytes += sent
 	d.mu.Unlock()
 	return err
-}
-
-// sendRootfs runs one exchange with a fresh token, reporting the sender's
-// progress as events of phase, and returns the bytes sent.
-func (d *driver) sendRootfs(ctx context.Context, phase Phase, message string,
-	receive func(ctx context.Context, token string) error,
-	send func(ctx context.Context, token string, progress func(done, total int64)) error,
-) (sent int64, err error) {
-	token, err := d.opts.NewToken()
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", message, err)
-	}
-	start := d.opts.Now()
-	progress := func(done, total int64) {
-		ev := Event{Phase: phase, BytesDone: done, BytesTotal: total, Message: message}
-		if elapsed := d.opts.Now().Sub(start); elapsed > 0 && done > 0 {
-			ev.Throughput = float64(done) / elapsed.Seconds()
-			if total > done {
-				ev.ETA = time.Duration(float64(total-done) / ev.Throughput * float64(time.Second))
-			}
-		}
-		d.mu.Lock()
-		sent = done
-		d.mu.Unlock()
-		d.emit(ev)
-	}
-	err = d.exchange(ctx,
-		func(ctx context.Context) error { return receive(ctx, token) },
-		func(ctx context.Context) error { return send(ctx, token, progress) })
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return sent, err
 }
 
 // dropRootfsSync has the source forget the sync of its writable layer
