@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/godwit/godwit/agent/checkpoint/bundle"
 	"github.com/godwit/godwit/agent/doctor"
 	"github.com/godwit/godwit/agent/image"
 	"github.com/godwit/godwit/agent/network"
@@ -43,6 +44,9 @@ type Agent struct {
 	mig migrations
 	// caps probes the host for migration strategies once (nodeinfo.go).
 	caps capabilityProbe
+	// host is what checkpoints record of this host, read once
+	// (checkpoints.go readHostInfo).
+	host func() bundle.HostInfo
 }
 
 // entry is one container and the lock that serialises operations on it.
@@ -103,6 +107,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.mig.locks = map[string]*sync.Mutex{}
+	a.host = sync.OnceValue(a.readHostInfo)
+	go a.host() // read now, not in the first checkpoint's freeze
 	a.mig.holds = a.newHolds()
 
 	if err := a.adopt(ctx); err != nil {

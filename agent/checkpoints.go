@@ -221,7 +221,7 @@ func (a *Agent) seal(ctx context.Context, c *Container, layers []image.Layer, id
 		ID:            id,
 		Container:     bundle.Container{Name: c.Name, ID: c.ID, Labels: c.Labels, IP: c.IP},
 		Image:         bundle.Image{Name: c.Image},
-		Host:          a.hostInfo(ctx),
+		Host:          a.host(),
 		Spec:          bundle.SpecName,
 		RootfsDiff:    rootfsDiff,
 		RootfsChanges: rootfsChanges,
@@ -326,8 +326,14 @@ func (a *Agent) externalNetns(c *Container) []string {
 	return []string{fmt.Sprintf("net[%d]:extRootNetNS", st.Ino)}
 }
 
-// hostInfo describes this node as checkpoint manifests record it.
-func (a *Agent) hostInfo(ctx context.Context) bundle.HostInfo {
+// readHostInfo describes this node as checkpoint manifests record it and
+// restores check it (a.host, which reads it once per agent): `runc --version` and `criu --version` are two
+// process starts that a migration's dump and restore would otherwise pay
+// inside the container's freeze. An agent is restarted after its runc or
+// CRIU is upgraded anyway (doctor checks them at start).
+func (a *Agent) readHostInfo() bundle.HostInfo {
+	ctx, cancel := context.WithTimeout(context.Background(), hostInfoTimeout)
+	defer cancel()
 	info := a.NodeInfo(ctx)
 	h := bundle.HostInfo{
 		Node:        a.cfg.Name,
@@ -344,6 +350,9 @@ func (a *Agent) hostInfo(ctx context.Context) bundle.HostInfo {
 	}
 	return h
 }
+
+// hostInfoTimeout bounds reading the tools' versions.
+const hostInfoTimeout = 10 * time.Second
 
 // checkpointDir is where the sealed checkpoint id lives.
 func (a *Agent) checkpointDir(id string) string {

@@ -181,7 +181,7 @@ func (a *Agent) preDump(ctx context.Context, id, ref string, round int) (_ *bund
 		ID:        id,
 		Container: bundle.Container{Name: c.Name, ID: c.ID, Labels: c.Labels, IP: c.IP},
 		Image:     bundle.Image{Name: c.Image},
-		Host:      a.hostInfo(ctx),
+		Host:      a.host(),
 		Spec:      bundle.SpecName,
 		Options:   bundle.Options{TCPEstablished: true, LeaveRunning: true},
 	}

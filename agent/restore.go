@@ -132,7 +132,7 @@ func (a *Agent) RestoreArchive(ctx context.Context, r io.Reader, name string) (*
 // restore restores the verified checkpoint in dir; held leaves the
 // container's processes stopped, the container migrating, until commit.
 func (a *Agent) restore(ctx context.Context, dir string, m *bundle.Manifest, name string, held bool) (*RestoreResult, error) {
-	warnings, err := bundle.CheckCompatibility(m, a.hostInfo(ctx), a.images.HasLayer)
+	warnings, err := bundle.CheckCompatibility(m, a.host(), a.images.HasLayer)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s cannot be restored on node %s: %w", m.ID, a.cfg.Name, err)
 	}

@@ -255,8 +255,9 @@ func (r *Runc) run(ctx context.Context, op, id string, args ...string) ([]byte, 
 	var stdout, stderr bytes.Buffer
 	cmd := r.command(ctx, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
 	err := cmd.Run()
-	r.log().Debug("runc", "op", op, "container", id, "err", err)
+	r.log().Debug("runc", "op", op, "container", id, "took", time.Since(start), "err", err)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = fmt.Errorf("%w (%w)", ctxErr, err)
