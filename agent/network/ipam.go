@@ -45,6 +45,9 @@ type record struct {
 	// while it keeps its address (see Manager.Detach). Absent in files
 	// written before detaching existed, which correctly reads as attached.
 	Detached bool `json:"detached,omitempty"`
+	// Unrouted means the kernel objects exist but the node does not route
+	// the address to the container yet (see Manager.SetupUnrouted).
+	Unrouted bool `json:"unrouted,omitempty"`
 }
 
 // ipamFile is the on-disk form of the reservations.
@@ -224,15 +227,28 @@ func (a *ipam) release(containerID string) error {
 // with ErrNotFound for a container without a reservation. Nothing changes
 // when it fails.
 func (a *ipam) setDetached(containerID string, detached bool) error {
+	return a.update(containerID, func(r *record) { r.Detached = detached })
+}
+
+// setUnrouted marks containerID's reservation routed or not, as
+// setDetached does.
+func (a *ipam) setUnrouted(containerID string, unrouted bool) error {
+	return a.update(containerID, func(r *record) { r.Unrouted = unrouted })
+}
+
+// update changes containerID's reservation with change and persists it;
+// a change that changes nothing is not written. Nothing changes when it
+// fails.
+func (a *ipam) update(containerID string, change func(*record)) error {
 	rec, ok := a.byID[containerID]
 	if !ok {
 		return fmt.Errorf("container %s: %w", containerID, ErrNotFound)
 	}
-	if rec.Detached == detached {
+	changed := rec
+	change(&changed)
+	if changed == rec {
 		return nil
 	}
-	changed := rec
-	changed.Detached = detached
 	a.byID[containerID] = changed
 	if err := a.save(); err != nil {
 		a.byID[containerID] = rec

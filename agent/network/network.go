@@ -113,6 +113,9 @@ type Endpoint struct {
 	// reserved, but the namespace, veth and host route are not meant to
 	// exist (NetnsPath cannot be given to runc).
 	Attached bool
+	// Routed is false while the node does not route IP to the container
+	// (SetupUnrouted, until Route).
+	Routed bool
 }
 
 // Manager sets up and tears down container networks in one node's network
@@ -216,7 +219,24 @@ func (m *Manager) Close() error {
 // The reservation is persisted, and a detached endpoint marked attached,
 // before any kernel object exists, so an agent that dies halfway leaves a
 // record that Lookup finds and Teardown or Detach clears.
-func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep *Endpoint, err error) {
+func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (*Endpoint, error) {
+	return m.setup(ctx, containerID, ip, true)
+}
+
+// SetupUnrouted is Setup without the node's route to the address: the
+// namespace, the veth pair and the address inside exist, but nothing
+// outside the namespace reaches the container until Route. A migration's
+// destination prepares a container's network this way before the freeze,
+// so that the restore does not wait for it, and routes it at the commit:
+// until then a packet must not reach the restored copy, whose kernel
+// would acknowledge data that the source's copy, which runs again after
+// an abort, never saw. Setup of the same container afterwards fails with
+// ErrExists; Route, Teardown or Detach follow it.
+func (m *Manager) SetupUnrouted(ctx context.Context, containerID string, ip net.IP) (*Endpoint, error) {
+	return m.setup(ctx, containerID, ip, false)
+}
+
+func (m *Manager) setup(ctx context.Context, containerID string, ip net.IP, route bool) (ep *Endpoint, err error) {
 	if err := validateID(containerID); err != nil {
 		return nil, err
 	}
@@ -278,7 +298,7 @@ func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep 
 		// back to the detached endpoint rather than releasing it.
 		undo = append(undo, func() error { return m.ipam.setDetached(containerID, true) })
 	} else {
-		rec = record{HostVeth: m.vethName(containerID), NetnsPath: m.netnsPath(containerID)}
+		rec = record{HostVeth: m.vethName(containerID), NetnsPath: m.netnsPath(containerID), Unrouted: !route}
 		rec.IP, err = m.ipam.reserve(containerID, want, rec)
 		if err != nil {
 			return nil, err
@@ -313,18 +333,76 @@ func (m *Manager) Setup(ctx context.Context, containerID string, ip net.IP) (ep 
 	if err := step(func() error { return configureContainer(rec) }); err != nil {
 		return nil, err
 	}
-	if err := step(func() error { return dropForward(host, rec.IP) }); err != nil {
-		return nil, err
-	}
-	if err := step(func() error { return addHostRoute(host, hostLink, rec.IP) }); err != nil {
-		return nil, err
+	if route {
+		if err := step(func() error { return dropForward(host, rec.IP) }); err != nil {
+			return nil, err
+		}
+		if err := step(func() error { return addHostRoute(host, hostLink, rec.IP) }); err != nil {
+			return nil, err
+		}
 	}
 	if err := waitLinksUp(ctx, host, rec); err != nil {
 		return nil, err
 	}
+	if rec.Unrouted == route { // a detached endpoint set up again
+		if err := m.ipam.setUnrouted(containerID, !route); err != nil {
+			return nil, err
+		}
+		rec.Unrouted = !route
+	}
 
-	log.Info("container network ready", "ip", rec.IP, "veth", rec.HostVeth, "netns", rec.NetnsPath, "reattached", reattach)
+	log.Info("container network ready", "ip", rec.IP, "veth", rec.HostVeth, "netns", rec.NetnsPath, "reattached", reattach, "routed", route)
 	return endpointOf(containerID, rec), nil
+}
+
+// Route makes the node route the address of a container set up with
+// SetupUnrouted to it, replacing a forward of the address to another node;
+// a routed container is left as it is.
+func (m *Manager) Route(ctx context.Context, containerID string) error {
+	if err := validateID(containerID); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	rec, ok := m.ipam.lookup(containerID)
+	switch {
+	case !ok:
+		return fmt.Errorf("route container %s: %w", containerID, ErrNotFound)
+	case rec.Detached:
+		return fmt.Errorf("route container %s: its network is detached: set it up first", containerID)
+	case !rec.Unrouted:
+		return nil
+	}
+	host, err := m.hostHandle()
+	if err != nil {
+		return err
+	}
+	link, err := host.LinkByName(rec.HostVeth)
+	if err != nil {
+		return fmt.Errorf("route container %s: find veth %s: %w", containerID, rec.HostVeth, err)
+	}
+	// A Route that died before recording its work left the route: it is
+	// added again.
+	if err := deleteHostRoutes(host, link, rec.IP); err != nil {
+		return err
+	}
+	if err := dropForward(host, rec.IP); err != nil {
+		return err
+	}
+	if err := addHostRoute(host, link, rec.IP); err != nil {
+		return err
+	}
+	if err := m.ipam.setUnrouted(containerID, false); err != nil {
+		return err
+	}
+	m.log.Info("container network routed", "container", containerID, "ip", rec.IP, "veth", rec.HostVeth)
+	return nil
 }
 
 // Teardown removes the container's host route, veth pair and pinned network
@@ -566,6 +644,7 @@ func endpointOf(containerID string, rec record) *Endpoint {
 		IP:          net.IP(rec.IP.AsSlice()),
 		HostVeth:    rec.HostVeth,
 		Attached:    !rec.Detached,
+		Routed:      !rec.Detached && !rec.Unrouted,
 	}
 }
 
