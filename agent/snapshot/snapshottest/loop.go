@@ -42,6 +42,14 @@ func NewLoopBtrfs(t testing.TB) string {
 // package that provides it, for the message when it is missing.
 func NewLoopFilesystem(t testing.TB, fstype, pkg string) string {
 	t.Helper()
+	return MountLoopFilesystem(t, fstype, pkg, loopImageSize, t.TempDir())
+}
+
+// MountLoopFilesystem is NewLoopFilesystem with an image of size bytes,
+// mounted on the directory mnt: a small one fills up, for tests of a full
+// disk.
+func MountLoopFilesystem(t testing.TB, fstype, pkg string, size int64, mnt string) string {
+	t.Helper()
 	testutil.RequireRoot(t)
 	mkfs, err := exec.LookPath("mkfs." + fstype)
 	if err != nil {
@@ -56,7 +64,7 @@ func NewLoopFilesystem(t testing.TB, fstype, pkg string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = f.Truncate(loopImageSize)
+	err = f.Truncate(size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -71,7 +79,6 @@ func NewLoopFilesystem(t testing.TB, fstype, pkg string) string {
 		t.Fatalf("mkfs.%s %s: %v\n%s", fstype, img, err, out)
 	}
 
-	mnt := t.TempDir()
 	dev, loop := attachLoop(t, img)
 	t.Cleanup(func() {
 		if err := snapshot.Unmount(mnt); err != nil {
