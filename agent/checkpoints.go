@@ -67,6 +67,11 @@ type CheckpointRequest struct {
 	// that synced the layer sends only what changed since
 	// (migration_rootfs.go).
 	rootfsChanges func(ctx context.Context, c *Container, dir string, report func(int64)) (string, error)
+	// pendingDigests seals the checkpoint without digesting its files
+	// (bundle.WritePendingManifest): a migration's source sends them at
+	// once, digesting them as it sends (migration_transfer.go), so that
+	// the freeze does not pay a pass over every page first.
+	pendingDigests bool
 }
 
 func (r CheckpointRequest) report(phase string, done, total int64) {
@@ -248,7 +253,11 @@ func (a *Agent) seal(ctx context.Context, c *Container, layers []image.Layer, id
 	} else {
 		a.log.Warn("no CRIU dump statistics", "container", c.Name, "checkpoint", id, "err", err)
 	}
-	if err := bundle.WriteManifest(dir, m); err != nil {
+	writeManifest := bundle.WriteManifest
+	if req.pendingDigests {
+		writeManifest = bundle.WritePendingManifest
+	}
+	if err := writeManifest(dir, m); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -291,7 +291,7 @@ func (a *Agent) Start(ctx context.Context, ref string) (*Container, error) {
 	if err := a.ensureRootfs(ctx, c); err != nil {
 		return nil, err
 	}
-	if err := a.ensureNetwork(ctx, c); err != nil {
+	if err := a.ensureNetwork(ctx, c, false); err != nil {
 		return nil, err
 	}
 	if err := a.start(ctx, c, startOptions{}); err != nil {

@@ -27,6 +27,12 @@ type migrations struct {
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex
 	holds   map[string]*network.Hold // packets held during a source's freeze (migration_hold.go)
+	// receipts are the checkpoints received and checked, for the restore
+	// (migration_transfer.go).
+	receipts map[string]*bundle.Receipt
+	// pages are the page servers, lazy dumps and lazy restores of stream
+	// and post-copy migrations (migration_stream.go).
+	pages *pagesState
 }
 
 func (a *Agent) migrationsDir() string { return filepath.Join(a.cfg.DataDir, "migrations") }
@@ -136,7 +142,7 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 	}
 	defer unlinkRounds()
 	a.holdPackets(ctx, id, rec.Container)
-	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{ParentImages: parent, rootfsChanges: a.rootfsChanges(id)}); err != nil {
+	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{ParentImages: parent, rootfsChanges: a.rootfsChanges(id), pendingDigests: true}); err != nil {
 		a.releasePackets(ctx, id)
 		return rec.Phase, err
 	}
@@ -155,6 +161,9 @@ const (
 	// FailpointSourceCorruptSend ("corrupt") flips one bit of the
 	// checkpoint the source sends.
 	FailpointSourceCorruptSend = "migrate/source/corrupt-send"
+	// FailpointDestinationRestore ("fail") makes the destination's
+	// restore fail before CRIU runs.
+	FailpointDestinationRestore = "migrate/destination/restore"
 	// FailpointDestinationReceive kills the destination agent as the
 	// transfer reaches it.
 	FailpointDestinationReceive = "migrate/destination/receive"
@@ -174,9 +183,9 @@ func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progres
 	if failpoint.Armed(FailpointSourceCorruptSend) == failpoint.ActionCorrupt {
 		w = &corruptingWriter{w: w, at: corruptOffset}
 	}
-	// Uncompressed: memory pages hardly compress, and the link between
-	// two agents is faster than zstd on them.
-	return bundle.Export(ctx, a.checkpointDir(id), w, bundle.ExportOptions{Compression: bundle.NoCompression, Progress: progress})
+	// The transfer framing digests the files as it sends them
+	// (migration_transfer.go).
+	return bundle.Send(ctx, a.checkpointDir(id), w, bundle.SendOptions{Progress: progress})
 }
 
 // corruptOffset is where FailpointSourceCorruptSend flips a byte: past
@@ -225,6 +234,9 @@ func (a *Agent) MigrateFinish(ctx context.Context, id, destination string) (migr
 			a.forward(ctx, id, ip, destination)
 		}
 		a.releasePackets(ctx, id)
+		if err := a.pagesServed(ctx, rec); err != nil { // migration_postcopy.go
+			return rec.Phase, err
+		}
 		if err := a.Remove(ctx, rec.Container, true); err != nil {
 			return rec.Phase, err
 		}
@@ -270,12 +282,20 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 	if rec.Phase == migrate.PhaseDone {
 		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrCommitted))
 	}
+	// Stream and post-copy keep the container frozen: it runs again as it
+	// is, and the stop-copy restore below finds it running.
+	if err := a.resumeFrozen(ctx, rec); err != nil { // migration_stream.go
+		return rec.Phase, err
+	}
 	if _, err := os.Stat(a.checkpointDir(id)); err == nil {
 		c, err := a.Inspect(ctx, rec.Container)
 		if err != nil {
 			return rec.Phase, err
 		}
 		if c.State != StateRunning {
+			if err := a.sealForRestore(id); err != nil { // migration_transfer.go
+				return rec.Phase, err
+			}
 			if err := a.restoreMigrated(ctx, id, rec.Container); err != nil { // migration_precopy.go
 				return rec.Phase, err
 			}
@@ -313,8 +333,11 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 	if err != nil {
 		return rec.Phase, migrate.Prepared{}, err
 	}
-	rec.Container = c.Name
-	return rec.Phase, p, a.mig.journal.Put(rec)
+	rec.Container, rec.ContainerID = c.Name, c.ID
+	if err := a.mig.journal.Put(rec); err != nil { // before the network, so that an abort finds it
+		return rec.Phase, migrate.Prepared{}, err
+	}
+	return rec.Phase, p, a.prepareNetwork(ctx, c) // migration_network.go
 }
 
 // MigrateReceive imports the checkpoint the source sends on r into the
@@ -332,7 +355,7 @@ func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (mig
 		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
 	}
 	failpoint.Hit(FailpointDestinationReceive)
-	if _, err := bundle.Import(ctx, r, a.checkpointDir(id), bundle.ImportOptions{}); err != nil {
+	if err := a.receiveCheckpoint(ctx, rec, a.checkpointDir(id), r); err != nil { // migration_transfer.go
 		return rec.Phase, errorf(ErrInvalid, "migration %s: checkpoint refused: %w", id, err)
 	}
 	return migrate.PhaseTransfer, a.advance(rec, migrate.PhaseTransfer)
@@ -353,9 +376,9 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 		return rec.Phase, nil
 	}
 	dir := a.checkpointDir(id)
-	m, err := bundle.Verify(dir)
+	m, err := a.verifyReceived(id, dir) // migration_transfer.go
 	if err != nil {
-		return rec.Phase, fmt.Errorf("migration %s: %w", id, err)
+		return rec.Phase, err
 	}
 	unlinkRounds, err := a.linkPreCopied(id, dir, opts.PreDumps)
 	if err != nil {
@@ -364,6 +387,9 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 	defer unlinkRounds()
 	if err := a.advance(rec, migrate.PhaseRestore); err != nil {
 		return rec.Phase, err
+	}
+	if failpoint.Armed(FailpointDestinationRestore) == failpoint.ActionFail {
+		return rec.Phase, fmt.Errorf("migration %s: restore refused by failpoint %s", id, FailpointDestinationRestore)
 	}
 	if _, err := a.restore(ctx, dir, m, "", true); err != nil {
 		return rec.Phase, err
@@ -381,6 +407,9 @@ func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, er
 	if rec.Phase == migrate.PhaseDone {
 		return rec.Phase, nil
 	}
+	if err := a.pagesCommittable(id); err != nil { // migration_postcopy.go
+		return rec.Phase, err
+	}
 	if err := a.advance(rec, migrate.PhaseCommitted); err != nil {
 		return rec.Phase, err
 	}
@@ -390,6 +419,7 @@ func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, er
 	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
 		a.log.Warn("remove the migration's checkpoint", "migration", id, "err", err)
 	}
+	a.dropReceived(id) // migration_transfer.go
 	a.dropPreDumps(id)
 	a.dropRootfs(ctx, id, rec.Container, false) // migration_rootfs.go
 	return migrate.PhaseDone, a.advance(rec, migrate.PhaseDone)
@@ -416,6 +446,14 @@ func (a *Agent) resumeHeld(ctx context.Context, ref string) error {
 	runtime.SetCRIUConfig(spec, "")
 	if err := runtime.WriteBundle(p.bundle(), spec); err != nil {
 		return err
+	}
+	// runc keeps the annotation it restored with and hands CRIU the file
+	// it names on every later dump; without the file CRIU reads none.
+	if err := os.Remove(p.criuConfig()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := a.net.Route(ctx, c.ID); err != nil {
+		return fmt.Errorf("container %s: route its address here: %w", c.Name, err)
 	}
 	if err := a.runc.Resume(ctx, c.ID); err != nil {
 		return fmt.Errorf("container %s: resume: %w", c.Name, err)
@@ -454,6 +492,9 @@ func (a *Agent) MigrateAbort(ctx context.Context, id, why string) (migrate.Phase
 	}
 	a.dropPreDumps(id)
 	a.dropRootfs(ctx, id, rec.Container, true) // migration_rootfs.go
+	a.dropPreparedNetwork(ctx, id, rec.ContainerID)
+	a.dropReceived(id) // migration_transfer.go
+	a.dropPages(id)    // migration_stream.go
 	a.log.Warn("migration aborted", "migration", id, "container", rec.Container, "why", why)
 	return rec.Phase, a.mig.journal.Put(rec)
 }

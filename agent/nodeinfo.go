@@ -86,10 +86,7 @@ var strategyOrder = []migrate.Strategy{migrate.StopCopy, migrate.Stream, migrate
 // unimplementedStrategies are the strategies the host may support but
 // this agent does not carry out yet, with what to use instead. Whoever
 // implements one deletes its entry.
-var unimplementedStrategies = map[migrate.Strategy]string{
-	migrate.Stream:   "not implemented yet by this agent: use stop-copy",
-	migrate.PostCopy: "not implemented yet by this agent: use stop-copy",
-}
+var unimplementedStrategies = map[migrate.Strategy]string{}
 
 // capabilityProbe is the agent's host probe for migration strategies, run
 // once per agent process (doctor.Cache).

@@ -216,7 +216,7 @@ func (a *Agent) restoreInPlace(ctx context.Context, c *Container, img *image.Ima
 	} else if err := a.ensureRootfs(ctx, c); err != nil {
 		return nil, err
 	}
-	if err := a.ensureNetwork(ctx, c); err != nil {
+	if err := a.ensureNetwork(ctx, c, held); err != nil {
 		return nil, err
 	}
 	if err := a.writeRestoreBundle(c, dir, m, held); err != nil {
@@ -295,8 +295,9 @@ func (a *Agent) prepareRootfs(ctx context.Context, c *Container, img *image.Imag
 }
 
 // ensureNetwork gives c its network namespace again, with its IP, when a
-// checkpoint released it (or a reboot lost it).
-func (a *Agent) ensureNetwork(ctx context.Context, c *Container) error {
+// checkpoint released it (or a reboot lost it); unrouted when c is held
+// for a migration's commit (migration_network.go).
+func (a *Agent) ensureNetwork(ctx context.Context, c *Container, held bool) error {
 	ep, err := a.net.Lookup(c.ID)
 	if err == nil && ep.Attached {
 		return nil
@@ -304,7 +305,7 @@ func (a *Agent) ensureNetwork(ctx context.Context, c *Container) error {
 	if err != nil && !errors.Is(err, network.ErrNotFound) {
 		return fmt.Errorf("container %s: network: %w", c.Name, err)
 	}
-	if _, err := a.net.Setup(ctx, c.ID, net.ParseIP(c.IP)); err != nil {
+	if _, err := a.restoreNetwork(ctx, c.ID, net.ParseIP(c.IP), held); err != nil {
 		return fmt.Errorf("container %s: network: %w", c.Name, err)
 	}
 	return nil
@@ -341,7 +342,7 @@ func (a *Agent) writeRestoreBundle(c *Container, dir string, m *bundle.Manifest,
 		if err := os.MkdirAll(p.state(), 0o700); err != nil {
 			return err
 		}
-		if err := (runtime.CRIUConfig{LeaveStopped: true}).Write(p.criuConfig()); err != nil {
+		if err := a.heldCRIUConfig(m.ID).Write(p.criuConfig()); err != nil { // migration_postcopy.go
 			return err
 		}
 		runtime.SetCRIUConfig(spec, p.criuConfig())
@@ -405,7 +406,7 @@ func (a *Agent) restoreNew(ctx context.Context, img *image.Image, dir string, m 
 	undo = append(undo, func() error {
 		return errors.Join(snapshot.Unmount(a.paths(id).rootfs()), a.snaps.Remove(context.WithoutCancel(ctx), c.SnapshotKey))
 	})
-	ep, err := a.net.Setup(ctx, id, ip)
+	ep, err := a.restoreNetwork(ctx, id, ip, held) // migration_network.go
 	if err != nil {
 		return nil, fmt.Errorf("container %s: network: the checkpoint's IP %s: %w", name, ip, err)
 	}

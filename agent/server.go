@@ -85,7 +85,8 @@ func grpcError(err error) error {
 	// not read, is fine as it is: the host must change (import the image,
 	// upgrade CRIU or godwit) before the call can succeed.
 	case errors.Is(err, ErrInvalidState), errors.Is(err, ErrInUse),
-		errors.Is(err, bundle.ErrIncompatible), errors.Is(err, bundle.ErrUnsupportedVersion):
+		errors.Is(err, bundle.ErrIncompatible), errors.Is(err, bundle.ErrUnsupportedVersion),
+		errors.Is(err, bundle.ErrUnsealed):
 		code = codes.FailedPrecondition
 	// A checkpoint or archive that does not match its manifest, holds
 	// what a checkpoint may not, or cannot be opened is bad input, whoever
@@ -97,6 +98,8 @@ func grpcError(err error) error {
 		errors.Is(err, datachan.ErrInvalidToken), errors.Is(err, datachan.ErrTokenUsed):
 		code = codes.InvalidArgument
 	case errors.Is(err, datachan.ErrClosed): // the agent is stopping
+		code = codes.Unavailable
+	case errors.Is(err, datachan.ErrStalled): // the peer stopped moving bytes
 		code = codes.Unavailable
 	case errors.Is(err, datachan.ErrTimeout):
 		code = codes.DeadlineExceeded

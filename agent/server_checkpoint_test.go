@@ -16,6 +16,7 @@ import (
 
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
 	"github.com/godwit/godwit/agent/checkpoint/criuimg"
+	"github.com/godwit/godwit/internal/datachan"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -231,6 +232,7 @@ func TestGRPCErrorCodesForCheckpoints(t *testing.T) {
 		{"incompatible host", &bundle.IncompatibleError{Problems: []string{"CRIU 4.1 is older than 4.2.1: upgrade CRIU"}}, codes.FailedPrecondition},
 		{"newer format", fmt.Errorf("%w: format_version 2", bundle.ErrUnsupportedVersion), codes.FailedPrecondition},
 		{"import destination exists", fmt.Errorf("import: %w", bundle.ErrExists), codes.AlreadyExists},
+		{"stalled transfer", fmt.Errorf("send: %w", &datachan.StallError{Peer: "10.0.0.2:7701", Timeout: time.Second}), codes.Unavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

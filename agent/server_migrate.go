@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -33,9 +32,14 @@ func (s *server) MigrateDescribe(ctx context.Context, req *pb.MigrateDescribeReq
 }
 
 func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateDumpRequest) (*pb.MigrateReply, error) {
-	return reply(s.a.MigrateDump(ctx, req.GetId(), migrate.DumpOptions{
+	opts := migrate.DumpOptions{
 		Strategy: migrate.Strategy(req.GetStrategy()), PreDumps: int(req.GetPreDumps()),
-	}))
+		Pages: migrate.DataLink{Address: req.GetPagesAddress(), Token: req.GetPagesToken()},
+	}
+	if pagesStrategy(opts.Strategy) {
+		return reply(s.dumpWithPages(ctx, req.GetId(), opts)) // migration_stream.go
+	}
+	return reply(s.a.MigrateDump(ctx, req.GetId(), opts))
 }
 
 // MigrateSend dials the destination's data connection and streams the
@@ -55,13 +59,11 @@ func (s *server) MigrateSend(req *pb.MigrateSendRequest, stream grpc.ServerStrea
 		interval: progressInterval,
 		now:      time.Now,
 	}
-	bw := bufio.NewWriterSize(conn, dataWriteBuffer)
-	err = s.a.MigrateSend(ctx, req.GetId(), bw, func(done, total int64) {
+	// Unbuffered: the transfer framing writes its files in chunks of a
+	// MiB, which a buffer would only copy (migration_transfer.go).
+	err = s.a.MigrateSend(ctx, req.GetId(), conn, func(done, total int64) {
 		p.report(Progress{Phase: "transfer", Done: done, Total: total})
 	})
-	if err == nil {
-		err = bw.Flush()
-	}
 	if cerr := conn.Close(); err == nil {
 		err = cerr
 	}
@@ -98,7 +100,7 @@ func (s *server) MigrateReceive(ctx context.Context, req *pb.MigrateReceiveReque
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	phase, err := s.a.MigrateReceive(ctx, req.GetId(), bufio.NewReaderSize(conn, dataWriteBuffer))
+	phase, err := s.a.MigrateReceive(ctx, req.GetId(), conn) // buffered there (migration_transfer.go)
 	if err == nil {
 		// A retried transfer of a checkpoint already here: take what the
 		// source sends and drop it, so that its Send succeeds too.
@@ -108,9 +110,14 @@ func (s *server) MigrateReceive(ctx context.Context, req *pb.MigrateReceiveReque
 }
 
 func (s *server) MigrateRestore(ctx context.Context, req *pb.MigrateRestoreRequest) (*pb.MigrateReply, error) {
-	return reply(s.a.MigrateRestore(ctx, req.GetId(), migrate.RestoreOptions{
+	opts := migrate.RestoreOptions{
 		Strategy: migrate.Strategy(req.GetStrategy()), PreDumps: int(req.GetPreDumps()),
-	}))
+		Pages: migrate.DataLink{Address: req.GetPagesAddress(), Token: req.GetPagesToken()},
+	}
+	if pagesStrategy(opts.Strategy) {
+		return reply(s.restoreWithPages(ctx, req.GetId(), opts)) // migration_stream.go
+	}
+	return reply(s.a.MigrateRestore(ctx, req.GetId(), opts))
 }
 
 func (s *server) MigrateCommit(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {

@@ -12,12 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godwit/godwit/agent"
 	"github.com/godwit/godwit/agent/agentclient"
+	"github.com/godwit/godwit/agent/snapshot/snapshottest"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/devcluster/devclustertest"
 	"github.com/godwit/godwit/internal/failpoint"
@@ -208,8 +208,10 @@ func runningOn(t *testing.T, name string, hosts []*devcluster.Host) []string {
 		}
 		for _, s := range states {
 			// A copy restored held stopped is "running" to runc, but its
-			// processes are stopped (T): it does not run.
-			if s.Annotations["org.godwit.name"] == name && s.Status == "running" && procState(t, s.Pid) != "T" {
+			// processes are stopped (T): it does not run. Nor does one
+			// whose processes a tracer holds (t): a post-copy source's,
+			// while CRIU serves its pages (strategies_test.go).
+			if s.Annotations["org.godwit.name"] == name && s.Status == "running" && !strings.EqualFold(procState(t, s.Pid), "T") {
 				running = append(running, h.Name())
 			}
 		}
@@ -230,35 +232,58 @@ func dialFrom(t *testing.T, h *devcluster.Host, ip netip.Addr) *testutil.Workloa
 // refuses in prepare, before anything is frozen, so the container never
 // stops and nothing is left on the destination.
 func TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning(t *testing.T) {
-	m := startMoveCluster(t, "ctr", 3, devcluster.AgentOptions{}, devcluster.AgentOptions{})
-	if _, err := m.b.Agent().Client().RemoveImage(context.Background(), &pb.RemoveImageRequest{Ref: workloadImage}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name, cluster string
+		n             int
+		// spoil makes host b unable to take the workload.
+		spoil   func(t *testing.T, m *moveCluster)
+		wantErr string
+	}{
+		{name: "another image of the same name", cluster: "ctr", n: 3, wantErr: "other layers",
+			spoil: func(t *testing.T, m *moveCluster) {
+				if _, err := m.b.Agent().Client().RemoveImage(context.Background(), &pb.RemoveImageRequest{Ref: workloadImage}); err != nil {
+					t.Fatal(err)
+				}
+				other := filepath.Join(t.TempDir(), "busybox.tar")
+				testutil.BusyboxTar(t, other)
+				f, err := os.Open(other)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if _, err := agentclient.ImportImage(context.Background(), m.b.Agent().Client(), f, workloadImage, 0); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "its address taken", cluster: "cti", n: 10, wantErr: "address in use",
+			spoil: func(t *testing.T, m *moveCluster) {
+				if _, err := m.b.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
+					Name: "squatter", Image: workloadImage, Args: []string{testutil.WorkloadPath}, Ip: m.ip.String(),
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}},
 	}
-	other := filepath.Join(t.TempDir(), "busybox.tar")
-	testutil.BusyboxTar(t, other)
-	f, err := os.Open(other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = agentclient.ImportImage(context.Background(), m.b.Agent().Client(), f, workloadImage, 0)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := m.client.Count()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := startMoveCluster(t, tt.cluster, tt.n, devcluster.AgentOptions{}, devcluster.AgentOptions{})
+			tt.spoil(t, m)
+			before := m.client.Count()
 
-	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-refused", Container: "w", Strategy: migrate.StopCopy},
-		migrationAgent(m.a), migrationAgent(m.b), migrate.DriveOptions{})
-	if err == nil || !strings.Contains(err.Error(), "other layers") {
-		t.Fatalf("move to a host with another image of the same name: err = %v, want it refused naming the other layers", err)
-	}
-	if res != nil && !res.Record.Started[migrate.PhaseDump].IsZero() {
-		t.Errorf("the container was dumped although the destination had refused: %+v", res.Record)
-	}
-	assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
-	time.Sleep(300 * time.Millisecond)
-	if after := m.client.Count(); after <= before {
-		t.Errorf("count %d before the refused move, %d after: the container stopped", before, after)
+			res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-refused", Container: "w", Strategy: migrate.StopCopy},
+				migrationAgent(m.a), migrationAgent(m.b), migrate.DriveOptions{})
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want it refused with %q", err, tt.wantErr)
+			}
+			if res != nil && !res.Record.Started[migrate.PhaseDump].IsZero() {
+				t.Errorf("the container was dumped although the destination had refused: %+v", res.Record)
+			}
+			assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
+			time.Sleep(300 * time.Millisecond)
+			if after := m.client.Count(); after <= before {
+				t.Errorf("count %d before the refused move, %d after: the container stopped", before, after)
+			}
+		})
 	}
 }
 
@@ -268,25 +293,25 @@ func TestMoveRefusedBeforeTheDumpLeavesTheSourceRunning(t *testing.T) {
 // acknowledges, and only then does the source run its own copy again,
 // from where it was, with the client's connection intact.
 func TestMoveFailingAfterTheDumpResumesTheSource(t *testing.T) {
-	m := startMoveCluster(t, "cta", 4, devcluster.AgentOptions{}, devcluster.AgentOptions{})
-	// A container on b squats the workload's IP there.
-	if _, err := m.b.Agent().Client().RunContainer(context.Background(), &pb.RunContainerRequest{
-		Name: "squatter", Image: workloadImage, Args: []string{testutil.WorkloadPath}, Ip: m.ip.String(),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	m := startMoveCluster(t, "cta", 4, devcluster.AgentOptions{},
+		devcluster.AgentOptions{Env: []string{failpoint.Arm(agent.FailpointDestinationRestore, failpoint.ActionFail)}})
 	before := m.client.Count()
 
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-aborted", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), migrate.DriveOptions{})
 	if err == nil || errors.Is(err, migrate.ErrHeld) {
-		t.Fatalf("move onto a taken IP: err = %v, want a clean abort", err)
+		t.Fatalf("move whose restore fails: err = %v, want a clean abort", err)
 	}
 	if res == nil || res.Record.Phase != migrate.PhaseAborted || res.Record.Started[migrate.PhaseDump].IsZero() {
 		t.Fatalf("record = %+v, want aborted after the dump", res)
 	}
 	assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
 	m.assertWentOn(t, before)
+	// The destination made the container's network before the freeze:
+	// the abort removed it.
+	if left, _ := os.ReadDir(filepath.Join(m.b.DataDir(), "run", "netns")); len(left) > 0 {
+		t.Errorf("the destination kept network namespaces after the abort: %v", left)
+	}
 	t.Logf("aborted after the dump: downtime %s", res.Downtime)
 }
 
@@ -401,10 +426,14 @@ func TestDriverKilledAfterTheRestoreIsResumed(t *testing.T) {
 	m.assertWentOn(t, before)
 }
 
+// smallDisk is the size of the destination's loop-mounted data
+// filesystem in the disk-full test.
+const smallDisk = 26 << 20
+
 // TestDestinationDiskFullAbortsAndTheSourceResumes gives the destination a
-// data dir too small for the checkpoint (a 20 MiB tmpfs): the transfer
-// fails there, the destination discards what it got and acknowledges, and
-// the source runs on from where it was.
+// data dir too small for the checkpoint (a loop-mounted 26 MiB ext4): the
+// transfer fails there, the destination discards what it got and
+// acknowledges, and the source runs on from where it was.
 func TestDestinationDiskFullAbortsAndTheSourceResumes(t *testing.T) {
 	m := startMoveCluster(t, "ctf", 9, devcluster.AgentOptions{}, devcluster.AgentOptions{}, func(b *devcluster.Host) {
 		dir := b.DataDir()
@@ -412,10 +441,7 @@ func TestDestinationDiskFullAbortsAndTheSourceResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The image fits; the workload's 16 MiB of memory does not.
-		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=20m"); err != nil {
-			t.Fatalf("mount a small tmpfs as the destination's data dir: %v", err)
-		}
-		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+		snapshottest.MountLoopFilesystem(t, "ext4", "e2fsprogs", smallDisk, dir)
 	})
 	before := m.client.Count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-disk-full", Container: "w", Strategy: migrate.StopCopy},

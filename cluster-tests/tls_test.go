@@ -21,7 +21,7 @@ import (
 // to them, and the move fails before the dump with its container running
 // on; and the CLI without certificates is told what to pass.
 func TestTLSAgents(t *testing.T) {
-	m := startMoveCluster(t, "ctt", 20, devcluster.AgentOptions{}, devcluster.AgentOptions{})
+	m := startMoveCluster(t, "ctt", 11, devcluster.AgentOptions{}, devcluster.AgentOptions{})
 	for _, h := range []*devcluster.Host{m.a, m.b} {
 		if h.Agent().Insecure() {
 			t.Fatalf("the agent on host %s runs --insecure: devcluster's agents must serve TLS by default", h.Name())

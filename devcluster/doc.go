@@ -44,6 +44,11 @@
 // root namespace's FORWARD chain sees traffic between hosts: a DROP
 // policy there (Docker sets one) cuts the hosts off from each other.
 //
+// Fault tests cut the link between two hosts with Cluster.Cut (every
+// packet between their addresses dropped, in their namespaces, so that
+// connections hang as on a real partition) and restore it with Heal; the
+// root namespace still reaches both.
+//
 // # TLS
 //
 // A cluster is mutual TLS by default, as a production one is. New creates

@@ -141,6 +141,19 @@ type DriveOptions struct {
 	// Convergence bounds pre-copy's rounds (default DefaultConvergence);
 	// only PreCopy uses it.
 	Convergence ConvergencePolicy
+	// StepTimeout bounds each call to an agent that reports no progress:
+	// Describe, Prepare, Dump, Restore, Commit, Finish, and each attempt
+	// of Abort and Resume (default DefaultStepTimeout). A call that runs
+	// out of it fails with ErrStepTimeout and the usual rules apply:
+	// before the commit the move aborts, and a destination that cannot
+	// acknowledge the abort leaves it held (driver_timeout.go). The
+	// transfers report progress and are bounded by StallTimeout instead.
+	StepTimeout time.Duration
+	// StallTimeout is how long a data connection of the migration may
+	// move no byte before it fails, naming the peer (default: the
+	// agents' own, datachan.DefaultStallTimeout). It travels to the
+	// agents with every call (datachan.WithStallTimeout, internal/rpc).
+	StallTimeout time.Duration
 }
 
 func (o DriveOptions) withDefaults() DriveOptions {
@@ -164,6 +177,9 @@ func (o DriveOptions) withDefaults() DriveOptions {
 	}
 	if o.Convergence.MaxIterations <= 0 {
 		o.Convergence = DefaultConvergence
+	}
+	if o.StepTimeout <= 0 {
+		o.StepTimeout = DefaultStepTimeout
 	}
 	return o
 }
@@ -233,6 +249,7 @@ func Drive(ctx context.Context, m Migration, src Source, dst Destination, opts D
 		return nil, fmt.Errorf("migration %s: strategy %q: choose one first (Choose)", m.ID, m.Strategy)
 	}
 	opts = opts.withDefaults()
+	ctx = datachan.WithStallTimeout(ctx, opts.StallTimeout)
 	rec := NewRecord(m.ID, m.Strategy, opts.Now())
 	rec.Container = m.Container
 	d := newDriver(rec, src, dst, opts)
@@ -257,6 +274,7 @@ func Resume(ctx context.Context, rec *Record, src Source, dst Destination, opts 
 		return nil, err
 	}
 	opts = opts.withDefaults()
+	ctx = datachan.WithStallTimeout(ctx, opts.StallTimeout)
 	d := newDriver(rec, src, dst, opts)
 	d.prepared = true
 	d.mayBeStopped = order[rec.Phase] >= order[PhaseDump]
@@ -292,6 +310,7 @@ func AbortMigration(ctx context.Context, rec *Record, src Source, dst Destinatio
 		return nil, err
 	}
 	opts = opts.withDefaults()
+	ctx = datachan.WithStallTimeout(ctx, opts.StallTimeout)
 	d := newDriver(rec, src, dst, opts)
 	switch {
 	case rec.Phase == PhaseAborted:
@@ -372,15 +391,23 @@ func newDriver(rec *Record, src Source, dst Destination, opts DriveOptions) *dri
 func (d *driver) prepare(ctx context.Context) (*Result, error) {
 	name := d.rec.Container
 	d.emit(Event{Phase: PhasePrepare, Message: "preparing the destination"})
-	c, err := d.src.Describe(ctx, d.rec.ID, name)
+	var c Container
+	err := d.call(ctx, func(ctx context.Context) (err error) { // driver_timeout.go
+		c, err = d.src.Describe(ctx, d.rec.ID, name)
+		return err
+	})
 	if err != nil {
 		return d.fail(ctx, fmt.Errorf("describe container %s on the source: %w", name, err))
 	}
-	if err := d.checkChannel(ctx); err != nil { // channel.go
+	if err := d.call(ctx, d.checkChannel); err != nil { // channel.go
 		return d.fail(ctx, err)
 	}
 	d.prepared = true
-	p, err := d.dst.Prepare(ctx, d.rec.ID, c, d.rec.Strategy)
+	var p Prepared
+	err = d.call(ctx, func(ctx context.Context) (err error) {
+		p, err = d.dst.Prepare(ctx, d.rec.ID, c, d.rec.Strategy)
+		return err
+	})
 	if err != nil {
 		return d.fail(ctx, fmt.Errorf("prepare the destination: %w", err))
 	}
@@ -450,7 +477,12 @@ func (d *driver) sync(ctx context.Context) error {
 
 func (d *driver) dump(ctx context.Context) error {
 	d.mayBeStopped = true
-	if err := d.src.Dump(ctx, d.rec.ID, DumpOptions{Strategy: d.rec.Strategy, PreDumps: d.preDumps()}); err != nil {
+	if d.rec.Strategy == Stream {
+		return d.dumpStream(ctx) // driver_pages.go
+	}
+	if err := d.call(ctx, func(ctx context.Context) error {
+		return d.src.Dump(ctx, d.rec.ID, DumpOptions{Strategy: d.rec.Strategy, PreDumps: d.preDumps()})
+	}); err != nil {
 		return fmt.Errorf("dump on the source: %w", err)
 	}
 	return nil
@@ -528,7 +560,12 @@ func (d *driver) send(ctx context.Context, phase Phase, message string,
 }
 
 func (d *driver) restore(ctx context.Context) error {
-	if err := d.dst.Restore(ctx, d.rec.ID, RestoreOptions{Strategy: d.rec.Strategy, PreDumps: d.preDumps()}); err != nil {
+	if d.rec.Strategy == PostCopy {
+		return d.restoreLazy(ctx) // driver_pages.go
+	}
+	if err := d.call(ctx, func(ctx context.Context) error {
+		return d.dst.Restore(ctx, d.rec.ID, RestoreOptions{Strategy: d.rec.Strategy, PreDumps: d.preDumps()})
+	}); err != nil {
 		return fmt.Errorf("restore on the destination: %w", err)
 	}
 	return nil
@@ -540,7 +577,7 @@ func (d *driver) commit(ctx context.Context) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return d.fail(ctx, fmt.Errorf("commit: %w", err))
 	}
-	if err := d.dst.Commit(ctx, d.rec.ID); err != nil {
+	if err := d.call(ctx, func(ctx context.Context) error { return d.dst.Commit(ctx, d.rec.ID) }); err != nil {
 		d.log.Warn("commit not acknowledged: asking the destination to abort to learn whether it committed", "err", err)
 		return d.fail(ctx, fmt.Errorf("commit on the destination: %w", err))
 	}
@@ -551,7 +588,8 @@ func (d *driver) commit(ctx context.Context) (*Result, error) {
 // finish has the source drop its stopped copy. The move is made whatever
 // happens here, so a failure is a warning.
 func (d *driver) finish(ctx context.Context) (*Result, error) {
-	if err := d.src.Finish(ctx, d.rec.ID, d.dst.Address()); err != nil {
+	d.announceFinish() // driver_pages.go
+	if err := d.call(ctx, func(ctx context.Context) error { return d.src.Finish(ctx, d.rec.ID, d.dst.Address()) }); err != nil {
 		d.warn(fmt.Sprintf("the container runs on the destination, but the source could not remove its stopped copy and images (%v): run `godwit migrate --resume %s` to finish", err, d.rec.ID))
 		return d.result(), nil
 	}
@@ -591,7 +629,7 @@ func (d *driver) undo(ctx context.Context, cause error) (committed bool, err err
 	if d.prepared {
 		d.emit(Event{Phase: d.rec.Phase, Message: "aborting: " + why})
 		err := d.retry(ctx, "abort on the destination", func(ctx context.Context) error {
-			return d.dst.Abort(ctx, id, why)
+			return d.call(ctx, func(ctx context.Context) error { return d.dst.Abort(ctx, id, why) })
 		}, func(err error) bool { return errors.Is(err, ErrCommitted) })
 		switch {
 		case errors.Is(err, ErrCommitted):
@@ -605,7 +643,7 @@ func (d *driver) undo(ctx context.Context, cause error) (committed bool, err err
 	}
 	if d.mayBeStopped {
 		err := d.retry(ctx, "resume on the source", func(ctx context.Context) error {
-			return d.src.Resume(ctx, id)
+			return d.call(ctx, func(ctx context.Context) error { return d.src.Resume(ctx, id) })
 		}, nil)
 		if err != nil {
 			return false, d.held(&HeldError{ID: id, Phase: d.rec.Phase, Cause: cause, Err: fmt.Errorf("resume on the source: %w", err), DestinationAborted: true})

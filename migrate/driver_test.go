@@ -97,6 +97,9 @@ type world struct {
 	// The root filesystem (driver_rootfs_test.go): the image layers and
 	// the writable layer's sync.
 	rootfs rootfsWorld
+	// Memory pages on their own connection, stream and post-copy
+	// (driver_pages_test.go).
+	pages pagesWorld
 }
 
 func newWorld(t *testing.T) *world {
@@ -211,6 +214,11 @@ func (s fakeSource) Describe(ctx context.Context, id, container string) (Contain
 func (s fakeSource) Dump(ctx context.Context, id string, opts DumpOptions) error {
 	w := s.w
 	apply, err := w.call(ctx, "src.Dump")
+	if apply && opts.Strategy == Stream {
+		if serr := w.streamPages(ctx, opts); serr != nil { // driver_pages_test.go
+			return serr
+		}
+	}
 	if apply {
 		w.mu.Lock()
 		w.preCopy.dumpedOn = opts.PreDumps
@@ -353,6 +361,11 @@ func (d fakeDest) Restore(ctx context.Context, id string, opts RestoreOptions) e
 	w := d.w
 	apply, err := w.call(ctx, "dst.Restore")
 	if apply {
+		if perr := w.restorePages(ctx, opts); perr != nil { // driver_pages_test.go
+			return perr
+		}
+	}
+	if apply {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.preCopy.restoredOn = opts.PreDumps
@@ -401,6 +414,7 @@ func (d fakeDest) Abort(ctx context.Context, id, why string) error {
 		if !w.dstAborted {
 			w.dstAborted = true
 			w.dstReceived, w.dstRestored = false, false
+			w.pages.dstHasPages = false
 			w.aborts++
 		}
 	}

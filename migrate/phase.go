@@ -58,6 +58,10 @@ type Record struct {
 	ID string `json:"id"`
 	// Container is the migrating container's name.
 	Container string `json:"container,omitempty"`
+	// ContainerID is its full ID, as the destination recorded it in
+	// Prepare: what it made for the container before the restore (its
+	// network) is found by it.
+	ContainerID string `json:"container_id,omitempty"`
 	// Role is the recording agent's side, RoleSource or RoleDestination
 	// (empty in the driver's record): an agent refuses a call meant for
 	// the other side, such as an abort that would discard a source's only

@@ -41,13 +41,25 @@ type Prepared struct {
 // call is idempotent by migration ID: repeating a call that succeeded does
 // nothing more and succeeds again.
 type Source interface {
+	// Address is the source agent's address, where the destination fetches
+	// a post-copy migration's pages (ServePages).
+	Address() string
 	// Describe returns the container to move, for Prepare.
 	Describe(ctx context.Context, id, container string) (Container, error)
 	// Dump freezes and dumps the container and leaves it stopped: the
 	// downtime starts here. Where the memory pages go depends on
 	// opts.Strategy (see DumpOptions); what the source keeps until the
 	// commit is enough to run the container again from where it was.
+	// Stream and PostCopy keep the container itself, frozen with its
+	// network cut, since its memory is not on the source's disk.
 	Dump(ctx context.Context, id string, opts DumpOptions) error
+	// ServePages (PostCopy) takes the destination's data connection that
+	// presents token and serves the dumped container's memory pages on
+	// it. It returns once connected; the source agent then serves every
+	// page whatever becomes of the call, and Finish waits until all are
+	// served. A Restore that did not need the pages leaves it waiting
+	// until its ctx ends.
+	ServePages(ctx context.Context, id, token string) error
 	// Send streams the dumped checkpoint to the destination's data
 	// connection at address with token, reporting bytes sent.
 	Send(ctx context.Context, id, address, token string, progress func(done, total int64)) error
@@ -108,6 +120,12 @@ type Destination interface {
 	// Receive takes the checkpoint the source sends with token, checking
 	// every digest; it returns once all of it is in.
 	Receive(ctx context.Context, id, token string) error
+	// ReceivePages (Stream) runs a CRIU page server fed by the data
+	// connection that presents token, where the source's Dump sends the
+	// memory pages; it returns once the dump's pages are all in, and
+	// Receive then completes the checkpoint with them (their digests are
+	// computed here). Once it has them, a repeated call returns at once.
+	ReceivePages(ctx context.Context, id, token string) error
 	// ReceivePreDump takes pre-copy round round's images the source sends
 	// with token, checking every digest, as Receive does; a round it holds
 	// already is taken again and dropped.
@@ -133,6 +151,17 @@ type DumpOptions struct {
 	// (PreCopy): the final dump takes the last as its parent and writes
 	// only the pages dirtied since. Zero: none.
 	PreDumps int
+	// Pages (Stream) is the destination's data connection that takes the
+	// memory pages (its ReceivePages): they never touch the source's
+	// disk.
+	Pages DataLink
+}
+
+// DataLink names one data connection between the two agents: the agent
+// at Address takes it from the other when it presents Token.
+type DataLink struct {
+	Address string
+	Token   string
 }
 
 // RestoreOptions say how Destination.Restore restores the container.
@@ -142,4 +171,7 @@ type RestoreOptions struct {
 	// PreDumps is how many pre-copy rounds the destination received
 	// (PreCopy): the checkpoint's pages not in it are in those rounds.
 	PreDumps int
+	// Pages (PostCopy) is the source's data connection that serves the
+	// memory pages the restored container faults in (its ServePages).
+	Pages DataLink
 }

@@ -55,7 +55,8 @@ func (m *MigrationAgent) Describe(ctx context.Context, id, container string) (mi
 }
 
 func (m *MigrationAgent) Dump(ctx context.Context, id string, opts migrate.DumpOptions) error {
-	_, err := m.Client.MigrateDump(ctx, &pb.MigrateDumpRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps)})
+	_, err := m.Client.MigrateDump(ctx, &pb.MigrateDumpRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps),
+		PagesAddress: opts.Pages.Address, PagesToken: opts.Pages.Token})
 	return fencing(err)
 }
 
@@ -104,7 +105,18 @@ func (m *MigrationAgent) Receive(ctx context.Context, id, token string) error {
 }
 
 func (m *MigrationAgent) Restore(ctx context.Context, id string, opts migrate.RestoreOptions) error {
-	_, err := m.Client.MigrateRestore(ctx, &pb.MigrateRestoreRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps)})
+	_, err := m.Client.MigrateRestore(ctx, &pb.MigrateRestoreRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps),
+		PagesAddress: opts.Pages.Address, PagesToken: opts.Pages.Token})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) ReceivePages(ctx context.Context, id, token string) error {
+	_, err := m.Client.MigrateReceivePages(ctx, &pb.MigratePagesRequest{Id: id, DataToken: token})
+	return fencing(err)
+}
+
+func (m *MigrationAgent) ServePages(ctx context.Context, id, token string) error {
+	_, err := m.Client.MigrateServePages(ctx, &pb.MigratePagesRequest{Id: id, DataToken: token})
 	return fencing(err)
 }
 

@@ -26,6 +26,14 @@ type CRIUConfig struct {
 	// removed (SetCRIUConfig with "") before the container is checkpointed
 	// again.
 	LeaveStopped bool
+	// LazyPages restores memory lazily from a lazy-pages daemon
+	// (StartLazyPages), which listens in WorkDir: post-copy. runc's
+	// --work-path cannot name the daemon's directory, since the agent
+	// clears its own restore work directory before each restore.
+	LazyPages bool
+	// WorkDir, when set, is CRIU's work directory for the restore (its log
+	// lands there too).
+	WorkDir string
 }
 
 // Write writes c as a CRIU configuration file (one option per line) to
@@ -35,6 +43,15 @@ func (c CRIUConfig) Write(path string) error {
 	b.WriteString("# written by godwit; read by CRIU through runc's org.criu.config annotation\n")
 	if c.LeaveStopped {
 		b.WriteString("leave-stopped\n")
+	}
+	if c.LazyPages {
+		b.WriteString("lazy-pages\n")
+	}
+	if c.WorkDir != "" {
+		if strings.ContainsAny(c.WorkDir, " \t\n\"'\\") {
+			return fmt.Errorf("write CRIU configuration %s: work directory %q: CRIU's configuration cannot hold blanks or quotes", path, c.WorkDir)
+		}
+		b.WriteString("work-dir " + c.WorkDir + "\n")
 	}
 	if err := writeFileAtomic(path, []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write CRIU configuration %s: %w", path, err)

@@ -189,7 +189,7 @@ func (b *bench) moveBaseline(ctx context.Context, method copyMethod, sizeMiB, ru
 	s.checkpoint = checkpointed.Sub(start)
 	s.transfer = copied.Sub(checkpointed)
 	s.restore = end.Sub(copied)
-	s.bytes = sent
+	s.bytes, s.moved = sent, sent
 	return s, nil
 }
 

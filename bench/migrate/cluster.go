@@ -18,6 +18,7 @@ import (
 	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/internal/testutil"
+	"github.com/godwit/godwit/migrate"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -113,6 +114,20 @@ func newBench(ctx context.Context, bin, work, rootfsTar string, insecure bool, l
 	}
 	log.Info("cluster ready", "cluster", clusterName, "agent_a", b.a.Agent(), "agent_b", b.b.Agent())
 	return b, nil
+}
+
+// strategies asks both agents which strategies they support and keeps
+// those of want (all when nil) that both do; left are the others, with
+// why.
+func (b *bench) strategies(ctx context.Context, want []migrate.Strategy) (use []migrate.Strategy, left []unmeasured, err error) {
+	var infos [2]*pb.NodeInfoResponse
+	for i, h := range []*devcluster.Host{b.a, b.b} {
+		if infos[i], err = h.Agent().Client().NodeInfo(ctx, &pb.NodeInfoRequest{Strategies: true}); err != nil {
+			return nil, nil, fmt.Errorf("strategies of host %s: %w", h.Name(), err)
+		}
+	}
+	use, left = pickStrategies(want, infos[0], infos[1])
+	return use, left, nil
 }
 
 // lookTools finds what the baseline runs, before anything is created,

@@ -13,9 +13,6 @@ import (
 	"github.com/godwit/godwit/migrate"
 )
 
-// toolGodwit names godwit's move in the report.
-const toolGodwit = "godwit stop-copy"
-
 // sample is one move of one container.
 type sample struct {
 	// probeDowntime is the longest gap between the probe's replies
@@ -27,12 +24,22 @@ type sample struct {
 	// total is the move from start to end: Drive's duration, or the
 	// baseline's script.
 	total time.Duration
-	// bytes is what went over the network: the checkpoint godwit sent,
+	// bytes is what went over the network: the checkpoint godwit sent
+	// (with the memory pages that stream and post-copy send beside it),
 	// or the CRIU images the baseline copied.
 	bytes int64
-	// transfer is how long sending them took: godwit's transfer phase
-	// (sent, received, digests checked), or the baseline's tar and nc.
+	// moved is the bytes the transfer's throughput counts: the
+	// checkpoint (stop-copy), the memory pages (stream, post-copy), the
+	// images (baselines).
+	moved int64
+	// transfer is how long moving them took: stop-copy's transfer phase
+	// (sent, received, digests checked); for stream and post-copy, the
+	// memory pages from their first byte at the destination to their
+	// last (the destination agent's log); the baseline's tar and nc.
 	transfer time.Duration
+	// pages is the memory pages' bytes that stream and post-copy moved
+	// beside the checkpoint.
+	pages int64
 	// checkpoint and restore are the baseline's other steps.
 	checkpoint, restore time.Duration
 	// rssSource and rssDestination are the agents' peak resident memory
@@ -62,17 +69,17 @@ func (s sample) throughput() float64 {
 	if s.transfer <= 0 {
 		return 0
 	}
-	return float64(s.bytes) / s.transfer.Seconds()
+	return float64(s.moved) / s.transfer.Seconds()
 }
 
 // moveGodwit runs a workload of sizeMiB on host a and moves it to host b
-// with migrate.Drive (stop-copy) while the probe on host c asks it every
+// with migrate.Drive and strategy st while the probe on host c asks it every
 // 10 ms; the cluster's route follows it to b right after Drive returns
 // (until then the source forwards the IP to b). It checks that the probe's
 // connection is answered after the move, the counter went on and the
 // memory is the same bytes, then removes the container.
-func (b *bench) moveGodwit(ctx context.Context, sizeMiB, run int) (s sample, err error) {
-	name := fmt.Sprintf("g%d-%d", sizeMiB, run)
+func (b *bench) moveGodwit(ctx context.Context, st migrate.Strategy, sizeMiB, run int) (s sample, err error) {
+	name := fmt.Sprintf("g%s%d-%d", strategyTag[st], sizeMiB, run)
 	defer func() { err = errors.Join(err, b.remove(name)) }()
 	w, conn, err := b.runWorkload(ctx, name, sizeMiB)
 	if err != nil {
@@ -91,7 +98,8 @@ func (b *bench) moveGodwit(ctx context.Context, sizeMiB, run int) (s sample, err
 
 	rss := sampleRSS(b.a.Agent().Pid(), b.b.Agent().Pid())
 	start := time.Now()
-	res, err := migrate.Drive(ctx, migrate.Migration{ID: "bmig-" + name, Container: name, Strategy: migrate.StopCopy},
+	id := "bmig-" + name
+	res, err := migrate.Drive(ctx, migrate.Migration{ID: id, Container: name, Strategy: st},
 		migrationAgent(b.a), migrationAgent(b.b), migrate.DriveOptions{})
 	end := time.Now()
 	peaks, rssErr := rss.Stop()
@@ -124,11 +132,23 @@ func (b *bench) moveGodwit(ctx context.Context, sizeMiB, run int) (s sample, err
 	}
 	s.engineDowntime = res.Downtime
 	s.total = res.Total
-	s.bytes = res.BytesSent
+	s.bytes, s.moved = res.BytesSent, res.BytesSent
 	s.transfer = res.Phases[migrate.PhaseTransfer]
+	if _, beside := pagesLogLine[st]; beside {
+		if s.pages, s.transfer, err = pagesMoved(ctx, b.b.Agent().LogPath(), id, st); err != nil {
+			return s, err
+		}
+		s.bytes += s.pages
+		s.moved = s.pages
+	}
 	s.rssSource, s.rssDestination = peaks[0], peaks[1]
 	s.phases = res.Phases
 	return s, nil
+}
+
+// strategyTag shortens a strategy in container names.
+var strategyTag = map[migrate.Strategy]string{
+	migrate.StopCopy: "sc", migrate.Stream: "st", migrate.PreCopy: "pr", migrate.PostCopy: "pc",
 }
 
 // settle waits for the probe's first reply after end, lets it run

@@ -1,15 +1,18 @@
 // Command migrate measures live migration between two agents (issue 4,
 // item 9). On a devcluster of three hosts (agents on a and b, a TCP probe
 // on c) it moves containers of 64 MiB, 512 MiB and 2 GiB of
-// incompressible memory from a to b with godwit's stop-copy, and, in the
-// same run with the same workload on the same hosts, does what an
+// incompressible memory from a to b with each of godwit's strategies
+// that both agents support (stop-copy, stream, post-copy; pre-copy where
+// the kernel tracks soft-dirty pages), and, in the same run with the same workload on the same hosts, does what an
 // operator would script by hand: `runc checkpoint`, tar of the images to
 // host b (straight over a TCP connection, and through busybox nc),
 // `runc restore` (back on host a: see moveBaseline). For each it reports
 // the downtime a client sees (the longest gap between the replies of a
 // probe asking every 10 ms over one TCP connection held through the
 // move), the downtime godwit measures itself, the total time, the bytes
-// sent and the transfer's throughput against the raw TCP throughput
+// sent and the transfer's throughput (for stream and post-copy: the
+// memory pages' bytes over the time from their first byte to their last
+// at the destination, which its agent logs) against the raw TCP throughput
 // between hosts a and b measured in the same run, and the agents' peak
 // resident memory during each move.
 //
@@ -21,7 +24,7 @@
 // tar, and leaves nothing behind:
 //
 //	go run ./bench/migrate [--godwit bin/godwit] [--sizes 64,512,2048] [--runs 3]
-//		[--baselines tcp,nc] [--raw-mib 1024] [--out FILE]
+//		[--strategies stop-copy,stream,post-copy] [--baselines tcp,nc] [--raw-mib 1024] [--out FILE]
 package main
 
 import (
@@ -37,6 +40,7 @@ import (
 
 	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/testutil"
+	"github.com/godwit/godwit/migrate"
 )
 
 const (
@@ -53,21 +57,26 @@ type options struct {
 	godwit    string
 	sizes     []int
 	baselines []copyMethod
-	runs      int
-	rawMiB    int
-	workDir   string
-	out       string
+	// strategies are godwit's strategies to measure; nil means every
+	// one both agents support.
+	strategies []migrate.Strategy
+	runs       int
+	rawMiB     int
+	workDir    string
+	out        string
 	// insecure runs the agents with --insecure instead of mutual TLS.
 	insecure bool
 }
 
 func main() {
 	var o options
-	var sizes, baselines string
+	var sizes, baselines, strategies string
 	flag.StringVar(&o.godwit, "godwit", "", "godwit binary the agents run (default: build ./cmd/godwit with CGO_ENABLED=0)")
 	flag.StringVar(&sizes, "sizes", defaultSizes, "container memory sizes in MiB, comma-separated")
 	flag.StringVar(&baselines, "baselines", string(copyTCP)+","+string(copyNC),
 		"hand-scripted baselines, comma-separated: tcp (tar straight into a TCP connection), nc (tar | busybox nc)")
+	flag.StringVar(&strategies, "strategies", "",
+		"godwit's strategies to measure, comma-separated: stop-copy, stream, pre-copy, post-copy (default: every one both agents report supported)")
 	flag.IntVar(&o.runs, "runs", defaultRuns, "moves per size and tool (the report shows the medians)")
 	flag.IntVar(&o.rawMiB, "raw-mib", defaultRawMiB, "MiB sent by each raw TCP measurement between hosts a and b")
 	flag.StringVar(&o.workDir, "work-dir", "", "directory for the baseline's images and the workload image (default: a new one in $TMPDIR); its filesystem is reported")
@@ -83,6 +92,10 @@ func main() {
 	}
 	if o.baselines, err = parseCopyMethods(baselines); err != nil {
 		log.Error("bad --baselines", "err", err)
+		os.Exit(2)
+	}
+	if o.strategies, err = parseStrategies(strategies); err != nil {
+		log.Error("bad --strategies", "err", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -131,14 +144,24 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 	}
 	defer func() { err = errors.Join(err, b.Close()) }()
 
-	rep := report{conditions: b.conditions(), runs: o.runs, rawMiB: o.rawMiB}
+	strats, left, err := b.strategies(ctx, o.strategies)
+	if err != nil {
+		return err
+	}
+	for _, u := range left {
+		log.Warn("strategy not measured", "strategy", u.strategy, "why", u.why)
+	}
+	if len(strats) == 0 {
+		return errors.New("none of the strategies asked for is supported by both agents: see the warnings above")
+	}
+	rep := report{conditions: b.conditions(), runs: o.runs, rawMiB: o.rawMiB, unmeasured: left}
 	for _, size := range o.sizes {
 		if why := benchutil.CannotFit(work, size, diskPerSize); why != "" {
 			log.Warn("skipping size", "mib", size, "why", why)
 			rep.skipped = append(rep.skipped, fmt.Sprintf("%d MiB: %s", size, why))
 			continue
 		}
-		var gw []sample
+		gw := make([][]sample, len(strats))
 		base := make([][]sample, len(o.baselines))
 		var raw []float64
 		for i := range o.runs {
@@ -150,27 +173,49 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 			raw = append(raw, r)
 			log.Info("measured raw TCP", "mib_per_s", fmt.Sprintf("%.0f", r/(1<<20)))
 
-			log.Info("measuring", "tool", toolGodwit, "mib", size, "run", i+1, "of", o.runs)
-			s, err := b.moveGodwit(ctx, size, i)
-			if err != nil {
-				return fmt.Errorf("%s, %d MiB, run %d: %w", toolGodwit, size, i+1, err)
+			// The tools take turns going first, run after run: a move
+			// leaves the host's memory and page cache otherwise than it
+			// found them (in a VM whose freed memory goes back to the
+			// hypervisor, the first to write gigabytes pays for fresh
+			// pages), and no tool should always find them the same way.
+			steps := make([]func() error, 0, len(strats)+len(o.baselines))
+			for j, st := range strats {
+				tool := toolOf(st)
+				steps = append(steps, func() error {
+					log.Info("measuring", "tool", tool, "mib", size, "run", i+1, "of", o.runs)
+					s, err := b.moveGodwit(ctx, st, size, i)
+					if err != nil {
+						return fmt.Errorf("%s, %d MiB, run %d: %w", tool, size, i+1, err)
+					}
+					log.Info("measured", "tool", tool, "mib", size, "downtime_probe", s.probeDowntime, "downtime_engine", s.engineDowntime,
+						"total", s.total, "transfer", s.transfer, "bytes", s.bytes, "pages", s.pages, "phases", s.phases,
+						"rss_source", s.rssSource, "rss_destination", s.rssDestination)
+					gw[j] = append(gw[j], s)
+					return nil
+				})
 			}
-			log.Info("measured", "tool", toolGodwit, "mib", size, "downtime_probe", s.probeDowntime, "downtime_engine", s.engineDowntime,
-				"total", s.total, "transfer", s.transfer, "bytes", s.bytes, "rss_source", s.rssSource, "rss_destination", s.rssDestination)
-			gw = append(gw, s)
-
 			for j, m := range o.baselines {
-				log.Info("measuring", "tool", m.tool(), "mib", size, "run", i+1, "of", o.runs)
-				s, err := b.moveBaseline(ctx, m, size, i)
-				if err != nil {
-					return fmt.Errorf("%s, %d MiB, run %d: %w", m.tool(), size, i+1, err)
+				steps = append(steps, func() error {
+					log.Info("measuring", "tool", m.tool(), "mib", size, "run", i+1, "of", o.runs)
+					s, err := b.moveBaseline(ctx, m, size, i)
+					if err != nil {
+						return fmt.Errorf("%s, %d MiB, run %d: %w", m.tool(), size, i+1, err)
+					}
+					log.Info("measured", "tool", m.tool(), "mib", size, "downtime_probe", s.probeDowntime, "total", s.total,
+						"checkpoint", s.checkpoint, "copy", s.transfer, "restore", s.restore, "bytes", s.bytes)
+					base[j] = append(base[j], s)
+					return nil
+				})
+			}
+			for k := range steps {
+				if err := steps[(i+k)%len(steps)](); err != nil {
+					return err
 				}
-				log.Info("measured", "tool", m.tool(), "mib", size, "downtime_probe", s.probeDowntime, "total", s.total,
-					"checkpoint", s.checkpoint, "copy", s.transfer, "restore", s.restore, "bytes", s.bytes)
-				base[j] = append(base[j], s)
 			}
 		}
-		rep.rows = append(rep.rows, newRow(size, toolGodwit, gw, raw))
+		for j, st := range strats {
+			rep.rows = append(rep.rows, newRow(size, toolOf(st), gw[j], raw))
+		}
 		for j, m := range o.baselines {
 			rep.rows = append(rep.rows, newRow(size, m.tool(), base[j], raw))
 		}

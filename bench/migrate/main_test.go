@@ -208,12 +208,12 @@ func TestStatusBytes(t *testing.T) {
 }
 
 func TestNewRowTakesMediansApartAndPeaksWhole(t *testing.T) {
-	r := newRow(512, toolGodwit, []sample{
-		{probeDowntime: 9 * time.Second, total: 1 * time.Second, bytes: 30, transfer: time.Second, rssSource: 50, rssDestination: 10,
+	r := newRow(512, toolOf(migrate.StopCopy), []sample{
+		{probeDowntime: 9 * time.Second, total: 1 * time.Second, bytes: 30, moved: 30, transfer: time.Second, rssSource: 50, rssDestination: 10,
 			phases: map[migrate.Phase]time.Duration{migrate.PhaseDump: time.Second}},
-		{probeDowntime: 2 * time.Second, total: 8 * time.Second, bytes: 10, transfer: time.Second, rssSource: 20, rssDestination: 90,
+		{probeDowntime: 2 * time.Second, total: 8 * time.Second, bytes: 10, moved: 10, transfer: time.Second, rssSource: 20, rssDestination: 90,
 			phases: map[migrate.Phase]time.Duration{migrate.PhaseDump: 5 * time.Second}},
-		{probeDowntime: 3 * time.Second, total: 2 * time.Second, bytes: 20, transfer: time.Second, rssSource: 30, rssDestination: 40,
+		{probeDowntime: 3 * time.Second, total: 2 * time.Second, bytes: 20, moved: 20, transfer: time.Second, rssSource: 30, rssDestination: 40,
 			phases: map[migrate.Phase]time.Duration{migrate.PhaseDump: 3 * time.Second}},
 	}, []float64{300, 100, 200})
 	if r.median.probeDowntime != 3*time.Second || r.median.total != 2*time.Second || r.median.bytes != 20 {
@@ -237,7 +237,7 @@ func TestNewRowTakesMediansApartAndPeaksWhole(t *testing.T) {
 }
 
 func TestReportTable(t *testing.T) {
-	gw := row{size: 64, tool: toolGodwit, rate: 300 << 20, raw: 1000 << 20, peak: [2]int64{30 << 20, 40 << 20},
+	gw := row{size: 64, tool: toolOf(migrate.StopCopy), rate: 300 << 20, raw: 1000 << 20, peak: [2]int64{30 << 20, 40 << 20},
 		median: sample{probeDowntime: 1500 * time.Millisecond, engineDowntime: 1200 * time.Millisecond, total: 2 * time.Second, bytes: 70 << 20,
 			phases: map[migrate.Phase]time.Duration{migrate.PhasePrepare: 100 * time.Millisecond, migrate.PhaseDump: 400 * time.Millisecond,
 				migrate.PhaseTransfer: 200 * time.Millisecond, migrate.PhaseRestore: 500 * time.Millisecond,
@@ -245,18 +245,20 @@ func TestReportTable(t *testing.T) {
 	base := row{size: 64, tool: copyNC.tool(), rate: 500 << 20, raw: 1000 << 20,
 		median: sample{probeDowntime: 3 * time.Second, total: 2500 * time.Millisecond, bytes: 66 << 20,
 			checkpoint: time.Second, transfer: 500 * time.Millisecond, restore: time.Second}}
-	text := report{runs: 1, rawMiB: 1024, rows: []row{gw, base}, skipped: []string{"2048 MiB: needs 3072 MiB of memory available"}}.render()
+	text := report{runs: 1, rawMiB: 1024, rows: []row{gw, base}, skipped: []string{"2048 MiB: needs 3072 MiB of memory available"},
+		unmeasured: []unmeasured{{migrate.PreCopy, "neither host supports it: no soft-dirty"}}}.render()
 	for _, want := range []string{
 		"| 64 MiB | godwit stop-copy | 1.50 s | 1.20 s | 2.00 s | 70.0 MiB | 300 | 1000 | 30% |",
 		"| 64 MiB | runc + tar + busybox nc | 3.00 s | — | 2.50 s | 66.0 MiB | 500 | 1000 | 50% |",
 		"runc + tar + busybox nc steps (medians):\n\n- 64 MiB: checkpoint 1.00 s, copy 0.50 s, restore 1.00 s",
 		"busybox's nc moves 1 KiB per system call",
-		"| 64 MiB | 30.0 MiB | 40.0 MiB |",
+		"| 64 MiB | stop-copy | 30.0 MiB | 40.0 MiB |",
 		"- 64 MiB: prepare 0.10 s, dump 0.40 s, transfer 0.20 s, restore 0.50 s, commit 0.10 s, finish on the source 0.30 s",
 		"Skipped 2048 MiB",
 		"and above (each baseline apart): not measured in this run",
 		"not measured in this run (it needs --sizes with 2048)",
-		"post-copy downtime at 2 GiB at most 1.5 times its downtime at 64 MiB: not measured",
+		"post-copy downtime (probe) at 2048 MiB at most 1.5 times its downtime at 64 MiB: not measured in this run (post-copy was not measured)",
+		"- not measured: pre-copy: neither host supports it: no soft-dirty",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report does not say %q:\n%s", want, text)
@@ -270,7 +272,12 @@ func TestReportTargets(t *testing.T) {
 		return row{size: size, tool: tool, median: sample{probeDowntime: downtime}}
 	}
 	gw := func(size int, downtime time.Duration, rate float64, rss int64) row {
-		return row{size: size, tool: toolGodwit, rate: rate, raw: 1000, peak: [2]int64{rss, 10 << 20}, median: sample{probeDowntime: downtime}}
+		return row{size: size, tool: toolOf(migrate.StopCopy), rate: rate, raw: 1000, peak: [2]int64{rss, 10 << 20}, median: sample{probeDowntime: downtime}}
+	}
+	pc := func(size int, downtime time.Duration, rate float64, rss int64) row {
+		r := gw(size, downtime, rate, rss)
+		r.tool = toolOf(migrate.PostCopy)
+		return r
 	}
 	tests := []struct {
 		name string
@@ -278,18 +285,29 @@ func TestReportTargets(t *testing.T) {
 		want []string
 	}{
 		{"all met", []row{gw(512, 1*time.Second, 600, 0), base(tcp, 512, 2*time.Second), gw(2048, 2*time.Second, 700, 99<<20), base(tcp, 2048, 8*time.Second)},
-			[]string{"512 MiB, against runc + tar over TCP: 1.00 s against 2.00 s (50%) — met",
-				"2048 MiB, against runc + tar over TCP: 2.00 s against 8.00 s (25%) — met",
-				"512 MiB: 600 MiB/s against 1000 MiB/s (60%) — met", "source 99.0 MiB, destination 10.0 MiB — met"}},
+			[]string{"stop-copy, 512 MiB, against runc + tar over TCP: 1.00 s against 2.00 s (50%) — met",
+				"stop-copy, 2048 MiB, against runc + tar over TCP: 2.00 s against 8.00 s (25%) — met",
+				"stop-copy, 512 MiB: 600 MiB/s against 1000 MiB/s (60%) — met", "stop-copy: source 99.0 MiB, destination 10.0 MiB — met"}},
 		{"all missed", []row{gw(512, 3*time.Second, 599, 0), base(tcp, 512, 4*time.Second), gw(2048, 5*time.Second, 100, 100<<20), base(tcp, 2048, 8*time.Second)},
-			[]string{"512 MiB, against runc + tar over TCP: 3.00 s against 4.00 s (75%) — NOT met",
-				"2048 MiB, against runc + tar over TCP: 5.00 s against 8.00 s (62%) — NOT met",
-				"512 MiB: 599 MiB/s against 1000 MiB/s (60%) — NOT met", "source 100.0 MiB, destination 10.0 MiB — NOT met"}},
+			[]string{"stop-copy, 512 MiB, against runc + tar over TCP: 3.00 s against 4.00 s (75%) — NOT met",
+				"stop-copy, 2048 MiB, against runc + tar over TCP: 5.00 s against 8.00 s (62%) — NOT met",
+				"stop-copy, 512 MiB: 599 MiB/s against 1000 MiB/s (60%) — NOT met", "stop-copy: source 100.0 MiB, destination 10.0 MiB — NOT met"}},
 		{"each baseline judged apart", []row{gw(512, 2*time.Second, 600, 0), base(tcp, 512, 3*time.Second), base(nc, 512, 10*time.Second)},
-			[]string{"512 MiB, against runc + tar over TCP: 2.00 s against 3.00 s (67%) — NOT met",
-				"512 MiB, against runc + tar + busybox nc: 2.00 s against 10.00 s (20%) — met"}},
+			[]string{"stop-copy, 512 MiB, against runc + tar over TCP: 2.00 s against 3.00 s (67%) — NOT met",
+				"stop-copy, 512 MiB, against runc + tar + busybox nc: 2.00 s against 10.00 s (20%) — met"}},
+		{"each strategy judged apart", []row{gw(512, 1*time.Second, 600, 0), pc(512, 3*time.Second, 100, 0), base(tcp, 512, 2*time.Second)},
+			[]string{"stop-copy, 512 MiB, against runc + tar over TCP: 1.00 s against 2.00 s (50%) — met",
+				"post-copy, 512 MiB, against runc + tar over TCP: 3.00 s against 2.00 s (150%) — NOT met",
+				"post-copy, 512 MiB: 100 MiB/s against 1000 MiB/s (10%) — NOT met"}},
+		{"post-copy grows little", []row{pc(64, 2*time.Second, 0, 0), pc(2048, 3*time.Second, 0, 50<<20)},
+			[]string{"post-copy downtime (probe) at 2048 MiB at most 1.5 times its downtime at 64 MiB: 3.00 s against 2.00 s (1.50x) — met",
+				"post-copy: source 50.0 MiB, destination 10.0 MiB — met"}},
+		{"post-copy grows too much", []row{pc(64, 2*time.Second, 0, 0), pc(2048, 3100*time.Millisecond, 0, 0)},
+			[]string{"3.10 s against 2.00 s (1.55x) — NOT met"}},
+		{"post-copy at one size", []row{pc(64, 2*time.Second, 0, 0)},
+			[]string{"at most 1.5 times its downtime at 64 MiB: not measured in this run (it needs --sizes with 64 and 2048)"}},
 		{"below 512 MiB the downtime target does not apply", []row{gw(64, 3*time.Second, 700, 0), base(tcp, 64, 1*time.Second)},
-			[]string{"and above (each baseline apart): not measured in this run", "64 MiB: 700 MiB/s against 1000 MiB/s (70%) — met"}},
+			[]string{"and above (each baseline apart): not measured in this run", "stop-copy, 64 MiB: 700 MiB/s against 1000 MiB/s (70%) — met"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

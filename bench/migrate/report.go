@@ -10,12 +10,18 @@ import (
 	"github.com/godwit/godwit/migrate"
 )
 
-// Issue 4's targets (item 9).
+// Issue 4's targets (item 9), for each strategy.
 const (
 	// At downtimeTargetSize MiB and above, godwit's downtime is at most
 	// downtimeTargetRatio of the hand-scripted baseline's.
 	downtimeTargetSize  = 512
 	downtimeTargetRatio = 0.5
+	// Post-copy's downtime at postCopyLargeSize MiB is at most
+	// postCopyGrowth times its downtime at postCopySmallSize MiB: it
+	// hardly grows with memory.
+	postCopySmallSize = 64
+	postCopyLargeSize = 2048
+	postCopyGrowth    = 1.5
 	// The image transfer runs at transferTargetRatio of raw TCP or more.
 	transferTargetRatio = 0.6
 	// During a move of rssTargetSize MiB each agent stays under rssTarget
@@ -80,10 +86,12 @@ type report struct {
 	rawMiB     int
 	rows       []row
 	skipped    []string
+	// unmeasured are the strategies left out, with why.
+	unmeasured []unmeasured
 }
 
 // render writes the report as markdown: conditions, the table with
-// godwit and the baselines side by side per size, the baselines' steps,
+// godwit's strategies and the baselines side by side per size, the baselines' steps,
 // the agents' memory and issue 4's targets.
 func (r report) render() string {
 	var b strings.Builder
@@ -103,9 +111,28 @@ func (r report) render() string {
 		"every %s (or as soon as the answer came, when later), from its last reply before the move to its first after; "+
 		"it includes TCP's retransmission backoff once the container runs again\n", probeInterval)
 	b.WriteString("- downtime (engine): godwit's own measure (migrate.Result.Downtime), from the dump's start to the commit's end\n")
-	fmt.Fprintf(&b, "- %s: `migrate.Drive` between the two agents; total is Drive's duration; the cluster's route moves to b "+
-		"once Drive returns (until then host a forwards the address to b); transfer is the bytes sent over the transfer phase "+
-		"(sent uncompressed, received to disk, every digest checked)\n", toolGodwit)
+	b.WriteString("- godwit: `migrate.Drive` between the two agents with the strategy named; total is Drive's duration (for post-copy " +
+		"it includes the source's wait for the last page); the cluster's route moves to b once Drive returns (until then host a " +
+		"forwards the address to b); bytes are the checkpoint sent plus the memory pages sent beside it\n")
+	for _, st := range r.strategies() {
+		switch st {
+		case migrate.StopCopy:
+			fmt.Fprintf(&b, "  - %s: transfer is the checkpoint's bytes over the transfer phase (in the migration transfer framing, "+
+				"docs/migration-transfer.md: uncompressed, each file's sha256 computed as it is sent and again as it is received "+
+				"to disk, and checked)\n", toolOf(st))
+		case migrate.Stream:
+			fmt.Fprintf(&b, "  - %s: the source's CRIU dumps the memory pages into a CRIU page server on the destination through "+
+				"the agents' data connection in the dump phase; transfer is the pages' bytes over the time from their first byte "+
+				"to their last at the destination (its agent's log: `memory pages received from the source`, bytes and pages_time)\n", toolOf(st))
+		case migrate.PostCopy:
+			fmt.Fprintf(&b, "  - %s: the destination restores without the memory and CRIU's lazy-pages daemon fetches it from "+
+				"the source, faulted in first, the rest in the background, after the commit too; transfer is the pages' bytes "+
+				"over the time from their first byte to their last at the destination (its agent's log: `every memory page "+
+				"fetched from the source`)\n", toolOf(st))
+		default:
+			fmt.Fprintf(&b, "  - %s\n", toolOf(st))
+		}
+	}
 	b.WriteString("- the baselines, the move an operator would script by hand: `runc checkpoint --tcp-established` of the container " +
 		"on host a (the agent's runc root), tar of the images from host a into a directory on host b, then " +
 		"`runc restore --detach --tcp-established` from the copy that reached b, back on host a, where the container's network " +
@@ -125,15 +152,17 @@ func (r report) render() string {
 	fmt.Fprintf(&b, "- raw TCP: %d MiB from memory in host a to memory in host b over one connection, before each run; the median\n", r.rawMiB)
 	b.WriteString("- each move is verified: the probe's connection is answered after it, the workload's counter never went back and went on, " +
 		"and its memory checksum is the one taken at start-up\n")
-	b.WriteString("- not measured: stream, pre-copy and post-copy, which the agents do not carry out yet (pre-copy also needs " +
-		"soft-dirty tracking, which this kernel lacks)\n\n")
+	for _, u := range r.unmeasured {
+		fmt.Fprintf(&b, "- not measured: %s: %s\n", u.strategy, u.why)
+	}
+	b.WriteString("\n")
 
 	b.WriteString("| size | tool | downtime (probe) | downtime (engine) | total | bytes | transfer MiB/s | raw TCP MiB/s | transfer / raw TCP |\n")
 	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, x := range r.rows {
 		s := x.median
 		engine := "—"
-		if x.tool == toolGodwit {
+		if isGodwit(x.tool) {
 			engine = seconds(s.engineDowntime)
 		}
 		fmt.Fprintf(&b, "| %d MiB | %s | %s | %s | %s | %s | %s | %s | %s |\n",
@@ -144,9 +173,9 @@ func (r report) render() string {
 		fmt.Fprintf(&b, "\nSkipped %s\n", s)
 	}
 
-	if gw := r.tool(toolGodwit); len(gw) > 0 {
-		fmt.Fprintf(&b, "\n%s phases (medians; the downtime runs from the dump's start to the commit's end):\n\n", toolGodwit)
-		for _, x := range gw {
+	for _, st := range r.strategies() {
+		fmt.Fprintf(&b, "\n%s phases (medians; the downtime runs from the dump's start to the commit's end):\n\n", toolOf(st))
+		for _, x := range r.tool(toolOf(st)) {
 			var steps []string
 			for _, step := range phaseSteps {
 				if d, ok := x.median.phases[step.phase]; ok {
@@ -163,67 +192,106 @@ func (r report) render() string {
 				x.size, seconds(x.median.checkpoint), seconds(x.median.transfer), seconds(x.median.restore))
 		}
 	}
-	if gw := r.tool(toolGodwit); len(gw) > 0 {
+	if len(r.strategies()) > 0 {
 		b.WriteString("\nAgents' peak resident memory during godwit's moves (the largest over the runs; VmRSS sampled every " +
 			rssInterval.String() + ", or the kernel's VmHWM over the move when larger):\n\n")
-		b.WriteString("| size | source agent | destination agent |\n|---:|---:|---:|\n")
-		for _, x := range gw {
-			fmt.Fprintf(&b, "| %d MiB | %s | %s |\n", x.size, benchutil.MiB(x.peak[0]), benchutil.MiB(x.peak[1]))
+		b.WriteString("| size | strategy | source agent | destination agent |\n|---:|---|---:|---:|\n")
+		for _, x := range r.rows {
+			if isGodwit(x.tool) {
+				fmt.Fprintf(&b, "| %d MiB | %s | %s | %s |\n", x.size, strategyOf(x.tool), benchutil.MiB(x.peak[0]), benchutil.MiB(x.peak[1]))
+			}
 		}
 	}
 	r.renderTargets(&b)
 	return b.String()
 }
 
-// renderTargets writes issue 4's targets and whether this run met them.
+// renderTargets writes issue 4's targets and whether this run met them,
+// for each strategy.
 func (r report) renderTargets(b *strings.Builder) {
-	b.WriteString("\nTargets (issue 4, item 9):\n\n")
+	b.WriteString("\nTargets (issue 4, item 9), for each strategy:\n\n")
+	strategies := r.strategies()
 
 	fmt.Fprintf(b, "- downtime (probe) at most %.0f%% of the hand-scripted baseline's at %d MiB and above (each baseline apart):",
 		100*downtimeTargetRatio, downtimeTargetSize)
 	measured := false
-	for _, g := range r.tool(toolGodwit) {
-		for _, tool := range r.baselines() {
-			base, ok := r.find(g.size, tool)
-			if g.size < downtimeTargetSize || !ok {
-				continue
+	for _, st := range strategies {
+		for _, g := range r.tool(toolOf(st)) {
+			for _, tool := range r.baselines() {
+				base, ok := r.find(g.size, tool)
+				if g.size < downtimeTargetSize || !ok {
+					continue
+				}
+				measured = true
+				ratio := g.median.probeDowntime.Seconds() / base.median.probeDowntime.Seconds()
+				fmt.Fprintf(b, "\n  - %s, %d MiB, against %s: %s against %s (%.0f%%) — %s", st, g.size, tool, seconds(g.median.probeDowntime),
+					seconds(base.median.probeDowntime), 100*ratio, benchutil.Verdict(ratio <= downtimeTargetRatio))
 			}
-			measured = true
-			ratio := g.median.probeDowntime.Seconds() / base.median.probeDowntime.Seconds()
-			fmt.Fprintf(b, "\n  - %d MiB, against %s: %s against %s (%.0f%%) — %s", g.size, tool, seconds(g.median.probeDowntime),
-				seconds(base.median.probeDowntime), 100*ratio, benchutil.Verdict(ratio <= downtimeTargetRatio))
 		}
 	}
 	if !measured {
-		fmt.Fprintf(b, " not measured in this run (it needs both tools at %d MiB or more)", downtimeTargetSize)
+		fmt.Fprintf(b, " not measured in this run (it needs godwit and a baseline at %d MiB or more)", downtimeTargetSize)
 	}
 	b.WriteString("\n")
 
-	fmt.Fprintf(b, "- image transfer at least %.0f%% of the raw TCP throughput measured in the same run:", 100*transferTargetRatio)
+	fmt.Fprintf(b, "- transfer at least %.0f%% of the raw TCP throughput measured in the same run:", 100*transferTargetRatio)
 	measured = false
-	for _, g := range r.tool(toolGodwit) {
-		if g.raw <= 0 {
-			continue
+	for _, st := range strategies {
+		for _, g := range r.tool(toolOf(st)) {
+			if g.raw <= 0 || g.rate <= 0 {
+				continue
+			}
+			measured = true
+			ratio := g.rate / g.raw
+			fmt.Fprintf(b, "\n  - %s, %d MiB: %s MiB/s against %s MiB/s (%.0f%%) — %s", st, g.size, mibps(g.rate), mibps(g.raw), 100*ratio,
+				benchutil.Verdict(ratio >= transferTargetRatio))
 		}
-		measured = true
-		ratio := g.rate / g.raw
-		fmt.Fprintf(b, "\n  - %d MiB: %s MiB/s against %s MiB/s (%.0f%%) — %s", g.size, mibps(g.rate), mibps(g.raw), 100*ratio,
-			benchutil.Verdict(ratio >= transferTargetRatio))
 	}
 	if !measured {
 		b.WriteString(" not measured in this run")
 	}
 	b.WriteString("\n")
 
-	fmt.Fprintf(b, "- each agent's resident memory under %s during a %d MiB move: ", benchutil.MiB(rssTarget), rssTargetSize)
-	if g, ok := r.find(rssTargetSize, toolGodwit); ok {
-		fmt.Fprintf(b, "source %s, destination %s — %s\n", benchutil.MiB(g.peak[0]), benchutil.MiB(g.peak[1]),
-			benchutil.Verdict(g.peak[0] < rssTarget && g.peak[1] < rssTarget))
-	} else {
-		fmt.Fprintf(b, "not measured in this run (it needs --sizes with %d)\n", rssTargetSize)
+	fmt.Fprintf(b, "- each agent's resident memory under %s during a %d MiB move:", benchutil.MiB(rssTarget), rssTargetSize)
+	measured = false
+	for _, st := range strategies {
+		if g, ok := r.find(rssTargetSize, toolOf(st)); ok {
+			measured = true
+			fmt.Fprintf(b, "\n  - %s: source %s, destination %s — %s", st, benchutil.MiB(g.peak[0]), benchutil.MiB(g.peak[1]),
+				benchutil.Verdict(g.peak[0] < rssTarget && g.peak[1] < rssTarget))
+		}
 	}
+	if !measured {
+		fmt.Fprintf(b, " not measured in this run (it needs --sizes with %d)", rssTargetSize)
+	}
+	b.WriteString("\n")
 
-	b.WriteString("- post-copy downtime at 2 GiB at most 1.5 times its downtime at 64 MiB: not measured — the agents do not carry out post-copy yet\n")
+	fmt.Fprintf(b, "- post-copy downtime (probe) at %d MiB at most %.1f times its downtime at %d MiB: ",
+		postCopyLargeSize, postCopyGrowth, postCopySmallSize)
+	small, okSmall := r.find(postCopySmallSize, toolOf(migrate.PostCopy))
+	large, okLarge := r.find(postCopyLargeSize, toolOf(migrate.PostCopy))
+	switch {
+	case okSmall && okLarge:
+		ratio := large.median.probeDowntime.Seconds() / small.median.probeDowntime.Seconds()
+		fmt.Fprintf(b, "%s against %s (%.2fx) — %s\n", seconds(large.median.probeDowntime), seconds(small.median.probeDowntime), ratio,
+			benchutil.Verdict(ratio <= postCopyGrowth))
+	case !slices.Contains(strategies, migrate.PostCopy):
+		b.WriteString("not measured in this run (post-copy was not measured)\n")
+	default:
+		fmt.Fprintf(b, "not measured in this run (it needs --sizes with %d and %d)\n", postCopySmallSize, postCopyLargeSize)
+	}
+}
+
+// strategies names godwit's strategies in the rows, in the order they
+// were measured.
+func (r report) strategies() []migrate.Strategy {
+	var out []migrate.Strategy
+	for _, x := range r.rows {
+		if isGodwit(x.tool) && !slices.Contains(out, strategyOf(x.tool)) {
+			out = append(out, strategyOf(x.tool))
+		}
+	}
+	return out
 }
 
 // baselines names the hand-scripted baselines in the rows, in the order
@@ -231,7 +299,7 @@ func (r report) renderTargets(b *strings.Builder) {
 func (r report) baselines() []string {
 	var out []string
 	for _, x := range r.rows {
-		if x.tool != toolGodwit && !slices.Contains(out, x.tool) {
+		if !isGodwit(x.tool) && !slices.Contains(out, x.tool) {
 			out = append(out, x.tool)
 		}
 	}
@@ -298,6 +366,8 @@ func median(samples []sample) sample {
 		checkpoint:     dur(func(s sample) time.Duration { return s.checkpoint }),
 		restore:        dur(func(s sample) time.Duration { return s.restore }),
 		bytes:          num(func(s sample) int64 { return s.bytes }),
+		moved:          num(func(s sample) int64 { return s.moved }),
+		pages:          num(func(s sample) int64 { return s.pages }),
 		rssSource:      num(func(s sample) int64 { return s.rssSource }),
 		rssDestination: num(func(s sample) int64 { return s.rssDestination }),
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/godwit/godwit/agent/agentclient"
+	"github.com/godwit/godwit/internal/datachan"
 	"github.com/godwit/godwit/internal/failpoint"
 	"github.com/godwit/godwit/internal/units"
 	"github.com/godwit/godwit/migrate"
@@ -63,6 +64,10 @@ type migrateOptions struct {
 	abort        string
 	journal      string
 	abortTimeout time.Duration
+	// stepTimeout and stallTimeout bound a call that does not answer
+	// and a data connection that moves nothing (DriveOptions).
+	stepTimeout  time.Duration
+	stallTimeout time.Duration
 	out          *outputFormat
 	global       *globalOptions // the CLI's TLS credentials, for both agents
 	// minimizeDowntime lets auto pick post-copy.
@@ -104,6 +109,12 @@ cannot acknowledge the abort, the source keeps the container stopped rather
 than risk two running copies: migrate says so and exits with status 3; once
 the destination is reachable, finish the move with --resume ID or undo it
 with --abort ID (with the same two agents).
+
+Nothing waits for ever on an agent that stopped answering (a hung or stopped
+process, a cut network): each call to an agent that reports no progress
+(prepare, dump, restore, commit, abort, finish) fails after --step-timeout,
+and a transfer between the agents on which no byte moves for
+--stall-timeout fails naming the peer; the rules above then apply.
 
 The driver's record of each migration is kept in a journal directory
 (--journal; default $XDG_STATE_HOME/godwit/migrations, else
@@ -156,6 +167,8 @@ stopped them).`,
 	f.StringVar(&o.abort, "abort", "", "undo held migration `ID`: the container runs on the source again (with the same two agents)")
 	f.StringVar(&o.journal, "journal", "", "`DIR` holding the driver's migration records (default $XDG_STATE_HOME/godwit/migrations, ~/.local/state/godwit/migrations, or /var/lib/godwit/migrations as root)")
 	f.DurationVar(&o.abortTimeout, "abort-timeout", time.Minute, "how long to keep trying to give the container back to the source after a failure before leaving it held")
+	f.DurationVar(&o.stepTimeout, "step-timeout", migrate.DefaultStepTimeout, "how long one call to an agent that reports no progress (prepare, dump, restore, commit, abort, finish) may take before the move treats the agent as gone")
+	f.DurationVar(&o.stallTimeout, "stall-timeout", datachan.DefaultStallTimeout, "how long a transfer between the agents may move no byte before it fails")
 	o.out = addOutputFlag(cmd)
 	return cmd
 }
@@ -188,6 +201,10 @@ func (o *migrateOptions) check(args []string, changed func(string) bool) error {
 		return fmt.Errorf("--from-agent and --to-agent are both %s: a migration moves a container between two agents", o.from)
 	case o.abortTimeout <= 0:
 		return fmt.Errorf("--abort-timeout %s: want a positive duration", o.abortTimeout)
+	case o.stepTimeout <= 0:
+		return fmt.Errorf("--step-timeout %s: want a positive duration", o.stepTimeout)
+	case o.stallTimeout <= 0 || o.stallTimeout > datachan.MaxStallTimeout:
+		return fmt.Errorf("--stall-timeout %s: want a positive duration up to %s", o.stallTimeout, datachan.MaxStallTimeout)
 	}
 	var err error
 	if o.want, err = migrate.ParseStrategy(o.strategy); err != nil {
@@ -333,6 +350,8 @@ func (r *migrateRun) driveOptions(p *migrationProgress) migrate.DriveOptions {
 		OnEvent:      p.event,
 		OnRecord:     r.saveRecord,
 		AbortTimeout: r.opts.abortTimeout,
+		StepTimeout:  r.opts.stepTimeout,
+		StallTimeout: r.opts.stallTimeout,
 	}
 }
 

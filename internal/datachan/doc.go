@@ -47,6 +47,19 @@
 // checks that a connection, certificates and all, gets through before
 // anything depends on it: the Mux answers a probe at once.
 //
+// # Stalls
+//
+// A data connection must not wait for ever on a peer that stopped (a
+// SIGSTOPped or hung agent, whose kernel keeps the connection open) or
+// that the network cut off: every connection that Accept and Dial return
+// is watched (Watch), and once a Read or Write has waited the stall
+// timeout (Config.StallTimeout, Dialer.StallTimeout, or a call's own,
+// WithStallTimeout; DefaultStallTimeout) with no byte moving, it and
+// every later call fail with a *StallError (ErrStalled) that names the
+// peer. Connecting, TCP and TLS, is bounded by the same timeout. TCP
+// keepalive is on for every connection the Mux accepts or the Dialer
+// opens, so that a vanished host is noticed on an idle connection too.
+//
 // The data connection carries no framing: its end is not the end of the
 // data. Whether the bytes were complete is decided on the gRPC call (its
 // final status, or the client's half-close), so that a cut connection is

@@ -74,6 +74,11 @@ type Config struct {
 	// HandshakeTimeout bounds how long a new connection may take to send
 	// its first bytes (default DefaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
+	// StallTimeout is how long a data connection that Accept or Dial
+	// returns may move no byte while this side waits on it before it
+	// fails with a *StallError (default DefaultStallTimeout); a context
+	// given WithStallTimeout overrides it for its call.
+	StallTimeout time.Duration
 	// Log receives refused connections and accept errors (default:
 	// discarded).
 	Log *slog.Logger
@@ -94,6 +99,7 @@ type Mux struct {
 	l         net.Listener
 	wait      time.Duration
 	handshake time.Duration
+	stall     time.Duration
 	log       *slog.Logger
 	tls       *tls.Config // nil: plaintext
 	dialer    Dialer
@@ -124,8 +130,9 @@ func Listen(l net.Listener, cfg Config) *Mux {
 		l:           l,
 		wait:        cfg.Wait,
 		handshake:   cfg.HandshakeTimeout,
+		stall:       cfg.StallTimeout,
 		log:         cfg.Log,
-		dialer:      Dialer{TLS: cfg.ClientTLS},
+		dialer:      Dialer{TLS: cfg.ClientTLS, StallTimeout: cfg.StallTimeout},
 		rpcConns:    make(chan net.Conn),
 		done:        make(chan struct{}),
 		handshaking: make(map[net.Conn]struct{}),
@@ -246,6 +253,7 @@ func (m *Mux) acceptLoop() {
 			return
 		}
 		delay = 0
+		keepAliveOn(c) // watchdog.go
 		m.mu.Lock()
 		if m.closed {
 			m.mu.Unlock()
@@ -433,7 +441,9 @@ func (m *Mux) markUsedLocked(k tokenKey) {
 // have arrived before Accept was called. A token is accepted once: a
 // second Accept of it, or a second connection presenting it, is refused
 // (ErrTokenUsed). The connection has been answered "OK" and is the
-// caller's to close; the bytes on it are the call's.
+// caller's to close; the bytes on it are the call's. It is watched for
+// stalls (Watch), with the stall timeout of ctx (WithStallTimeout) or of
+// the Mux's Config.
 func (m *Mux) Accept(ctx context.Context, token string) (net.Conn, error) {
 	if !validToken(token) || token == probeToken {
 		return nil, fmt.Errorf("%w: want %d lowercase hex digits", ErrInvalidToken, TokenLen)
@@ -453,7 +463,7 @@ func (m *Mux) Accept(ctx context.Context, token string) (net.Conn, error) {
 		e.timer.Stop() // expire finds it gone if it already fired
 		m.markUsedLocked(k)
 		m.mu.Unlock()
-		return greet(e.conn)
+		return m.watched(ctx, e.conn)
 	}
 	ch := make(chan net.Conn, 1)
 	m.waiting[k] = ch
@@ -464,7 +474,7 @@ func (m *Mux) Accept(ctx context.Context, token string) (net.Conn, error) {
 	var err error
 	select {
 	case c := <-ch:
-		return greet(c)
+		return m.watched(ctx, c)
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-t.C:
@@ -484,6 +494,16 @@ func (m *Mux) Accept(ctx context.Context, token string) (net.Conn, error) {
 		(<-ch).Close()
 	}
 	return nil, err
+}
+
+// watched answers a claimed data connection and puts it under the stall
+// watchdog.
+func (m *Mux) watched(ctx context.Context, c net.Conn) (net.Conn, error) {
+	c, err := greet(c)
+	if err != nil {
+		return nil, err
+	}
+	return Watch(c, stallTimeout(ctx, m.stall)), nil
 }
 
 // greet answers a claimed data connection.

@@ -61,10 +61,17 @@ type Dialer struct {
 	// ServerName is taken from the address dialled, so the server's
 	// certificate must name that address.
 	TLS *tls.Config
+	// StallTimeout bounds connecting (TCP and TLS), and is how long a
+	// data connection that Dial returns may move no byte while this side
+	// waits on it before it fails with a *StallError (default
+	// DefaultStallTimeout); a context given WithStallTimeout overrides it
+	// for its call.
+	StallTimeout time.Duration
 }
 
 // Dial opens a data connection to the server at addr presenting token, as
-// the package's Dial does, over TLS when d.TLS is set.
+// the package's Dial does, over TLS when d.TLS is set. The connection is
+// watched for stalls (Watch).
 func (d Dialer) Dial(ctx context.Context, addr, token string) (net.Conn, error) {
 	if !validToken(token) {
 		return nil, fmt.Errorf("%w: want %d lowercase hex digits", ErrInvalidToken, TokenLen)
@@ -77,7 +84,7 @@ func (d Dialer) Dial(ctx context.Context, addr, token string) (net.Conn, error) 
 		c.Close()
 		return nil, fmt.Errorf("data connection to %s: %w", addr, explainTLS(err, d.TLS != nil))
 	}
-	return c, nil
+	return Watch(c, stallTimeout(ctx, d.StallTimeout)), nil
 }
 
 // Probe checks that a data connection to the server at addr can be
@@ -98,9 +105,19 @@ func (d Dialer) Probe(ctx context.Context, addr string) error {
 	return nil
 }
 
-// connect dials addr and, with TLS, completes the handshake.
-func (d Dialer) connect(ctx context.Context, addr string) (net.Conn, error) {
-	var nd net.Dialer
+// connect dials addr and, with TLS, completes the handshake, within the
+// stall timeout: a peer cut off or stopped fails it with a *StallError.
+func (d Dialer) connect(ctx context.Context, addr string) (_ net.Conn, err error) {
+	stall := stallTimeout(ctx, d.StallTimeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, stall)
+	defer cancel()
+	defer func() {
+		if err != nil && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("data connection to %s: connect: %w", addr, &StallError{Peer: addr, Timeout: stall})
+		}
+	}()
+	nd := net.Dialer{KeepAliveConfig: keepAlive}
 	c, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("data connection to %s: %w", addr, err)

@@ -1,5 +1,9 @@
 // Package rpc holds the gRPC transport settings that godwit's servers and
-// clients share, so that both ends of a connection agree on them.
+// clients share, so that both ends of a connection agree on them: flow
+// control windows and buffers, keepalive (a stopped or cut-off peer fails
+// the calls on its connection instead of holding them for ever), and the
+// stall timeout of a call's data connections, which travels with the call
+// (StallTimeoutHeader).
 package rpc
 
 import "google.golang.org/grpc"
@@ -26,16 +30,25 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.InitialConnWindowSize(connWindowSize),
 		grpc.WriteBufferSize(bufferSize),
 		grpc.ReadBufferSize(bufferSize),
+		grpc.KeepaliveParams(serverKeepalive),
+		grpc.KeepaliveEnforcementPolicy(serverEnforcement),
+		grpc.ChainUnaryInterceptor(stallUnaryServer),
+		grpc.ChainStreamInterceptor(stallStreamServer),
 	}
 }
 
 // DialOptions are the transport options of every godwit gRPC client; the
-// caller adds credentials.
+// caller adds credentials. Their keepalive pings need a server that allows
+// them (ServerOptions): gRPC's default policy answers a client that pings
+// every few seconds with GOAWAY, failing its calls.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(connWindowSize),
 		grpc.WithWriteBufferSize(bufferSize),
 		grpc.WithReadBufferSize(bufferSize),
+		grpc.WithKeepaliveParams(clientKeepalive),
+		grpc.WithChainUnaryInterceptor(stallUnaryClient),
+		grpc.WithChainStreamInterceptor(stallStreamClient),
 	}
 }

@@ -126,14 +126,30 @@ func WriteManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	for i := range files {
-		size, d, err := hashFile(dir, files[i].Path)
-		if err != nil {
-			return dirError(files[i].Path, err, "digest: %v", err)
-		}
-		files[i].Size, files[i].Digest = size, d
+	if err := digestFiles(dir, files); err != nil {
+		return err
 	}
-	m.Files = files
+	m.Files, m.DigestsPending = files, false
+	return writeManifest(dir, m)
+}
+
+// WritePendingManifest is WriteManifest without the digests: it lists
+// every file with its size and marks the manifest DigestsPending, so that
+// it costs no pass over the files. A migration's source writes its
+// checkpoint so while the container is frozen, and Send computes the
+// digests as it sends the files; Seal computes them when the checkpoint
+// is to be restored or exported instead.
+func WritePendingManifest(dir string, m *Manifest) error {
+	files, err := scan(dir)
+	if err != nil {
+		return err
+	}
+	m.Files, m.DigestsPending = files, true
+	return writeManifest(dir, m)
+}
+
+// writeManifest completes, validates and writes m.
+func writeManifest(dir string, m *Manifest) error {
 	m.FormatVersion = FormatVersion
 	if m.Created.IsZero() {
 		m.Created = time.Now().UTC().Round(0)
@@ -146,6 +162,58 @@ func WriteManifest(dir string, m *Manifest) error {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
 	return writeAtomic(dir, ManifestName, append(data, '\n'))
+}
+
+// digestFiles fills in the size and sha256 of each of files from dir.
+func digestFiles(dir string, files []File) error {
+	for i := range files {
+		size, d, err := hashFile(dir, files[i].Path)
+		if err != nil {
+			return dirError(files[i].Path, err, "digest: %v", err)
+		}
+		files[i].Size, files[i].Digest = size, d
+	}
+	return nil
+}
+
+// Seal computes the digests of a checkpoint that WritePendingManifest
+// wrote and writes its manifest with them, so that it verifies, restores
+// and exports like any other; it returns the sealed manifest. The files
+// must be those listed, with their listed sizes (a *FileError otherwise).
+// A checkpoint sealed already is returned as it is, not digested again.
+func Seal(dir string) (*Manifest, error) {
+	m, err := ReadManifest(dir)
+	if err != nil || !m.DigestsPending {
+		return m, err
+	}
+	onDisk, err := scan(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := sameFiles(m, onDisk); err != nil {
+		return nil, err
+	}
+	files := slices.Clone(m.Files)
+	if err := digestFiles(dir, files); err != nil {
+		return nil, err
+	}
+	for i, f := range files {
+		if f.Size != m.Files[i].Size {
+			return nil, dirError(f.Path, ErrCorrupt, "size changed while it was sealed (manifest says %d bytes, read %d); %s", m.Files[i].Size, f.Size, adviceDir)
+		}
+	}
+	m.Files, m.DigestsPending = files, false
+	if err := writeManifest(dir, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// errUnsealed is the refusal of a checkpoint whose digests are pending,
+// by an operation that needs them.
+func errUnsealed(what string) *FileError {
+	return dirError(ManifestName, ErrUnsealed,
+		"lists no digests yet, so the checkpoint cannot be %s: it is a migration's checkpoint, sealed only when the migration needs it to be; finish or abort that migration first", what)
 }
 
 // writeAtomic replaces dir/name with data, so that a crash leaves either
@@ -228,11 +296,15 @@ func readManifestFile(dir string) (*Manifest, []byte, error) {
 // listed file exists as a regular file with the listed size and sha256, and
 // nothing else is there. It returns the manifest, or a *FileError naming
 // the first file that fails (ErrCorrupt, ErrUnsafe, ErrInvalidManifest or
-// ErrUnsupportedVersion). Restore calls it before CRIU reads any image.
+// ErrUnsupportedVersion; ErrUnsealed for a manifest whose digests are
+// pending). Restore calls it before CRIU reads any image.
 func Verify(dir string) (*Manifest, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err
+	}
+	if m.DigestsPending {
+		return nil, errUnsealed("verified")
 	}
 	onDisk, err := scan(dir)
 	if err != nil {
@@ -242,18 +314,33 @@ func Verify(dir string) (*Manifest, error) {
 		return nil, err
 	}
 	for _, f := range m.Files {
-		size, d, err := hashFile(dir, f.Path)
-		if err != nil {
-			return nil, dirError(f.Path, err, "read: %v", err)
-		}
-		if size != f.Size {
-			return nil, dirError(f.Path, ErrCorrupt, "size mismatch: manifest says %d bytes, file has %d (it changed while being read); %s", f.Size, size, adviceDir)
-		}
-		if d != f.Digest {
-			return nil, dirError(f.Path, ErrCorrupt, "sha256 mismatch: manifest says %s, content is %s; %s", f.Digest.Encoded(), d.Encoded(), adviceDir)
+		if err := checkFile(dir, f); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// testHookCheckFile, when a test sets it, is called with the path of
+// every file checkFile digests.
+var testHookCheckFile func(path string)
+
+// checkFile digests one listed file and compares it with the manifest.
+func checkFile(dir string, f File) error {
+	if testHookCheckFile != nil {
+		testHookCheckFile(f.Path)
+	}
+	size, d, err := hashFile(dir, f.Path)
+	if err != nil {
+		return dirError(f.Path, err, "read: %v", err)
+	}
+	if size != f.Size {
+		return dirError(f.Path, ErrCorrupt, "size mismatch: manifest says %d bytes, file has %d (it changed while being read); %s", f.Size, size, adviceDir)
+	}
+	if d != f.Digest {
+		return dirError(f.Path, ErrCorrupt, "sha256 mismatch: manifest says %s, content is %s; %s", f.Digest.Encoded(), d.Encoded(), adviceDir)
+	}
+	return nil
 }
 
 // sameFiles compares the manifest's list with what scan found: names and

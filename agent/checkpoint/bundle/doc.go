@@ -39,6 +39,25 @@
 // into place only after every digest matched, so a refused archive leaves
 // nothing behind.
 //
+// # Migration transfer
+//
+// A live migration moves a checkpoint between two agents in a framing of
+// its own ([Send], [Receive]; see transfer.go and
+// docs/migration-transfer.md), not as an archive: the manifest, the files
+// back to back in manifest order, then a trailer with every file's sha256.
+// The source may seal its dump without digests ([WritePendingManifest]:
+// the manifest's digests_pending) and have Send digest the files as it
+// sends them, so that the container's freeze does not pay a pass over its
+// memory first; [Seal] digests such a checkpoint when it is to be
+// restored where it is. The receiver digests each file as it writes it,
+// refuses the transfer (naming the file) when a digest differs from the
+// trailer's, and returns a [Receipt]: the identity of every file it wrote,
+// against which [Receipt.Verify] checks the directory before restore with
+// a stat per file, digesting only the files changed since.
+// [ImportWithReceipt] gives the same receipt for an archive. Verify,
+// Export and Import refuse a manifest whose digests are pending
+// ([ErrUnsealed], or ErrInvalidManifest in an archive).
+//
 // # Trust
 //
 // Digests catch corruption, not an attacker: whoever can rewrite a

@@ -19,6 +19,9 @@ var (
 	// ErrUnsupportedVersion marks a manifest whose format_version this
 	// godwit does not read.
 	ErrUnsupportedVersion = errors.New("unsupported checkpoint format version")
+	// ErrUnsealed marks a checkpoint whose digests are pending
+	// (WritePendingManifest): Seal computes them.
+	ErrUnsealed = errors.New("checkpoint is not sealed")
 	// ErrEncrypted marks an encrypted archive read without a key.
 	ErrEncrypted = errors.New("checkpoint archive is encrypted")
 	// ErrDecrypt marks an archive the key cannot open: a wrong key, a

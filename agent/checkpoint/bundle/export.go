@@ -27,9 +27,13 @@ const (
 // all.
 const zstdLevel = zstd.SpeedFastest
 
-// copyBufferSize is the chunk in which file data moves; large chunks keep
-// the hashing, compression and encryption layers busy with few calls.
-const copyBufferSize = 1 << 20
+// copyBufferSize is the chunk in which file data moves: large enough to
+// keep the hashing, compression and encryption layers busy with few
+// calls, small enough that a chunk stays in a core's cache from one layer
+// to the next. Moving a checkpoint in chunks of 256 KiB rather than 1 MiB
+// cost 15 to 20% less CPU and a quarter less time here
+// (docs/benchmarks.md).
+const copyBufferSize = 256 << 10
 
 // ExportOptions tune Export. The zero value writes an unencrypted,
 // zstd-compressed archive.
@@ -51,8 +55,9 @@ type ExportOptions struct {
 // The files present and their sizes are checked against the manifest (a
 // *FileError for a damaged checkpoint); their digests are not computed
 // again: every importer checks them (Import), so hashing here as well would
-// only add a pass over the memory pages to every export. On error, what was
-// written to w is incomplete and must be discarded.
+// only add a pass over the memory pages to every export. A checkpoint whose
+// digests are pending is refused (ErrUnsealed): Seal it first. On error,
+// what was written to w is incomplete and must be discarded.
 func Export(ctx context.Context, dir string, w io.Writer, opts ExportOptions) error {
 	compress := opts.Compression
 	switch compress {
@@ -65,6 +70,10 @@ func Export(ctx context.Context, dir string, w io.Writer, opts ExportOptions) er
 	m, manifest, err := readManifestFile(dir)
 	if err != nil {
 		return err
+	}
+	if m.DigestsPending {
+		// Its importer would have nothing to check the files against.
+		return errUnsealed("exported")
 	}
 	onDisk, err := scan(dir)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
@@ -158,6 +159,10 @@ func (s *source) readManifest() (*Manifest, []byte, error) {
 	if err != nil {
 		return nil, nil, &FileError{Path: ManifestName, Archive: true, Reason: err.Error(), Err: err}
 	}
+	if m.DigestsPending {
+		// Export never writes one: nothing could be checked against it.
+		return nil, nil, archiveError(ManifestName, ErrInvalidManifest, "lists no digests (digests_pending), so nothing in the archive can be checked; %s", adviceArchive)
+	}
 	return m, data, nil
 }
 
@@ -192,49 +197,93 @@ func Inspect(ctx context.Context, r io.Reader, opts ImportOptions) (*Manifest, e
 // error dest does not exist. Import does not fsync; restore re-verifies
 // the directory with Verify.
 func Import(ctx context.Context, r io.Reader, dest string, opts ImportOptions) (*Manifest, error) {
-	if _, err := os.Lstat(dest); err == nil {
-		return nil, fmt.Errorf("import destination %s: %w: remove it or choose another", dest, ErrExists)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("import destination: %w", err)
+	m, _, err := importArchive(ctx, r, dest, opts, false)
+	return m, err
+}
+
+// ImportWithReceipt is Import, and also returns the Receipt of what it
+// wrote, so that a restore that follows soon can check the directory
+// without digesting every file again (Receipt.Verify).
+func ImportWithReceipt(ctx context.Context, r io.Reader, dest string, opts ImportOptions) (*Manifest, *Receipt, error) {
+	return importArchive(ctx, r, dest, opts, true)
+}
+
+func importArchive(ctx context.Context, r io.Reader, dest string, opts ImportOptions, withReceipt bool) (*Manifest, *Receipt, error) {
+	if err := checkDest(dest); err != nil {
+		return nil, nil, err
 	}
 	s, err := openArchive(r, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.close()
 	m, manifest, err := s.readManifest()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	staging, err := newStaging(dest)
+	if err != nil {
+		return nil, nil, err
+	}
+	var receipt *Receipt
+	if withReceipt {
+		receipt = newReceipt(manifest, len(m.Files))
+	}
+	if err := extract(ctx, s, m, staging, receipt); err != nil {
+		return nil, nil, errors.Join(err, os.RemoveAll(staging))
+	}
+	if err := commitStaging(staging, dest, manifest); err != nil {
+		return nil, nil, err
+	}
+	return m, receipt, nil
+}
 
+// checkDest refuses an import destination that exists.
+func checkDest(dest string) error {
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("import destination %s: %w: remove it or choose another", dest, ErrExists)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("import destination: %w", err)
+	}
+	return nil
+}
+
+// newStaging creates the private directory beside dest that an import
+// fills before commitStaging renames it to dest.
+func newStaging(dest string) (string, error) {
 	staging, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".importing-")
 	if err != nil {
-		return nil, fmt.Errorf("create import staging directory: %w", err)
+		return "", fmt.Errorf("create import staging directory: %w", err)
 	}
-	err = extract(ctx, s, m, staging)
+	if err := os.Chmod(staging, dirMode); err != nil {
+		return "", errors.Join(err, os.RemoveAll(staging))
+	}
+	return staging, nil
+}
+
+// commitStaging writes the manifest into the staging directory, whose
+// files are complete and checked, and renames it to dest, which must not
+// exist. On error the staging directory is removed.
+func commitStaging(staging, dest string, manifest []byte) error {
+	err := os.WriteFile(filepath.Join(staging, ManifestName), manifest, fileMode)
 	if err == nil {
-		err = os.WriteFile(filepath.Join(staging, ManifestName), manifest, fileMode)
-	}
-	if err != nil {
-		return nil, errors.Join(err, os.RemoveAll(staging))
-	}
-	if err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, dest, unix.RENAME_NOREPLACE); err != nil {
+		err = unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, dest, unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EEXIST) {
 			err = fmt.Errorf("import destination %s: %w: it appeared during the import; remove it or choose another", dest, ErrExists)
-		} else {
+		} else if err != nil {
 			err = fmt.Errorf("move import into place: %w", err)
 		}
-		return nil, errors.Join(err, os.RemoveAll(staging))
 	}
-	return m, nil
+	if err != nil {
+		return errors.Join(err, os.RemoveAll(staging))
+	}
+	return nil
 }
 
 // extract writes every listed member into dir and checks it, then checks
-// that nothing was missing and that the stream ends cleanly.
-func extract(ctx context.Context, s *source, m *Manifest, dir string) error {
-	if err := os.Chmod(dir, dirMode); err != nil {
-		return err
-	}
+// that nothing was missing and that the stream ends cleanly. It records
+// the files it wrote in receipt, unless that is nil.
+func extract(ctx context.Context, s *source, m *Manifest, dir string, receipt *Receipt) error {
 	listed := m.index()
 	done := make(map[string]bool, len(m.Files))
 	last := ManifestName
@@ -257,8 +306,12 @@ func extract(ctx context.Context, s *source, m *Manifest, dir string) error {
 		if err != nil {
 			return err
 		}
-		if err := extractFile(ctx, s, dir, f); err != nil {
+		stamp, err := extractFile(ctx, s, dir, f)
+		if err != nil {
 			return err
+		}
+		if receipt != nil {
+			receipt.files[f.Path] = stamp
 		}
 		done[f.Path] = true
 	}
@@ -313,40 +366,94 @@ func tarTypeName(t byte) string {
 	return fmt.Sprintf("member of type %q", t)
 }
 
-// extractFile copies one member into dir, digesting it on the way: the
-// member is read ahead in one goroutine while it is written in this one
-// and hashed in a third.
-func extractFile(ctx context.Context, s *source, dir string, f *File) error {
-	p := filepath.Join(dir, filepath.FromSlash(f.Path))
-	if parent := filepath.Dir(p); parent != dir {
-		if err := os.Mkdir(parent, dirMode); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("import %s: %w", f.Path, err)
-		}
-	}
-	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, fileMode)
-	if err != nil {
-		return fmt.Errorf("import %s: %w", f.Path, err)
-	}
-	hw := newHashingWriter(out)
+// extractFile copies one member into dir, digesting it on the way
+// (writeFile), and returns the identity of the file it wrote.
+func extractFile(ctx context.Context, s *source, dir string, f *File) (fileStamp, error) {
 	in := &errRecorder{r: ctxReader{ctx: ctx, r: s.tr}}
-	_, err = newReadAhead(in).WriteTo(hw)
-	d := hw.digest()
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
+	d, stamp, err := writeFile(dir, f.Path, in)
 	switch {
 	case in.failed() != nil:
 		if cerr := ctx.Err(); cerr != nil {
-			return cerr
+			return fileStamp{}, cerr
 		}
-		return s.broken(f.Path, "its data", in.failed())
+		return fileStamp{}, s.broken(f.Path, "its data", in.failed())
 	case err != nil:
-		return fmt.Errorf("import %s: %w", f.Path, err)
+		return fileStamp{}, fmt.Errorf("import %s: %w", f.Path, err)
 	}
 	if d != f.Digest {
-		return archiveError(f.Path, ErrCorrupt, "sha256 mismatch: manifest says %s, content is %s; %s", f.Digest.Encoded(), d.Encoded(), adviceArchive)
+		return fileStamp{}, archiveError(f.Path, ErrCorrupt, "sha256 mismatch: manifest says %s, content is %s; %s", f.Digest.Encoded(), d.Encoded(), adviceArchive)
 	}
-	return nil
+	return stamp, nil
+}
+
+// writeFile creates the checkpoint file p in dir (and CRIUDir, when p is
+// in it), which must not exist, and copies r into it, digesting it on the
+// way: r is read ahead in one goroutine while the file is written in this
+// one and hashed in a third. A file that fits in one chunk is copied and
+// hashed in this goroutine alone, since starting the others would cost
+// more than they save. It returns the digest and the identity of the
+// file as written (for a Receipt).
+func writeFile(dir, p string, r io.Reader) (digest.Digest, fileStamp, error) {
+	path := filepath.Join(dir, filepath.FromSlash(p))
+	if parent := filepath.Dir(path); parent != dir {
+		if err := os.Mkdir(parent, dirMode); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fileStamp{}, err
+		}
+	}
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, fileMode)
+	if err != nil {
+		return "", fileStamp{}, err
+	}
+	_, d, err := copyDigest(out, r, true)
+	var stamp fileStamp
+	if err == nil {
+		// Taken once the file is complete: any later change to it
+		// changes the stamp (see Receipt).
+		stamp, err = statFile(out)
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return d, stamp, err
+}
+
+// copyDigest copies r to w and returns how many bytes it copied and,
+// when hash is set, their sha256. A short r (at most one chunk) is copied
+// and hashed inline; a longer one is read ahead and hashed on goroutines
+// of their own, overlapping w.
+func copyDigest(w io.Writer, r io.Reader, hash bool) (int64, digest.Digest, error) {
+	buf := getChunk()
+	n, err := io.ReadFull(r, buf)
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		defer putChunk(buf)
+		var d digest.Digest
+		if hash {
+			d = digest.FromBytes(buf[:n])
+		}
+		n, err := w.Write(buf[:n])
+		return int64(n), d, err
+	case err != nil:
+		putChunk(buf)
+		return 0, "", err
+	}
+	if !hash {
+		_, err = w.Write(buf)
+		putChunk(buf)
+		var rest int64
+		if err == nil {
+			rest, err = newReadAhead(r).WriteTo(w)
+		}
+		return int64(n) + rest, "", err
+	}
+	hw := newHashingWriter(w)
+	_, err = hw.Write(buf)
+	putChunk(buf)
+	var rest int64
+	if err == nil {
+		rest, err = newReadAhead(r).WriteTo(hw)
+	}
+	return int64(n) + rest, hw.digest(), err
 }
 
 // maxPadding bounds the zeroes accepted after the tar's end marker: tar

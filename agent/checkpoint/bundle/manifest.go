@@ -68,6 +68,12 @@ type Manifest struct {
 	// Files lists every file of the checkpoint except the manifest, sorted
 	// by path; an archive holds them in this order.
 	Files []File `json:"files"`
+	// DigestsPending marks a checkpoint written without its digests
+	// (WritePendingManifest): every File's Digest is empty until Seal
+	// computes them, or until a migration's transfer (Send) computes them
+	// as it sends the files. Verify, Export and Import refuse such a
+	// manifest: nothing can be checked against it.
+	DigestsPending bool `json:"digests_pending,omitempty"`
 }
 
 // Container identifies the checkpointed container.
@@ -115,9 +121,11 @@ type Stats struct {
 type File struct {
 	// Path is relative to the checkpoint root, "/"-separated: a top-level
 	// name or CRIUDir + "/" + name.
-	Path   string        `json:"path"`
-	Size   int64         `json:"size"`
-	Digest digest.Digest `json:"digest"`
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	// Digest is the file's sha256; empty while the manifest's
+	// DigestsPending is set.
+	Digest digest.Digest `json:"digest,omitempty"`
 }
 
 // Size is the total size of the checkpoint's files, the manifest excluded.
@@ -185,8 +193,14 @@ func (m *Manifest) Validate() error {
 		if f.Size < 0 {
 			return invalid("file %q: negative size %d", f.Path, f.Size)
 		}
-		if err := validSHA256(f.Digest); err != nil {
-			return invalid("file %q: digest %q: %v", f.Path, f.Digest, err)
+		switch {
+		case m.DigestsPending && f.Digest != "":
+			return invalid("file %q has a digest, but the manifest says its digests are pending", f.Path)
+		case m.DigestsPending:
+		default:
+			if err := validSHA256(f.Digest); err != nil {
+				return invalid("file %q: digest %q: %v", f.Path, f.Digest, err)
+			}
 		}
 	}
 	if m.Spec == "" {

@@ -3,6 +3,7 @@ package bundle
 import (
 	"errors"
 	"io"
+	"sync"
 )
 
 // readAheadChunks is how many chunks of copyBufferSize a readAhead may
@@ -29,10 +30,20 @@ func newReadAhead(r io.Reader) *readAhead {
 		done: make(chan struct{}),
 	}
 	for range readAheadChunks {
-		ra.free <- make([]byte, copyBufferSize)
+		ra.free <- getChunk()
 	}
 	go ra.run(r)
 	return ra
+}
+
+// chunks recycles the buffers of copies: a checkpoint has dozens of
+// files, and four fresh chunks for each would be mostly garbage.
+var chunks = sync.Pool{New: func() any { return make([]byte, copyBufferSize) }}
+
+func getChunk() []byte { return chunks.Get().([]byte) }
+
+func putChunk(b []byte) {
+	chunks.Put(b[:cap(b)])
 }
 
 func (ra *readAhead) run(r io.Reader) {
@@ -67,15 +78,16 @@ func (ra *readAhead) run(r io.Reader) {
 // w has returned, and stops the reader when w fails. It returns the bytes
 // written and w's error or the read error.
 func (ra *readAhead) WriteTo(w io.Writer) (int64, error) {
+	defer ra.recycle()
 	var total int64
 	for chunk := range ra.full {
 		n, err := w.Write(chunk)
 		total += int64(n)
+		ra.free <- chunk[:cap(chunk)]
 		if err != nil {
 			ra.close()
 			return total, err
 		}
-		ra.free <- chunk[:cap(chunk)]
 	}
 	<-ra.done
 	return total, ra.err
@@ -86,4 +98,21 @@ func (ra *readAhead) WriteTo(w io.Writer) (int64, error) {
 func (ra *readAhead) close() {
 	close(ra.stop)
 	<-ra.done
+}
+
+// recycle gives every buffer back to the pool once the reader has
+// returned: each is then either given back (free) or left unread (full,
+// closed by then).
+func (ra *readAhead) recycle() {
+	for chunk := range ra.full {
+		putChunk(chunk)
+	}
+	for {
+		select {
+		case chunk := <-ra.free:
+			putChunk(chunk)
+		default:
+			return
+		}
+	}
 }

@@ -137,11 +137,25 @@ func (s *Snapshotter) ReceiveChanges(ctx context.Context, key string, f snapshot
 		return fmt.Errorf("receive changes into snapshot %q: %w", key, err)
 	}
 	defer os.Remove(mnt)
+	// volatile: unmounting an overlay syncs its whole upper filesystem,
+	// which on a migration's destination means writing out the checkpoint
+	// just received, inside the freeze (0.7 to 1.5 s at 512 MiB here). The
+	// changes reach the disk like any other write; the marker overlayfs
+	// leaves for a volatile mount is removed after the unmount, or the
+	// container's own mount would be refused.
+	volatile := len(mounts) == 1 && mounts[0].Type == "overlay"
+	if volatile {
+		mounts[0].Options = append(mounts[0].Options, "volatile")
+	}
 	if err := snapshot.MountAll(mounts, mnt); err != nil {
 		return fmt.Errorf("receive changes into snapshot %q: %w", key, err)
 	}
 	defer func() {
-		if uerr := snapshot.Unmount(mnt); uerr != nil {
+		uerr := snapshot.Unmount(mnt)
+		if uerr == nil && volatile {
+			uerr = os.RemoveAll(filepath.Join(s.dir(rec.ID), workDir, "work", "incompat", "volatile"))
+		}
+		if uerr != nil {
 			err = errors.Join(err, fmt.Errorf("receive changes into snapshot %q: %w", key, uerr))
 		}
 	}()

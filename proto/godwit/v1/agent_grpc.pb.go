@@ -61,6 +61,8 @@ const (
 	AgentService_MigrateSyncRootfs_FullMethodName     = "/godwit.v1.AgentService/MigrateSyncRootfs"
 	AgentService_MigrateReceiveRootfs_FullMethodName  = "/godwit.v1.AgentService/MigrateReceiveRootfs"
 	AgentService_MigrateCheckChannel_FullMethodName   = "/godwit.v1.AgentService/MigrateCheckChannel"
+	AgentService_MigrateReceivePages_FullMethodName   = "/godwit.v1.AgentService/MigrateReceivePages"
+	AgentService_MigrateServePages_FullMethodName     = "/godwit.v1.AgentService/MigrateServePages"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -151,6 +153,16 @@ type AgentServiceClient interface {
 	// and whether the destination accepts it: the driver asks before
 	// anything is prepared or frozen. It moves no data.
 	MigrateCheckChannel(ctx context.Context, in *MigrateCheckChannelRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// Memory pages that travel beside CRIU, through the agents' data
+	// channel (migrate/README.md). MigrateReceivePages (destination,
+	// stream) runs a CRIU page server fed by the data connection that
+	// presents data_token and returns once the dump's pages are all in.
+	MigrateReceivePages(ctx context.Context, in *MigratePagesRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// MigrateServePages (source, post-copy) takes the destination's data
+	// connection that presents data_token and serves the dumped
+	// container's memory pages on it; it returns once connected, and the
+	// source agent goes on serving until every page is fetched.
+	MigrateServePages(ctx context.Context, in *MigratePagesRequest, opts ...grpc.CallOption) (*MigrateReply, error)
 }
 
 type agentServiceClient struct {
@@ -609,6 +621,26 @@ func (c *agentServiceClient) MigrateCheckChannel(ctx context.Context, in *Migrat
 	return out, nil
 }
 
+func (c *agentServiceClient) MigrateReceivePages(ctx context.Context, in *MigratePagesRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateReceivePages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MigrateServePages(ctx context.Context, in *MigratePagesRequest, opts ...grpc.CallOption) (*MigrateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateReply)
+	err := c.cc.Invoke(ctx, AgentService_MigrateServePages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -697,6 +729,16 @@ type AgentServiceServer interface {
 	// and whether the destination accepts it: the driver asks before
 	// anything is prepared or frozen. It moves no data.
 	MigrateCheckChannel(context.Context, *MigrateCheckChannelRequest) (*MigrateReply, error)
+	// Memory pages that travel beside CRIU, through the agents' data
+	// channel (migrate/README.md). MigrateReceivePages (destination,
+	// stream) runs a CRIU page server fed by the data connection that
+	// presents data_token and returns once the dump's pages are all in.
+	MigrateReceivePages(context.Context, *MigratePagesRequest) (*MigrateReply, error)
+	// MigrateServePages (source, post-copy) takes the destination's data
+	// connection that presents data_token and serves the dumped
+	// container's memory pages on it; it returns once connected, and the
+	// source agent goes on serving until every page is fetched.
+	MigrateServePages(context.Context, *MigratePagesRequest) (*MigrateReply, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -817,6 +859,12 @@ func (UnimplementedAgentServiceServer) MigrateReceiveRootfs(context.Context, *Mi
 }
 func (UnimplementedAgentServiceServer) MigrateCheckChannel(context.Context, *MigrateCheckChannelRequest) (*MigrateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateCheckChannel not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateReceivePages(context.Context, *MigratePagesRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateReceivePages not implemented")
+}
+func (UnimplementedAgentServiceServer) MigrateServePages(context.Context, *MigratePagesRequest) (*MigrateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateServePages not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -1427,6 +1475,42 @@ func _AgentService_MigrateCheckChannel_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_MigrateReceivePages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigratePagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateReceivePages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateReceivePages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateReceivePages(ctx, req.(*MigratePagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MigrateServePages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigratePagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MigrateServePages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MigrateServePages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MigrateServePages(ctx, req.(*MigratePagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1541,6 +1625,14 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MigrateCheckChannel",
 			Handler:    _AgentService_MigrateCheckChannel_Handler,
+		},
+		{
+			MethodName: "MigrateReceivePages",
+			Handler:    _AgentService_MigrateReceivePages_Handler,
+		},
+		{
+			MethodName: "MigrateServePages",
+			Handler:    _AgentService_MigrateServePages_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

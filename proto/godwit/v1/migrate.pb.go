@@ -625,7 +625,12 @@ type MigrateDumpRequest struct {
 	Strategy string `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	// pre_dumps is how many pre-copy rounds the source pre-dumped: the
 	// final dump takes the last as its parent (pre-copy only).
-	PreDumps      int32 `protobuf:"varint,3,opt,name=pre_dumps,json=preDumps,proto3" json:"pre_dumps,omitempty"`
+	PreDumps int32 `protobuf:"varint,3,opt,name=pre_dumps,json=preDumps,proto3" json:"pre_dumps,omitempty"`
+	// pages_address and pages_token (stream only): the destination agent's
+	// address and the token its MigrateReceivePages expects; the memory
+	// pages go there through a data connection.
+	PagesAddress  string `protobuf:"bytes,4,opt,name=pages_address,json=pagesAddress,proto3" json:"pages_address,omitempty"`
+	PagesToken    string `protobuf:"bytes,5,opt,name=pages_token,json=pagesToken,proto3" json:"pages_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -681,6 +686,20 @@ func (x *MigrateDumpRequest) GetPreDumps() int32 {
 	return 0
 }
 
+func (x *MigrateDumpRequest) GetPagesAddress() string {
+	if x != nil {
+		return x.PagesAddress
+	}
+	return ""
+}
+
+func (x *MigrateDumpRequest) GetPagesToken() string {
+	if x != nil {
+		return x.PagesToken
+	}
+	return ""
+}
+
 // MigrateRestoreRequest asks the destination to restore the container
 // held stopped.
 type MigrateRestoreRequest struct {
@@ -689,7 +708,12 @@ type MigrateRestoreRequest struct {
 	Strategy string                 `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	// pre_dumps is how many pre-copy rounds the destination received: the
 	// checkpoint's pages not in it are in them (pre-copy only).
-	PreDumps      int32 `protobuf:"varint,3,opt,name=pre_dumps,json=preDumps,proto3" json:"pre_dumps,omitempty"`
+	PreDumps int32 `protobuf:"varint,3,opt,name=pre_dumps,json=preDumps,proto3" json:"pre_dumps,omitempty"`
+	// pages_address and pages_token (post-copy only): the source agent's
+	// address and the token its MigrateServePages expects; the restored
+	// container's memory pages are fetched from there.
+	PagesAddress  string `protobuf:"bytes,4,opt,name=pages_address,json=pagesAddress,proto3" json:"pages_address,omitempty"`
+	PagesToken    string `protobuf:"bytes,5,opt,name=pages_token,json=pagesToken,proto3" json:"pages_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -743,6 +767,20 @@ func (x *MigrateRestoreRequest) GetPreDumps() int32 {
 		return x.PreDumps
 	}
 	return 0
+}
+
+func (x *MigrateRestoreRequest) GetPagesAddress() string {
+	if x != nil {
+		return x.PagesAddress
+	}
+	return ""
+}
+
+func (x *MigrateRestoreRequest) GetPagesToken() string {
+	if x != nil {
+		return x.PagesToken
+	}
+	return ""
 }
 
 // MigratePreDumpRequest asks the source for pre-copy round `round` (1
@@ -1191,6 +1229,60 @@ func (x *MigrateCheckChannelRequest) GetAddress() string {
 	return ""
 }
 
+// MigratePagesRequest names the data connection that carries a
+// migration's memory pages: the one that presents data_token.
+type MigratePagesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DataToken     string                 `protobuf:"bytes,2,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigratePagesRequest) Reset() {
+	*x = MigratePagesRequest{}
+	mi := &file_godwit_v1_migrate_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigratePagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigratePagesRequest) ProtoMessage() {}
+
+func (x *MigratePagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_migrate_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigratePagesRequest.ProtoReflect.Descriptor instead.
+func (*MigratePagesRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_migrate_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MigratePagesRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigratePagesRequest) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
+	}
+	return ""
+}
+
 var File_godwit_v1_migrate_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_migrate_proto_rawDesc = "" +
@@ -1237,15 +1329,21 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"\x03why\x18\x02 \x01(\tR\x03why\"H\n" +
 	"\x14MigrateFinishRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
-	"\vdestination\x18\x02 \x01(\tR\vdestination\"]\n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\"\xa3\x01\n" +
 	"\x12MigrateDumpRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12\x1b\n" +
-	"\tpre_dumps\x18\x03 \x01(\x05R\bpreDumps\"`\n" +
+	"\tpre_dumps\x18\x03 \x01(\x05R\bpreDumps\x12#\n" +
+	"\rpages_address\x18\x04 \x01(\tR\fpagesAddress\x12\x1f\n" +
+	"\vpages_token\x18\x05 \x01(\tR\n" +
+	"pagesToken\"\xa6\x01\n" +
 	"\x15MigrateRestoreRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12\x1b\n" +
-	"\tpre_dumps\x18\x03 \x01(\x05R\bpreDumps\"=\n" +
+	"\tpre_dumps\x18\x03 \x01(\x05R\bpreDumps\x12#\n" +
+	"\rpages_address\x18\x04 \x01(\tR\fpagesAddress\x12\x1f\n" +
+	"\vpages_token\x18\x05 \x01(\tR\n" +
+	"pagesToken\"=\n" +
 	"\x15MigratePreDumpRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x05R\x05round\"m\n" +
@@ -1280,7 +1378,11 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"data_token\x18\x04 \x01(\tR\tdataToken\"F\n" +
 	"\x1aMigrateCheckChannelRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddressB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"D\n" +
+	"\x13MigratePagesRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x02 \x01(\tR\tdataTokenB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_migrate_proto_rawDescOnce sync.Once
@@ -1294,7 +1396,7 @@ func file_godwit_v1_migrate_proto_rawDescGZIP() []byte {
 	return file_godwit_v1_migrate_proto_rawDescData
 }
 
-var file_godwit_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_godwit_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_godwit_v1_migrate_proto_goTypes = []any{
 	(*MigrateRef)(nil),                   // 0: godwit.v1.MigrateRef
 	(*MigrateReply)(nil),                 // 1: godwit.v1.MigrateReply
@@ -1315,6 +1417,7 @@ var file_godwit_v1_migrate_proto_goTypes = []any{
 	(*MigrateSendLayersRequest)(nil),     // 16: godwit.v1.MigrateSendLayersRequest
 	(*MigrateSyncRootfsRequest)(nil),     // 17: godwit.v1.MigrateSyncRootfsRequest
 	(*MigrateCheckChannelRequest)(nil),   // 18: godwit.v1.MigrateCheckChannelRequest
+	(*MigratePagesRequest)(nil),          // 19: godwit.v1.MigratePagesRequest
 }
 var file_godwit_v1_migrate_proto_depIdxs = []int32{
 	3, // 0: godwit.v1.MigratePrepareRequest.container:type_name -> godwit.v1.MigrateContainer
@@ -1336,7 +1439,7 @@ func file_godwit_v1_migrate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_migrate_proto_rawDesc), len(file_godwit_v1_migrate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
