@@ -95,26 +95,41 @@ func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointReques
 	return a.checkpoint(ctx, ref, newID()[:checkpointIDLen], req)
 }
 
-// checkpoint is Checkpoint into the checkpoint id (a migration names its
-// checkpoint after itself).
-func (a *Agent) checkpoint(ctx context.Context, ref, id string, req CheckpointRequest) (_ *bundle.Manifest, err error) {
+// lockRunning locks container ref for a dump and returns it with its
+// image; it must be running (what names the dump for the error). The
+// caller unlocks e.op.
+func (a *Agent) lockRunning(ctx context.Context, ref, what string) (*entry, *image.Image, error) {
 	e, err := a.lookup(ref)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e.op.Lock()
-	defer e.op.Unlock()
 	c := e.c
 	if err := a.refresh(ctx, c); err != nil {
-		return nil, err
+		e.op.Unlock()
+		return nil, nil, err
 	}
 	if c.State != StateRunning {
-		return nil, errorf(ErrInvalidState, "container %s is %s: only a running container can be checkpointed", c.Name, c.State)
+		e.op.Unlock()
+		return nil, nil, errorf(ErrInvalidState, "container %s is %s: only a running container can be %s", c.Name, c.State, what)
 	}
 	img, err := a.images.Get(c.ImageID)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
+		e.op.Unlock()
+		return nil, nil, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
 	}
+	return e, img, nil
+}
+
+// checkpoint is Checkpoint into the checkpoint id (a migration names its
+// checkpoint after itself).
+func (a *Agent) checkpoint(ctx context.Context, ref, id string, req CheckpointRequest) (_ *bundle.Manifest, err error) {
+	e, img, err := a.lockRunning(ctx, ref, "checkpointed")
+	if err != nil {
+		return nil, err
+	}
+	defer e.op.Unlock()
+	c := e.c
 	staging := filepath.Join(a.cfg.checkpointsDir(), stagingPrefix+id)
 	log := a.log.With("container", c.Name, "id", c.ID, "checkpoint", id)
 	if err := os.MkdirAll(staging, 0o700); err != nil {

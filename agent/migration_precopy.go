@@ -111,23 +111,12 @@ func (a *Agent) MigratePreDump(ctx context.Context, id string, round int) (migra
 
 // preDump runs round round's pre-dump of container ref and seals it.
 func (a *Agent) preDump(ctx context.Context, id, ref string, round int) (_ *bundle.Manifest, err error) {
-	e, err := a.lookup(ref)
+	e, img, err := a.lockRunning(ctx, ref, "pre-dumped")
 	if err != nil {
 		return nil, err
 	}
-	e.op.Lock()
 	defer e.op.Unlock()
 	c := e.c
-	if err := a.refresh(ctx, c); err != nil {
-		return nil, err
-	}
-	if c.State != StateRunning {
-		return nil, errorf(ErrInvalidState, "container %s is %s: only a running container is pre-dumped", c.Name, c.State)
-	}
-	img, err := a.images.Get(c.ImageID)
-	if err != nil {
-		return nil, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
-	}
 	staging := filepath.Join(a.preDumpsDir(id), stagingPrefix+strconv.Itoa(round))
 	work := filepath.Join(a.preDumpsDir(id), preDumpWorkPrefix+strconv.Itoa(round))
 	for _, dir := range []string{staging, work} {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -42,32 +43,13 @@ func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateDumpRequest) (*
 	return reply(s.a.MigrateDump(ctx, req.GetId(), opts))
 }
 
-// MigrateSend dials the destination's data connection and streams the
-// checkpoint to it, sending progress to the driver.
+// MigrateSend streams the checkpoint to the destination's data
+// connection, sending progress to the driver.
 func (s *server) MigrateSend(req *pb.MigrateSendRequest, stream grpc.ServerStreamingServer[pb.MigrateProgress]) error {
-	ctx := stream.Context()
-	conn, err := s.dialData(ctx, req.GetAddress(), req.GetDataToken())
-	if err != nil {
-		return grpcError(fmt.Errorf("migration %s: connect to the destination %s: %w", req.GetId(), req.GetAddress(), err))
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	p := &progressSender{
-		send: func(m *pb.CheckpointProgress) error {
-			return stream.Send(&pb.MigrateProgress{DoneBytes: m.GetDoneBytes(), TotalBytes: m.GetTotalBytes()})
-		},
-		interval: progressInterval,
-		now:      time.Now,
-	}
-	// Unbuffered: the transfer framing writes its files in chunks of a
-	// MiB, which a buffer would only copy (migration_transfer.go).
-	err = s.a.MigrateSend(ctx, req.GetId(), conn, func(done, total int64) {
-		p.report(Progress{Phase: "transfer", Done: done, Total: total})
-	})
-	if cerr := conn.Close(); err == nil {
-		err = cerr
-	}
-	return grpcError(err)
+	return s.sendData(stream, req.GetId(), req.GetAddress(), req.GetDataToken(), "transfer", false,
+		func(ctx context.Context, w io.Writer, progress func(done, total int64)) error {
+			return s.a.MigrateSend(ctx, req.GetId(), w, progress)
+		})
 }
 
 func (s *server) MigrateFinish(ctx context.Context, req *pb.MigrateFinishRequest) (*pb.MigrateReply, error) {
@@ -91,22 +73,12 @@ func (s *server) MigratePrepare(ctx context.Context, req *pb.MigratePrepareReque
 }
 
 // MigrateReceive takes the checkpoint from the data connection that
-// presents the request's token.
+// presents the request's token; a checkpoint already here is taken again
+// and dropped, so that a retried Send succeeds too.
 func (s *server) MigrateReceive(ctx context.Context, req *pb.MigrateReceiveRequest) (*pb.MigrateReply, error) {
-	conn, err := s.acceptData(ctx, req.GetDataToken())
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	phase, err := s.a.MigrateReceive(ctx, req.GetId(), conn) // buffered there (migration_transfer.go)
-	if err == nil {
-		// A retried transfer of a checkpoint already here: take what the
-		// source sends and drop it, so that its Send succeeds too.
-		_, _ = io.Copy(io.Discard, conn)
-	}
-	return reply(phase, err)
+	return s.receiveData(ctx, req.GetDataToken(), false, func(r io.Reader) (migrate.Phase, error) {
+		return s.a.MigrateReceive(ctx, req.GetId(), r) // buffered there (migration_transfer.go)
+	})
 }
 
 func (s *server) MigrateRestore(ctx context.Context, req *pb.MigrateRestoreRequest) (*pb.MigrateReply, error) {
@@ -126,4 +98,64 @@ func (s *server) MigrateCommit(ctx context.Context, req *pb.MigrateRef) (*pb.Mig
 
 func (s *server) MigrateAbort(ctx context.Context, req *pb.MigrateAbortRequest) (*pb.MigrateReply, error) {
 	return reply(s.a.MigrateAbort(ctx, req.GetId(), req.GetWhy()))
+}
+
+// sendData dials the destination's data connection at address with token
+// and runs send on it, streaming send's progress (as phase) to the driver.
+// buffered puts a buffer between send and the connection, for senders
+// that write in small pieces; the transfer framing writes whole chunks
+// and goes without (migration_transfer.go).
+func (s *server) sendData(stream grpc.ServerStreamingServer[pb.MigrateProgress], id, address, token, phase string, buffered bool,
+	send func(ctx context.Context, w io.Writer, progress func(done, total int64)) error,
+) error {
+	ctx := stream.Context()
+	conn, err := s.dialData(ctx, address, token)
+	if err != nil {
+		return grpcError(fmt.Errorf("migration %s: connect to the destination %s: %w", id, address, err))
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	p := &progressSender{
+		send: func(m *pb.CheckpointProgress) error {
+			return stream.Send(&pb.MigrateProgress{DoneBytes: m.GetDoneBytes(), TotalBytes: m.GetTotalBytes()})
+		},
+		interval: progressInterval,
+		now:      time.Now,
+	}
+	var w io.Writer = conn
+	bw := bufio.NewWriterSize(conn, dataWriteBuffer)
+	if buffered {
+		w = bw
+	}
+	err = send(ctx, w, func(done, total int64) { p.report(Progress{Phase: phase, Done: done, Total: total}) })
+	if err == nil && buffered {
+		err = bw.Flush()
+	}
+	if cerr := conn.Close(); err == nil {
+		err = cerr
+	}
+	return grpcError(err)
+}
+
+// receiveData takes the data connection presenting token and runs
+// receive on it (buffered when buffered is set, as sendData). After a
+// success the rest of the connection is read, so that a sender whose
+// stream was taken already (a repeated call) ends well too.
+func (s *server) receiveData(ctx context.Context, token string, buffered bool, receive func(r io.Reader) (migrate.Phase, error)) (*pb.MigrateReply, error) {
+	conn, err := s.acceptData(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	var r io.Reader = conn
+	if buffered {
+		r = bufio.NewReaderSize(conn, dataWriteBuffer)
+	}
+	phase, err := receive(r)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, conn)
+	}
+	return reply(phase, err)
 }

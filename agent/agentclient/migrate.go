@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -65,18 +66,7 @@ func (m *MigrationAgent) Send(ctx context.Context, id, address, token string, pr
 	if err != nil {
 		return fencing(err)
 	}
-	for {
-		p, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fencing(err)
-		}
-		if progress != nil {
-			progress(p.GetDoneBytes(), p.GetTotalBytes())
-		}
-	}
+	return followProgress(stream, progress)
 }
 
 func (m *MigrationAgent) Finish(ctx context.Context, id, destination string) error {
@@ -128,4 +118,20 @@ func (m *MigrationAgent) Commit(ctx context.Context, id string) error {
 func (m *MigrationAgent) Abort(ctx context.Context, id, why string) error {
 	_, err := m.Client.MigrateAbort(ctx, &pb.MigrateAbortRequest{Id: id, Why: why})
 	return fencing(err)
+}
+
+// followProgress reports a sender's progress stream until it ends.
+func followProgress(stream grpc.ServerStreamingClient[pb.MigrateProgress], progress func(done, total int64)) error {
+	for {
+		p, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fencing(err)
+		}
+		if progress != nil {
+			progress(p.GetDoneBytes(), p.GetTotalBytes())
+		}
+	}
 }

@@ -2,8 +2,6 @@ package agentclient
 
 import (
 	"context"
-	"errors"
-	"io"
 	"time"
 
 	"github.com/godwit/godwit/migrate"
@@ -29,18 +27,7 @@ func (m *MigrationAgent) SendPreDump(ctx context.Context, id string, round int, 
 	if err != nil {
 		return fencing(err)
 	}
-	for {
-		p, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fencing(err)
-		}
-		if progress != nil {
-			progress(p.GetDoneBytes(), p.GetTotalBytes())
-		}
-	}
+	return followProgress(stream, progress)
 }
 
 func (m *MigrationAgent) ReceivePreDump(ctx context.Context, id string, round int, token string) error {

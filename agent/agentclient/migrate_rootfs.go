@@ -2,10 +2,6 @@ package agentclient
 
 import (
 	"context"
-	"errors"
-	"io"
-
-	"google.golang.org/grpc"
 
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -37,20 +33,4 @@ func (m *MigrationAgent) ReceiveLayers(ctx context.Context, id, token string) er
 func (m *MigrationAgent) ReceiveRootfs(ctx context.Context, id, token string) error {
 	_, err := m.Client.MigrateReceiveRootfs(ctx, &pb.MigrateReceiveRequest{Id: id, DataToken: token})
 	return fencing(err)
-}
-
-// followProgress reports a sender's progress stream until it ends.
-func followProgress(stream grpc.ServerStreamingClient[pb.MigrateProgress], progress func(done, total int64)) error {
-	for {
-		p, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fencing(err)
-		}
-		if progress != nil {
-			progress(p.GetDoneBytes(), p.GetTotalBytes())
-		}
-	}
 }

@@ -297,72 +297,11 @@ func (d *diffWriter) overlayChanges(ctx context.Context, full, rel string, c *ch
 // taken. dir must not change while it is read.
 func WriteTreeChanges(ctx context.Context, before, dir string, marked time.Time, w io.Writer) error {
 	d := newDiffWriter(w)
-	if err := d.treeChanges(ctx, before, dir, "", marked.Add(-RacyWindow).UnixNano()); err != nil {
+	if err := d.treeDir(ctx, before, dir, "", marked.Add(-RacyWindow).UnixNano()); err != nil {
 		return fmt.Errorf("changes of %s since %s: %w", dir, before, err)
 	}
 	if err := d.tw.Close(); err != nil {
 		return fmt.Errorf("changes of %s since %s: %w", dir, before, err)
-	}
-	return nil
-}
-
-// treeChanges is treeDir with the racy-ctime rule of WriteTreeChanges.
-func (d *diffWriter) treeChanges(ctx context.Context, beforeFull, full, rel string, racyFrom int64) error {
-	children, err := readEntries(full)
-	if err != nil {
-		return err
-	}
-	var parents []entry
-	if beforeFull != "" {
-		if parents, err = readEntries(beforeFull); err != nil {
-			return err
-		}
-	}
-	inChild := make(map[string]bool, len(children))
-	for _, c := range children {
-		inChild[c.name] = true
-	}
-	byName := make(map[string]*entry, len(parents))
-	for i := range parents {
-		p := &parents[i]
-		byName[p.name] = p
-		if !inChild[p.name] {
-			if err := d.writeWhiteout(joinRel(rel, whiteoutPrefix+p.name), &p.st); err != nil {
-				return err
-			}
-		}
-	}
-	for i := range children {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c := &children[i]
-		childRel := joinRel(rel, c.name)
-		p := byName[c.name]
-		same, err := sameEntry(p, c)
-		if err != nil {
-			return err
-		}
-		if same && c.typ() == unix.S_IFREG && c.st.Ctim.Nano() >= racyFrom {
-			if same, err = sameContent(p.full, c.full); err != nil {
-				return err
-			}
-		}
-		if !same {
-			if err := d.writeEntry(c, childRel); err != nil {
-				return err
-			}
-		}
-		if c.typ() != unix.S_IFDIR {
-			continue
-		}
-		beforeSub := ""
-		if p != nil && p.typ() == unix.S_IFDIR {
-			beforeSub = p.full
-		}
-		if err := d.treeChanges(ctx, beforeSub, c.full, childRel, racyFrom); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -55,7 +56,7 @@ func WriteOverlayDiff(ctx context.Context, upperDir string, w io.Writer) error {
 // cp -a costs reads but yields a minimal diff.
 func WriteTreeDiff(ctx context.Context, parentDir, childDir string, w io.Writer) error {
 	d := newDiffWriter(w)
-	if err := d.treeDir(ctx, parentDir, childDir, ""); err != nil {
+	if err := d.treeDir(ctx, parentDir, childDir, "", notRacy); err != nil {
 		return fmt.Errorf("diff %s against %s: %w", childDir, parentDir, err)
 	}
 	if err := d.tw.Close(); err != nil {
@@ -229,9 +230,15 @@ func (d *diffWriter) overlayDir(ctx context.Context, full, rel string) error {
 	return nil
 }
 
+// notRacy is a racyFrom that no ctime reaches.
+const notRacy = math.MaxInt64
+
 // treeDir writes what differs in childFull from parentFull; parentFull ""
-// means the parent has no directory here, so everything is new.
-func (d *diffWriter) treeDir(ctx context.Context, parentFull, childFull, rel string) error {
+// means the parent has no directory here, so everything is new. A
+// regular file whose metadata is unchanged but whose ctime is at or after
+// racyFrom (ns) is compared by content too (WriteTreeChanges' racy-ctime
+// rule); notRacy turns that off.
+func (d *diffWriter) treeDir(ctx context.Context, parentFull, childFull, rel string, racyFrom int64) error {
 	children, err := readEntries(childFull)
 	if err != nil {
 		return err
@@ -267,6 +274,11 @@ func (d *diffWriter) treeDir(ctx context.Context, parentFull, childFull, rel str
 		if err != nil {
 			return err
 		}
+		if same && c.typ() == unix.S_IFREG && c.st.Ctim.Nano() >= racyFrom {
+			if same, err = sameContent(p.full, c.full); err != nil {
+				return err
+			}
+		}
 		if !same {
 			if err := d.writeEntry(c, childRel); err != nil {
 				return err
@@ -279,7 +291,7 @@ func (d *diffWriter) treeDir(ctx context.Context, parentFull, childFull, rel str
 		if p != nil && p.typ() == unix.S_IFDIR {
 			parentSub = p.full
 		}
-		if err := d.treeDir(ctx, parentSub, c.full, childRel); err != nil {
+		if err := d.treeDir(ctx, parentSub, c.full, childRel, racyFrom); err != nil {
 			return err
 		}
 	}
