@@ -358,9 +358,14 @@ func (a *Agent) startFetch(ctx context.Context, id string, dial func(context.Con
 		return nil, rec.Phase, err
 	}
 	// The daemon keeps its own links to the images: the commit removes
-	// the checkpoint while it still fetches.
-	if err := linkImages(filepath.Join(a.checkpointDir(id), bundle.CRIUDir), images); err != nil {
-		return nil, rec.Phase, fmt.Errorf("migration %s: %w", id, err)
+	// the checkpoint while it still fetches. The links keep the
+	// transfer's receipt good, so that the restore does not digest the
+	// images again (a link changes their ctime).
+	a.mig.mu.Lock()
+	receipt := a.mig.receipts[id]
+	a.mig.mu.Unlock()
+	if err := receipt.Link(a.checkpointDir(id), bundle.CRIUDir, images); err != nil {
+		return nil, rec.Phase, fmt.Errorf("migration %s: link the images for the lazy-pages daemon: %w", id, err)
 	}
 	remote, err := dial(ctx)
 	if err != nil {
@@ -412,26 +417,7 @@ func (a *Agent) stopFetch(id string, f *lazyFetch) {
 // linkImages hard-links every file of the CRIU image directory src into
 // the new directory dst (copying where a link cannot be made).
 func linkImages(src, dst string) error {
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return err
-	}
-	for _, e := range entries {
-		from, to := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
-		if err := os.Link(from, to); err != nil {
-			data, rerr := os.ReadFile(from)
-			if rerr != nil {
-				return rerr
-			}
-			if err := os.WriteFile(to, data, 0o600); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return (*bundle.Receipt)(nil).Link(src, "", dst)
 }
 
 // heldCRIUConfig is the CRIU configuration of a restore held stopped from

@@ -637,6 +637,7 @@ func (a *Agent) completeStream(id string) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	dir := a.checkpointDir(id)
 	m, err := bundle.ReadManifest(dir)
 	if err != nil {
@@ -653,12 +654,23 @@ func (a *Agent) completeStream(id string) error {
 		}
 	}
 	// The manifest from the source lists no page; digest everything again
-	// with the pages in. The transfer's receipt no longer matches it.
+	// with the pages in, in the one pass over them inside the freeze: its
+	// receipt replaces the transfer's, so that the restore checks the
+	// directory with a stat per file (bundle.Receipt).
 	m.Files = nil
-	if err := bundle.WriteManifest(dir, m); err != nil {
+	receipt, err := bundle.WriteManifestWithReceipt(dir, m)
+	if err != nil {
+		a.dropReceipt(id) // migration_transfer.go
 		return fmt.Errorf("migration %s: add the streamed pages to the checkpoint: %w", id, err)
 	}
-	a.dropReceipt(id) // migration_transfer.go
+	a.mig.mu.Lock()
+	if a.mig.receipts == nil {
+		a.mig.receipts = map[string]*bundle.Receipt{}
+	}
+	a.mig.receipts[id] = receipt
+	a.mig.mu.Unlock()
+	a.log.Info("memory pages added to the checkpoint", "migration", id, "files", len(m.Files), "bytes", m.Size(),
+		"took", time.Since(start).Round(time.Millisecond))
 	return os.Remove(pages)
 }
 
