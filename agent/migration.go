@@ -416,13 +416,33 @@ func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, er
 	if err := a.resumeHeld(ctx, rec.Container); err != nil {
 		return rec.Phase, err
 	}
+	if err := a.advance(rec, migrate.PhaseDone); err != nil {
+		return rec.Phase, err
+	}
+	// The container runs: what the move leaves behind (the checkpoint,
+	// hundreds of MiB to GiB) is removed after the reply, so that the
+	// driver, and the source's release of the packets it held, do not
+	// wait for it.
+	go a.dropCommitted(context.WithoutCancel(ctx), id, rec.Container)
+	return migrate.PhaseDone, nil
+}
+
+// dropCommitted removes what committed migration id left on the
+// destination, under the migration's lock. What it cannot remove is
+// logged: it only takes disk space.
+func (a *Agent) dropCommitted(ctx context.Context, id, container string) {
+	_, unlock, err := a.migration(id, migrate.RoleDestination, false)
+	if err != nil {
+		a.log.Warn("clean up after the migration", "migration", id, "err", err)
+		return
+	}
+	defer unlock()
 	if err := os.RemoveAll(a.checkpointDir(id)); err != nil {
 		a.log.Warn("remove the migration's checkpoint", "migration", id, "err", err)
 	}
 	a.dropReceived(id) // migration_transfer.go
 	a.dropPreDumps(id)
-	a.dropRootfs(ctx, id, rec.Container, false) // migration_rootfs.go
-	return migrate.PhaseDone, a.advance(rec, migrate.PhaseDone)
+	a.dropRootfs(ctx, id, container, false) // migration_rootfs.go
 }
 
 // resumeHeld runs a container restored held stopped, and drops the CRIU
