@@ -362,6 +362,11 @@ type driver struct {
 	// mayBeStopped is set once the source's Dump was or may have been
 	// called: its copy may be stopped, and an abort must resume it.
 	mayBeStopped bool
+	// commitAcked is set once the destination acknowledged a Commit: a
+	// commit learned otherwise (an abort refused with ErrCommitted, a
+	// resumed record) is repeated before the finish, so that the
+	// destination runs its copy.
+	commitAcked bool
 	// preDumped is set once the source's PreDump was or may have been
 	// called: an abort must have the source drop its pre-dump images,
 	// even while the container still runs.
@@ -581,6 +586,7 @@ func (d *driver) commit(ctx context.Context) (*Result, error) {
 		d.log.Warn("commit not acknowledged: asking the destination to abort to learn whether it committed", "err", err)
 		return d.fail(ctx, fmt.Errorf("commit on the destination: %w", err))
 	}
+	d.commitAcked = true
 	d.enterAfterCommit(PhaseCommitted, "committed: the container runs on the destination")
 	return d.finish(ctx)
 }
@@ -588,6 +594,15 @@ func (d *driver) commit(ctx context.Context) (*Result, error) {
 // finish has the source drop its stopped copy. The move is made whatever
 // happens here, so a failure is a warning.
 func (d *driver) finish(ctx context.Context) (*Result, error) {
+	if !d.commitAcked {
+		// Committed, but the destination may have failed before it ran
+		// its copy (Commit is idempotent: a done one returns at once).
+		if err := d.call(ctx, func(ctx context.Context) error { return d.dst.Commit(ctx, d.rec.ID) }); err != nil {
+			d.warn(fmt.Sprintf("the move is committed, but the destination did not confirm that it runs the container (%v): run `godwit migrate --resume %s`", err, d.rec.ID))
+		} else {
+			d.commitAcked = true
+		}
+	}
 	d.announceFinish() // driver_pages.go
 	if err := d.call(ctx, func(ctx context.Context) error { return d.src.Finish(ctx, d.rec.ID, d.dst.Address()) }); err != nil {
 		d.warn(fmt.Sprintf("the container runs on the destination, but the source could not remove its stopped copy and images (%v): run `godwit migrate --resume %s` to finish", err, d.rec.ID))

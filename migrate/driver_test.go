@@ -633,10 +633,18 @@ func TestDriveFailures(t *testing.T) {
 		},
 		{
 			name:        "commit applied, its reply lost: the abort says committed, the move finishes",
-			faults:      map[string]fault{"dst.Commit": {err: unreachable, applied: true}},
-			wantCalls:   append(slices.Clone(upToRestore), "dst.Commit", "dst.Abort", "src.Finish"),
+			faults:      map[string]fault{"dst.Commit": {err: unreachable, applied: true, times: 1}},
+			wantCalls:   append(slices.Clone(upToRestore), "dst.Commit", "dst.Abort", "dst.Commit", "src.Finish"),
 			wantPhase:   PhaseDone,
 			wantRunning: "destination",
+		},
+		{
+			name:        "commit applied, the destination unreachable since: finished with a warning to resume",
+			faults:      map[string]fault{"dst.Commit": {err: unreachable, applied: true}},
+			wantCalls:   append(slices.Clone(upToRestore), "dst.Commit", "dst.Abort", "dst.Commit", "src.Finish"),
+			wantPhase:   PhaseDone,
+			wantRunning: "destination",
+			wantWarning: true,
 		},
 		{
 			name:        "finish fails: the move is made, with a warning",
@@ -834,9 +842,9 @@ func TestResume(t *testing.T) {
 			wantCalls: []string{"dst.Commit", "src.Finish"}, wantPhase: PhaseDone, wantRunning: "destination",
 		},
 		{
-			name:   "committed: finishes",
+			name:   "committed: commits again, in case the destination did not run its copy, and finishes",
 			record: PhaseCommitted, hosts: PhaseCommitted,
-			wantCalls: []string{"src.Finish"}, wantPhase: PhaseDone, wantRunning: "destination",
+			wantCalls: []string{"dst.Commit", "src.Finish"}, wantPhase: PhaseDone, wantRunning: "destination",
 		},
 		{
 			name:   "ready but the destination had committed: the repeated commit is harmless",

@@ -356,8 +356,8 @@ func (m *Manager) setup(ctx context.Context, containerID string, ip net.IP, rout
 }
 
 // Route makes the node route the address of a container set up with
-// SetupUnrouted to it, replacing a forward of the address to another node;
-// a routed container is left as it is.
+// SetupUnrouted to it, replacing any other route to the address (a
+// forward to another node); a routed container is left as it is.
 func (m *Manager) Route(ctx context.Context, containerID string) error {
 	if err := validateID(containerID); err != nil {
 		return err
@@ -387,16 +387,14 @@ func (m *Manager) Route(ctx context.Context, containerID string) error {
 	if err != nil {
 		return fmt.Errorf("route container %s: find veth %s: %w", containerID, rec.HostVeth, err)
 	}
-	// A Route that died before recording its work left the route: it is
-	// added again.
-	if err := deleteHostRoutes(host, link, rec.IP); err != nil {
-		return err
-	}
-	if err := dropForward(host, rec.IP); err != nil {
-		return err
-	}
-	if err := addHostRoute(host, link, rec.IP); err != nil {
-		return err
+	// Replace, not add: the move is decided, so this container takes the
+	// address over on this node, from a forward to another node or, when
+	// two agents share one namespace (tests, demos), from the source's
+	// frozen copy, whose removal later deletes only routes via its own
+	// veth.
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: hostPrefix(rec.IP), Scope: netlink.SCOPE_LINK}
+	if err := host.RouteReplace(r); err != nil {
+		return fmt.Errorf("route container %s: host route %s dev %s: %w", containerID, r.Dst, rec.HostVeth, err)
 	}
 	if err := m.ipam.setUnrouted(containerID, false); err != nil {
 		return err
