@@ -8,7 +8,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-godwit="$repo/bin/godwit"
+godwit=${GODWIT_BIN:-$repo/bin/godwit} # the tests run it with the binary under test
 work=$(mktemp -d /tmp/godwit-demo.XXXXXX)
 port=${GODWIT_DEMO_PORT:-7701}
 addr=127.0.0.1:$port

@@ -417,9 +417,11 @@ func writeMigrationSummary(w io.Writer, v migrationView, agents migrationAgents,
 		fmt.Fprintf(w, "aborted migration %s: %s runs on the source, %s (node %s)\n", v.ID, v.Container, v.From, agents.From.Node)
 		return
 	}
+	// The reason in full went out before the move; "auto" or "asked for"
+	// is enough here.
 	strategy := v.Strategy
-	if strategyWhy != "" {
-		strategy += " (" + strategyWhy + ")"
+	if why, _, _ := strings.Cut(strategyWhy, ":"); why != "" {
+		strategy += " (" + why + ")"
 	}
 	ms := func(n int64) string { return shortDuration(time.Duration(n) * time.Millisecond) }
 	fmt.Fprintf(w, "migrated %s from %s to %s (%s): downtime %s, total %s, %s sent, strategy %s\n",

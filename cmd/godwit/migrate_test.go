@@ -96,7 +96,7 @@ func TestMigrateMovesAndPrintsStatistics(t *testing.T) {
 		want     []string
 	}{
 		{name: "auto, text", want: []string{
-			"migrated c1 from SRC to DST (m-test): downtime ", " sent, strategy stop-copy (auto: the first that both hosts support (not pre-copy: both hosts: needs soft-dirty",
+			"migrated c1 from SRC to DST (m-test): downtime ", " sent, strategy stop-copy (auto)\n",
 			"phases: prepare ", ", dump ", ", transfer ", ", restore ", ", committed ",
 		}},
 		{name: "stop-copy, text", strategy: []string{"--strategy", "stop-copy"}, want: []string{"3.0 MiB sent, strategy stop-copy (asked for)\n"}},
