@@ -47,12 +47,15 @@ const bigFileSize = 32 << 20
 // startRootfsCluster is startMoveCluster with the workload's image on
 // host a only, and the container writing files (writerScript) besides
 // serving the workload.
-func startRootfsCluster(t *testing.T, name string, n int, aOpts devcluster.AgentOptions) *moveCluster {
+func startRootfsCluster(t *testing.T, name string, n int, aOpts devcluster.AgentOptions, dataFS string) *moveCluster {
 	t.Helper()
 	testutil.RequireTools(t, "criu", "iptables")
 	c := devclustertest.Start(t, devcluster.Config{Name: name, Subnet: netip.MustParsePrefix(fmt.Sprintf("10.77.%d.0/24", n)),
 		ContainerCIDR: netip.MustParsePrefix(fmt.Sprintf("10.78.%d.0/24", n))}, "a", "b", "c")
 	m := &moveCluster{c: c, a: c.Host("a"), b: c.Host("b")}
+	if dataFS != "" {
+		mountDataDirs(t, dataFS, m.a, m.b)
+	}
 	if _, err := m.a.StartAgent(context.Background(), aOpts); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +77,35 @@ func startRootfsCluster(t *testing.T, name string, n int, aOpts devcluster.Agent
 	m.route(t, m.a)
 	m.client = dialFrom(t, c.Host("c"), ip)
 	return m
+}
+
+// dataFSSize is the loop filesystem under each agent's data dir when a
+// test asks for one (sparse: it takes what is written).
+const dataFSSize = 1 << 30
+
+// mountDataDirs puts each host's data dir on a loop filesystem of type
+// fstype, before its agent starts, so that the agent's snapshotter is that
+// filesystem's (btrfs: subvolumes and send/receive). The containers are
+// removed and the agents stopped before the filesystems are unmounted,
+// which the cluster's own teardown would do only after.
+func mountDataDirs(t *testing.T, fstype string, hosts ...*devcluster.Host) {
+	t.Helper()
+	for _, h := range hosts {
+		if err := os.MkdirAll(h.DataDir(), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		snapshottest.MountLoopFilesystem(t, fstype, fstype+"-progs", dataFSSize, h.DataDir())
+	}
+	t.Cleanup(func() { // runs before the unmounts
+		for _, h := range hosts {
+			if a := h.Agent(); a != nil && a.Running() {
+				_, _ = a.Client().RemoveContainer(context.Background(), &pb.RemoveContainerRequest{Ref: "w", Force: true})
+				if err := a.Stop(); err != nil {
+					t.Errorf("stop the agent of %s: %v", h.Name(), err)
+				}
+			}
+		}
+	})
 }
 
 // rootfsOf is where host h mounts the root filesystem of container w.
@@ -110,7 +142,33 @@ func workloadImageOn(t *testing.T, h *devcluster.Host) *pb.Image {
 // destination's tree is the source's byte for byte when it holds the
 // restored container, before it runs.
 func TestRootfsMovesWithTheContainer(t *testing.T) {
-	m := startRootfsCluster(t, "ctroot", 30, devcluster.AgentOptions{})
+	for _, tt := range []struct {
+		name, cluster string
+		n             int
+		dataFS        string // the agents' data dirs' filesystem; "": the host's
+	}{
+		{name: "overlay", cluster: "ctroot", n: 30},
+		{name: "btrfs to btrfs", cluster: "ctrootb", n: 33, dataFS: "btrfs"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := startRootfsCluster(t, tt.cluster, tt.n, devcluster.AgentOptions{}, tt.dataFS)
+			if tt.dataFS != "" {
+				for _, h := range []*devcluster.Host{m.a, m.b} {
+					info, err := h.Agent().Client().NodeInfo(context.Background(), &pb.NodeInfoRequest{})
+					if err != nil || info.GetSnapshotter() != tt.dataFS {
+						t.Fatalf("agent of %s: snapshotter %q (%v), want %s on its %s data dir", h.Name(), info.GetSnapshotter(), err, tt.dataFS, tt.dataFS)
+					}
+				}
+			}
+			moveRootfs(t, m)
+		})
+	}
+}
+
+// moveRootfs is TestRootfsMovesWithTheContainer on the cluster m: both
+// agents on btrfs sync the writable layer with btrfs send and receive
+// (an incremental send at the freeze), the others with the tar.
+func moveRootfs(t *testing.T, m *moveCluster) {
 	if img := workloadImageOn(t, m.b); img != nil {
 		t.Fatalf("host b has the image %s already: the test needs it on the source only", img.GetId())
 	}
@@ -224,7 +282,7 @@ func TestRootfsMovesWithTheContainer(t *testing.T) {
 func TestRootfsTamperedLayerIsRefused(t *testing.T) {
 	m := startRootfsCluster(t, "ctrtamp", 31, devcluster.AgentOptions{
 		Env: []string{failpoint.Arm(agent.FailpointSourceTamperLayer, failpoint.ActionCorrupt)},
-	})
+	}, "")
 	img := workloadImageOn(t, m.a)
 	before := m.client.Count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-tampered", Container: "w", Strategy: migrate.StopCopy},
@@ -260,7 +318,7 @@ func TestRootfsTamperedLayerIsRefused(t *testing.T) {
 func TestRootfsAbortDiscardsTheSync(t *testing.T) {
 	m := startRootfsCluster(t, "ctrabort", 32, devcluster.AgentOptions{
 		Env: []string{failpoint.Arm(agent.FailpointSourceCorruptSend, failpoint.ActionCorrupt)},
-	})
+	}, "")
 	time.Sleep(300 * time.Millisecond) // let the writer write
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-rootfs-abort", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
