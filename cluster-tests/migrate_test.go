@@ -323,23 +323,34 @@ func TestMoveFailingAfterTheDumpResumesTheSource(t *testing.T) {
 // container on the source again from where it was, the client still
 // connected.
 func TestSourceKilledAfterTheDumpIsHeldUntilAborted(t *testing.T) {
-	m := startMoveCluster(t, "ctk", 5, devcluster.AgentOptions{
-		Env: []string{failpoint.Arm(agent.FailpointSourceAfterDump, failpoint.ActionKill)},
-	}, devcluster.AgentOptions{})
-	before := m.client.Count()
-	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-killed", Container: "w", Strategy: migrate.StopCopy},
-		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
-	if !errors.Is(err, migrate.ErrHeld) {
-		t.Fatalf("move whose source died after the dump: err = %v, want it held", err)
-	}
-	assertNoCopy(t, "w", []*devcluster.Host{m.a, m.b})
+	for _, tt := range []struct {
+		strategy migrate.Strategy
+		cluster  string
+		n        int
+	}{
+		{migrate.StopCopy, "ctk", 5}, // the source's copy is its checkpoint
+		{migrate.Stream, "ctks", 12}, // the source's copy is the frozen, fenced container
+	} {
+		t.Run(string(tt.strategy), func(t *testing.T) {
+			m := startMoveCluster(t, tt.cluster, tt.n, devcluster.AgentOptions{
+				Env: []string{failpoint.Arm(agent.FailpointSourceAfterDump, failpoint.ActionKill)},
+			}, devcluster.AgentOptions{})
+			before := m.client.Count()
+			res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-killed", Container: "w", Strategy: tt.strategy},
+				migrationAgent(m.a), migrationAgent(m.b), quickAbort)
+			if !errors.Is(err, migrate.ErrHeld) {
+				t.Fatalf("move whose source died after the dump: err = %v, want it held", err)
+			}
+			assertNoCopy(t, "w", []*devcluster.Host{m.a, m.b})
 
-	restartAgent(t, m.a) // the operator then aborts the move
-	if _, err := migrate.AbortMigration(context.Background(), res.Record, migrationAgent(m.a), migrationAgent(m.b), quickAbort); err != nil {
-		t.Fatalf("abort of the held move: %v", err)
+			restartAgent(t, m.a) // the operator then aborts the move
+			if _, err := migrate.AbortMigration(context.Background(), res.Record, migrationAgent(m.a), migrationAgent(m.b), quickAbort); err != nil {
+				t.Fatalf("abort of the held move: %v", err)
+			}
+			assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
+			m.assertWentOn(t, before)
+		})
 	}
-	assertOneCopy(t, "w", m.a, []*devcluster.Host{m.a, m.b})
-	m.assertWentOn(t, before)
 }
 
 // TestDestinationKilledAtTheTransferIsHeldUntilAborted kills the
