@@ -25,7 +25,11 @@ func (d *driver) preCopy(ctx context.Context) error {
 		round := len(out.Rounds) + 1
 		d.preDumped = true
 		d.emit(Event{Phase: PhaseSync, Message: fmt.Sprintf("pre-copy round %d: copying memory while the container runs", round)})
-		it, err := d.src.PreDump(ctx, d.rec.ID, round)
+		var it PreCopyIteration
+		err := d.call(ctx, func(ctx context.Context) (err error) {
+			it, err = d.src.PreDump(ctx, d.rec.ID, round)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("pre-copy round %d on the source: %w", round, err)
 		}
@@ -89,7 +93,7 @@ func mayHavePreDumped(rec *Record) bool {
 // stopped, so a failure only leaves disk space taken: a warning.
 func (d *driver) dropPreDumps(ctx context.Context) {
 	err := d.retry(ctx, "drop the pre-dumps on the source", func(ctx context.Context) error {
-		return d.src.Resume(ctx, d.rec.ID)
+		return d.call(ctx, func(ctx context.Context) error { return d.src.Resume(ctx, d.rec.ID) })
 	}, nil)
 	if err != nil {
 		d.warn(fmt.Sprintf("the container runs on the source, but the source could not drop the pre-copy images of migration %s (%v): run `godwit migrate --abort %s` to remove them",

@@ -248,9 +248,14 @@ func TestPreCopyFailures(t *testing.T) {
 	tests := []struct {
 		name      string
 		faults    map[string]fault
+		hanging   string // a call that does not answer within the step timeout
 		wantCalls []string
 		warning   bool
 	}{
+		{
+			name: "a round hangs: given up after the step timeout, then as a failed round", hanging: "src.PreDump",
+			wantCalls: append(slices.Clone(sync), "src.PreDump", "dst.Abort", "src.Resume"),
+		},
 		{
 			name:   "a round fails: the destination aborts, the source drops its pre-dumps and runs on",
 			faults: map[string]fault{"src.PreDump": {err: errors.New("criu: dirty tracking is off"), times: 1}},
@@ -277,9 +282,23 @@ func TestPreCopyFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := preCopyWorldWith(t, slowLink, 131072, 20000, 100)
 			w.faults = tt.faults
-			res, err := Drive(context.Background(), preCopyMigration, fakeSource{w}, fakeDest{w}, options(w, &collected{}))
+			opts := options(w, &collected{})
+			if tt.hanging != "" {
+				hung := false
+				w.onCall[tt.hanging] = func() {
+					if !hung { // once: what follows answers
+						hung = true
+						time.Sleep(hang)
+					}
+				}
+				opts.StepTimeout = testStep
+			}
+			res, err := Drive(context.Background(), preCopyMigration, fakeSource{w}, fakeDest{w}, opts)
 			if err == nil || errors.Is(err, ErrHeld) {
 				t.Fatalf("Drive: err = %v, want an abort, not held", err)
+			}
+			if tt.hanging != "" && !errors.Is(err, ErrStepTimeout) {
+				t.Errorf("err = %v, want it to say %s had no answer within the step timeout", err, tt.hanging)
 			}
 			w.check()
 			if got := preCopyCalls(w); !slices.Equal(got, tt.wantCalls) {

@@ -69,7 +69,7 @@ func (d *driver) syncRootfs(ctx context.Context) error {
 // warning.
 func (d *driver) dropRootfsSync(ctx context.Context) {
 	err := d.retry(ctx, "drop the root filesystem sync on the source", func(ctx context.Context) error {
-		return d.src.Resume(ctx, d.rec.ID)
+		return d.call(ctx, func(ctx context.Context) error { return d.src.Resume(ctx, d.rec.ID) })
 	}, nil)
 	if err != nil {
 		d.warn(fmt.Sprintf("the container runs on the source, but the source could not drop what it kept of the root filesystem sync of migration %s (%v): run `godwit migrate --abort %s` to remove it",
