@@ -13,6 +13,7 @@ import (
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/internal/testutil"
 	"github.com/godwit/godwit/migrate"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
 // TestPreCopyThereAndBack moves a workload from host a to host b and back
@@ -49,19 +50,28 @@ func TestPreCopyThereAndBack(t *testing.T) {
 }
 
 // TestPreCopyRefusedWithoutSoftDirty is the other side of the same kernel
-// feature, run where the kernel lacks it: `godwit migrate --strategy
+// feature: where the kernel lacks it, `godwit migrate --strategy
 // pre-copy` is refused before anything stops, naming soft-dirty, and
 // leaves nothing recorded; auto falls back to a strategy both agents
-// support, says why not pre-copy, and moves the container.
+// support, says why not pre-copy, and moves the container. Where the
+// kernel has it, both agents report pre-copy supported instead
+// (TestPreCopyThereAndBack moves with it).
 func TestPreCopyRefusedWithoutSoftDirty(t *testing.T) {
 	testutil.RequireRoot(t)
-	if tracks, err := doctor.SoftDirty(); err != nil {
+	tracks, err := doctor.SoftDirty()
+	if err != nil {
 		t.Fatalf("probe the kernel for soft-dirty: %v", err)
-	} else if tracks {
-		t.Skip("skipped: this kernel has soft-dirty tracking (TestPreCopyThereAndBack runs pre-copy here)")
 	}
 	m := startMoveCluster(t, "cpn", 42, devcluster.AgentOptions{}, devcluster.AgentOptions{})
 	hosts := []*devcluster.Host{m.a, m.b}
+	if tracks {
+		for _, h := range hosts {
+			if sup, why := preCopySupport(t, h); !sup {
+				t.Errorf("agent of %s reports pre-copy unsupported (%s) on a kernel with soft-dirty tracking", h.Name(), why)
+			}
+		}
+		return
+	}
 	journal := t.TempDir()
 	godwit := func(args ...string) (stdout, stderr string, err error) {
 		cmd := exec.Command(testutil.Godwit(t), append(args, "--from-agent", m.a.Agent().Addr(), "--to-agent", m.b.Agent().Addr(), "--journal", journal)...)
@@ -105,4 +115,20 @@ func TestPreCopyRefusedWithoutSoftDirty(t *testing.T) {
 	}
 	assertOneCopy(t, "w", m.b, hosts)
 	m.assertWentOn(t, before)
+}
+
+// preCopySupport is what the agent of host h reports of pre-copy.
+func preCopySupport(t *testing.T, h *devcluster.Host) (supported bool, reason string) {
+	t.Helper()
+	info, err := h.Agent().Client().NodeInfo(context.Background(), &pb.NodeInfoRequest{Strategies: true})
+	if err != nil {
+		t.Fatalf("node info of %s: %v", h.Name(), err)
+	}
+	for _, s := range info.GetStrategies() {
+		if s.GetName() == string(migrate.PreCopy) {
+			return s.GetSupported(), s.GetReason()
+		}
+	}
+	t.Fatalf("agent of %s does not report pre-copy", h.Name())
+	return false, ""
 }

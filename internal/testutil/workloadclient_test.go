@@ -47,6 +47,7 @@ type recordingTB struct {
 	mu       sync.Mutex
 	failures []string
 	fatal    bool
+	skipped  string // what Skipf said
 }
 
 func (r *recordingTB) Helper() {}
@@ -66,6 +67,13 @@ func (r *recordingTB) Fatalf(format string, args ...any) {
 }
 
 func (r *recordingTB) Fatal(args ...any) { r.Fatalf("%s", fmt.Sprint(args...)) }
+
+func (r *recordingTB) Skipf(format string, args ...any) {
+	r.mu.Lock()
+	r.skipped = fmt.Sprintf(format, args...)
+	r.mu.Unlock()
+	runtime.Goexit()
+}
 
 // fakeWorkload answers each request line with answers[line] on one end of
 // a pipe and returns the other end; a request it has no answer for closes
