@@ -77,6 +77,12 @@ func (a *Agent) advance(rec *migrate.Record, p migrate.Phase) error {
 	return a.mig.journal.Put(rec)
 }
 
+// fenced is the refusal of a call on migration id whose record is past
+// what the call needs (migrate.ErrAborted, ErrCommitted).
+func fenced(id string, sentinel error) error {
+	return migrationError(fmt.Errorf("migration %s: %w", id, sentinel))
+}
+
 // migrationError marks the fencing errors as a refused state change, so
 // that the driver can tell them apart.
 func migrationError(err error) error {
@@ -125,17 +131,11 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 // With opts.PreDumps (pre-copy) the dump builds on the last of the
 // rounds this node pre-dumped (migration_precopy.go).
 func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOptions) (migrate.Phase, error) {
-	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
-	if err != nil {
-		return "", err
+	rec, unlock, dumped, err := a.lockForDump(id)
+	if err != nil || dumped {
+		return rec.Phase, err
 	}
 	defer unlock()
-	if _, err := os.Stat(a.checkpointDir(id)); err == nil {
-		return rec.Phase, nil // dumped already
-	}
-	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
-	}
 	parent, unlinkRounds, err := a.preCopyParent(id, opts.PreDumps)
 	if err != nil {
 		return rec.Phase, err
@@ -151,6 +151,26 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 	}
 	failpoint.Hit(FailpointSourceAfterDump)
 	return migrate.PhaseDump, nil
+}
+
+// lockForDump locks migration id on the source for its dump and returns
+// its record; dumped is set, and nothing locked, when the migration's
+// checkpoint exists already (a repeated call). An aborted migration is
+// refused. unlock must be called unless dumped or err.
+func (a *Agent) lockForDump(id string) (rec *migrate.Record, unlock func(), dumped bool, err error) {
+	rec, unlock, err = a.migration(id, migrate.RoleSource, false)
+	if err != nil {
+		return &migrate.Record{}, nil, false, err
+	}
+	if _, err := os.Stat(a.checkpointDir(id)); err == nil {
+		unlock()
+		return rec, nil, true, nil
+	}
+	if rec.Phase == migrate.PhaseAborted {
+		unlock()
+		return rec, nil, false, fenced(id, migrate.ErrAborted)
+	}
+	return rec, unlock, false, nil
 }
 
 // Failpoints of the migration code (internal/failpoint), for fault tests.
@@ -225,7 +245,7 @@ func (a *Agent) MigrateFinish(ctx context.Context, id, destination string) (migr
 		return rec.Phase, nil
 	}
 	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return rec.Phase, fenced(id, migrate.ErrAborted)
 	}
 	if c, err := a.Inspect(ctx, rec.Container); err == nil {
 		// Clients first: forward the address and send on the packets
@@ -280,7 +300,7 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseDone {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrCommitted))
+		return rec.Phase, fenced(id, migrate.ErrCommitted)
 	}
 	// Stream and post-copy keep the container frozen: it runs again as it
 	// is, and the stop-copy restore below finds it running.
@@ -324,7 +344,7 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrate.Prepared{}, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return rec.Phase, migrate.Prepared{}, fenced(id, migrate.ErrAborted)
 	}
 	if e, err := a.lookup(c.Name); err == nil && e.c.ID != c.ID {
 		return rec.Phase, migrate.Prepared{}, errorf(ErrExists, "container name %s is taken on node %s by another container (%.12s): remove it first", c.Name, a.cfg.Name, e.c.ID)
@@ -352,7 +372,7 @@ func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (mig
 		return rec.Phase, nil // received already
 	}
 	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return rec.Phase, fenced(id, migrate.ErrAborted)
 	}
 	failpoint.Hit(FailpointDestinationReceive)
 	if err := a.receiveCheckpoint(ctx, rec, a.checkpointDir(id), r); err != nil { // migration_transfer.go

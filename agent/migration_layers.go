@@ -37,7 +37,7 @@ func (a *Agent) MigrateSendLayers(ctx context.Context, id string, layers []strin
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
-		return migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return fenced(id, migrate.ErrAborted)
 	}
 	c, err := a.Inspect(ctx, rec.Container)
 	if err != nil {
@@ -113,7 +113,7 @@ func (a *Agent) MigrateReceiveLayers(ctx context.Context, id string, r io.Reader
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return rec.Phase, fenced(id, migrate.ErrAborted)
 	}
 	st, err := a.loadRootfs(id)
 	if err != nil {

@@ -166,10 +166,12 @@ func TestHeldCRIUConfig(t *testing.T) {
 	}
 }
 
-func TestLinkImages(t *testing.T) {
+// TestLinkedImagesOutliveTheCheckpoint: the lazy-pages daemon's links to
+// the images (bundle.Receipt.Link) survive the checkpoint's removal.
+func TestLinkedImagesOutliveTheCheckpoint(t *testing.T) {
 	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "images")
 	writeFiles(t, src, map[string]string{"pagemap-1.img": "map", "pstree.img": "tree"})
-	if err := linkImages(src, dst); err != nil {
+	if err := (*bundle.Receipt)(nil).Link(src, "", dst); err != nil {
 		t.Fatal(err)
 	}
 	// The checkpoint goes at the commit; the daemon's links stay.

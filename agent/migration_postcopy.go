@@ -145,7 +145,7 @@ func (a *Agent) servePages(ctx context.Context, id string, accept func(context.C
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return rec.Phase, fenced(id, migrate.ErrAborted)
 	}
 	st := a.pages()
 	st.mu.Lock()
@@ -336,7 +336,7 @@ func (a *Agent) startFetch(ctx context.Context, id string, dial func(context.Con
 	case migrate.PhaseReady, migrate.PhaseCommitted, migrate.PhaseDone:
 		return nil, rec.Phase, nil
 	case migrate.PhaseAborted:
-		return nil, rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return nil, rec.Phase, fenced(id, migrate.ErrAborted)
 	}
 	if rec.Strategy != migrate.PostCopy {
 		rec.Strategy = migrate.PostCopy
@@ -412,12 +412,6 @@ func (a *Agent) stopFetch(id string, f *lazyFetch) {
 		delete(st.fetching, id)
 	}
 	st.mu.Unlock()
-}
-
-// linkImages hard-links every file of the CRIU image directory src into
-// the new directory dst (copying where a link cannot be made).
-func linkImages(src, dst string) error {
-	return (*bundle.Receipt)(nil).Link(src, "", dst)
 }
 
 // heldCRIUConfig is the CRIU configuration of a restore held stopped from

@@ -88,7 +88,7 @@ func (a *Agent) MigratePreDump(ctx context.Context, id string, round int) (migra
 	}
 	switch held := a.sealedRounds(id); {
 	case rec.Phase == migrate.PhaseAborted:
-		return migrate.PreCopyIteration{}, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return migrate.PreCopyIteration{}, fenced(id, migrate.ErrAborted)
 	case rec.Container == "":
 		return migrate.PreCopyIteration{}, errorf(ErrInvalidState, "migration %s: no container recorded: describe it first", id)
 	case fileExists(a.checkpointDir(id)):
@@ -219,7 +219,7 @@ func (a *Agent) MigrateSendPreDump(ctx context.Context, id string, round int, w 
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
-		return migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return fenced(id, migrate.ErrAborted)
 	}
 	dir := a.preDumpDir(id, round)
 	if _, err := bundle.ReadManifest(dir); err != nil {
@@ -243,7 +243,7 @@ func (a *Agent) MigrateReceivePreDump(ctx context.Context, id string, round int,
 	}
 	switch {
 	case rec.Phase == migrate.PhaseAborted:
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return rec.Phase, fenced(id, migrate.ErrAborted)
 	case round < 1:
 		return rec.Phase, errorf(ErrInvalid, "migration %s: pre-copy round %d: rounds count from 1", id, round)
 	}

@@ -264,17 +264,11 @@ func iptables(ctx context.Context, netnsPath string, args ...string) error {
 // post-copy leaves CRIU serving them (ServePages). Repeated, it does
 // nothing. On any failure the container runs again as it was.
 func (a *Agent) dumpPages(ctx context.Context, id string, opts migrate.DumpOptions, dial func(context.Context) (net.Conn, error)) (_ migrate.Phase, err error) {
-	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
-	if err != nil {
-		return "", err
+	rec, unlock, dumped, err := a.lockForDump(id)
+	if err != nil || dumped {
+		return rec.Phase, err
 	}
 	defer unlock()
-	if _, err := os.Stat(a.checkpointDir(id)); err == nil {
-		return rec.Phase, nil // dumped already
-	}
-	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
-	}
 	if rec.Strategy != opts.Strategy {
 		rec.Strategy = opts.Strategy // what Resume and Finish go by
 		if err := a.mig.journal.Put(rec); err != nil {
@@ -496,7 +490,7 @@ func (a *Agent) receivePages(ctx context.Context, id string, accept func(context
 	}
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
-		return rec.Phase, migrationError(fmt.Errorf("migration %s: %w", id, migrate.ErrAborted))
+		return rec.Phase, fenced(id, migrate.ErrAborted)
 	}
 	done := a.streamPagesDir(id)
 	if _, err := os.Stat(done); err == nil {

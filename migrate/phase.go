@@ -124,16 +124,6 @@ func (r *Record) Abort(why string, now time.Time) (changed bool, err error) {
 	return true, nil
 }
 
-// SourceMayResume tells the source whether it may run its own copy again,
-// given what the destination acknowledged. Only an acknowledged abort
-// allows it: after a driver's death or a cut channel the source waits,
-// keeping the container stopped, rather than act on a timeout and risk two
-// running copies (`godwit migrate --resume ID` or `--abort ID` ends the
-// wait).
-func SourceMayResume(destinationAcknowledged Phase) bool {
-	return destinationAcknowledged == PhaseAborted
-}
-
 // Downtime is how long the container was frozen: from the dump to the
 // destination running it, or to the source running it again after an
 // abort. It is zero while the migration is still in flight, or when it
