@@ -358,12 +358,14 @@ func (a *Agent) externalNetns(c *Container) []string {
 func (a *Agent) readHostInfo() bundle.HostInfo {
 	ctx, cancel := context.WithTimeout(context.Background(), hostInfoTimeout)
 	defer cancel()
-	info := a.NodeInfo(ctx)
 	h := bundle.HostInfo{
 		Node:        a.cfg.Name,
-		CRIUVersion: info.CRIUVersion,
-		RuncVersion: info.RuncVersion,
-		Kernel:      info.KernelVersion,
+		CRIUVersion: commandVersion(ctx, "criu", "--version", "Version: "),
+		RuncVersion: commandVersion(ctx, a.cfg.Runc, "--version", "runc version "),
+	}
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		h.Kernel = unix.ByteSliceToString(uts.Release[:])
 	}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		h.CPU, err = bundle.ParseCPUInfo(f)

@@ -34,20 +34,18 @@ type NodeInfo struct {
 
 // NodeInfo reports the node's identity, versions and capacity.
 func (a *Agent) NodeInfo(ctx context.Context) NodeInfo {
+	host := a.host() // versions read once per agent (readHostInfo)
 	info := NodeInfo{
 		Name:          a.cfg.Name,
 		Address:       a.cfg.Advertise,
 		Snapshotter:   a.snapshotter,
 		ContainerCIDR: a.cfg.ContainerCIDR.String(),
 		Labels:        a.cfg.Labels,
-		RuncVersion:   commandVersion(ctx, a.cfg.Runc, "--version", "runc version "),
-		CRIUVersion:   commandVersion(ctx, "criu", "--version", "Version: "),
+		RuncVersion:   host.RuncVersion,
+		CRIUVersion:   host.CRIUVersion,
+		KernelVersion: host.Kernel,
 		CPUs:          goruntime.NumCPU(),
 		GodwitVersion: Version,
-	}
-	var uts unix.Utsname
-	if unix.Uname(&uts) == nil {
-		info.KernelVersion = unix.ByteSliceToString(uts.Release[:])
 	}
 	var si unix.Sysinfo_t
 	if unix.Sysinfo(&si) == nil {
