@@ -165,18 +165,8 @@ func (b *bench) moveBaseline(ctx context.Context, method copyMethod, sizeMiB, ru
 	}
 	end := time.Now()
 
-	replies, err := b.settle(ctx, p, end)
-	if err != nil {
+	if s.probeDowntime, err = b.verify(ctx, p, cl, start, end); err != nil {
 		return s, err
-	}
-	if s.probeDowntime, err = longestGap(replies, start, end); err != nil {
-		return s, err
-	}
-	if err := checkCounter(replies, start); err != nil {
-		return s, err
-	}
-	if err := cl.checkMemory(); err != nil {
-		return s, fmt.Errorf("after the move: %w", err)
 	}
 	sent, err := dirBytes(imagesA)
 	if err != nil {

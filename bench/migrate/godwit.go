@@ -117,18 +117,8 @@ func (b *bench) moveGodwit(ctx context.Context, st migrate.Strategy, sizeMiB, ru
 		return s, err
 	}
 
-	replies, err := b.settle(ctx, p, end)
-	if err != nil {
+	if s.probeDowntime, err = b.verify(ctx, p, cl, start, end); err != nil {
 		return s, err
-	}
-	if s.probeDowntime, err = longestGap(replies, start, end); err != nil {
-		return s, err
-	}
-	if err := checkCounter(replies, start); err != nil {
-		return s, err
-	}
-	if err := cl.checkMemory(); err != nil {
-		return s, fmt.Errorf("after the move: %w", err)
 	}
 	s.engineDowntime = res.Downtime
 	s.total = res.Total
@@ -151,16 +141,31 @@ var strategyTag = map[migrate.Strategy]string{
 	migrate.StopCopy: "sc", migrate.Stream: "st", migrate.PreCopy: "pr", migrate.PostCopy: "pc",
 }
 
-// settle waits for the probe's first reply after end, lets it run
-// probeSettle more, stops it and returns its replies.
-func (b *bench) settle(ctx context.Context, p *probe, end time.Time) ([]reply, error) {
+// verify waits for the probe's first reply after end, lets it run
+// probeSettle more, and checks the move as a user would: the longest gap
+// the probe saw between start and end (returned), a counter that never
+// went back and went on, and the memory checksum.
+func (b *bench) verify(ctx context.Context, p *probe, cl *client, start, end time.Time) (gap time.Duration, err error) {
 	if err := p.waitReplyAfter(ctx, end, probeAnswerTimeout); err != nil {
-		return nil, fmt.Errorf("after the move: %w", err)
+		return 0, fmt.Errorf("after the move: %w", err)
 	}
 	if err := benchutil.Sleep(ctx, probeSettle); err != nil {
-		return nil, err
+		return 0, err
 	}
-	return p.Stop()
+	replies, err := p.Stop()
+	if err != nil {
+		return 0, err
+	}
+	if gap, err = longestGap(replies, start, end); err != nil {
+		return 0, err
+	}
+	if err := checkCounter(replies, start); err != nil {
+		return 0, err
+	}
+	if err := cl.checkMemory(); err != nil {
+		return 0, fmt.Errorf("after the move: %w", err)
+	}
+	return gap, nil
 }
 
 func migrationAgent(h *devcluster.Host) *agentclient.MigrationAgent {
