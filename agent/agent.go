@@ -238,6 +238,20 @@ func (a *Agent) List(ctx context.Context, all bool) ([]Container, error) {
 	return out, nil
 }
 
+// validID reports whether id has the form of the IDs newID makes: a
+// caller-chosen ID names directories.
+func validID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for _, r := range id {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func newID() string {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {

@@ -40,6 +40,9 @@ type RunRequest struct {
 	MemoryBytes int64
 	Labels      map[string]string
 	IP          net.IP // nil: allocate from the node's CIDR
+	// ID is the container's ID when the scheduler chose it; empty: a new
+	// one.
+	ID string
 }
 
 // Run creates a container from an image and starts it. On any failure it
@@ -52,7 +55,12 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 		}
 		return nil, err
 	}
-	id := newID()
+	id := req.ID
+	if id == "" {
+		id = newID()
+	} else if !validID(id) {
+		return nil, errorf(ErrInvalid, "container ID %q is not 64 lowercase hex digits", id)
+	}
 	c := &Container{
 		ID:          id,
 		Name:        req.Name,
@@ -173,6 +181,9 @@ func (a *Agent) reserve(c *Container) (*entry, error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if e, ok := a.containers[c.ID]; ok {
+		return nil, fmt.Errorf("container ID %.12s is taken on node %s by %s: %w", c.ID, a.cfg.Name, e.c.Name, ErrExists)
+	}
 	for _, e := range a.containers {
 		if e.c.Name == c.Name {
 			return nil, fmt.Errorf("container name %q is taken on node %s by %s: remove it or choose another --name: %w",

@@ -208,6 +208,7 @@ func (s *server) RunContainer(ctx context.Context, req *pb.RunContainerRequest) 
 		MemoryBytes: req.GetMemoryBytes(),
 		Labels:      req.GetLabels(),
 		IP:          ip,
+		ID:          req.GetId(),
 	})
 	if err != nil {
 		return nil, grpcError(err)

@@ -783,7 +783,11 @@ type RunContainerRequest struct {
 	MemoryBytes int64             `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	Labels      map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// ip asks for a specific container address; empty means allocate one.
-	Ip            string `protobuf:"bytes,11,opt,name=ip,proto3" json:"ip,omitempty"`
+	Ip string `protobuf:"bytes,11,opt,name=ip,proto3" json:"ip,omitempty"`
+	// id asks for a specific container ID (64 lowercase hex digits): the
+	// scheduler's, so that the cluster and the node name the container
+	// alike; empty means generate one.
+	Id            string `protobuf:"bytes,12,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -891,6 +895,13 @@ func (x *RunContainerRequest) GetLabels() map[string]string {
 func (x *RunContainerRequest) GetIp() string {
 	if x != nil {
 		return x.Ip
+	}
+	return ""
+}
+
+func (x *RunContainerRequest) GetId() string {
+	if x != nil {
+		return x.Id
 	}
 	return ""
 }
@@ -1744,7 +1755,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x06images\x18\x01 \x03(\v2\x10.godwit.v1.ImageR\x06images\"&\n" +
 	"\x12RemoveImageRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x15\n" +
-	"\x13RemoveImageResponse\"\xfc\x02\n" +
+	"\x13RemoveImageResponse\"\x8c\x03\n" +
 	"\x13RunContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x12\n" +
@@ -1758,7 +1769,8 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\t \x01(\x03R\vmemoryBytes\x12B\n" +
 	"\x06labels\x18\n" +
 	" \x03(\v2*.godwit.v1.RunContainerRequest.LabelsEntryR\x06labels\x12\x0e\n" +
-	"\x02ip\x18\v \x01(\tR\x02ip\x1a9\n" +
+	"\x02ip\x18\v \x01(\tR\x02ip\x12\x0e\n" +
+	"\x02id\x18\f \x01(\tR\x02id\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x06\n" +
