@@ -47,6 +47,8 @@ type Agent struct {
 	// host is what checkpoints record of this host, read once
 	// (checkpoints.go readHostInfo).
 	host func() bundle.HostInfo
+	// report is what the agent tells the scheduler (clusterreport.go).
+	report clusterReport
 }
 
 // entry is one container and the lock that serialises operations on it.

@@ -33,7 +33,9 @@ type Config struct {
 	Self string
 	// Runc is the runc binary; empty means "runc" from PATH.
 	Runc string
-	Log  *slog.Logger
+	// Fence is the cluster's lease gate (fence.go); nil: standalone.
+	Fence Fence
+	Log   *slog.Logger
 }
 
 // DefaultContainerCIDR is the agent's address pool when none is given.

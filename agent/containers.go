@@ -48,6 +48,9 @@ type RunRequest struct {
 // Run creates a container from an image and starts it. On any failure it
 // undoes every step it took, so nothing is left behind.
 func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err error) {
+	if err := a.checkFence("run", req.Name); err != nil {
+		return nil, err
+	}
 	img, err := a.images.Get(req.Image)
 	if err != nil {
 		if errors.Is(err, image.ErrNotFound) {
@@ -286,6 +289,9 @@ func (a *Agent) Inspect(ctx context.Context, ref string) (*Container, error) {
 // Start starts a stopped or exited container again, in the same root
 // filesystem and with the same IP.
 func (a *Agent) Start(ctx context.Context, ref string) (*Container, error) {
+	if err := a.checkFence("start", ref); err != nil {
+		return nil, err
+	}
 	e, err := a.lookup(ref)
 	if err != nil {
 		return nil, err

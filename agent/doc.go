@@ -11,4 +11,9 @@
 // Every per-node path lives under the node's data dir or run dir (runc
 // root, cgroup parent, netns mounts), so several agents can share one kernel
 // in tests.
+//
+// In a cluster the agent reports itself to the scheduler through
+// agent/clusterlink (RegisterFacts, HeartbeatReport: its containers and
+// their load, sampled from cgroups) and checks the link's lease before it
+// makes anything run (Config.Fence, fence.go).
 package agent

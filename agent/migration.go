@@ -302,6 +302,11 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 	if rec.Phase == migrate.PhaseDone {
 		return rec.Phase, fenced(id, migrate.ErrCommitted)
 	}
+	if rec.Phase != migrate.PhaseAborted { // aborted: resumed already
+		if err := a.checkFence("resume after an aborted migration", rec.Container); err != nil {
+			return rec.Phase, err
+		}
+	}
 	// Stream and post-copy keep the container frozen: it runs again as it
 	// is, and the stop-copy restore below finds it running.
 	if err := a.resumeFrozen(ctx, rec); err != nil { // migration_stream.go
@@ -426,6 +431,9 @@ func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, er
 	defer unlock()
 	if rec.Phase == migrate.PhaseDone {
 		return rec.Phase, nil
+	}
+	if err := a.checkFence("commit a migration", rec.Container); err != nil {
+		return rec.Phase, err
 	}
 	if err := a.pagesCommittable(id); err != nil { // migration_postcopy.go
 		return rec.Phase, err

@@ -54,6 +54,9 @@ type RestoreResult struct {
 // not changed since; otherwise, or with req.Name, a new container is made
 // from the checkpoint.
 func (a *Agent) Restore(ctx context.Context, req RestoreRequest) (*RestoreResult, error) {
+	if err := a.checkFence("restore", req.Container); err != nil {
+		return nil, err
+	}
 	m, err := a.pickCheckpoint(ctx, req)
 	if err != nil {
 		return nil, err
@@ -108,6 +111,9 @@ func (a *Agent) pickCheckpoint(ctx context.Context, req RestoreRequest) (*bundle
 // holds, named name when name is set. The imported copy is removed once
 // the restore has finished, whether it succeeded or not.
 func (a *Agent) RestoreArchive(ctx context.Context, r io.Reader, name string) (*RestoreResult, error) {
+	if err := a.checkFence("restore", name); err != nil {
+		return nil, err
+	}
 	dir := filepath.Join(a.cfg.checkpointsDir(), stagingPrefix+"import-"+newID()[:checkpointIDLen])
 	// Removing hundreds of MiB takes a while and nobody waits for it: the
 	// caller gets its answer first. A crash before it is done leaves a

@@ -86,7 +86,7 @@ func grpcError(err error) error {
 	// upgrade CRIU or godwit) before the call can succeed.
 	case errors.Is(err, ErrInvalidState), errors.Is(err, ErrInUse),
 		errors.Is(err, bundle.ErrIncompatible), errors.Is(err, bundle.ErrUnsupportedVersion),
-		errors.Is(err, bundle.ErrUnsealed):
+		errors.Is(err, bundle.ErrUnsealed), errors.Is(err, ErrFenced):
 		code = codes.FailedPrecondition
 	// A checkpoint or archive that does not match its manifest, holds
 	// what a checkpoint may not, or cannot be opened is bad input, whoever

@@ -69,6 +69,11 @@ type AgentOptions struct {
 	// Port is the API's port on the host's address; 0 means
 	// DefaultAgentPort.
 	Port int
+	// Join are gossip addresses of the cluster's members
+	// (Scheduler.GossipAddr): the agent joins the gossip pool, registers
+	// with the schedulers and holds a lease (--join, with the cluster's
+	// --gossip-key-file unless Insecure). Empty: a standalone agent.
+	Join []string
 	// Args are further `godwit agent` flags, such as --runc, --snapshotter
 	// or --log-level. Not --run-dir: the cluster finds an agent's runc
 	// state and mounts under its data dir.
@@ -97,11 +102,12 @@ type Agent struct {
 }
 
 // StartAgent starts the host's agent and returns once its API answers
-// from the root namespace at HOSTADDR:PORT. The agent's data dir is the
+// from the root namespace at HOSTADDR:PORT; with AgentOptions.Join it
+// registers with the schedulers afterwards, on its own. The agent's data dir is the
 // host's, so an agent started after another was killed re-adopts its
 // containers; its standard output and error are appended to
-// HOSTDIR/agent.log. It runs in a process group of its own (a ^C meant
-// for the test does not stop it before Close) and lives until Stop, Kill
+// HOSTDIR/agent.log. It runs in a session of its own (a ^C meant for the
+// test does not stop it before Close) and lives until Stop, Kill
 // or Close, not until ctx ends: ctx bounds only the wait.
 func (h *Host) StartAgent(ctx context.Context, opts AgentOptions) (_ *Agent, err error) {
 	c := h.cluster
@@ -155,11 +161,20 @@ func (h *Host) StartAgent(ctx context.Context, opts AgentOptions) (_ *Agent, err
 		"--data-dir", h.DataDir(),
 		"--listen", a.addr,
 		"--container-cidr", c.containerCIDR.String()}, security...)
+	if len(opts.Join) > 0 {
+		args = append(args, "--join", strings.Join(opts.Join, ","))
+		if !opts.Insecure {
+			args = append(args, "--gossip-key-file", c.gossipKeyFile)
+		}
+	}
 	args = append(args, opts.Args...)
 	a.cmd = exec.Command(c.nsenter, args...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	a.cmd.Env = append(os.Environ(), opts.Env...)
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A session of its own: neither a ^C meant for the caller nor the
+	// hangup of the caller's terminal reaches it, which a detached
+	// cluster (`godwit dev up`) needs.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := a.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("host %s: start agent: %w", h.name, err)
 	}
@@ -270,24 +285,7 @@ func (a *Agent) LogPath() string { return a.logPath }
 // LogTail returns the last AgentLogTail bytes of the agent's log, or why
 // it cannot be read: it is for error messages, which should not fail in
 // turn.
-func (a *Agent) LogTail() string {
-	f, err := os.Open(a.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err.Error()
-	}
-	off := max(st.Size()-AgentLogTail, 0)
-	buf := make([]byte, st.Size()-off)
-	n, err := f.ReadAt(buf, off)
-	if err != nil && n == 0 {
-		return err.Error()
-	}
-	return string(buf[:n])
-}
+func (a *Agent) LogTail() string { return logTail(a.logPath) }
 
 // Running reports whether the agent's process has not exited.
 func (a *Agent) Running() bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/godwit/godwit/internal/netnsutil"
+	"github.com/godwit/godwit/internal/pki"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -90,6 +92,8 @@ type Cluster struct {
 	// tls is the cluster's CA and the operator's identity, in
 	// WORKDIR/_tls.
 	tls *clusterTLS
+	// gossipKeyFile is the gossip pool's key, WORKDIR/_tls/gossip.key.
+	gossipKeyFile string
 
 	lock *os.File
 	// ownsWorkDir is set once the record names workDir as the cluster's:
@@ -102,11 +106,16 @@ type Cluster struct {
 	mu     sync.Mutex
 	hosts  []*Host
 	nextIP netip.Addr
+	// schedulers maps a host's name to the scheduler StartScheduler last
+	// started there; schedMu serializes StartScheduler.
+	schedulers map[string]*Scheduler
+	schedMu    sync.Mutex
 	// closed refuses further changes; removed is set once Close has
-	// removed everything.
-	closed  bool
-	removed bool
-	closeMu sync.Mutex // held for the whole of Close
+	// removed everything, detached once Detach has left it running.
+	closed   bool
+	removed  bool
+	detached bool
+	closeMu  sync.Mutex // held for the whole of Close and Detach
 }
 
 // New creates a cluster's bridge in the calling thread's network namespace
@@ -158,6 +167,10 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkNotDetached(cfg.Name); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	c := &Cluster{
 		name:          cfg.Name,
 		subnet:        cfg.Subnet.Masked(),
@@ -170,6 +183,7 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		lock:          lock,
 		rootNS:        netns.None(),
 		nextIP:        firstIP,
+		schedulers:    map[string]*Scheduler{},
 	}
 	defer func() {
 		if err != nil {
@@ -201,6 +215,10 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
 	if c.tls, err = newClusterTLS(filepath.Join(workDir, tlsDirName)); err != nil {
+		return nil, err
+	}
+	c.gossipKeyFile = filepath.Join(workDir, tlsDirName, gossipKeyName)
+	if err := pki.CreateGossipKey(c.gossipKeyFile); err != nil {
 		return nil, err
 	}
 	if err := c.createBridge(); err != nil {
@@ -553,12 +571,13 @@ func (c *Cluster) Close() error {
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()
 	c.mu.Lock()
-	if c.removed {
+	if c.removed || c.detached {
 		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
 	hosts := slices.Clone(c.hosts)
+	schedulers := maps.Clone(c.schedulers)
 	c.mu.Unlock()
 
 	if c.lock == nil {
@@ -585,6 +604,14 @@ func (c *Cluster) Close() error {
 		if a := h.Agent(); a != nil {
 			if err := a.Stop(); err != nil {
 				c.log.Warn("agent did not stop cleanly", "host", h.name, "err", err)
+			}
+		}
+	}
+	// Then the schedulers, each leaving the gossip pool on SIGTERM.
+	for _, h := range hosts {
+		if s := schedulers[h.name]; s != nil {
+			if err := s.Stop(); err != nil {
+				c.log.Warn("scheduler did not stop cleanly", "host", h.name, "err", err)
 			}
 		}
 	}

@@ -1,7 +1,7 @@
 // Package devcluster builds a godwit cluster on one machine: test hosts
 // that are network namespaces on a bridge, each with its own address, and
-// real `godwit agent` processes inside them. Cluster tests, benchmarks and
-// (later) `godwit dev up` use it.
+// real `godwit agent` and `godwit scheduler` processes inside them. Cluster
+// tests, benchmarks and `godwit dev up` use it.
 //
 // # Topology
 //
@@ -62,6 +62,29 @@
 // AgentOptions.Insecure starts an agent in plaintext instead, and
 // AgentOptions.CA gives an agent a certificate of another CA, so that it
 // and the cluster's agents refuse each other.
+//
+// # Schedulers
+//
+// Host.StartScheduler runs a `godwit scheduler` replica in a host, beside
+// or instead of an agent: its API on HOSTADDR:7710, raft on 7711, gossip
+// on 7712, its raft data in HOSTDIR/scheduler (kept across restarts), its
+// name CLUSTER-HOST.sched (a dot, which no host name has, so that it never
+// equals an agent's node name in the one gossip pool they share), with
+// --test-timings, a scheduler certificate of the cluster's CA naming the
+// host's address and the cluster's gossip key (GossipKeyFile, created
+// with the cluster), or --insecure. AgentOptions.Join makes an agent join
+// the schedulers' gossip pool and register with them. WaitLeader waits
+// until the schedulers agree on a leader. Close stops the schedulers after
+// the agents.
+//
+// # Detached clusters
+//
+// `godwit dev up` builds a cluster and exits, leaving it running: Detach
+// marks the cluster's record detached and releases the lock without
+// removing anything. New then refuses the name (ErrDetached) instead of
+// sweeping it as an interrupted run's, and Remove (`godwit dev down`)
+// removes it. SyncRoutes keeps the routes of a cluster from its name
+// alone, for the process that follows a detached cluster's containers.
 //
 // # Names, leftovers and cleanup
 //

@@ -60,6 +60,10 @@ type record struct {
 	WorkDir string `json:"workDir"`
 	// Hosts are the host names in the order they were added.
 	Hosts []string `json:"hosts"`
+	// Detached: the cluster runs on without the process that created it
+	// (Detach), so a free lock does not mean an interrupted run, and only
+	// Remove removes it.
+	Detached bool `json:"detached,omitempty"`
 }
 
 func readRecord(cluster string) (record, error) {
@@ -224,7 +228,12 @@ func warnLeftovers(name string, log *slog.Logger) {
 	if err != nil {
 		return // the sweep reports it
 	}
-	if hosts := leftoverHosts(name, rec); rec.Version != 0 || len(hosts) > 0 {
+	hosts := leftoverHosts(name, rec)
+	switch {
+	case rec.Detached:
+		// Left running on purpose (Detach): removing it is no surprise.
+		log.Info("removing the detached cluster", "work_dir", rec.WorkDir, "hosts", hosts)
+	case rec.Version != 0 || len(hosts) > 0:
 		log.Warn("removing what an earlier run of this cluster left", "work_dir", rec.WorkDir, "hosts", hosts)
 	}
 }

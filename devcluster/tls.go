@@ -19,23 +19,27 @@ const (
 	// (AgentOptions.CA).
 	hostTLSDirName   = "tls"
 	customTLSDirName = "tls-other-ca"
-	// operatorName is the common name of the certificate that the
-	// cluster's clients (Agent.Client, the CLI through TLSEnv) present.
+	// operatorName is the common name of the operator's certificate, which
+	// the cluster's clients (Agent.Client, the CLI through TLSEnv)
+	// present, and viewerName that of the viewer's (ViewerTLS).
 	operatorName = "operator"
+	viewerName   = "viewer"
 	// caName names the cluster's CA.
 	caName = "godwit devcluster CA"
 )
 
-// clusterTLS is a cluster's throwaway CA and the operator's client
-// identity, created with the cluster.
+// clusterTLS is a cluster's throwaway CA and its clients' identities,
+// created with the cluster: the operator's and a viewer's.
 type clusterTLS struct {
 	ca       *pki.CA
 	operator pki.Files
 	client   *tls.Config
+	viewer   *tls.Config
 }
 
 // newClusterTLS creates the cluster's CA in dir (ca.pem, ca-key.pem) and
-// issues the operator's certificate into dir/operator.
+// issues the operator's certificate into dir/operator and a viewer's
+// into dir/viewer.
 func newClusterTLS(dir string) (*clusterTLS, error) {
 	if err := os.MkdirAll(dir, workDirMode); err != nil {
 		return nil, fmt.Errorf("create the cluster's TLS dir: %w", err)
@@ -47,18 +51,23 @@ func newClusterTLS(dir string) (*clusterTLS, error) {
 	if err := ca.WriteFiles(filepath.Join(dir, pki.CAFile), filepath.Join(dir, pki.CAKeyFile)); err != nil {
 		return nil, err
 	}
-	operator, client, err := issueClient(ca, filepath.Join(dir, operatorName))
+	operator, client, err := issueClient(ca, filepath.Join(dir, operatorName), operatorName, pki.RoleOperator)
 	if err != nil {
 		return nil, err
 	}
-	return &clusterTLS{ca: ca, operator: operator, client: client}, nil
+	_, viewer, err := issueClient(ca, filepath.Join(dir, viewerName), viewerName, pki.RoleViewer)
+	if err != nil {
+		return nil, err
+	}
+	return &clusterTLS{ca: ca, operator: operator, client: client, viewer: viewer}, nil
 }
 
-// issueClient issues a client certificate of ca into dir and loads it.
-func issueClient(ca *pki.CA, dir string) (pki.Files, *tls.Config, error) {
-	f, err := ca.IssueTo(dir, operatorName)
+// issueClient issues name's client certificate of ca with role (operator
+// or viewer) into dir and loads it.
+func issueClient(ca *pki.CA, dir, name string, role pki.Role) (pki.Files, *tls.Config, error) {
+	f, err := ca.IssueTo(dir, pki.CertRequest{Name: name, Role: role})
 	if err != nil {
-		return pki.Files{}, nil, fmt.Errorf("issue the operator's TLS certificate: %w", err)
+		return pki.Files{}, nil, fmt.Errorf("issue the %s's TLS certificate: %w", role, err)
 	}
 	id, err := pki.Load(f)
 	if err != nil {
@@ -81,14 +90,20 @@ func (c *Cluster) TLSEnv() []string {
 }
 
 // ClientTLS is a copy of the TLS configuration of the cluster's clients:
-// the operator's certificate, and the cluster's CA to verify agents with.
+// the operator's certificate (role operator: it may call everything), and
+// the cluster's CA to verify agents with.
 func (c *Cluster) ClientTLS() *tls.Config { return c.tls.client.Clone() }
+
+// ViewerTLS is ClientTLS with a viewer's certificate instead: it may
+// read (node info, list, inspect, logs) and nothing else, for tests of
+// the refusals.
+func (c *Cluster) ViewerTLS() *tls.Config { return c.tls.viewer.Clone() }
 
 // CA is the cluster's CA, which signs every agent's certificate unless
 // AgentOptions.CA says otherwise.
 func (c *Cluster) CA() *pki.CA { return c.tls.ca }
 
-// agentTLS returns the node certificate files an agent on h starts with
+// agentTLS returns the agent certificate files an agent on h starts with
 // and its clients' TLS configuration: the host's certificate of the
 // cluster's CA, issued on the first start; or, with another CA, a fresh
 // certificate of that CA and an operator of it, so that the test still
@@ -98,15 +113,15 @@ func (h *Host) agentTLS(ca *pki.CA) (pki.Files, *tls.Config, error) {
 	host := h.addr.String()
 	if ca != nil && ca != c.tls.ca {
 		dir := filepath.Join(h.dir, customTLSDirName)
-		f, err := ca.IssueTo(dir, h.Node(), host)
+		f, err := ca.IssueTo(dir, pki.CertRequest{Name: h.Node(), Role: pki.RoleAgent, Hosts: []string{host}})
 		if err != nil {
 			return pki.Files{}, nil, err
 		}
-		_, client, err := issueClient(ca, filepath.Join(dir, operatorName))
+		_, client, err := issueClient(ca, filepath.Join(dir, operatorName), operatorName, pki.RoleOperator)
 		return f, client, err
 	}
 	if h.tls.IsZero() {
-		f, err := c.tls.ca.IssueTo(filepath.Join(h.dir, hostTLSDirName), h.Node(), host)
+		f, err := c.tls.ca.IssueTo(filepath.Join(h.dir, hostTLSDirName), pki.CertRequest{Name: h.Node(), Role: pki.RoleAgent, Hosts: []string{host}})
 		if err != nil {
 			return pki.Files{}, nil, err
 		}

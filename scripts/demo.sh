@@ -31,9 +31,9 @@ step "godwit doctor"
 "$godwit" doctor || true
 
 step "godwit tls: a throwaway CA, a certificate for each node and one for this CLI"
-"$godwit" tls ca --dir "$work/tls"
-for node in n1 n2; do "$godwit" tls cert --dir "$work/tls" --name "$node" --host 127.0.0.1; done
-"$godwit" tls cert --dir "$work/tls" --name operator
+"$godwit" tls ca create --dir "$work/tls"
+for node in n1 n2; do "$godwit" tls cert create --dir "$work/tls" --role agent --name "$node" --host 127.0.0.1; done
+"$godwit" tls cert create --dir "$work/tls" --role operator --name operator
 # The CLI presents the operator's certificate to both agents.
 export GODWIT_TLS_CA=$work/tls/operator/ca.pem GODWIT_TLS_CERT=$work/tls/operator/cert.pem GODWIT_TLS_KEY=$work/tls/operator/key.pem
 tls_flags() { echo --tls-ca "$work/tls/$1/ca.pem" --tls-cert "$work/tls/$1/cert.pem" --tls-key "$work/tls/$1/key.pem"; }

@@ -41,7 +41,7 @@ func BenchmarkTransfer(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f, err := ca.IssueTo(filepath.Join(b.TempDir(), "node"), "node", "127.0.0.1")
+	f, err := ca.IssueTo(filepath.Join(b.TempDir(), "node"), pki.CertRequest{Name: "node", Role: pki.RoleAgent, Hosts: []string{"127.0.0.1"}})
 	if err != nil {
 		b.Fatal(err)
 	}

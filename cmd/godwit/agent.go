@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/godwit/godwit/agent"
+	"github.com/godwit/godwit/internal/authz"
 	"github.com/godwit/godwit/internal/datachan"
 	"github.com/godwit/godwit/internal/pki"
 	"github.com/godwit/godwit/internal/rpc"
@@ -23,7 +24,7 @@ import (
 // noAgentTLS is why an agent started with neither TLS files nor
 // --insecure refuses to start, and what to pass.
 const noAgentTLS = "the agent serves its API and data connections over mutual TLS: give --tls-ca CA.pem --tls-cert NODE.pem --tls-key NODE-KEY.pem " +
-	"(a throwaway CA and node certificates: `godwit tls ca --dir DIR`, then `godwit tls cert --dir DIR --name NODE --host ADDRESS`), " +
+	"(a CA and agent certificates: `godwit tls ca create --dir DIR`, then `godwit tls cert create --dir DIR --role agent --name NODE --host ADDRESS`), " +
 	"or, on a host or network you trust, --insecure for plaintext without authentication"
 
 func init() { register(newAgentCommand) }
@@ -37,6 +38,8 @@ func newAgentCommand(*globalOptions) *cobra.Command {
 		insecure bool
 		tlsFiles pki.Files
 		logLevel string
+		cluster  agentClusterFlags // agent_cluster.go
+		dev      bool              // agent_dev.go
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --name NAME --data-dir DIR --listen ADDR (--tls-ca FILE --tls-cert FILE --tls-key FILE | --insecure)",
@@ -47,16 +50,41 @@ when the agent stops; a restarted agent re-adopts them.
 
 The API and the data connections beside it (checkpoint archives, migration
 images) are served on --listen over mutual TLS: --tls-cert is this node's
-certificate (its addresses among its names), --tls-key its key, and
---tls-ca the cluster's CA, which every client and every other agent must
-present a certificate of. The agent sends migrations to other agents with
-the same certificate. --insecure serves plaintext without authentication
-instead, for one host or tests.`,
+certificate (role agent, its addresses among its names: godwit tls cert
+create --role agent), --tls-key its key, and --tls-ca the cluster's CA,
+which every client and every other agent must present a certificate of.
+The caller's role decides what it may call: operator and scheduler
+everything, viewer only reads (node info, ps, inspect, logs), agent the
+migration calls. The agent sends migrations to other agents with the same
+certificate. --insecure serves plaintext without authentication instead,
+for one host or tests.
+
+With --join the agent is part of a cluster: it gossips with the members
+(encrypted with --gossip-key-file), registers with a scheduler, reports
+its containers and load in heartbeats, and holds a lease by them. While
+it has no valid lease (no scheduler reached in time) it starts, resumes
+and commits nothing, since the scheduler may have placed its containers
+elsewhere; it registers again as soon as a scheduler answers. Without
+--join the agent is standalone.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if dev {
+				d, err := devAgent(ctx, &cfg, &tlsFiles, &cluster, insecure, log)
+				if err != nil {
+					return err
+				}
+				defer d.close()
+				fmt.Fprintf(cmd.ErrOrStderr(), "godwit dev: agent %s and scheduler %s on %s; data in %s\n"+
+					"the CLI's current context is now %q: try `godwit node ls`, then `godwit image import` and `godwit run`\n",
+					devName, devSchedulerName, devHost, d.dir, devName)
+			} else if cfg.Name == "" || cfg.DataDir == "" {
+				return errors.New("give --name and --data-dir (or --dev for a one-machine cluster with no configuration)")
 			}
 			id, err := agentIdentity(tlsFiles, insecure)
 			if err != nil {
@@ -80,10 +108,15 @@ instead, for one host or tests.`,
 			if cfg.Advertise == "" {
 				cfg.Advertise = listen
 			}
+			cl, err := cluster.setup(cfg, listen, insecure, id)
+			if err != nil {
+				return err
+			}
+			if cl != nil {
+				cfg.Fence = cl.fence
+			}
 
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runAgent(ctx, cfg, listen, id, log)
+			return runAgent(ctx, cfg, listen, id, log, cl)
 		},
 	}
 	f := cmd.Flags()
@@ -101,8 +134,9 @@ instead, for one host or tests.`,
 	f.StringVar(&tlsFiles.Key, "tls-key", "", "the private key of --tls-cert (PEM, mode 0600)")
 	f.BoolVar(&insecure, "insecure", false, "serve the API in plaintext, without authentication, instead of TLS (one host or tests only)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	_ = cmd.MarkFlagRequired("name")
-	_ = cmd.MarkFlagRequired("data-dir")
+	cluster.register(cmd)
+	f.BoolVar(&dev, "dev", false, "one machine, no configuration: this agent plus an embedded single-voter scheduler, a throwaway CA, "+
+		"a temporary data dir unless --data-dir, and the CLI context \"dev\" while it runs")
 	return cmd
 }
 
@@ -125,7 +159,14 @@ func agentIdentity(f pki.Files, insecure bool) (*pki.Identity, error) {
 		}
 		return nil, fmt.Errorf("missing %s: the agent's TLS needs all three of --tls-ca, --tls-cert and --tls-key", strings.Join(flags, " and "))
 	}
-	return pki.Load(f)
+	id, err := pki.Load(f)
+	if err != nil {
+		return nil, err
+	}
+	if id.Role() != pki.RoleAgent {
+		return nil, fmt.Errorf("the certificate %s has the %s role, and an agent serves with an agent's: issue one with `godwit tls cert create --role agent --name NODE --host ADDRESS`", f.Cert, id.Role())
+	}
+	return id, nil
 }
 
 // muxConfig is the data channel's configuration: TLS with the agent's
@@ -158,7 +199,9 @@ func muxConfig(cfg agent.Config, addr net.Addr, id *pki.Identity, log *slog.Logg
 	return datachan.Config{Log: log, TLS: server, ClientTLS: id.ClientConfig()}, nil
 }
 
-func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Identity, log *slog.Logger) error {
+// runAgent runs the agent until ctx ends; cl, when set, joins it to the
+// cluster once it serves.
+func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Identity, log *slog.Logger, cl *agentCluster) error {
 	a, err := agent.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -179,11 +222,18 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Iden
 	// checkpoint archives beside it (internal/datachan), over one TLS.
 	mux := datachan.Listen(lis, muxCfg)
 	defer mux.Close()
-	srv := grpc.NewServer(append(rpc.ServerOptions(), grpc.Creds(mux.ServerCredentials()))...)
+	srv := agentServer(mux, id, log)
 	a.Register(srv, agent.WithDataChannel(mux))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(mux.RPCListener()) }()
 	log.Info("agent ready", "node", cfg.Name, "listen", lis.Addr().String(), "data_dir", cfg.DataDir)
+	if cl != nil {
+		if err := cl.start(ctx, a, log); err != nil {
+			srv.Stop()
+			return err
+		}
+		defer cl.stop()
+	}
 
 	select {
 	case err := <-errc:
@@ -193,6 +243,15 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Iden
 		srv.GracefulStop()
 		return nil
 	}
+}
+
+// agentServer is the agent's gRPC server on mux: the shared transport
+// options, the mux's credentials, and the agent's policy, which checks
+// every call's role (internal/authz); an --insecure agent (id nil)
+// allows every call.
+func agentServer(mux *datachan.Mux, id *pki.Identity, log *slog.Logger) *grpc.Server {
+	opts := append(rpc.ServerOptions(), authz.ServerOptions(authz.AgentPolicy(), authz.Options{Insecure: id == nil, Log: log})...)
+	return grpc.NewServer(append(opts, grpc.Creds(mux.ServerCredentials()))...)
 }
 
 func newLogger(level string) (*slog.Logger, error) {

@@ -66,7 +66,16 @@ type clientTLS struct {
 }
 
 func (o *globalOptions) clientTLS() (*tls.Config, error) {
-	o.tls.once.Do(func() { o.tls.cfg, o.tls.err = loadClientTLS(o.tlsFiles) })
+	o.tls.once.Do(func() {
+		t, err := o.target()
+		if err != nil {
+			o.tls.err = err
+			return
+		}
+		if o.tls.cfg, o.tls.err = loadClientTLS(t.tls); o.tls.err != nil && t.tlsContext != "" {
+			o.tls.err = fmt.Errorf("%w%s", o.tls.err, t.tlsFilesNote())
+		}
+	})
 	return o.tls.cfg, o.tls.err
 }
 
@@ -87,7 +96,7 @@ func loadClientTLS(f pki.Files) (*tls.Config, error) {
 		}
 		return id.ClientConfig(), nil
 	}
-	return nil, fmt.Errorf("missing %s: TLS to the agent needs all three of --tls-ca, --tls-cert and --tls-key; give none to talk plaintext to an agent started with --insecure",
+	return nil, fmt.Errorf("missing %s: TLS needs all three of --tls-ca, --tls-cert and --tls-key; give none to talk plaintext to an agent or scheduler started with --insecure",
 		strings.Join(missing, " and "))
 }
 
@@ -100,6 +109,9 @@ func (o *globalOptions) withAgent(addr string) *globalOptions {
 // agentClient dials the agent named by --agent. The connection is lazy:
 // errors show on the first call, where explain turns them into advice.
 func (o *globalOptions) agentClient() (pb.AgentServiceClient, func(), error) {
+	if err := o.requireAgent(); err != nil {
+		return nil, nil, err
+	}
 	cfg, err := o.clientTLS()
 	if err != nil {
 		return nil, nil, err
@@ -138,11 +150,12 @@ func (o *globalOptions) explain(err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		t, _ := o.target() // resolved already: the call was made
 		if mismatch := o.tlsMismatch(context.Background(), o.agentAddr); mismatch != nil {
-			return mismatch
+			return fmt.Errorf("%w%s", mismatch, t.tlsFilesNote())
 		}
-		return fmt.Errorf("cannot reach the agent at %s (%s): is `godwit agent` running there? Set --agent or GODWIT_AGENT",
-			o.agentAddr, st.Message())
+		return fmt.Errorf("cannot reach the agent at %s%s (%s): is `godwit agent` running there? Set --agent or GODWIT_AGENT",
+			o.agentAddr, t.fromNote(), st.Message())
 	case codes.Canceled:
 		return context.Canceled
 	}

@@ -122,6 +122,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 		req    pb.RunContainerRequest
 		memory string
 		labels []string
+		place  *placementFlags
 		out    *outputFormat
 	)
 	cmd := &cobra.Command{
@@ -145,6 +146,9 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 				if !strings.Contains(kv, "=") {
 					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
 				}
+			}
+			if placed, err := runInCluster(cmd, g, &req, place, *out); placed {
+				return err
 			}
 			var c *pb.Container
 			if err := g.call(func(client pb.AgentServiceClient) (err error) {
@@ -170,6 +174,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&req.Hostname, "hostname", "", "hostname (default: the container's name)")
 	f.StringVarP(&req.User, "user", "u", "", "user as UID[:GID]")
 	f.StringVar(&req.Ip, "ip", "", "container IP (default: allocated from the node's --container-cidr)")
+	place = addPlacementFlags(cmd)
 	out = addOutputFlag(cmd)
 	return cmd
 }
@@ -185,7 +190,7 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var resp *pb.ListContainersResponse
-			if err := g.call(func(c pb.AgentServiceClient) (err error) {
+			if err := g.callContainers(func(c containerAPI) (err error) {
 				resp, err = c.ListContainers(cmd.Context(), &pb.ListContainersRequest{All: all})
 				return err
 			}); err != nil {
@@ -216,11 +221,11 @@ func newInspectCommand(g *globalOptions) *cobra.Command {
 	var out *outputFormat
 	cmd := &cobra.Command{
 		Use:   "inspect CONTAINER",
-		Short: "Show everything the agent knows about a container",
+		Short: "Show everything the cluster (or the agent) knows about a container",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var c *pb.Container
-			if err := g.call(func(client pb.AgentServiceClient) (err error) {
+			if err := g.callContainers(func(client containerAPI) (err error) {
 				c, err = client.InspectContainer(cmd.Context(), &pb.ContainerRef{Ref: args[0]})
 				return err
 			}); err != nil {
@@ -287,7 +292,7 @@ func newLogsCommand(g *globalOptions) *cobra.Command {
 		Short: "Print a container's output (-f: keep following it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.call(func(c pb.AgentServiceClient) error {
+			return g.callContainers(func(c containerAPI) error {
 				stream, err := c.Logs(cmd.Context(), &pb.LogsRequest{Ref: args[0], Follow: follow})
 				if err != nil {
 					return err
@@ -318,7 +323,7 @@ func newStopCommand(g *globalOptions) *cobra.Command {
 		Short: "Stop containers: SIGTERM, then SIGKILL after the timeout",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.call(func(c pb.AgentServiceClient) error {
+			return g.callContainers(func(c containerAPI) error {
 				for _, ref := range args {
 					if _, err := c.StopContainer(cmd.Context(), &pb.StopContainerRequest{Ref: ref, TimeoutSeconds: timeout}); err != nil {
 						return err
@@ -339,7 +344,7 @@ func newStartCommand(g *globalOptions) *cobra.Command {
 		Short: "Start stopped or exited containers again",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.call(func(c pb.AgentServiceClient) error {
+			return g.callContainers(func(c containerAPI) error {
 				for _, ref := range args {
 					if _, err := c.StartContainer(cmd.Context(), &pb.ContainerRef{Ref: ref}); err != nil {
 						return err
@@ -359,7 +364,7 @@ func newRmCommand(g *globalOptions) *cobra.Command {
 		Short: "Remove containers and everything made for them (-f: kill running ones first)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.call(func(c pb.AgentServiceClient) error {
+			return g.callContainers(func(c containerAPI) error {
 				for _, ref := range args {
 					if _, err := c.RemoveContainer(cmd.Context(), &pb.RemoveContainerRequest{Ref: ref, Force: force}); err != nil {
 						return err

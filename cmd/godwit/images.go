@@ -16,6 +16,8 @@ func init() { register(newImageCommand) }
 
 // imageView is an image as `image ls -o json` prints it.
 type imageView struct {
+	// Node is the node that holds the image: cluster mode only.
+	Node    string      `json:"node,omitempty"`
 	Name    string      `json:"name"`
 	ID      string      `json:"id"`
 	Format  string      `json:"format"`
@@ -39,21 +41,26 @@ func newImageView(img *pb.Image) imageView {
 }
 
 func newImageCommand(g *globalOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "image", Short: "Manage the images of a node"}
+	cmd := &cobra.Command{Use: "image", Short: "Manage the images of the cluster's nodes (or of one agent's)"}
 	cmd.AddCommand(newImageImportCommand(g), newImageListCommand(g), newImageRemoveCommand(g))
 	return cmd
 }
 
 func newImageImportCommand(g *globalOptions) *cobra.Command {
 	var (
-		name string
-		out  *outputFormat
+		name, node string
+		out        *outputFormat
 	)
 	cmd := &cobra.Command{
-		Use:   "import FILE [--name NAME]",
+		Use:   "import FILE [--name NAME] [--node NODE]",
 		Short: "Import an OCI image layout, `docker save` or plain rootfs tarball (gzip, zstd or uncompressed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if node != "" {
+				if err := g.refuseInAgentMode("--node"); err != nil {
+					return err
+				}
+			}
 			f, err := os.Open(args[0])
 			if err != nil {
 				return err
@@ -66,35 +73,59 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 			ui := newProgressUI(cmd.ErrOrStderr(), "import "+args[0])
 			r := agentclient.NewProgressReader(f, st.Size(), func(done, total int64) { ui.update("uploading", done, total) })
 			var img *pb.Image
-			err = g.call(func(c pb.AgentServiceClient) (err error) {
-				img, err = agentclient.ImportImage(cmd.Context(), c, r, name, st.Size())
-				return err
-			})
+			if g.isCluster() {
+				var ci *pb.ClusterImage
+				ci, err = importToCluster(cmd.Context(), g, r, node, name, st.Size())
+				img, node = ci.GetImage(), ci.GetNode()
+			} else {
+				err = g.call(func(c pb.AgentServiceClient) (err error) {
+					img, err = agentclient.ImportImage(cmd.Context(), c, r, name, st.Size())
+					return err
+				})
+			}
 			ui.finish()
 			if err != nil {
 				return err
 			}
+			v := newImageView(img)
+			v.Node = node
 			if *out == outputJSON {
-				return printJSON(cmd.OutOrStdout(), newImageView(img))
+				return printJSON(cmd.OutOrStdout(), v)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%s, %d layers, %s) as %s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%s, %d layers, %s) as %s",
 				img.GetName(), img.GetFormat(), len(img.GetLayers()), units.FormatBytes(img.GetSize()), shortDigest(img.GetId()))
+			if node != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), " on node %s", node)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "name for the image (default: the tag inside the tarball)")
+	cmd.Flags().StringVar(&node, "node", "", "cluster: the node to import into (default: one the scheduler picks)")
 	out = addOutputFlag(cmd)
 	return cmd
 }
 
 func newImageListCommand(g *globalOptions) *cobra.Command {
-	var out *outputFormat
+	var (
+		out  *outputFormat
+		node string
+	)
 	cmd := &cobra.Command{
-		Use:     "ls",
+		Use:     "ls [--node NODE]",
 		Aliases: []string{"list"},
-		Short:   "List the node's images",
+		Short:   "List the images of the cluster's nodes (or of one agent's node)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.isCluster() {
+				return listClusterImages(cmd, g, node, *out)
+			}
+			if node != "" {
+				if err := g.refuseInAgentMode("--node"); err != nil {
+					return err
+				}
+			}
 			var resp *pb.ListImagesResponse
 			if err := g.call(func(c pb.AgentServiceClient) (err error) {
 				resp, err = c.ListImages(cmd.Context(), &pb.ListImagesRequest{})
@@ -117,6 +148,7 @@ func newImageListCommand(g *globalOptions) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().StringVar(&node, "node", "", "cluster: only this node's images")
 	out = addOutputFlag(cmd)
 	return cmd
 }

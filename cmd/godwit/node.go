@@ -46,7 +46,7 @@ func newStrategyViews(in []*pb.StrategySupport) []strategyView {
 }
 
 func newNodeCommand(g *globalOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "node", Short: "Inspect nodes"}
+	cmd := &cobra.Command{Use: "node", Short: "List, inspect and cordon the cluster's nodes (info: one agent's node)"}
 	var out *outputFormat
 	info := &cobra.Command{
 		Use:   "info",
@@ -77,6 +77,7 @@ for them once, as ` + "`godwit doctor`" + ` does there.`,
 	}
 	out = addOutputFlag(info)
 	cmd.AddCommand(info)
+	cmd.AddCommand(newNodeClusterCommands(g)...)
 	return cmd
 }
 

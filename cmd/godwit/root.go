@@ -15,6 +15,17 @@ type globalOptions struct {
 	// none means plaintext; tls is what they load to (client.go).
 	tlsFiles pki.Files
 	tls      clientTLS
+	// clusterAddr is --addr / GODWIT_ADDR: a scheduler of the cluster.
+	// Which of it, --agent and the current context a command talks to is
+	// target's choice (cluster_target.go).
+	clusterAddr string
+	// flags are the root's persistent flags, which tell a flag given on
+	// the command line from its default; nil for an options copy that
+	// talks to one agent (withAgent).
+	flags interface{ Changed(name string) bool }
+	// command is the command running, for messages that name it.
+	command  *cobra.Command
+	resolved targetOnce
 }
 
 func newRootCommand() *cobra.Command {
@@ -28,6 +39,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&opts.agentAddr, "agent", envOr("GODWIT_AGENT", "127.0.0.1:7701"),
 		"address of the node agent to talk to (env GODWIT_AGENT)")
 	addTLSFlags(root, opts)
+	addClusterFlags(root, opts)
 
 	for _, add := range subcommands {
 		root.AddCommand(add(opts))

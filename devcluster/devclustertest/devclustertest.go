@@ -21,8 +21,8 @@ import (
 // (fails it under CI=true) without root, runc or nsenter. An empty
 // cfg.Bin is this tree's godwit, built once per test binary (the package
 // calls testutil.RemoveBuilds from TestMain); a nil cfg.Log writes to the
-// test's output. When t has failed, the end of every agent's log is
-// printed before the cluster goes.
+// test's output. When t has failed, the end of every agent's and
+// scheduler's log is printed before the cluster goes.
 func Start(t testing.TB, cfg devcluster.Config, hosts ...string) *devcluster.Cluster {
 	t.Helper()
 	testutil.RequireRoot(t)
@@ -43,6 +43,9 @@ func Start(t testing.TB, cfg devcluster.Config, hosts ...string) *devcluster.Clu
 			for _, h := range c.Hosts() {
 				if a := h.Agent(); a != nil {
 					t.Logf("log of agent %s (end):\n%s", a, a.LogTail())
+				}
+				if s := h.Scheduler(); s != nil {
+					t.Logf("log of scheduler %s (end):\n%s", s, s.LogTail())
 				}
 			}
 		}

@@ -43,7 +43,7 @@ func newCA(t testing.TB) *pki.CA {
 
 func issue(t testing.TB, ca *pki.CA, name string) identity {
 	t.Helper()
-	f, err := ca.IssueTo(filepath.Join(t.TempDir(), name), name, "127.0.0.1")
+	f, err := ca.IssueTo(filepath.Join(t.TempDir(), name), pki.CertRequest{Name: name, Role: pki.RoleAgent, Hosts: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

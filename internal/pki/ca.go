@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,14 +153,46 @@ func (kp *KeyPair) WriteFiles(certFile, keyFile string) error {
 	return writeFile(certFile, kp.CertPEM, CertFileMode)
 }
 
-// Issue signs a certificate for the node name (its common name) with a
-// fresh ECDSA P-256 key, valid for CertValidity, for both server and
-// client authentication. hosts are the IP addresses and DNS names that
-// others reach the node at (its subject alternative names); a client that
-// only dials, such as an operator's CLI, needs none.
-func (ca *CA) Issue(name string, hosts ...string) (*KeyPair, error) {
+// CertRequest is what a certificate that Issue signs says about its
+// holder.
+type CertRequest struct {
+	// Name is the holder's name, the certificate's common name: a node's
+	// name for a scheduler or an agent, a person's or a tool's for an
+	// operator or a viewer.
+	Name string
+	// Role is what the holder may do (see Role); it is required.
+	Role Role
+	// Hosts are the IP addresses and DNS names that others reach a
+	// scheduler or an agent at (the certificate's subject alternative
+	// names): clients accept only a server certificate that names the
+	// address they dialled. A serving role needs at least one; operators
+	// and viewers only dial, and take none.
+	Hosts []string
+}
+
+// Issue signs a certificate for req with a fresh ECDSA P-256 key, valid
+// for CertValidity (never past the CA's own end). The role rides in a URI
+// subject alternative name, godwit://role/ROLE (RoleOf reads it). A
+// scheduler's or an agent's certificate is for both server and client
+// authentication, since they accept connections and open them to each
+// other; an operator's or a viewer's is for client authentication only,
+// so that no server can be started with it.
+func (ca *CA) Issue(req CertRequest) (*KeyPair, error) {
+	name := req.Name
 	if name == "" {
-		return nil, errors.New("issue a certificate: the node name is empty")
+		return nil, errors.New("issue a certificate: the name is empty; give the node's name, or the person's or tool's")
+	}
+	if !req.Role.Valid() {
+		if req.Role == "" {
+			return nil, fmt.Errorf("issue a certificate for %s: give its role (--role %s)", name, roleList())
+		}
+		return nil, fmt.Errorf("issue a certificate for %s: %w %q: use %s", name, ErrUnknownRole, req.Role, roleList())
+	}
+	switch {
+	case req.Role.Serves() && len(req.Hosts) == 0:
+		return nil, fmt.Errorf("issue a certificate for %s: the %s role serves, so its certificate must name the addresses it is reached at: give at least one host (--host)", name, req.Role)
+	case !req.Role.Serves() && len(req.Hosts) > 0:
+		return nil, fmt.Errorf("issue a certificate for %s: the %s role is for clients only, and a client's certificate names no host: drop the hosts (--host)", name, req.Role)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -169,6 +202,10 @@ func (ca *CA) Issue(name string, hosts ...string) (*KeyPair, error) {
 	if err != nil {
 		return nil, err
 	}
+	usages := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if req.Role.Serves() {
+		usages = append(usages, x509.ExtKeyUsageServerAuth)
+	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -176,12 +213,13 @@ func (ca *CA) Issue(name string, hosts ...string) (*KeyPair, error) {
 		NotBefore:    now.Add(-clockSkew),
 		NotAfter:     now.Add(CertValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usages,
+		URIs:         []*url.URL{req.Role.uri()},
 	}
 	if tmpl.NotAfter.After(ca.cert.NotAfter) {
 		tmpl.NotAfter = ca.cert.NotAfter // a certificate never outlives its CA
 	}
-	for _, h := range hosts {
+	for _, h := range req.Hosts {
 		switch ip := net.ParseIP(h); {
 		case ip != nil:
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -202,11 +240,11 @@ func (ca *CA) Issue(name string, hosts ...string) (*KeyPair, error) {
 	return &KeyPair{CertPEM: pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: der}), KeyPEM: keyPEM}, nil
 }
 
-// IssueTo issues a certificate for the node name with hosts (see Issue)
-// and writes it into dir, which it creates, with the CA's certificate:
-// the three files of DirFiles(dir), which it returns.
-func (ca *CA) IssueTo(dir, name string, hosts ...string) (Files, error) {
-	kp, err := ca.Issue(name, hosts...)
+// IssueTo issues a certificate for req (see Issue) and writes it into
+// dir, which it creates, with the CA's certificate: the three files of
+// DirFiles(dir), which it returns. Files already there are replaced.
+func (ca *CA) IssueTo(dir string, req CertRequest) (Files, error) {
+	kp, err := ca.Issue(req)
 	if err != nil {
 		return Files{}, err
 	}

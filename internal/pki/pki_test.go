@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,9 +28,15 @@ func newCA(t *testing.T, name string) *CA {
 	return ca
 }
 
+// issueTo issues name's certificate into a temporary directory: an
+// agent's when hosts are given, else an operator's.
 func issueTo(t *testing.T, ca *CA, name string, hosts ...string) Files {
 	t.Helper()
-	f, err := ca.IssueTo(filepath.Join(t.TempDir(), name), name, hosts...)
+	role := RoleOperator
+	if len(hosts) > 0 {
+		role = RoleAgent
+	}
+	f, err := ca.IssueTo(filepath.Join(t.TempDir(), name), CertRequest{Name: name, Role: role, Hosts: hosts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +114,12 @@ func handshake(t *testing.T, server, client *Identity, serverName string) error 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return handshakeConfigs(t, scfg, client.ClientConfig(), serverName)
+}
+
+// handshakeConfigs is handshake with the two ends' configurations.
+func handshakeConfigs(t *testing.T, scfg, ccfg *tls.Config, serverName string) error {
+	t.Helper()
 	l, err := tls.Listen("tcp", "127.0.0.1:0", scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +141,7 @@ func handshake(t *testing.T, server, client *Identity, serverName string) error 
 		_, err = c.Write([]byte{1})
 		serverErr <- err
 	}()
-	ccfg := client.ClientConfig()
+	ccfg = ccfg.Clone()
 	ccfg.ServerName = serverName
 	c, err := tls.Dial("tcp", l.Addr().String(), ccfg)
 	if err == nil {
@@ -276,11 +289,11 @@ func writeExpired(t *testing.T, ca *CA, f Files) {
 func TestIssueRefusesAHostThatIsNoName(t *testing.T) {
 	ca := newCA(t, "c")
 	for _, h := range []string{"", "a b", "10.0.0.1:7701"} {
-		if _, err := ca.Issue("n", h); err == nil {
+		if _, err := ca.Issue(CertRequest{Name: "n", Role: RoleAgent, Hosts: []string{h}}); err == nil {
 			t.Errorf("Issue with host %q succeeded", h)
 		}
 	}
-	if _, err := ca.Issue(""); err == nil {
+	if _, err := ca.Issue(CertRequest{Role: RoleOperator}); err == nil {
 		t.Error("Issue without a name succeeded")
 	}
 }
@@ -296,6 +309,8 @@ func TestServerConfigRefusesAClientOnlyCertificate(t *testing.T) {
 		SerialNumber: serial, Subject: pkix.Name{CommonName: "operator"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		// A serving role, so that only the missing usage is wrong.
+		URIs: []*url.URL{RoleAgent.uri()},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

@@ -43,13 +43,14 @@ func (f Files) Missing() []string {
 type Identity struct {
 	cert tls.Certificate
 	leaf *x509.Certificate
+	role Role
 	cas  *x509.CertPool
 }
 
 // Load reads the three files and checks them together: the key is the
-// certificate's, the certificate is signed by the CA and valid now, and
-// the key file is not readable by others. Every error names the file and
-// says what to do.
+// certificate's, the certificate is signed by the CA, valid now and
+// carries a role (RoleOf), and the key file is not readable by others.
+// Every error names the file and says what to do.
 func Load(f Files) (*Identity, error) {
 	if m := f.Missing(); len(m) > 0 {
 		return nil, fmt.Errorf("TLS needs a CA certificate, a certificate and its key; missing: %v", m)
@@ -89,15 +90,24 @@ func Load(f Files) (*Identity, error) {
 		return nil, fmt.Errorf("TLS certificate %s is not signed by the CA in %s (%w): give the CA that issued it; every node of a cluster shares one CA",
 			f.Cert, f.CA, err)
 	}
+	role, err := RoleOf(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate %s: %w", f.Cert, err)
+	}
 	certs := make([][]byte, len(chain))
 	for i, c := range chain {
 		certs[i] = c.Raw
 	}
-	return &Identity{cert: tls.Certificate{Certificate: certs, PrivateKey: key, Leaf: leaf}, leaf: leaf, cas: cas}, nil
+	return &Identity{cert: tls.Certificate{Certificate: certs, PrivateKey: key, Leaf: leaf}, leaf: leaf, role: role, cas: cas}, nil
 }
 
-// Name is the common name of the identity's certificate: a node's name.
+// Name is the common name of the identity's certificate: a node's name,
+// or an operator's.
 func (id *Identity) Name() string { return id.leaf.Subject.CommonName }
+
+// Role is the role signed into the identity's certificate; Load refused
+// a certificate without one.
+func (id *Identity) Role() Role { return id.role }
 
 // VerifyHost checks that the identity's certificate names host (an IP
 // address or a DNS name): clients that dial host accept only such a
@@ -111,10 +121,15 @@ func (id *Identity) VerifyHost(host string) error {
 
 // ServerConfig is the configuration of a server with this identity: TLS
 // 1.3 only, and every client must present a certificate signed by the CA
-// (mutual TLS). It fails when the certificate is not for servers.
+// (mutual TLS). It fails when the certificate is not for servers: its
+// role only dials (operator, viewer), or it lacks the server usage.
 func (id *Identity) ServerConfig() (*tls.Config, error) {
+	if !id.role.Serves() {
+		return nil, fmt.Errorf("TLS certificate of %s has the %s role, which is for clients only: a server needs a certificate issued with --role agent or --role scheduler and its --host addresses",
+			id.Name(), id.role)
+	}
 	if !hasUsage(id.leaf, x509.ExtKeyUsageServerAuth) {
-		return nil, fmt.Errorf("TLS certificate of %s is not for servers (no server authentication usage): issue a node certificate", id.Name())
+		return nil, fmt.Errorf("TLS certificate of %s is not for servers (no server authentication usage): issue one with --role agent or --role scheduler", id.Name())
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,

@@ -63,6 +63,30 @@ func (r Resources) Sub(o Resources) Resources {
 	return Resources{MilliCPU: r.MilliCPU - o.MilliCPU, MemoryBytes: r.MemoryBytes - o.MemoryBytes}
 }
 
+const (
+	// DefaultMilliCPU is what a container that requests no CPU counts as:
+	// a hundredth of a CPU. Small, so that it never refuses a node with
+	// room, but not zero, so that a full node is never chosen and
+	// bin-pack does not stack every such container on one node for ever.
+	DefaultMilliCPU = 10
+	// DefaultMemoryBytes is what a container that requests no memory
+	// counts as, for the same reasons: about what a small process and its
+	// page cache use.
+	DefaultMemoryBytes = 16 << 20
+)
+
+// Effective is r with DefaultMilliCPU and DefaultMemoryBytes in place of
+// zeros: what a container reserves on its node.
+func (r Resources) Effective() Resources {
+	if r.MilliCPU == 0 {
+		r.MilliCPU = DefaultMilliCPU
+	}
+	if r.MemoryBytes == 0 {
+		r.MemoryBytes = DefaultMemoryBytes
+	}
+	return r
+}
+
 // Fits reports whether r fits in capacity.
 func (r Resources) Fits(capacity Resources) bool {
 	return r.MilliCPU <= capacity.MilliCPU && r.MemoryBytes <= capacity.MemoryBytes
@@ -148,11 +172,11 @@ type ReportedState string
 
 const (
 	// ReportedPending: placed, not yet confirmed by its node.
-	ReportedPending  ReportedState = "pending"
-	ReportedCreated  ReportedState = "created"
-	ReportedRunning  ReportedState = "running"
-	ReportedStopped  ReportedState = "stopped"
-	ReportedExited   ReportedState = "exited"
+	ReportedPending   ReportedState = "pending"
+	ReportedCreated   ReportedState = "created"
+	ReportedRunning   ReportedState = "running"
+	ReportedStopped   ReportedState = "stopped"
+	ReportedExited    ReportedState = "exited"
 	ReportedMigrating ReportedState = "migrating"
 	// ReportedLost: its node is down, or the node no longer has it.
 	ReportedLost ReportedState = "lost"

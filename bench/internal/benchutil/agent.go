@@ -135,11 +135,11 @@ func (a *Agent) issueTLS(dir string) (pki.Files, error) {
 	if err != nil {
 		return pki.Files{}, err
 	}
-	node, err := ca.IssueTo(filepath.Join(dir, "node"), a.Node, host)
+	node, err := ca.IssueTo(filepath.Join(dir, "node"), pki.CertRequest{Name: a.Node, Role: pki.RoleAgent, Hosts: []string{host}})
 	if err != nil {
 		return pki.Files{}, err
 	}
-	if a.TLS, err = ca.IssueTo(filepath.Join(dir, "client"), "benchmark"); err != nil {
+	if a.TLS, err = ca.IssueTo(filepath.Join(dir, "client"), pki.CertRequest{Name: "benchmark", Role: pki.RoleOperator}); err != nil {
 		return pki.Files{}, err
 	}
 	id, err := pki.Load(a.TLS)

@@ -39,6 +39,10 @@ const (
 	ContainerState_CONTAINER_STATE_EXITED       ContainerState = 4
 	ContainerState_CONTAINER_STATE_CHECKPOINTED ContainerState = 5
 	ContainerState_CONTAINER_STATE_MIGRATING    ContainerState = 6
+	// PENDING: placed by the scheduler, not yet confirmed by its node.
+	ContainerState_CONTAINER_STATE_PENDING ContainerState = 7
+	// LOST: its node is down, or no longer has it.
+	ContainerState_CONTAINER_STATE_LOST ContainerState = 8
 )
 
 // Enum value maps for ContainerState.
@@ -51,6 +55,8 @@ var (
 		4: "CONTAINER_STATE_EXITED",
 		5: "CONTAINER_STATE_CHECKPOINTED",
 		6: "CONTAINER_STATE_MIGRATING",
+		7: "CONTAINER_STATE_PENDING",
+		8: "CONTAINER_STATE_LOST",
 	}
 	ContainerState_value = map[string]int32{
 		"CONTAINER_STATE_UNSPECIFIED":  0,
@@ -60,6 +66,8 @@ var (
 		"CONTAINER_STATE_EXITED":       4,
 		"CONTAINER_STATE_CHECKPOINTED": 5,
 		"CONTAINER_STATE_MIGRATING":    6,
+		"CONTAINER_STATE_PENDING":      7,
+		"CONTAINER_STATE_LOST":         8,
 	}
 )
 
@@ -1841,7 +1849,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\x02 \x01(\v2\x15.godwit.v1.CheckpointR\n" +
 	"checkpoint\x12\x1a\n" +
-	"\bwarnings\x18\x03 \x03(\tR\bwarnings*\xe5\x01\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings*\x9c\x02\n" +
 	"\x0eContainerState\x12\x1f\n" +
 	"\x1bCONTAINER_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONTAINER_STATE_CREATED\x10\x01\x12\x1b\n" +
@@ -1849,7 +1857,9 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x17CONTAINER_STATE_STOPPED\x10\x03\x12\x1a\n" +
 	"\x16CONTAINER_STATE_EXITED\x10\x04\x12 \n" +
 	"\x1cCONTAINER_STATE_CHECKPOINTED\x10\x05\x12\x1d\n" +
-	"\x19CONTAINER_STATE_MIGRATING\x10\x062\xcf\x17\n" +
+	"\x19CONTAINER_STATE_MIGRATING\x10\x06\x12\x1b\n" +
+	"\x17CONTAINER_STATE_PENDING\x10\a\x12\x18\n" +
+	"\x14CONTAINER_STATE_LOST\x10\b2\xcf\x17\n" +
 	"\fAgentService\x12C\n" +
 	"\bNodeInfo\x12\x1a.godwit.v1.NodeInfoRequest\x1a\x1b.godwit.v1.NodeInfoResponse\x12@\n" +
 	"\vImportImage\x12\x1d.godwit.v1.ImportImageRequest\x1a\x10.godwit.v1.Image(\x01\x12I\n" +

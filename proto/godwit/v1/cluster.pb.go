@@ -28,7 +28,10 @@ const (
 )
 
 type ClusterStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// local answers from this scheduler alone, without asking the other
+	// peers for their applied index (schedulers ask each other so).
+	Local         bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -61,6 +64,13 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
 	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ClusterStatusRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
 }
 
 type ClusterStatusResponse struct {
@@ -2409,8 +2419,9 @@ var File_godwit_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17godwit/v1/cluster.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15godwit/v1/agent.proto\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xb2\x01\n" +
+	"\x17godwit/v1/cluster.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15godwit/v1/agent.proto\",\n" +
+	"\x14ClusterStatusRequest\x12\x14\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\xb2\x01\n" +
 	"\x15ClusterStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +

@@ -1,0 +1,35 @@
+package agent
+
+import "errors"
+
+// Fence is the lease gate of an agent in a cluster (agent/clusterlink's
+// Link implements it): a node whose lease with the scheduler expired may
+// have been declared down, and its containers placed elsewhere, so it
+// must not start, resume or commit anything until it has registered
+// again and learned the current generations. Config.Fence nil is a
+// standalone agent, which checks nothing.
+type Fence interface {
+	// Check returns nil while the node holds a valid lease, else an error
+	// that says so to the operator (which node, since when, what to
+	// expect). It never blocks.
+	Check() error
+}
+
+// ErrFenced marks a call refused by the fence; its message is the
+// fence's. The gRPC server maps it to FailedPrecondition.
+var ErrFenced = errors.New("refused without a valid lease")
+
+// checkFence is called before anything that makes a container run:
+// Run, Start, a checkpoint restore, a migration source's resume after an
+// abort and a destination's commit. what names the action in the log.
+func (a *Agent) checkFence(what, container string) error {
+	if a.cfg.Fence == nil {
+		return nil
+	}
+	err := a.cfg.Fence.Check()
+	if err == nil {
+		return nil
+	}
+	a.log.Warn("refused: the node has no valid lease with the scheduler", "action", what, "container", container, "err", err)
+	return &kindError{err: err, kind: ErrFenced}
+}

@@ -1,0 +1,33 @@
+// Package fsm is the raft finite state machine of the scheduler: the
+// typed commands that change the cluster state, one apply function each,
+// and the snapshot format of that state.
+//
+// Contract:
+//
+//   - Who writes: only the leader proposes commands (raft.Apply with the
+//     bytes of Encode); every replica's FSM applies the committed log in
+//     order to its state.Store, the only writer of that store.
+//   - Determinism: a command carries everything its apply needs,
+//     including the leader's time (its At field; AppendAudit's
+//     Record.Time), so applying reads no clock, no randomness and no map
+//     order. Replicas that apply the same log hold the same state.
+//   - Encoding: one type byte (CommandType, never renumbered) and the
+//     command's JSON. An unknown type or a payload that does not decode
+//     is refused loudly: Apply returns a Result whose Err wraps
+//     ErrUnknownCommand or ErrBadCommand and logs at error level. Apply
+//     never panics: a panic in a command is recovered, changes nothing and
+//     returns ErrPanic.
+//   - Results: Apply returns a Result; Err is a refusal (the state did not
+//     change), Value is the command's own result (see each command).
+//     Refusals wrap this package's and scheduler/state's sentinel errors.
+//   - Snapshots: Snapshot holds a state snapshot (O(1)); Persist streams
+//     newline-separated JSON: a header {"format":"godwit-state",
+//     "version":1,"index":N,"table_indexes":{...}}, one line per record
+//     ({"table":T,"record":R}) for the tables config, nodes, containers,
+//     images and audit, in that order, and an end line
+//     {"end":true,"records":COUNT}. Restore reads it into a fresh store
+//     and swaps it in only when it read all of it; another format, a
+//     newer version, a missing end line or a count that does not match is
+//     refused with ErrSnapshotFormat or ErrSnapshotCorrupt, and the state
+//     stays as it was.
+package fsm

@@ -1,0 +1,66 @@
+package server
+
+import (
+	"crypto/tls"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/godwit/godwit/internal/rpc"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+// connPool holds one gRPC connection per address, to agents and to the
+// other schedulers, dialled with the scheduler's certificate (nil TLS:
+// plaintext, to --insecure daemons). Connections are lazy: an
+// unreachable peer shows on the first call.
+type connPool struct {
+	tls *tls.Config
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newConnPool(cfg *tls.Config) *connPool {
+	return &connPool{tls: cfg, conns: map[string]*grpc.ClientConn{}}
+}
+
+// agent returns a client of the agent at addr.
+func (p *connPool) agent(addr string) (pb.AgentServiceClient, error) {
+	conn, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewAgentServiceClient(conn), nil
+}
+
+func (p *connPool) conn(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	creds := insecure.NewCredentials()
+	if p.tls != nil {
+		creds = credentials.NewTLS(p.tls)
+	}
+	c, err := grpc.NewClient(addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(creds))...)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", addr, err)
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+// close closes every connection.
+func (p *connPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, c := range p.conns {
+		c.Close()
+		delete(p.conns, addr)
+	}
+}

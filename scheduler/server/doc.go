@@ -1,0 +1,28 @@
+// Package server runs one scheduler replica: raft over a mutual-TLS
+// transport with durable bolt storage (raft*.go), the gossip pool
+// (scheduler/membership), and the gRPC APIs: ClusterService for
+// operators and NodeService for agents.
+//
+// Who does what:
+//
+//   - Any replica accepts any call. The policy (internal/authz) is checked
+//     where the call arrives; every call but ClusterStatus and Events is
+//     then forwarded, as the bytes it arrived as, to the leader
+//     (forward.go), naming the original caller in its metadata, which the
+//     leader believes only from a scheduler's certificate. So every read
+//     that decides anything sees the committed state, and every write is
+//     proposed by the leader.
+//   - The leader (leader.go) records the cluster CIDR once, adds the
+//     schedulers that appear in the gossip pool to raft, removes the ones
+//     that left it on purpose, and moves nodes whose lease ran out to
+//     suspect, then down (Timing).
+//   - Leases and load samples are soft state on the leader (leases.go):
+//     a heartbeat costs no raft write unless it reports a change.
+//   - Placement (scheduler/placement) is pure; the leader runs it on a
+//     snapshot of the state and commits its decision with the FSM
+//     (scheduler/fsm), then has the node run the container under the
+//     cluster's ID and address.
+//
+// The first --bootstrap-expect replicas bootstrap raft together once
+// they have met in the gossip pool, with the same server list on each.
+package server

@@ -1,0 +1,257 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/godwit/godwit/internal/authz"
+	"github.com/godwit/godwit/internal/pki"
+	"github.com/godwit/godwit/internal/rpc"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+	"github.com/godwit/godwit/scheduler/fsm"
+	"github.com/godwit/godwit/scheduler/membership"
+	"github.com/godwit/godwit/scheduler/state"
+)
+
+// DefaultClusterCIDR is where container addresses come from when the
+// first leader is given none.
+var DefaultClusterCIDR = netip.MustParsePrefix("10.88.0.0/16")
+
+// Config configures one scheduler replica.
+type Config struct {
+	// Name is the scheduler's unique name: its raft ID and gossip name,
+	// the common name of its certificate.
+	Name    string
+	DataDir string
+	// Listen is the gRPC API's address; Advertise is where others reach
+	// it (default Listen).
+	Listen, Advertise string
+	// RaftListen and RaftAdvertise are raft's transport addresses.
+	RaftListen, RaftAdvertise string
+	// GossipListen and GossipAdvertise are memberlist's addresses.
+	GossipListen, GossipAdvertise string
+	// BootstrapExpect is how many schedulers form the first
+	// configuration: once that many have found each other in the gossip
+	// pool, they bootstrap raft together.
+	BootstrapExpect int
+	// Join are gossip addresses of members to join.
+	Join []string
+	// Identity is the scheduler's TLS identity; nil serves plaintext
+	// (--insecure).
+	Identity *pki.Identity
+	// GossipKey encrypts the gossip pool; empty only with Identity nil.
+	GossipKey []byte
+	// ClusterCIDR is where container addresses come from; the first leader
+	// records it, later ones keep the recorded one.
+	ClusterCIDR netip.Prefix
+	Timing      Timing
+	Logger      *slog.Logger
+}
+
+// Scheduler is one running replica: raft, the state it replicates, the
+// gossip pool and the gRPC API.
+type Scheduler struct {
+	cfg   Config
+	log   *slog.Logger
+	store *state.Store
+	fsm   *fsm.FSM
+	raft  *RaftNode
+	pool  *membership.Pool
+	conns *connPool
+	grpc  *grpc.Server
+	lis   net.Listener
+	addr  string
+
+	leases  *leases
+	loads   *loads
+	unknown *unknownSeen
+
+	closedc  chan struct{}
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	closeErr error
+	once     sync.Once
+}
+
+// Start opens the scheduler's raft state under DataDir, joins the gossip
+// pool, and serves the API. It returns once serving; Close stops it.
+func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("scheduler", cfg.Name), leases: newLeases(), loads: newLoads(), unknown: newUnknownSeen(), closedc: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	var serverTLS, clientTLS *tls.Config
+	if cfg.Identity != nil {
+		if serverTLS, err = cfg.Identity.ServerConfig(); err != nil {
+			return nil, err
+		}
+		clientTLS = cfg.Identity.ClientConfig()
+	}
+	s.conns = newConnPool(clientTLS)
+
+	s.store = state.NewStore()
+	s.fsm = fsm.New(s.store, s.log)
+	if s.raft, err = OpenRaft(RaftConfig{
+		ID:         cfg.Name,
+		DataDir:    cfg.DataDir,
+		BindAddr:   cfg.RaftListen,
+		Advertise:  cfg.RaftAdvertise,
+		ServerTLS:  serverTLS,
+		ClientTLS:  clientTLS,
+		VerifyPeer: verifyRole(pki.RoleScheduler),
+		Insecure:   cfg.Identity == nil,
+		FSM:        s.fsm,
+		Logger:     s.log,
+		Timing:     raftTiming(cfg.Timing),
+	}); err != nil {
+		return nil, err
+	}
+
+	if s.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("scheduler %s: listen on %s: %w: is another process using the port? Choose another --listen", cfg.Name, cfg.Listen, err)
+	}
+	s.addr = cfg.Advertise
+	if s.addr == "" {
+		s.addr = s.lis.Addr().String()
+	}
+
+	if s.pool, err = membership.Start(membership.Config{
+		Name:          cfg.Name,
+		Role:          membership.RoleScheduler,
+		BindAddr:      cfg.GossipListen,
+		AdvertiseAddr: cfg.GossipAdvertise,
+		Key:           cfg.GossipKey,
+		Insecure:      cfg.Identity == nil,
+		Tags:          membership.Tags{RPCAddr: s.addr, RaftAddr: s.raft.Addr(), Expect: cfg.BootstrapExpect},
+		Profile:       gossipProfile(cfg.Timing),
+		Logger:        s.log,
+	}); err != nil {
+		return nil, err
+	}
+
+	opts := rpc.ServerOptions()
+	if serverTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
+	}
+	codec := newFrameCodec()
+	policy, authzOpts := authz.SchedulerPolicy(), authz.Options{Insecure: cfg.Identity == nil, Log: s.log}
+	opts = append(opts,
+		grpc.ForceServerCodecV2(codec),
+		// Authorize first: a replica forwards only what the caller may do.
+		grpc.ChainUnaryInterceptor(authz.UnaryServerInterceptor(policy, authzOpts), forwardUnary(s.route, codec)),
+		grpc.ChainStreamInterceptor(authz.StreamServerInterceptor(policy, authzOpts), forwardStream(s.route, codec)),
+	)
+	s.grpc = grpc.NewServer(opts...)
+	pb.RegisterClusterServiceServer(s.grpc, &clusterAPI{s: s})
+	pb.RegisterNodeServiceServer(s.grpc, &nodeAPI{s: s})
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = stop
+	s.goRun(func() {
+		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("API server stopped", "err", err)
+		}
+	})
+	s.goRun(func() { s.bootstrapLoop(runCtx) })
+	s.goRun(func() { s.leaderLoop(runCtx) })
+
+	if len(cfg.Join) > 0 {
+		if _, err := s.pool.Join(ctx, cfg.Join); err != nil {
+			// The others may start later: they join us then.
+			s.log.Warn("join the gossip pool: none of the addresses answered yet", "join", cfg.Join, "err", err)
+		}
+	}
+	s.log.Info("scheduler ready", "listen", s.lis.Addr().String(), "raft", s.raft.Addr(), "gossip", s.pool.LocalMember().Addr,
+		"bootstrap_expect", cfg.BootstrapExpect)
+	return s, nil
+}
+
+func (cfg *Config) check() error {
+	switch {
+	case cfg.Name == "":
+		return errors.New("scheduler: --name is required: a name unique among the schedulers")
+	case cfg.DataDir == "":
+		return errors.New("scheduler: --data-dir is required: where raft keeps its log and snapshots")
+	case cfg.Identity == nil && len(cfg.GossipKey) > 0:
+		return errors.New("scheduler: --insecure gossips in plaintext: drop --gossip-key-file, or serve TLS")
+	case cfg.Identity != nil && len(cfg.GossipKey) == 0:
+		return errors.New("scheduler: the gossip pool is encrypted: give --gossip-key-file (create one with `godwit tls gossip-key create FILE`)")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = LANTiming
+	}
+	if !cfg.ClusterCIDR.IsValid() {
+		cfg.ClusterCIDR = DefaultClusterCIDR
+	}
+	return nil
+}
+
+// Addr is the address the API is reached at.
+func (s *Scheduler) Addr() string { return s.addr }
+
+// Name is the scheduler's name.
+func (s *Scheduler) Name() string { return s.cfg.Name }
+
+// IsLeader reports whether this replica leads now.
+func (s *Scheduler) IsLeader() bool { return s.raft != nil && s.raft.IsLeader() }
+
+// Store is the replica's copy of the cluster state (read it through
+// Snapshot).
+func (s *Scheduler) Store() *state.Store { return s.store }
+
+// done is closed once Close has finished.
+func (s *Scheduler) done() <-chan struct{} { return s.closedc }
+
+func (s *Scheduler) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Close leaves the gossip pool, stops the API and closes raft. Containers
+// keep running: they belong to the agents.
+func (s *Scheduler) Close() error {
+	s.once.Do(func() {
+		var errs []error
+		if s.stop != nil {
+			s.stop()
+		}
+		if s.pool != nil {
+			errs = append(errs, s.pool.Leave(s.cfg.Timing.LeaseCheck*4), s.pool.Shutdown())
+		}
+		if s.grpc != nil {
+			s.grpc.Stop()
+		} else if s.lis != nil {
+			s.lis.Close()
+		}
+		s.wg.Wait()
+		if s.raft != nil {
+			errs = append(errs, s.raft.Shutdown())
+		}
+		if s.conns != nil {
+			s.conns.close()
+		}
+		s.closeErr = errors.Join(errs...)
+		close(s.closedc)
+	})
+	return s.closeErr
+}

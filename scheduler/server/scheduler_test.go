@@ -1,0 +1,363 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/godwit/godwit/internal/pki"
+	"github.com/godwit/godwit/internal/rpc"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
+)
+
+// The scheduler tests run real replicas in one process: raft with bolt
+// stores in temporary dirs, memberlist on 127.0.0.1, mutual TLS with a
+// throwaway CA, TestTiming. Agents are played by the test through
+// NodeService with agent certificates.
+
+// schedCluster is a CA and the replicas started from it.
+type schedCluster struct {
+	t          *testing.T
+	ca         *pki.CA
+	gossipKey  []byte
+	schedulers []*Scheduler
+}
+
+func newSchedCluster(t *testing.T) *schedCluster {
+	t.Helper()
+	ca, err := pki.NewCA("scheduler test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "gossip.key")
+	if err := pki.CreateGossipKey(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.LoadGossipKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &schedCluster{t: t, ca: ca, gossipKey: key}
+}
+
+// identity issues a certificate with role for name into a temporary dir.
+func (c *schedCluster) identity(name string, role pki.Role) *pki.Identity {
+	c.t.Helper()
+	req := pki.CertRequest{Name: name, Role: role}
+	if role.Serves() {
+		req.Hosts = []string{"127.0.0.1"}
+	}
+	files, err := c.ca.IssueTo(c.t.TempDir(), req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	id, err := pki.Load(files)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return id
+}
+
+// start starts a replica; join are gossip addresses.
+func (c *schedCluster) start(name string, expect int, join ...string) *Scheduler {
+	c.t.Helper()
+	s, err := Start(context.Background(), Config{
+		Name:            name,
+		DataDir:         c.t.TempDir(),
+		Listen:          "127.0.0.1:0",
+		RaftListen:      "127.0.0.1:0",
+		GossipListen:    "127.0.0.1:0",
+		BootstrapExpect: expect,
+		Join:            join,
+		Identity:        c.identity(name, pki.RoleScheduler),
+		GossipKey:       c.gossipKey,
+		Timing:          TestTiming,
+		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { s.Close() })
+	c.schedulers = append(c.schedulers, s)
+	return s
+}
+
+// three starts three replicas that bootstrap together and waits for a
+// leader.
+func (c *schedCluster) three() []*Scheduler {
+	first := c.start("s1", 3)
+	gossip := first.pool.LocalMember().Addr
+	c.start("s2", 3, gossip)
+	c.start("s3", 3, gossip)
+	c.leader()
+	return c.schedulers
+}
+
+// leader waits until one running replica leads, and returns it.
+func (c *schedCluster) leader() *Scheduler {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range c.schedulers {
+			if s.closed() {
+				continue
+			}
+			if s.IsLeader() && s.store.Snapshot().Config().ClusterCIDR.IsValid() {
+				return s
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatal("no scheduler became leader within 15s")
+	return nil
+}
+
+func (c *schedCluster) follower() *Scheduler {
+	for _, s := range c.schedulers {
+		if !s.closed() && !s.IsLeader() {
+			return s
+		}
+	}
+	c.t.Fatal("no follower")
+	return nil
+}
+
+// dial connects to s as name with role; role "" dials plaintext.
+func (c *schedCluster) dial(s *Scheduler, name string, role pki.Role) *grpc.ClientConn {
+	c.t.Helper()
+	creds := insecure.NewCredentials()
+	if role != "" {
+		creds = credentials.NewTLS(c.identity(name, role).ClientConfig())
+	}
+	conn, err := grpc.NewClient(s.Addr(), append(rpc.DialOptions(), grpc.WithTransportCredentials(creds))...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (s *Scheduler) closed() bool {
+	select {
+	case <-s.done():
+		return true
+	default:
+		return false
+	}
+}
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// register registers node as an agent would, through s.
+func register(t *testing.T, c *schedCluster, s *Scheduler, node string) (pb.NodeServiceClient, *pb.RegisterResponse) {
+	t.Helper()
+	client := pb.NewNodeServiceClient(c.dial(s, node, pki.RoleAgent))
+	resp, err := client.Register(callCtx(t), &pb.RegisterRequest{
+		Name: node, Address: "127.0.0.1:1", Capacity: &pb.Resources{MilliCpu: 2000, MemoryBytes: 1 << 30},
+		Labels: map[string]string{"zone": "a"},
+	})
+	if err != nil {
+		t.Fatalf("register %s: %v", node, err)
+	}
+	return client, resp
+}
+
+func nodeStatus(t *testing.T, client pb.ClusterServiceClient, node string) string {
+	t.Helper()
+	n, err := client.InspectNode(callCtx(t), &pb.NodeRef{Name: node})
+	if err != nil {
+		t.Fatalf("inspect node %s: %v", node, err)
+	}
+	return n.GetStatus()
+}
+
+func TestThreeSchedulersElectAndAnswerStatusFromAnyReplica(t *testing.T) {
+	c := newSchedCluster(t)
+	c.three()
+	leader := c.leader()
+	for _, s := range c.schedulers {
+		st, err := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleViewer)).ClusterStatus(callCtx(t), &pb.ClusterStatusRequest{})
+		if err != nil {
+			t.Fatalf("status from %s: %v", s.Name(), err)
+		}
+		if st.GetLeader() != leader.Name() {
+			t.Errorf("%s says the leader is %q, want %q", s.Name(), st.GetLeader(), leader.Name())
+		}
+		if len(st.GetPeers()) != 3 {
+			t.Fatalf("%s lists %d peers, want 3: %v", s.Name(), len(st.GetPeers()), st.GetPeers())
+		}
+		for _, p := range st.GetPeers() {
+			if !p.GetVoter() || p.GetError() != "" {
+				t.Errorf("%s: peer %s voter=%v error=%q", s.Name(), p.GetId(), p.GetVoter(), p.GetError())
+			}
+			if p.GetAppliedIndex() == 0 {
+				t.Errorf("%s: peer %s reports no applied index", s.Name(), p.GetId())
+			}
+		}
+	}
+}
+
+func TestWritesThroughAFollowerReachTheLeaderAndAreAudited(t *testing.T) {
+	c := newSchedCluster(t)
+	c.three()
+	follower := c.follower()
+	register(t, c, follower, "n1")
+	ops := pb.NewClusterServiceClient(c.dial(follower, "alice", pki.RoleOperator))
+	if _, err := ops.CordonNode(callCtx(t), &pb.NodeRef{Name: "n1"}); err != nil {
+		t.Fatalf("cordon through a follower: %v", err)
+	}
+	if got := nodeStatus(t, ops, "n1"); got != "cordoned" {
+		t.Errorf("node status after cordon = %q, want cordoned", got)
+	}
+	audit, err := ops.Audit(callCtx(t), &pb.AuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, r := range audit.GetRecords() {
+		if r.GetAction() == "node cordon" && r.GetTarget() == "n1" {
+			found = true
+			if r.GetWho() != "alice" || r.GetRole() != "operator" || r.GetOutcome() != "ok" {
+				t.Errorf("audit record names %s %s, outcome %q: want operator alice, ok (not the forwarding scheduler)", r.GetRole(), r.GetWho(), r.GetOutcome())
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no audit record of the cordon in %v", audit.GetRecords())
+	}
+}
+
+func TestAViewerCannotWriteAndPlaintextIsRefused(t *testing.T) {
+	c := newSchedCluster(t)
+	s := c.start("solo", 1)
+	c.leader()
+	viewer := pb.NewClusterServiceClient(c.dial(s, "bob", pki.RoleViewer))
+	if _, err := viewer.ListNodes(callCtx(t), &pb.ListNodesRequest{}); err != nil {
+		t.Fatalf("a viewer may list nodes: %v", err)
+	}
+	_, err := viewer.CordonNode(callCtx(t), &pb.NodeRef{Name: "n1"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("viewer cordon: %v, want PermissionDenied", err)
+	}
+	agent := pb.NewClusterServiceClient(c.dial(s, "n1", pki.RoleAgent))
+	if _, err := agent.Run(callCtx(t), &pb.RunRequest{Container: &pb.RunContainerRequest{Image: "busybox"}}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("an agent certificate ran a container: %v, want PermissionDenied", err)
+	}
+	plain := pb.NewClusterServiceClient(c.dial(s, "", ""))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := plain.ListNodes(ctx, &pb.ListNodesRequest{}); err == nil {
+		t.Fatal("a plaintext client was answered by a TLS scheduler")
+	}
+}
+
+func TestASilentNodeIsSuspectThenDownAndMustRegisterAgain(t *testing.T) {
+	c := newSchedCluster(t)
+	s := c.start("solo", 1)
+	c.leader()
+	agent, reg := register(t, c, s, "n1")
+	ops := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleOperator))
+	if got := nodeStatus(t, ops, "n1"); got != "ready" {
+		t.Fatalf("registered node is %q, want ready", got)
+	}
+	// Heartbeats keep it ready past a lease.
+	for end := time.Now().Add(TestTiming.LeaseTTL * 2); time.Now().Before(end); time.Sleep(TestTiming.Heartbeat) {
+		if _, err := agent.Heartbeat(callCtx(t), &pb.HeartbeatRequest{Name: "n1", Epoch: reg.GetEpoch()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := nodeStatus(t, ops, "n1"); got != "ready" {
+		t.Fatalf("a beating node is %q, want ready", got)
+	}
+	// Silence: suspect after the lease, down after DownAfter more.
+	waitStatus(t, ops, "n1", "suspect", TestTiming.LeaseTTL+time.Second)
+	waitStatus(t, ops, "n1", "down", TestTiming.DownAfter+time.Second)
+	resp, err := agent.Heartbeat(callCtx(t), &pb.HeartbeatRequest{Name: "n1", Epoch: reg.GetEpoch()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.GetReregister() {
+		t.Fatal("a node marked down was not told to register again")
+	}
+	_, reg2 := register(t, c, s, "n1")
+	if reg2.GetEpoch() <= reg.GetEpoch() {
+		t.Errorf("epoch after re-registering = %d, want more than %d", reg2.GetEpoch(), reg.GetEpoch())
+	}
+	if got := nodeStatus(t, ops, "n1"); got != "ready" {
+		t.Errorf("re-registered node is %q, want ready", got)
+	}
+}
+
+func waitStatus(t *testing.T, client pb.ClusterServiceClient, node, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var got string
+	for time.Now().Before(deadline) {
+		if got = nodeStatus(t, client, node); got == want {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("node %s is %q after %s, want %q", node, got, within, want)
+}
+
+func TestAnAgentCannotRegisterAsAnotherNode(t *testing.T) {
+	c := newSchedCluster(t)
+	s := c.start("solo", 1)
+	c.leader()
+	client := pb.NewNodeServiceClient(c.dial(s, "n1", pki.RoleAgent))
+	_, err := client.Register(callCtx(t), &pb.RegisterRequest{Name: "n2", Address: "127.0.0.1:1"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("n1 registering as n2: %v, want PermissionDenied", err)
+	}
+}
+
+func TestAnInsecureSchedulerServesPlaintext(t *testing.T) {
+	s, err := Start(context.Background(), Config{
+		Name: "plain", DataDir: t.TempDir(),
+		Listen: "127.0.0.1:0", RaftListen: "127.0.0.1:0", GossipListen: "127.0.0.1:0",
+		BootstrapExpect: 1, Timing: TestTiming,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	conn, err := grpc.NewClient(s.Addr(), append(rpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	nodes := pb.NewNodeServiceClient(conn)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := nodes.Register(callCtx(t), &pb.RegisterRequest{Name: "n1", Address: "127.0.0.1:1"})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("register with an insecure scheduler: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	list, err := pb.NewClusterServiceClient(conn).ListNodes(callCtx(t), &pb.ListNodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetNodes()) != 1 || list.GetNodes()[0].GetName() != "n1" {
+		t.Fatalf("nodes = %v, want n1", list.GetNodes())
+	}
+}
