@@ -105,9 +105,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.clearStaging(); err != nil {
 		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
-	if a.mig.journal, err = migrate.OpenJournal(a.migrationsDir()); err != nil {
+	journal, err := migrate.OpenJournal(a.migrationsDir())
+	if err != nil {
 		return nil, err
 	}
+	a.mig.journal = observedJournal{Journal: journal, obs: cfg.Observer}
 	a.mig.locks = map[string]*sync.Mutex{}
 	a.host = sync.OnceValue(a.readHostInfo)
 	go a.host() // read now, not in the first checkpoint's freeze

@@ -92,7 +92,11 @@ func (r CheckpointRequest) report(phase string, done, total int64) {
 // elsewhere. If anything fails after CRIU dumped it, the container is
 // restored from the dump at once, so a failed checkpoint never loses it.
 func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointRequest) (*bundle.Manifest, error) {
-	return a.checkpoint(ctx, ref, newID()[:checkpointIDLen], req)
+	m, err := a.checkpoint(ctx, ref, newID()[:checkpointIDLen], req)
+	if a.cfg.Observer != nil {
+		a.cfg.Observer.CheckpointDone(err)
+	}
+	return m, err
 }
 
 // lockRunning locks container ref for a dump and returns it with its

@@ -35,7 +35,10 @@ type Config struct {
 	Runc string
 	// Fence is the cluster's lease gate (fence.go); nil: standalone.
 	Fence Fence
-	Log   *slog.Logger
+	// Observer hears of migrations and checkpoints, for metrics
+	// (observer.go); nil: nobody.
+	Observer Observer
+	Log      *slog.Logger
 }
 
 // DefaultContainerCIDR is the agent's address pool when none is given.

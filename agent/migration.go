@@ -23,7 +23,7 @@ import (
 // so that every step is done once however often the driver repeats it.
 // The migration's checkpoint has the migration's ID, on both sides.
 type migrations struct {
-	journal *migrate.Journal
+	journal migrationJournal // an observedJournal, which tells Config.Observer (observer.go)
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex
 	holds   map[string]*network.Hold // packets held during a source's freeze (migration_hold.go)
@@ -71,7 +71,13 @@ func (a *Agent) migration(id, role string, create bool) (rec *migrate.Record, un
 
 // advance moves rec to phase p and persists it.
 func (a *Agent) advance(rec *migrate.Record, p migrate.Phase) error {
-	if _, err := rec.Advance(p, time.Now()); err != nil {
+	return a.advanceAt(rec, p, time.Now())
+}
+
+// advanceAt is advance for a phase that began at at: a dump records
+// when it froze the container, where the downtime starts (observer.go).
+func (a *Agent) advanceAt(rec *migrate.Record, p migrate.Phase, at time.Time) error {
+	if _, err := rec.Advance(p, at); err != nil {
 		return migrationError(err)
 	}
 	return a.mig.journal.Put(rec)
@@ -141,12 +147,13 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 		return rec.Phase, err
 	}
 	defer unlinkRounds()
+	frozen := time.Now()
 	a.holdPackets(ctx, id, rec.Container)
 	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{ParentImages: parent, rootfsChanges: a.rootfsChanges(id), pendingDigests: true}); err != nil {
 		a.releasePackets(ctx, id)
 		return rec.Phase, err
 	}
-	if err := a.advance(rec, migrate.PhaseDump); err != nil {
+	if err := a.advanceAt(rec, migrate.PhaseDump, frozen); err != nil {
 		return rec.Phase, err
 	}
 	failpoint.Hit(FailpointSourceAfterDump)
@@ -205,7 +212,12 @@ func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progres
 	}
 	// The transfer framing digests the files as it sends them
 	// (migration_transfer.go).
-	return bundle.Send(ctx, a.checkpointDir(id), w, bundle.SendOptions{Progress: progress})
+	var sent int64
+	if err := bundle.Send(ctx, a.checkpointDir(id), w, bundle.SendOptions{Progress: tally(&sent, progress)}); err != nil {
+		return err
+	}
+	a.observeTransfer(TransferCheckpoint, sent)
+	return nil
 }
 
 // corruptOffset is where FailpointSourceCorruptSend flips a byte: past
@@ -246,6 +258,12 @@ func (a *Agent) MigrateFinish(ctx context.Context, id, destination string) (migr
 	}
 	if rec.Phase == migrate.PhaseAborted {
 		return rec.Phase, fenced(id, migrate.ErrAborted)
+	}
+	if _, ok := rec.Started[migrate.PhaseCommitted]; !ok {
+		// The driver finishes once the destination runs the container:
+		// the source's downtime ends here (observer.go). The phase
+		// itself goes straight to done below.
+		rec.Started[migrate.PhaseCommitted] = time.Now()
 	}
 	if c, err := a.Inspect(ctx, rec.Container); err == nil {
 		// Clients first: forward the address and send on the packets

@@ -183,6 +183,9 @@ func (a *Agent) servePages(ctx context.Context, id string, accept func(context.C
 	go func() {
 		err := tun.Wait(context.Background())
 		a.log.Info("memory pages served to the destination", "migration", id, "bytes", tun.Stats().ToRemote, "err", err)
+		if err == nil {
+			a.observeTransfer(TransferPages, tun.Stats().ToRemote)
+		}
 	}()
 	return rec.Phase, nil
 }

@@ -372,7 +372,7 @@ func (a *Agent) dumpPages(ctx context.Context, id string, opts migrate.DumpOptio
 	if err := a.save(c); err != nil {
 		return rec.Phase, err
 	}
-	if err := a.advance(rec, migrate.PhaseDump); err != nil {
+	if err := a.advanceAt(rec, migrate.PhaseDump, frozen); err != nil {
 		return rec.Phase, err
 	}
 	failpoint.Hit(FailpointSourceAfterDump)
@@ -416,6 +416,7 @@ func (a *Agent) dumpStream(ctx context.Context, id string, c *Container, criuDir
 	}
 	st := tun.Stats()
 	a.log.Info("memory pages streamed to the destination", "migration", id, "bytes", st.ToRemote)
+	a.observeTransfer(TransferPages, st.ToRemote)
 	return nil
 }
 

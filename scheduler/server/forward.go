@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the proto codec that frameCodec wraps
 	"google.golang.org/grpc/mem"
@@ -71,7 +72,7 @@ func forwardUnary(route leaderRoute, codec frameCodec) grpc.UnaryServerIntercept
 			grpc.ForceCodecV2(codec))
 		in.Free()
 		if err != nil {
-			return nil, err
+			return nil, leaderUnreachable(conn, err)
 		}
 		return out, nil
 	}
@@ -94,7 +95,7 @@ func forwardStream(route leaderRoute, codec frameCodec) grpc.StreamServerInterce
 		desc := &grpc.StreamDesc{ServerStreams: info.IsServerStream, ClientStreams: info.IsClientStream}
 		cs, err := conn.NewStream(ctx, desc, info.FullMethod, grpc.ForceCodecV2(codec))
 		if err != nil {
-			return err
+			return leaderUnreachable(conn, err)
 		}
 		upErr := make(chan error, 1)
 		go func() { upErr <- pumpUp(ss, cs) }()
@@ -105,7 +106,7 @@ func forwardStream(route leaderRoute, codec frameCodec) grpc.StreamServerInterce
 					ss.SetTrailer(cs.Trailer())
 					return nil
 				}
-				return err
+				return leaderUnreachable(conn, err)
 			}
 			if err := ss.SendMsg(f); err != nil {
 				return err
@@ -140,4 +141,19 @@ func pumpUp(ss grpc.ServerStream, cs grpc.ClientStream) error {
 			return err
 		}
 	}
+}
+
+// leaderUnreachable explains a forwarded call that failed because the
+// leader could not be reached: during a failover the replicas still
+// name the old leader for up to an election timeout.
+func leaderUnreachable(conn *grpc.ClientConn, err error) error {
+	st := status.Convert(err)
+	// An Unavailable the leader answered itself (a node down, say) is
+	// its answer: only a connection that is not up is the leader's
+	// absence.
+	if st.Code() != codes.Unavailable || conn.GetState() == connectivity.Ready {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "the scheduler leader at %s cannot be reached (%s): if it just failed, a new leader is elected within seconds; retry",
+		conn.Target(), st.Message())
 }
