@@ -44,6 +44,9 @@ const (
 	// lease (1 s) after its last heartbeat, down one second later),
 	// with room for a loaded machine.
 	downWithin = 10 * time.Second
+	// desiredWithin bounds how long the scheduler takes to act on a
+	// heartbeat that reports a container against its desired state.
+	desiredWithin = 15 * time.Second
 	// nodesReadyWithin bounds the agents' registration.
 	nodesReadyWithin = 60 * time.Second
 )
@@ -322,6 +325,45 @@ func TestSchedulersSurviveTheirLeaderAndFindDeadNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("the desired state wins and a stranger is reported, not killed", func(t *testing.T) {
+		var name string
+		var c *pb.Container
+		for name, c = range acked {
+			break
+		}
+		if c == nil {
+			t.Fatal("no acknowledged container")
+		}
+		var h *devcluster.Host
+		for _, n := range sc.nodes {
+			if n.Node() == c.GetNode() {
+				h = n
+			}
+		}
+		// Stopped behind the scheduler's back, on the node itself: the
+		// scheduler wants it running and starts it again.
+		if _, err := h.Agent().Client().StopContainer(ctx, &pb.StopContainerRequest{Ref: c.GetId(), TimeoutSeconds: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if on := runningOn(t, name, sc.nodes); len(on) != 0 {
+			t.Fatalf("container %s still runs on %v after its agent stopped it", name, on)
+		}
+		waitRunningOn(t, name, h, sc.nodes, desiredWithin)
+
+		// Run on the node directly: the cluster does not know it, says
+		// so in its events, and leaves it running.
+		stranger, err := h.Agent().Client().RunContainer(ctx, &pb.RunContainerRequest{
+			Name: "stranger", Image: devclustertest.BusyboxImage, Args: []string{"sleep", "100000"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitEvent(t, sc.client(t), "container-unknown", stranger.GetId(), desiredWithin)
+		if on := runningOn(t, "stranger", sc.nodes); len(on) != 1 {
+			t.Fatalf("the unknown container runs on %v, want left running on %s", on, h.Name())
+		}
+	})
+
 	t.Run("a killed agent's node is down in time and its containers are lost", func(t *testing.T) {
 		var victim *devcluster.Host
 		for _, h := range sc.nodes {
@@ -356,4 +398,41 @@ func TestSchedulersSurviveTheirLeaderAndFindDeadNodes(t *testing.T) {
 			t.Errorf("no container of %s reported lost", victim.Node())
 		}
 	})
+}
+
+// waitRunningOn waits until, by runc on the hosts, the container named
+// name runs exactly on host want.
+func waitRunningOn(t *testing.T, name string, want *devcluster.Host, hosts []*devcluster.Host, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		on := runningOn(t, name, hosts)
+		if len(on) == 1 && on[0] == want.Name() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s runs on %v after %s, want exactly on %s", name, on, within, want.Name())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitEvent waits for an event of kind about container.
+func waitEvent(t *testing.T, client pb.ClusterServiceClient, kind, container string, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	stream, err := client.Events(ctx, &pb.EventsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("no %s event for %.12s within %s: %v", kind, container, within, err)
+		}
+		if e.GetKind() == kind && e.GetContainer() == container {
+			return
+		}
+	}
 }

@@ -253,6 +253,11 @@ func (a *clusterAPI) setDesired(ctx context.Context, action, ref string, desired
 	if err != nil {
 		return nil, a.audited(ctx, action, ref, err)
 	}
+	// While the operator's call acts, heartbeats do not enforce the
+	// desired state on the container too (desired.go).
+	if a.s.enforcing.claim(c.ID) {
+		defer a.s.enforcing.release(c.ID)
+	}
 	if _, err := a.s.apply(ctx, &fsm.SetDesired{ID: c.ID, Desired: desired, At: time.Now()}); err != nil {
 		return nil, a.audited(ctx, action, c.Name, stateError(err))
 	}

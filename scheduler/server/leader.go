@@ -243,11 +243,14 @@ func (s *Scheduler) checkLeases(ctx context.Context) {
 		case n.Health == state.HealthAlive && expired:
 			s.setHealth(ctx, n.Name, state.HealthSuspect, now, fmt.Sprintf("no heartbeat since %s", since.Format(time.RFC3339Nano)))
 		case n.Health == state.HealthSuspect && expired && now.Sub(since) >= s.cfg.Timing.LeaseTTL+s.cfg.Timing.DownAfter:
-			if s.setHealth(ctx, n.Name, state.HealthDown, now, "suspect for longer than the down threshold") {
-				if _, err := s.apply(ctx, &fsm.MarkNodeLost{Name: n.Name, At: now}); err != nil {
-					s.log.Error("report the containers of a down node lost", "node", n.Name, "err", err)
-				}
+			// One command: the node is never seen down with containers
+			// that are not lost yet.
+			lost, err := s.apply(ctx, &fsm.MarkNodeLost{Name: n.Name, At: now})
+			if err != nil {
+				s.log.Error("mark a node down and its containers lost", "node", n.Name, "err", err)
+				continue
 			}
+			s.log.Warn("node down: suspect for longer than the down threshold; its containers are lost", "node", n.Name, "lost", lost)
 		}
 	}
 }
@@ -300,8 +303,9 @@ func (s *Scheduler) route(ctx context.Context, method string) (*grpc.ClientConn,
 	}
 	id, _ := s.raft.Leader()
 	if id == "" {
-		return nil, status.Errorf(codes.Unavailable,
-			"no scheduler leader: raft has no quorum (a majority of schedulers must be up and reach each other); see `godwit cluster status`, and docs/raft.md to recover")
+		return nil, status.Error(codes.Unavailable,
+			"no scheduler leader right now: an election may be under way, retry in a few seconds; if it lasts, a majority of the schedulers is down "+
+				"or cut off from each other: see `godwit cluster status`, and docs/raft.md to recover")
 	}
 	for _, m := range s.pool.Members() {
 		if m.Name == id && m.Role == membership.RoleScheduler && m.Tags.RPCAddr != "" {

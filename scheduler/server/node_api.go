@@ -72,6 +72,7 @@ func (a *nodeAPI) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 		s.setHealth(ctx, n.Name, state.HealthAlive, now, "heartbeat received")
 	}
 	a.reconcile(ctx, n, req.GetContainers(), false)
+	s.enforceDesired(n)
 	return &pb.HeartbeatResponse{LeaseTtlMs: s.cfg.Timing.LeaseTTL.Milliseconds()}, nil
 }
 
@@ -84,7 +85,10 @@ func (a *nodeAPI) reconcile(ctx context.Context, n *state.Node, reports []*pb.Co
 	s := a.s
 	snap := s.store.Snapshot()
 	var rs []fsm.Report
+	var unknown []fsm.Unknown
+	seen := make([]string, 0, len(reports))
 	for _, r := range reports {
+		seen = append(seen, r.GetId())
 		st, ok := reportedFromProto[r.GetState()]
 		if !ok {
 			continue
@@ -92,26 +96,26 @@ func (a *nodeAPI) reconcile(ctx context.Context, n *state.Node, reports []*pb.Co
 		c, known := snap.ContainerByID(r.GetId())
 		switch {
 		case !known || c.Node != n.Name:
-			if !s.unknown.first(n.Name, r.GetId()) {
-				continue
+			if s.unknown.first(n.Name, r.GetId()) {
+				unknown = append(unknown, fsm.Unknown{ID: r.GetId(), Name: r.GetName()})
 			}
-		case !complete && c.Reported == st:
-			continue
+		case complete || c.Reported != st:
+			rs = append(rs, fsm.Report{ID: r.GetId(), State: st})
 		}
-		rs = append(rs, fsm.Report{ID: r.GetId(), State: st})
 	}
-	if len(rs) == 0 && !complete {
+	if len(rs) == 0 && len(unknown) == 0 && !complete {
 		return
 	}
-	v, err := s.apply(ctx, &fsm.ReportContainers{Node: n.Name, Epoch: n.Epoch, Reports: rs, Complete: complete, At: time.Now()})
+	v, err := s.apply(ctx, &fsm.ReportContainers{Node: n.Name, Epoch: n.Epoch, Reports: rs, Unknown: unknown,
+		Complete: complete, Seen: seen, At: time.Now()})
 	if err != nil {
 		s.log.Warn("record containers' states", "node", n.Name, "err", err)
 		return
 	}
+	for _, u := range unknown {
+		s.log.Warn("node runs a container the cluster does not know: left running", "node", n.Name, "container", u.Name, "id", u.ID)
+	}
 	if out, ok := v.(fsm.ReportOutcome); ok {
-		for _, id := range out.Unknown {
-			s.log.Warn("node runs a container the cluster does not know: left running", "node", n.Name, "container", id)
-		}
 		for _, id := range out.Lost {
 			s.log.Warn("container lost: its node no longer has it", "node", n.Name, "container", id)
 		}

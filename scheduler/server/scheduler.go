@@ -74,6 +74,9 @@ type Scheduler struct {
 	leases  *leases
 	loads   *loads
 	unknown *unknownSeen
+	// enforcing: containers whose desired state is being enforced
+	// (desired.go).
+	enforcing enforcing
 
 	closedc  chan struct{}
 	stop     context.CancelFunc
