@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/godwit/godwit/internal/config"
 	"github.com/godwit/godwit/internal/pki"
 	"github.com/godwit/godwit/scheduler/fsm"
 	"github.com/godwit/godwit/scheduler/server"
@@ -38,6 +39,7 @@ func newSchedulerCommand(*globalOptions) *cobra.Command {
 		join        []string
 		fastTimings bool
 	)
+	var metricsAddr string // --metrics: scheduler_metrics.go
 	cmd := &cobra.Command{
 		Use:   "scheduler --name NAME --data-dir DIR --listen ADDR --bootstrap-expect N [--join ADDR,...]",
 		Short: "Run a scheduler replica: the cluster state in raft, placement, and the cluster API",
@@ -104,10 +106,15 @@ Raft listens on the --listen port + 1 and gossip on + 2 unless given.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			sm, err := newSchedulerMetrics(metricsAddr, log)
+			if err != nil {
+				return err
+			}
 			s, err := server.Start(ctx, cfg)
 			if err != nil {
 				return err
 			}
+			sm.serve(ctx, s)
 			<-ctx.Done()
 			log.Info("scheduler stopping: leaving the gossip pool")
 			return s.Close()
@@ -131,6 +138,8 @@ Raft listens on the --listen port + 1 and gossip on + 2 unless given.`,
 	f.StringVar(&gossipKey, "gossip-key-file", "", "the gossip pool's key (godwit tls gossip-key create FILE)")
 	f.BoolVar(&insecure, "insecure", false, "serve plaintext without authentication, and gossip unencrypted (one host or tests only)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&metricsAddr, "metrics", "", "HOST:PORT to serve Prometheus metrics on, at /metrics (and /healthz); default none")
+	config.AddFlag(cmd) // --config FILE
 	f.BoolVar(&fastTimings, "test-timings", false, "short leases, elections and gossip probes, for tests on one host")
 	_ = f.MarkHidden("test-timings")
 	_ = cmd.MarkFlagRequired("name")

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/godwit/godwit/proto/godwit/v1"
+	"github.com/godwit/godwit/scheduler/membership"
 )
 
 // peerStatusTimeout bounds how long ClusterStatus waits for each other
@@ -96,6 +97,15 @@ func (a *clusterAPI) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) 
 	}
 	if !found {
 		return nil, a.audited(ctx, "cluster remove-peer", id, status.Errorf(codes.NotFound, "no raft peer %q: see `godwit cluster status`", id))
+	}
+	// A scheduler that still gossips would be added again by the leader:
+	// remove-peer is for schedulers gone for good; a running one leaves
+	// by stopping (SIGTERM), which removes it.
+	for _, m := range a.s.pool.Members() {
+		if m.Name == id && m.Role == membership.RoleScheduler && m.State == membership.MemberAlive {
+			return nil, a.audited(ctx, "cluster remove-peer", id, status.Errorf(codes.FailedPrecondition,
+				"scheduler %s is alive in the gossip pool: stop it (SIGTERM) and it leaves the cluster by itself; remove-peer is for a scheduler gone for good (its gossip reports it dead)", id))
+		}
 	}
 	if err := a.s.raft.RemoveServer(ctx, id); err != nil {
 		return nil, a.audited(ctx, "cluster remove-peer", id, status.Error(codes.FailedPrecondition, err.Error()))

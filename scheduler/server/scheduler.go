@@ -219,8 +219,8 @@ func (s *Scheduler) IsLeader() bool { return s.raft != nil && s.raft.IsLeader() 
 // Snapshot).
 func (s *Scheduler) Store() *state.Store { return s.store }
 
-// done is closed once Close has finished.
-func (s *Scheduler) done() <-chan struct{} { return s.closedc }
+// Done is closed once Close has finished.
+func (s *Scheduler) Done() <-chan struct{} { return s.closedc }
 
 func (s *Scheduler) goRun(f func()) {
 	s.wg.Add(1)

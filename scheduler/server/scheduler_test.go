@@ -148,7 +148,7 @@ func (c *schedCluster) dial(s *Scheduler, name string, role pki.Role) *grpc.Clie
 
 func (s *Scheduler) closed() bool {
 	select {
-	case <-s.done():
+	case <-s.Done():
 		return true
 	default:
 		return false
@@ -360,4 +360,145 @@ func TestAnInsecureSchedulerServesPlaintext(t *testing.T) {
 	if len(list.GetNodes()) != 1 || list.GetNodes()[0].GetName() != "n1" {
 		t.Fatalf("nodes = %v, want n1", list.GetNodes())
 	}
+}
+
+// peers is the raft configuration s's status lists.
+func peers(t *testing.T, c *schedCluster, s *Scheduler) []string {
+	t.Helper()
+	st, err := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleOperator)).ClusterStatus(callCtx(t), &pb.ClusterStatusRequest{Local: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, p := range st.GetPeers() {
+		ids = append(ids, p.GetId())
+	}
+	return ids
+}
+
+func waitPeers(t *testing.T, c *schedCluster, s *Scheduler, want int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := peers(t, c, s)
+		if len(got) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("raft peers %v, want %d", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestALeavingSchedulerIsRemovedAndAKilledOneByRemovePeer(t *testing.T) {
+	c := newSchedCluster(t)
+	c.three()
+	// One leaves on purpose (Close leaves the gossip pool): the leader
+	// takes it out of raft by itself.
+	leaving := c.follower()
+	if err := leaving.Close(); err != nil {
+		t.Fatal(err)
+	}
+	leader := c.leader()
+	waitPeers(t, c, leader, 2)
+
+	// A fourth joins through gossip without --bootstrap-expect: the
+	// leader adds it as a voter.
+	fourth := c.start("s4", 0, leader.pool.LocalMember().Addr)
+	waitPeers(t, c, leader, 3)
+	waitPeers(t, c, fourth, 3)
+
+	// remove-peer refuses a scheduler that still gossips (the leader
+	// would add it again), and removes one that is gone for good.
+	ops := pb.NewClusterServiceClient(c.dial(leader, "op", pki.RoleOperator))
+	if _, err := ops.RemovePeer(callCtx(t), &pb.RemovePeerRequest{Id: "nobody"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("remove an unknown peer: %v, want NotFound", err)
+	}
+	if _, err := ops.RemovePeer(callCtx(t), &pb.RemovePeerRequest{Id: "s4"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("remove-peer of a live scheduler: %v, want FailedPrecondition", err)
+	}
+	fourth.kill()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := ops.RemovePeer(callCtx(t), &pb.RemovePeerRequest{Id: "s4"})
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.FailedPrecondition || time.Now().After(deadline) {
+			t.Fatalf("remove-peer of a dead scheduler: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitPeers(t, c, leader, 2)
+}
+
+func TestSnapshotSaveAndRestoreBringTheStateBack(t *testing.T) {
+	c := newSchedCluster(t)
+	s := c.start("solo", 1)
+	c.leader()
+	register(t, c, s, "n1")
+	ops := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleOperator))
+
+	save, err := ops.SnapshotSave(callCtx(t), &pb.SnapshotSaveRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved []byte
+	for {
+		chunk, err := save.Recv()
+		if err != nil {
+			if status.Code(err) != codes.OK && err.Error() != "EOF" {
+				t.Fatalf("snapshot save: %v", err)
+			}
+			break
+		}
+		saved = append(saved, chunk.GetData()...)
+	}
+	if len(saved) == 0 {
+		t.Fatal("empty snapshot")
+	}
+
+	// After the snapshot: n1 cordoned, n2 registered.
+	if _, err := ops.CordonNode(callCtx(t), &pb.NodeRef{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	register(t, c, s, "n2")
+
+	restore := func(data []byte) error {
+		up, err := ops.SnapshotRestore(callCtx(t))
+		if err != nil {
+			return err
+		}
+		for len(data) > 0 {
+			n := min(len(data), 1000)
+			if err := up.Send(&pb.SnapshotChunk{Data: data[:n]}); err != nil {
+				break
+			}
+			data = data[n:]
+		}
+		_, err = up.CloseAndRecv()
+		return err
+	}
+	if err := restore(saved[:len(saved)/2]); err == nil {
+		t.Fatal("a truncated snapshot was restored")
+	}
+	if got := nodeStatus(t, ops, "n1"); got != "cordoned" {
+		t.Fatalf("a refused restore changed the state: n1 is %q", got)
+	}
+	if err := restore(saved); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if got := nodeStatus(t, ops, "n1"); got != "ready" {
+		t.Errorf("after the restore n1 is %q, want ready as when saved", got)
+	}
+	if _, err := ops.InspectNode(callCtx(t), &pb.NodeRef{Name: "n2"}); status.Code(err) != codes.NotFound {
+		t.Errorf("after the restore n2 (registered later) is there: %v", err)
+	}
+}
+
+// kill stops s as a crash would: no leave, raft and the API just stop.
+func (s *Scheduler) kill() {
+	s.pool.Shutdown()
+	s.Close()
 }
