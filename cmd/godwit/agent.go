@@ -16,6 +16,7 @@ import (
 
 	"github.com/godwit/godwit/agent"
 	"github.com/godwit/godwit/internal/authz"
+	"github.com/godwit/godwit/internal/config"
 	"github.com/godwit/godwit/internal/datachan"
 	"github.com/godwit/godwit/internal/pki"
 	"github.com/godwit/godwit/internal/rpc"
@@ -41,6 +42,7 @@ func newAgentCommand(*globalOptions) *cobra.Command {
 		cluster  agentClusterFlags // agent_cluster.go
 		dev      bool              // agent_dev.go
 	)
+	var metricsAddr string // --metrics: agent_metrics.go
 	cmd := &cobra.Command{
 		Use:   "agent --name NAME --data-dir DIR --listen ADDR (--tls-ca FILE --tls-cert FILE --tls-key FILE | --insecure)",
 		Short: "Run the node agent: images, snapshots, containers and their network on this node",
@@ -105,6 +107,11 @@ elsewhere; it registers again as soon as a scheduler answers. Without
 				return fmt.Errorf("find the godwit binary to run shims with: %w", err)
 			}
 			cfg.Log = log
+			am, err := newAgentMetrics(metricsAddr, log)
+			if err != nil {
+				return err
+			}
+			cfg.Observer = am.observer()
 			if cfg.Advertise == "" {
 				cfg.Advertise = listen
 			}
@@ -116,7 +123,7 @@ elsewhere; it registers again as soon as a scheduler answers. Without
 				cfg.Fence = cl.fence
 			}
 
-			return runAgent(ctx, cfg, listen, id, log, cl)
+			return runAgent(ctx, cfg, listen, id, log, cl, am)
 		},
 	}
 	f := cmd.Flags()
@@ -134,6 +141,8 @@ elsewhere; it registers again as soon as a scheduler answers. Without
 	f.StringVar(&tlsFiles.Key, "tls-key", "", "the private key of --tls-cert (PEM, mode 0600)")
 	f.BoolVar(&insecure, "insecure", false, "serve the API in plaintext, without authentication, instead of TLS (one host or tests only)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&metricsAddr, "metrics", "", "HOST:PORT to serve Prometheus metrics on, at /metrics (and /healthz); default none")
+	config.AddFlag(cmd) // --config FILE
 	cluster.register(cmd)
 	f.BoolVar(&dev, "dev", false, "one machine, no configuration: this agent plus an embedded single-voter scheduler, a throwaway CA, "+
 		"a temporary data dir unless --data-dir, and the CLI context \"dev\" while it runs")
@@ -200,13 +209,14 @@ func muxConfig(cfg agent.Config, addr net.Addr, id *pki.Identity, log *slog.Logg
 }
 
 // runAgent runs the agent until ctx ends; cl, when set, joins it to the
-// cluster once it serves.
-func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Identity, log *slog.Logger, cl *agentCluster) error {
+// cluster once it serves; am, when set, serves its metrics.
+func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Identity, log *slog.Logger, cl *agentCluster, am *agentMetrics) error {
 	a, err := agent.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	am.serve(ctx, a)
 
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -222,7 +232,7 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Iden
 	// checkpoint archives beside it (internal/datachan), over one TLS.
 	mux := datachan.Listen(lis, muxCfg)
 	defer mux.Close()
-	srv := agentServer(mux, id, log)
+	srv := agentServer(mux, id, log, am.serverOptions()...)
 	a.Register(srv, agent.WithDataChannel(mux))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(mux.RPCListener()) }()
@@ -248,9 +258,10 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Iden
 // agentServer is the agent's gRPC server on mux: the shared transport
 // options, the mux's credentials, and the agent's policy, which checks
 // every call's role (internal/authz); an --insecure agent (id nil)
-// allows every call.
-func agentServer(mux *datachan.Mux, id *pki.Identity, log *slog.Logger) *grpc.Server {
-	opts := append(rpc.ServerOptions(), authz.ServerOptions(authz.AgentPolicy(), authz.Options{Insecure: id == nil, Log: log})...)
+// allows every call. counters go before the policy, so that they see
+// the calls it refuses too (--metrics).
+func agentServer(mux *datachan.Mux, id *pki.Identity, log *slog.Logger, counters ...grpc.ServerOption) *grpc.Server {
+	opts := append(append(rpc.ServerOptions(), counters...), authz.ServerOptions(authz.AgentPolicy(), authz.Options{Insecure: id == nil, Log: log})...)
 	return grpc.NewServer(append(opts, grpc.Creds(mux.ServerCredentials()))...)
 }
 

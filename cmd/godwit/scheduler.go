@@ -38,6 +38,7 @@ func newSchedulerCommand(*globalOptions) *cobra.Command {
 		logLevel    string
 		join        []string
 		fastTimings bool
+		leaveOnStop bool
 	)
 	var metricsAddr string // --metrics: scheduler_metrics.go
 	cmd := &cobra.Command{
@@ -110,13 +111,18 @@ Raft listens on the --listen port + 1 and gossip on + 2 unless given.`,
 			if err != nil {
 				return err
 			}
+			cfg.Metrics = sm.counters()
 			s, err := server.Start(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			sm.serve(ctx, s)
 			<-ctx.Done()
-			log.Info("scheduler stopping: leaving the gossip pool")
+			if leaveOnStop {
+				log.Info("scheduler stopping and leaving the cluster (--leave-on-stop)")
+				return s.Leave()
+			}
+			log.Info("scheduler stopping; it stays a raft voter and rejoins when started again")
 			return s.Close()
 		},
 	}
@@ -140,6 +146,7 @@ Raft listens on the --listen port + 1 and gossip on + 2 unless given.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&metricsAddr, "metrics", "", "HOST:PORT to serve Prometheus metrics on, at /metrics (and /healthz); default none")
 	config.AddFlag(cmd) // --config FILE
+	f.BoolVar(&leaveOnStop, "leave-on-stop", false, "on SIGTERM, leave the cluster for good (the leader removes this scheduler from raft) instead of stopping as a voter that comes back")
 	f.BoolVar(&fastTimings, "test-timings", false, "short leases, elections and gossip probes, for tests on one host")
 	_ = f.MarkHidden("test-timings")
 	_ = cmd.MarkFlagRequired("name")

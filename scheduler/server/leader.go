@@ -99,6 +99,7 @@ func (s *Scheduler) leaderLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case leader := <-s.raft.LeaderCh():
+			s.cfg.Metrics.LeadershipChanged(leader)
 			term.end()
 			term = nil
 			if leader {

@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/godwit/godwit/internal/authz"
+	"github.com/godwit/godwit/internal/metrics"
 	"github.com/godwit/godwit/internal/pki"
 	"github.com/godwit/godwit/internal/rpc"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
@@ -21,6 +23,10 @@ import (
 	"github.com/godwit/godwit/scheduler/membership"
 	"github.com/godwit/godwit/scheduler/state"
 )
+
+// leaveTimeout bounds how long Leave waits for the gossip pool to hear
+// it: the leader removes a scheduler that left.
+const leaveTimeout = 5 * time.Second
 
 // DefaultClusterCIDR is where container addresses come from when the
 // first leader is given none.
@@ -55,6 +61,9 @@ type Config struct {
 	ClusterCIDR netip.Prefix
 	Timing      Timing
 	Logger      *slog.Logger
+	// Metrics counts API calls and leadership changes; nil counts
+	// nothing.
+	Metrics *metrics.Scheduler
 }
 
 // Scheduler is one running replica: raft, the state it replicates, the
@@ -79,7 +88,7 @@ type Scheduler struct {
 	enforcing enforcing
 
 	closedc  chan struct{}
-	stop     context.CancelFunc
+	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	closeErr error
 	once     sync.Once
@@ -146,7 +155,8 @@ func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
 		return nil, err
 	}
 
-	opts := rpc.ServerOptions()
+	// Counted first, so that refused calls count too.
+	opts := append(rpc.ServerOptions(), cfg.Metrics.ServerOptions()...)
 	if serverTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
 	}
@@ -162,8 +172,8 @@ func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
 	pb.RegisterClusterServiceServer(s.grpc, &clusterAPI{s: s})
 	pb.RegisterNodeServiceServer(s.grpc, &nodeAPI{s: s})
 
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s.stop = stop
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			s.log.Error("API server stopped", "err", err)
@@ -215,6 +225,14 @@ func (s *Scheduler) Name() string { return s.cfg.Name }
 // IsLeader reports whether this replica leads now.
 func (s *Scheduler) IsLeader() bool { return s.raft != nil && s.raft.IsLeader() }
 
+// RaftStatus is this replica's view of raft (it waits on raft's run
+// loop for the configuration).
+func (s *Scheduler) RaftStatus() RaftStatus { return s.raft.Status() }
+
+// GossipMembers are the members of the gossip pool as this replica sees
+// them.
+func (s *Scheduler) GossipMembers() []membership.Member { return s.pool.Members() }
+
 // Store is the replica's copy of the cluster state (read it through
 // Snapshot).
 func (s *Scheduler) Store() *state.Store { return s.store }
@@ -230,16 +248,28 @@ func (s *Scheduler) goRun(f func()) {
 	}()
 }
 
-// Close leaves the gossip pool, stops the API and closes raft. Containers
-// keep running: they belong to the agents.
-func (s *Scheduler) Close() error {
+// Close stops the API, the gossip and raft, without leaving: the
+// replica stays a raft voter and rejoins when started again on its data
+// dir (a restart, an upgrade). Containers keep running: they belong to
+// the agents.
+func (s *Scheduler) Close() error { return s.stop(false) }
+
+// Leave leaves the cluster for good, then stops: the gossip pool hears
+// the replica leave, and the leader removes it from raft. To come back it
+// starts with an empty data dir.
+func (s *Scheduler) Leave() error { return s.stop(true) }
+
+func (s *Scheduler) stop(leave bool) error {
 	s.once.Do(func() {
 		var errs []error
-		if s.stop != nil {
-			s.stop()
+		if s.cancel != nil {
+			s.cancel()
 		}
 		if s.pool != nil {
-			errs = append(errs, s.pool.Leave(s.cfg.Timing.LeaseCheck*4), s.pool.Shutdown())
+			if leave {
+				errs = append(errs, s.pool.Leave(leaveTimeout))
+			}
+			errs = append(errs, s.pool.Shutdown())
 		}
 		if s.grpc != nil {
 			s.grpc.Stop()

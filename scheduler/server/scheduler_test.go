@@ -394,10 +394,9 @@ func waitPeers(t *testing.T, c *schedCluster, s *Scheduler, want int) {
 func TestALeavingSchedulerIsRemovedAndAKilledOneByRemovePeer(t *testing.T) {
 	c := newSchedCluster(t)
 	c.three()
-	// One leaves on purpose (Close leaves the gossip pool): the leader
-	// takes it out of raft by itself.
+	// One leaves on purpose: the leader takes it out of raft by itself.
 	leaving := c.follower()
-	if err := leaving.Close(); err != nil {
+	if err := leaving.Leave(); err != nil {
 		t.Fatal(err)
 	}
 	leader := c.leader()
@@ -498,7 +497,4 @@ func TestSnapshotSaveAndRestoreBringTheStateBack(t *testing.T) {
 }
 
 // kill stops s as a crash would: no leave, raft and the API just stop.
-func (s *Scheduler) kill() {
-	s.pool.Shutdown()
-	s.Close()
-}
+func (s *Scheduler) kill() { s.Close() }
