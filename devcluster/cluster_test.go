@@ -24,6 +24,7 @@ import (
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/devcluster/devclustertest"
+	"github.com/godwit/godwit/internal/busybox"
 	"github.com/godwit/godwit/internal/netnsutil"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
@@ -379,7 +380,7 @@ func interruptedRun(bin, workDir string) int {
 		return fail(err)
 	}
 	tarball := filepath.Join(workDir, "busybox.tar")
-	if err := testutil.WriteBusyboxTar(tarball); err != nil {
+	if err := busybox.WriteTar(tarball); err != nil {
 		return fail(err)
 	}
 	f, err := os.Open(tarball)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/godwit/godwit/agent/runtime"
 	"github.com/godwit/godwit/bench/internal/benchutil"
-	"github.com/godwit/godwit/internal/testutil"
+	"github.com/godwit/godwit/internal/busybox"
 )
 
 const (
@@ -34,7 +34,7 @@ const (
 // in the page cache. There is no snapshot, veth, address or shim.
 func measureBaseline(ctx context.Context, o options, dir string, log *slog.Logger) (res *result, err error) {
 	master := filepath.Join(dir, "rootfs")
-	if err := testutil.WriteBusyboxRootfs(master); err != nil {
+	if err := busybox.WriteRootfs(master); err != nil {
 		return nil, err
 	}
 	ids := make([]string, o.n)

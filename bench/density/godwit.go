@@ -14,8 +14,8 @@ import (
 	"github.com/godwit/godwit/agent/agentclient"
 	"github.com/godwit/godwit/agent/runtime"
 	"github.com/godwit/godwit/bench/internal/benchutil"
+	"github.com/godwit/godwit/internal/busybox"
 	"github.com/godwit/godwit/internal/rpc"
-	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
 
@@ -157,7 +157,7 @@ func waitReady(ctx context.Context, client pb.AgentServiceClient) (*pb.NodeInfoR
 // importBusybox writes a busybox rootfs tarball to path and imports it as
 // imageName, as `godwit image import` does.
 func importBusybox(ctx context.Context, client pb.AgentServiceClient, path string) error {
-	if err := testutil.WriteBusyboxTar(path); err != nil {
+	if err := busybox.WriteTar(path); err != nil {
 		return err
 	}
 	f, err := os.Open(path)

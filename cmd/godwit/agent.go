@@ -82,6 +82,7 @@ elsewhere; it registers again as soon as a scheduler answers. Without
 					return err
 				}
 				defer d.close()
+				go d.offerBusybox(ctx, log)
 				fmt.Fprintf(cmd.ErrOrStderr(), "godwit dev: agent %s and scheduler %s on %s; data in %s\n"+
 					"the CLI's current context is now %q: try `godwit node ls`, then `godwit image import` and `godwit run`\n",
 					devName, devSchedulerName, devHost, d.dir, devName)

@@ -8,11 +8,19 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/godwit/godwit/agent"
+	"github.com/godwit/godwit/internal/busybox"
 	"github.com/godwit/godwit/internal/clictx"
 	"github.com/godwit/godwit/internal/pki"
+	"github.com/godwit/godwit/internal/rpc"
+	pb "github.com/godwit/godwit/proto/godwit/v1"
 	"github.com/godwit/godwit/scheduler/server"
+	"github.com/godwit/godwit/scheduler/state"
 )
 
 // `godwit agent --dev`: one process, one machine, zero configuration: an
@@ -36,9 +44,10 @@ const (
 // devSetup is what --dev prepared: the files the agent uses, the
 // embedded scheduler and how to undo the context.
 type devSetup struct {
-	dir       string
-	agentTLS  pki.Files
-	scheduler *server.Scheduler
+	dir         string
+	agentTLS    pki.Files
+	operatorTLS pki.Files
+	scheduler   *server.Scheduler
 	// restoreContext puts back the CLI's previous current context.
 	restoreContext func()
 }
@@ -78,8 +87,7 @@ func startDev(ctx context.Context, dataDir string, log *slog.Logger) (_ *devSetu
 	if err != nil {
 		return nil, err
 	}
-	operatorTLS, err := issue("dev-operator", pki.RoleOperator)
-	if err != nil {
+	if d.operatorTLS, err = issue("dev-operator", pki.RoleOperator); err != nil {
 		return nil, err
 	}
 	keyFile := filepath.Join(tlsDir, "gossip.key")
@@ -112,7 +120,7 @@ func startDev(ctx context.Context, dataDir string, log *slog.Logger) (_ *devSetu
 	}); err != nil {
 		return nil, fmt.Errorf("--dev: start the embedded scheduler: %w", err)
 	}
-	d.restoreContext, err = useDevContext(operatorTLS)
+	d.restoreContext, err = useDevContext(d.operatorTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +176,8 @@ func (d *devSetup) close() {
 
 // devAgent starts the dev cluster's scheduler and points the agent's
 // configuration at it: the dev node's name and certificate, a data dir
-// inside the dev dir unless given, and the scheduler's gossip.
+// inside the dev dir (--data-dir, or a temporary one), and the
+// scheduler's gossip.
 func devAgent(ctx context.Context, cfg *agent.Config, tlsFiles *pki.Files, cluster *agentClusterFlags, insecure bool, log *slog.Logger) (*devSetup, error) {
 	if insecure || !tlsFiles.IsZero() || len(cluster.join) > 0 || cluster.gossipKeyFile != "" {
 		return nil, errors.New("--dev makes its own CA, certificates and gossip key, and joins its own scheduler: drop --insecure, --tls-*, --join and --gossip-key-file")
@@ -180,12 +189,77 @@ func devAgent(ctx context.Context, cfg *agent.Config, tlsFiles *pki.Files, clust
 	if cfg.Name == "" {
 		cfg.Name = devName
 	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = filepath.Join(d.dir, "agent")
-	}
+	// The dev dir holds the CA, the scheduler's raft and the agent's data
+	// side by side.
+	cfg.DataDir = filepath.Join(d.dir, "agent")
 	*tlsFiles = d.agentTLS
 	gossip, _ := portOffset(devSchedulerListen, gossipPortOffset)
 	cluster.join = []string{gossip}
 	cluster.gossipKeyFile = filepath.Join(d.dir, "tls", "gossip.key")
 	return d, nil
+}
+
+// devImageWait bounds how long the dev agent waits for its node to
+// register before it offers the busybox image.
+const devImageWait = time.Minute
+
+// offerBusybox imports the image "busybox" (busybox-static and its
+// applets) onto the dev node once it has registered, unless the node
+// holds one already: a new user's first `godwit run busybox -- ...` then
+// just works, with no registry to pull from. Without busybox-static
+// nothing is offered; the user imports an image instead.
+func (d *devSetup) offerBusybox(ctx context.Context, log *slog.Logger) {
+	if _, err := os.Stat(busybox.Path); err != nil {
+		log.Info("no busybox-static on this machine: import an image with `godwit image import FILE --name NAME`", "looked_at", busybox.Path)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, devImageWait)
+	defer cancel()
+	for {
+		snap := d.scheduler.Store().Snapshot()
+		if n, ok := snap.Node(devName); ok && n.Health == state.HealthAlive {
+			if snap.HasImage(devName, devImage) {
+				return
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("the dev node did not register in time: no busybox image offered", "waited", devImageWait)
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err := d.importBusybox(ctx); err != nil {
+		log.Warn("offer the busybox image", "err", err)
+		return
+	}
+	log.Info("image busybox imported from busybox-static: `godwit run busybox -- sh -c ...` works now")
+}
+
+// devImage is the image the dev agent offers.
+const devImage = "busybox"
+
+func (d *devSetup) importBusybox(ctx context.Context) error {
+	tarball := filepath.Join(d.dir, "busybox.tar")
+	if err := busybox.WriteTar(tarball); err != nil {
+		return err
+	}
+	defer os.Remove(tarball)
+	f, err := os.Open(tarball)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	id, err := pki.Load(d.operatorTLS)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(devSchedulerListen, append(rpc.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(id.ClientConfig())))...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = streamImage(ctx, pb.NewClusterServiceClient(conn), f, devName, devImage, 0)
+	return err
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,35 +21,40 @@ const clusterImportChunk = 256 << 10
 // which imports it into node, or a node it picks when node is empty.
 func importToCluster(ctx context.Context, g *globalOptions, r io.Reader, node, name string, size int64) (*pb.ClusterImage, error) {
 	var img *pb.ClusterImage
-	err := g.callCluster(func(c pb.ClusterServiceClient) error {
-		stream, err := c.ImportImage(ctx)
-		if err != nil {
-			return err
-		}
-		header := &pb.ClusterImportImageHeader{Node: node, Image: &pb.ImportImageHeader{Name: name, Size: size}}
-		if err := stream.Send(&pb.ClusterImportImageRequest{Part: &pb.ClusterImportImageRequest_Header{Header: header}}); err != nil {
-			return err
-		}
-		buf := make([]byte, clusterImportChunk)
-		for {
-			n, rerr := r.Read(buf)
-			if n > 0 {
-				chunk := &pb.ClusterImportImageRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}
-				if err := stream.Send(&pb.ClusterImportImageRequest{Part: chunk}); err != nil {
-					break // the scheduler ended the stream; CloseAndRecv says why
-				}
-			}
-			if rerr == io.EOF {
-				break
-			}
-			if rerr != nil {
-				return fmt.Errorf("read image tarball: %w", rerr)
-			}
-		}
-		img, err = stream.CloseAndRecv()
+	err := g.callCluster(func(c pb.ClusterServiceClient) (err error) {
+		img, err = streamImage(ctx, c, r, node, name, size)
 		return err
 	})
 	return img, err
+}
+
+// streamImage is importToCluster's call on the scheduler client c.
+func streamImage(ctx context.Context, c pb.ClusterServiceClient, r io.Reader, node, name string, size int64) (*pb.ClusterImage, error) {
+	stream, err := c.ImportImage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	header := &pb.ClusterImportImageHeader{Node: node, Image: &pb.ImportImageHeader{Name: name, Size: size}}
+	if err := stream.Send(&pb.ClusterImportImageRequest{Part: &pb.ClusterImportImageRequest_Header{Header: header}}); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, clusterImportChunk)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			chunk := &pb.ClusterImportImageRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}
+			if err := stream.Send(&pb.ClusterImportImageRequest{Part: chunk}); err != nil {
+				break // the scheduler ended the stream; CloseAndRecv says why
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("read image tarball: %w", rerr)
+		}
+	}
+	return stream.CloseAndRecv()
 }
 
 // listClusterImages is `image ls` in a cluster: every node's images, or
@@ -81,7 +85,7 @@ func listClusterImages(cmd *cobra.Command, g *globalOptions, node string, out ou
 	tw := table(cmd.OutOrStdout(), "NODE", "NAME", "ID", "FORMAT", "LAYERS", "SIZE", "CREATED")
 	for _, v := range views {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Node, v.Name, shortDigest(v.ID), v.Format, len(v.Layers),
-			units.FormatBytes(v.Size), v.Created.Local().Format(time.DateTime))
+			units.FormatBytes(v.Size), createdText(v.Created))
 	}
 	return tw.Flush()
 }

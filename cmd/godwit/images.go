@@ -143,7 +143,7 @@ func newImageListCommand(g *globalOptions) *cobra.Command {
 			tw := table(cmd.OutOrStdout(), "NAME", "ID", "FORMAT", "LAYERS", "SIZE", "CREATED")
 			for _, v := range views {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, shortDigest(v.ID), v.Format, len(v.Layers),
-					units.FormatBytes(v.Size), v.Created.Local().Format(time.DateTime))
+					units.FormatBytes(v.Size), createdText(v.Created))
 			}
 			return tw.Flush()
 		},
@@ -183,4 +183,13 @@ func shortDigest(d string) string {
 		return d[:12]
 	}
 	return d
+}
+
+// createdText is when an image was built, or "-" when it does not say
+// (a plain rootfs tarball has no config to say it).
+func createdText(t time.Time) string {
+	if t.IsZero() || t.Unix() == 0 {
+		return "-"
+	}
+	return t.Local().Format(time.DateTime)
 }

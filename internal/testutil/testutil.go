@@ -4,15 +4,14 @@
 package testutil
 
 import (
-	"archive/tar"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/godwit/godwit/internal/busybox"
 )
 
 // inCI reports whether the tests run in CI, where a missing requirement is
@@ -109,128 +108,25 @@ func RemoveBuilds() {
 	}
 }
 
-// busyboxApplets are the commands the test images link to busybox.
-var busyboxApplets = []string{
-	"sh", "ash", "cat", "echo", "date", "sleep", "ls", "wc", "httpd", "nc", "mkdir",
-	"rm", "true", "false", "env", "id", "hostname", "ps", "kill", "dd", "head", "tail", "seq", "yes",
-}
-
-// busybox is the static busybox the test images are built from.
-const busybox = "/bin/busybox"
-
-// BusyboxRootfs makes a minimal root filesystem in dir: /bin/busybox (the
-// static one from Debian's busybox-static) and relative symlinks to it.
+// BusyboxRootfs makes a minimal root filesystem in dir (busybox.WriteRootfs).
 func BusyboxRootfs(t testing.TB, dir string) {
 	t.Helper()
-	if _, err := os.Stat(busybox); err != nil {
-		Missing(t, "needs busybox-static at "+busybox)
+	if _, err := os.Stat(busybox.Path); err != nil {
+		Missing(t, "needs busybox-static at "+busybox.Path)
 	}
-	if err := WriteBusyboxRootfs(dir); err != nil {
+	if err := busybox.WriteRootfs(dir); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // BusyboxTar writes a plain rootfs tarball of a busybox root filesystem to
-// path, as `tar -C ROOTFS -cf busybox.tar .` would.
+// path (busybox.WriteTar).
 func BusyboxTar(t testing.TB, path string) {
 	t.Helper()
-	if _, err := os.Stat(busybox); err != nil {
-		Missing(t, "needs busybox-static at "+busybox)
+	if _, err := os.Stat(busybox.Path); err != nil {
+		Missing(t, "needs busybox-static at "+busybox.Path)
 	}
-	if err := WriteBusyboxTar(path); err != nil {
+	if err := busybox.WriteTar(path); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// WriteBusyboxRootfs is BusyboxRootfs for programs that are not tests (the
-// benchmarks): it returns what went wrong instead of failing a test.
-func WriteBusyboxRootfs(dir string) error {
-	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev", "root", "www"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	data, err := os.ReadFile(busybox)
-	if err != nil {
-		return fmt.Errorf("busybox-static is needed at %s (scripts/install-deps.sh installs it): %w", busybox, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
-		return err
-	}
-	for _, a := range busyboxApplets {
-		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644)
-}
-
-// WriteBusyboxTar is BusyboxTar for programs that are not tests.
-func WriteBusyboxTar(path string) error {
-	root, err := os.MkdirTemp("", "godwit-busybox-rootfs-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(root)
-	if err := WriteBusyboxRootfs(root); err != nil {
-		return err
-	}
-	if err := tarDir(root, path); err != nil {
-		return fmt.Errorf("write busybox tarball %s: %w", path, err)
-	}
-	return nil
-}
-
-// tarDir writes the tree under root to a plain tarball at path, with
-// names relative to root ("./bin/sh"), as `tar -C root -cf path .` would.
-func tarDir(root, path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&os.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = "./" + filepath.ToSlash(rel)
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			src, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-			_, err = io.Copy(tw, src)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return f.Close()
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/godwit/godwit/internal/busybox"
 )
 
 // WorkloadPath is where the workload binary lies in the rootfs that
@@ -61,8 +63,8 @@ func BuildWorkloadTo(ctx context.Context, path string) error {
 // import` and `podman import` both take it as an image.
 func WorkloadTar(t testing.TB, path string) {
 	t.Helper()
-	if _, err := os.Stat(busybox); err != nil {
-		Missing(t, "needs busybox-static at "+busybox)
+	if _, err := os.Stat(busybox.Path); err != nil {
+		Missing(t, "needs busybox-static at "+busybox.Path)
 	}
 	if err := WriteWorkloadTar(path, BuildWorkload(t)); err != nil {
 		t.Fatal(err)
@@ -77,7 +79,7 @@ func WriteWorkloadTar(path, workloadBin string) error {
 		return err
 	}
 	defer os.RemoveAll(root)
-	if err := WriteBusyboxRootfs(root); err != nil {
+	if err := busybox.WriteRootfs(root); err != nil {
 		return err
 	}
 	data, err := os.ReadFile(workloadBin)
@@ -87,7 +89,7 @@ func WriteWorkloadTar(path, workloadBin string) error {
 	if err := os.WriteFile(filepath.Join(root, WorkloadPath), data, 0o755); err != nil {
 		return err
 	}
-	if err := tarDir(root, path); err != nil {
+	if err := busybox.TarDir(root, path); err != nil {
 		return fmt.Errorf("write workload tarball %s: %w", path, err)
 	}
 	return nil

@@ -128,7 +128,11 @@ func imagesFromProto(node string, imgs []*pb.Image) []state.Image {
 		for i, l := range img.GetLayers() {
 			layers[i] = l.GetDigest()
 		}
-		out = append(out, state.Image{Node: node, Name: img.GetName(), ID: img.GetId(), Layers: layers, Size: img.GetSize()})
+		im := state.Image{Node: node, Name: img.GetName(), ID: img.GetId(), Layers: layers, Size: img.GetSize()}
+		if img.GetCreated() != nil {
+			im.Created = img.GetCreated().AsTime()
+		}
+		out = append(out, im)
 	}
 	return out
 }
@@ -138,7 +142,7 @@ func imageToProto(img *state.Image) *pb.ClusterImage {
 	for i, d := range img.Layers {
 		layers[i] = &pb.Layer{Digest: d}
 	}
-	return &pb.ClusterImage{Node: img.Node, Image: &pb.Image{Name: img.Name, Id: img.ID, Layers: layers, Size: img.Size}}
+	return &pb.ClusterImage{Node: img.Node, Image: &pb.Image{Name: img.Name, Id: img.ID, Layers: layers, Size: img.Size, Created: timestamp(img.Created)}}
 }
 
 // specFromRun is the container spec of a run request; errors name the

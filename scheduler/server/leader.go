@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -62,7 +63,7 @@ func (s *Scheduler) bootstrapLoop(ctx context.Context) {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Tags.RaftAddr)})
 		}
 		if len(servers) >= expect {
-			slices.SortFunc(servers, func(a, b raft.Server) int { return compareStrings(string(a.ID), string(b.ID)) })
+			slices.SortFunc(servers, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
 			if err := s.raft.BootstrapIfNew(servers); err != nil {
 				s.log.Error("bootstrap raft", "err", err)
 			} else {
@@ -76,16 +77,6 @@ func (s *Scheduler) bootstrapLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // leaderLoop runs the leader's duties while this replica leads: it

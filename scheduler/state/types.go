@@ -237,6 +237,8 @@ type Image struct {
 	ID     string   `json:"id"`
 	Layers []string `json:"layers,omitempty"`
 	Size   int64    `json:"size"`
+	// Created is when the image was built, as its config says.
+	Created time.Time `json:"created,omitzero"`
 }
 
 // AuditRecord is one operator action: who asked for what, and how it
