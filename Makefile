@@ -6,7 +6,7 @@ GO ?= go
 BIN := bin/godwit
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint bench-migrate clean
+.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint bench-migrate bench-scheduler clean
 
 all: build
 
@@ -64,3 +64,11 @@ clean:
 # restore and the raw TCP throughput (see docs/benchmarks.md); it needs root.
 bench-migrate: build
 	$(GO) run ./bench/migrate --godwit $(BIN) --out bench-migrate.md
+
+# bench-scheduler measures placements per second committed through three
+# scheduler replicas with durable raft storage (against in-memory raft and
+# the FSM alone), one replica's memory holding 1,000 nodes and 30,000
+# containers, and placement alone (see docs/benchmarks.md); it needs
+# neither root nor the binary.
+bench-scheduler:
+	$(GO) run ./bench/scheduler --out bench-scheduler.md

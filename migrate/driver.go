@@ -56,6 +56,32 @@ func (e *HeldError) Error() string {
 		e.ID, e.Phase, e.Cause, e.Err, e.ID, e.ID)
 }
 
+// ErrDecisionUnknown is what a DriveOptions.Decide error wraps when the
+// decision may or may not have been made (the raft apply timed out, the
+// leader changed during it).
+var ErrDecisionUnknown = errors.New("the move's decision is unknown")
+
+// DecisionError says that a move stopped at its decision without knowing
+// it: the destination holds its ready copy stopped, the source its frozen
+// one, and neither runs until the caller settles it: Resume if the
+// decision was made, AbortMigration if not. It matches ErrHeld and
+// ErrDecisionUnknown.
+type DecisionError struct {
+	ID  string
+	Err error
+}
+
+func (e *DecisionError) Error() string {
+	return fmt.Sprintf("migration %s stopped at its decision, which is unknown (%v): both copies are held stopped until it is settled: resume it if it was decided, abort it if not",
+		e.ID, e.Err)
+}
+
+// Is makes a DecisionError match ErrHeld.
+func (e *DecisionError) Is(target error) bool { return target == ErrHeld }
+
+// Unwrap returns the decision's error.
+func (e *DecisionError) Unwrap() error { return e.Err }
+
 // Is makes a HeldError match ErrHeld.
 func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 
@@ -118,6 +144,20 @@ type DriveOptions struct {
 	// From the commit on an error is only a warning in the Result (a
 	// stale record makes a later --resume repeat idempotent steps).
 	OnRecord func(*Record) error
+	// Decide, if set, is the move's commit point, owned by the caller: it
+	// is called once the destination holds the ready copy (PhaseReady
+	// recorded) and before the destination is told to run it, and must
+	// make the decision durable (the scheduler commits the container's
+	// new node and generation in raft). Once it returned nil the move only
+	// finishes: the driver records PhaseCommitted and has the destination
+	// run its copy (retried by Resume, which calls Decide again: it must
+	// be idempotent). An error aborts the move, unless it wraps
+	// ErrDecisionUnknown (the decision may or may not have been made):
+	// then the driver neither aborts nor commits, and returns a
+	// *DecisionError; the caller settles it with Resume (decided) or
+	// AbortMigration (not decided) once it knows. Without Decide the
+	// destination's acknowledged commit is the commit point.
+	Decide func(ctx context.Context, rec *Record) error
 	// Now is the clock (default time.Now); it must be safe to call from
 	// the sending goroutine.
 	Now func() time.Time
@@ -578,9 +618,14 @@ func (d *driver) restore(ctx context.Context) error {
 
 // commit has the destination run its copy. A failed Commit leaves the
 // outcome unknown; fail settles it by asking the destination to abort.
+// With DriveOptions.Decide the caller's decision is the commit point
+// instead (decide).
 func (d *driver) commit(ctx context.Context) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return d.fail(ctx, fmt.Errorf("commit: %w", err))
+	}
+	if d.opts.Decide != nil {
+		return d.decide(ctx)
 	}
 	if err := d.call(ctx, func(ctx context.Context) error { return d.dst.Commit(ctx, d.rec.ID) }); err != nil {
 		d.log.Warn("commit not acknowledged: asking the destination to abort to learn whether it committed", "err", err)
@@ -591,17 +636,36 @@ func (d *driver) commit(ctx context.Context) (*Result, error) {
 	return d.finish(ctx)
 }
 
+// decide asks the caller to make the move durable, then finishes it.
+func (d *driver) decide(ctx context.Context) (*Result, error) {
+	err := d.opts.Decide(ctx, d.rec)
+	switch {
+	case errors.Is(err, ErrDecisionUnknown):
+		d.log.Error("the move's decision is unknown: holding both copies stopped", "err", err)
+		return d.result(), &DecisionError{ID: d.rec.ID, Err: err}
+	case err != nil:
+		return d.fail(ctx, fmt.Errorf("decide: %w", err))
+	}
+	d.enterAfterCommit(PhaseCommitted, "committed: the container is the destination's")
+	return d.finish(ctx)
+}
+
 // finish has the source drop its stopped copy. The move is made whatever
 // happens here, so a failure is a warning.
 func (d *driver) finish(ctx context.Context) (*Result, error) {
 	if !d.commitAcked {
 		// Committed, but the destination may have failed before it ran
 		// its copy (Commit is idempotent: a done one returns at once).
-		if err := d.call(ctx, func(ctx context.Context) error { return d.dst.Commit(ctx, d.rec.ID) }); err != nil {
+		err := d.retry(ctx, "commit on the destination", func(ctx context.Context) error {
+			return d.call(ctx, func(ctx context.Context) error { return d.dst.Commit(ctx, d.rec.ID) })
+		}, nil)
+		if err != nil {
+			// The source keeps its stopped copy and images until the
+			// destination confirms: nothing is dropped on a guess.
 			d.warn(fmt.Sprintf("the move is committed, but the destination did not confirm that it runs the container (%v): run `godwit migrate --resume %s`", err, d.rec.ID))
-		} else {
-			d.commitAcked = true
+			return d.result(), nil
 		}
+		d.commitAcked = true
 	}
 	d.announceFinish() // driver_pages.go
 	if err := d.call(ctx, func(ctx context.Context) error { return d.src.Finish(ctx, d.rec.ID, d.dst.Address()) }); err != nil {

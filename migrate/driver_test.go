@@ -639,10 +639,12 @@ func TestDriveFailures(t *testing.T) {
 			wantRunning: "destination",
 		},
 		{
-			name:        "commit applied, the destination unreachable since: finished with a warning to resume",
+			// Its commit is made, but unconfirmed: the source keeps its
+			// stopped copy until a resume hears from the destination.
+			name:        "commit applied, the destination unreachable since: committed, with a warning to resume",
 			faults:      map[string]fault{"dst.Commit": {err: unreachable, applied: true}},
-			wantCalls:   append(slices.Clone(upToRestore), "dst.Commit", "dst.Abort", "dst.Commit", "src.Finish"),
-			wantPhase:   PhaseDone,
+			wantCalls:   append(slices.Clone(upToRestore), "dst.Commit", "dst.Abort", "dst.Commit", "dst.Commit", "dst.Commit"),
+			wantPhase:   PhaseCommitted,
 			wantRunning: "destination",
 			wantWarning: true,
 		},

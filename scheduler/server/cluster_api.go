@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,7 +40,16 @@ func (a *clusterAPI) Run(ctx context.Context, req *pb.RunRequest) (*pb.RunRespon
 	}
 	name := req.GetContainer().GetName()
 	// Placement decides: it must see everything committed, by a replica
-	// that still leads.
+	// that still leads, and one placement at a time, since the FSM does
+	// not check capacity: two placed on one snapshot could overcommit a
+	// node.
+	unlock := func() {}
+	if !req.GetDryRun() {
+		s.placeMu.Lock()
+		var once sync.Once
+		unlock = func() { once.Do(s.placeMu.Unlock) }
+		defer unlock()
+	}
 	if err := s.raft.VerifyLeader(ctx); err != nil {
 		return nil, stateError(err)
 	}
@@ -76,6 +86,7 @@ func (a *clusterAPI) Run(ctx context.Context, req *pb.RunRequest) (*pb.RunRespon
 		name = "c-" + id[:8]
 	}
 	placed, err := s.apply(ctx, &fsm.PlaceContainers{At: time.Now(), Containers: []fsm.NewContainer{{ID: id, Name: name, Spec: spec, Node: node}}})
+	unlock() // the next placement sees this one's reservation
 	if err == nil {
 		err = placedError(placed)
 	}

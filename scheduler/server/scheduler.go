@@ -86,6 +86,8 @@ type Scheduler struct {
 	// enforcing: containers whose desired state is being enforced
 	// (desired.go).
 	enforcing enforcing
+	// placeMu serialises placements from the snapshot to the commit.
+	placeMu sync.Mutex
 
 	closedc  chan struct{}
 	cancel   context.CancelFunc

@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -498,3 +501,87 @@ func TestSnapshotSaveAndRestoreBringTheStateBack(t *testing.T) {
 
 // kill stops s as a crash would: no leave, raft and the API just stop.
 func (s *Scheduler) kill() { s.Close() }
+
+// fakeAgent answers RunContainer as an agent that runs everything: the
+// scheduler's side of a run is what the test is about.
+type fakeAgent struct {
+	pb.UnimplementedAgentServiceServer
+	mu  sync.Mutex
+	ran []string
+}
+
+func (f *fakeAgent) RunContainer(_ context.Context, req *pb.RunContainerRequest) (*pb.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ran = append(f.ran, req.GetName())
+	return &pb.Container{Id: req.GetId(), Name: req.GetName(), State: pb.ContainerState_CONTAINER_STATE_RUNNING, Ip: req.GetIp()}, nil
+}
+
+// startFakeAgent serves a fakeAgent with node's agent certificate and
+// returns its address.
+func (c *schedCluster) startFakeAgent(node string) (string, *fakeAgent) {
+	c.t.Helper()
+	cfg, err := c.identity(node, pki.RoleAgent).ServerConfig()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
+	f := &fakeAgent{}
+	pb.RegisterAgentServiceServer(srv, f)
+	go srv.Serve(lis)
+	c.t.Cleanup(srv.Stop)
+	return lis.Addr().String(), f
+}
+
+func TestConcurrentRunsNeverOvercommitANode(t *testing.T) {
+	c := newSchedCluster(t)
+	s := c.start("solo", 1)
+	c.leader()
+	addr, agent := c.startFakeAgent("n1")
+	nodes := pb.NewNodeServiceClient(c.dial(s, "n1", pki.RoleAgent))
+	if _, err := nodes.Register(callCtx(t), &pb.RegisterRequest{
+		Name: "n1", Address: addr, Capacity: &pb.Resources{MilliCpu: 1000, MemoryBytes: 1 << 30},
+		Images: []*pb.Image{{Name: "busybox", Id: "sha256:1"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ops := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleOperator))
+	// Ten runs at once of 0.3 CPU each on a 1-CPU node: three fit.
+	const runs, fit = 10, 3
+	var wg sync.WaitGroup
+	errs := make([]error, runs)
+	for i := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = ops.Run(callCtx(t), &pb.RunRequest{Container: &pb.RunContainerRequest{
+				Name: fmt.Sprintf("c%d", i), Image: "busybox", Cpus: 0.3,
+			}})
+		}()
+	}
+	wg.Wait()
+	placed := 0
+	for i, err := range errs {
+		switch status.Code(err) {
+		case codes.OK:
+			placed++
+		case codes.ResourceExhausted:
+		default:
+			t.Errorf("run c%d: %v", i, err)
+		}
+	}
+	if placed != fit || len(agent.ran) != fit {
+		t.Errorf("%d runs placed, %d reached the agent; want %d: the node has room for %d", placed, len(agent.ran), fit, fit)
+	}
+	n, err := ops.InspectNode(callCtx(t), &pb.NodeRef{Name: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.GetAllocated().GetMilliCpu(); got > 1000 {
+		t.Errorf("node n1 allocated %d milli-CPU of 1000", got)
+	}
+}
