@@ -27,6 +27,9 @@ func SchedulerPolicy() Policy {
 			pb.ClusterService_ListNodes_FullMethodName,
 			pb.ClusterService_InspectNode_FullMethodName,
 			pb.ClusterService_Events_FullMethodName,
+			pb.ClusterService_WatchMigration_FullMethodName,
+			pb.ClusterService_ListMigrations_FullMethodName,
+			pb.ClusterService_InspectMigration_FullMethodName,
 			pb.ClusterService_Audit_FullMethodName,
 		),
 		Operate(
@@ -40,6 +43,8 @@ func SchedulerPolicy() Policy {
 			pb.ClusterService_ImportImage_FullMethodName,
 			pb.ClusterService_CordonNode_FullMethodName,
 			pb.ClusterService_UncordonNode_FullMethodName,
+			pb.ClusterService_Migrate_FullMethodName,
+			pb.ClusterService_CancelMigration_FullMethodName,
 		),
 		Grant([]pki.Role{pki.RoleAgent, pki.RoleScheduler},
 			pb.NodeService_Register_FullMethodName,

@@ -2415,6 +2415,621 @@ func (x *ContainerLoad) GetMemoryBytes() int64 {
 	return 0
 }
 
+type MigrateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// container is a container name, ID or unique ID prefix.
+	Container string `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// to is the destination node; empty lets placement choose.
+	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// strategy is auto (default), stop-copy, stream, pre-copy or post-copy.
+	Strategy string `protobuf:"bytes,3,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// minimize_downtime lets auto choose post-copy.
+	MinimizeDowntime bool `protobuf:"varint,4,opt,name=minimize_downtime,json=minimizeDowntime,proto3" json:"minimize_downtime,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *MigrateRequest) Reset() {
+	*x = MigrateRequest{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateRequest) ProtoMessage() {}
+
+func (x *MigrateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateRequest.ProtoReflect.Descriptor instead.
+func (*MigrateRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *MigrateRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *MigrateRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *MigrateRequest) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *MigrateRequest) GetMinimizeDowntime() bool {
+	if x != nil {
+		return x.MinimizeDowntime
+	}
+	return false
+}
+
+type MigrationRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationRef) Reset() {
+	*x = MigrationRef{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationRef) ProtoMessage() {}
+
+func (x *MigrationRef) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationRef.ProtoReflect.Descriptor instead.
+func (*MigrationRef) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *MigrationRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListMigrationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// all includes finished ones (done or aborted); default: open ones and
+	// the latest finished.
+	All           bool  `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMigrationsRequest) Reset() {
+	*x = ListMigrationsRequest{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMigrationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMigrationsRequest) ProtoMessage() {}
+
+func (x *ListMigrationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMigrationsRequest.ProtoReflect.Descriptor instead.
+func (*ListMigrationsRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListMigrationsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *ListMigrationsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListMigrationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Migrations    []*Migration           `protobuf:"bytes,1,rep,name=migrations,proto3" json:"migrations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMigrationsResponse) Reset() {
+	*x = ListMigrationsResponse{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMigrationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMigrationsResponse) ProtoMessage() {}
+
+func (x *ListMigrationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMigrationsResponse.ProtoReflect.Descriptor instead.
+func (*ListMigrationsResponse) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListMigrationsResponse) GetMigrations() []*Migration {
+	if x != nil {
+		return x.Migrations
+	}
+	return nil
+}
+
+// Migration is a migration's record in raft.
+type Migration struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Container   string                 `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	ContainerId string                 `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Source      string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Destination string                 `protobuf:"bytes,5,opt,name=destination,proto3" json:"destination,omitempty"`
+	Strategy    string                 `protobuf:"bytes,6,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// phase is prepare, sync, dump, transfer, restore, ready, committed,
+	// done or aborted.
+	Phase string `protobuf:"bytes,7,opt,name=phase,proto3" json:"phase,omitempty"`
+	// generation is the container's generation when the move started.
+	Generation uint64 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
+	// requested_by names who asked (certificate name and role).
+	RequestedBy string `protobuf:"bytes,9,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// reason is why it runs: operator, drain NODE, balancer.
+	Reason         string                 `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	WhyDestination string                 `protobuf:"bytes,11,opt,name=why_destination,json=whyDestination,proto3" json:"why_destination,omitempty"`
+	WhyStrategy    string                 `protobuf:"bytes,12,opt,name=why_strategy,json=whyStrategy,proto3" json:"why_strategy,omitempty"`
+	Phases         []*MigrationPhase      `protobuf:"bytes,13,rep,name=phases,proto3" json:"phases,omitempty"`
+	Stats          *MigrationStats        `protobuf:"bytes,14,opt,name=stats,proto3" json:"stats,omitempty"`
+	Error          string                 `protobuf:"bytes,15,opt,name=error,proto3" json:"error,omitempty"`
+	Created        *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=created,proto3" json:"created,omitempty"`
+	Updated        *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Migration) Reset() {
+	*x = Migration{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Migration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Migration) ProtoMessage() {}
+
+func (x *Migration) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Migration.ProtoReflect.Descriptor instead.
+func (*Migration) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *Migration) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Migration) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *Migration) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *Migration) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Migration) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Migration) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *Migration) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *Migration) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Migration) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *Migration) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Migration) GetWhyDestination() string {
+	if x != nil {
+		return x.WhyDestination
+	}
+	return ""
+}
+
+func (x *Migration) GetWhyStrategy() string {
+	if x != nil {
+		return x.WhyStrategy
+	}
+	return ""
+}
+
+func (x *Migration) GetPhases() []*MigrationPhase {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+func (x *Migration) GetStats() *MigrationStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+func (x *Migration) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Migration) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Migration) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+type MigrationPhase struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Phase   string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Started *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started,proto3" json:"started,omitempty"`
+	// duration_ms is how long the phase lasted (0 while it runs).
+	DurationMs    int64 `protobuf:"varint,3,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationPhase) Reset() {
+	*x = MigrationPhase{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationPhase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationPhase) ProtoMessage() {}
+
+func (x *MigrationPhase) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationPhase.ProtoReflect.Descriptor instead.
+func (*MigrationPhase) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *MigrationPhase) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *MigrationPhase) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *MigrationPhase) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+type MigrationStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DowntimeMs    int64                  `protobuf:"varint,1,opt,name=downtime_ms,json=downtimeMs,proto3" json:"downtime_ms,omitempty"`
+	TotalMs       int64                  `protobuf:"varint,2,opt,name=total_ms,json=totalMs,proto3" json:"total_ms,omitempty"`
+	Bytes         int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationStats) Reset() {
+	*x = MigrationStats{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationStats) ProtoMessage() {}
+
+func (x *MigrationStats) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationStats.ProtoReflect.Descriptor instead.
+func (*MigrationStats) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *MigrationStats) GetDowntimeMs() int64 {
+	if x != nil {
+		return x.DowntimeMs
+	}
+	return 0
+}
+
+func (x *MigrationStats) GetTotalMs() int64 {
+	if x != nil {
+		return x.TotalMs
+	}
+	return 0
+}
+
+func (x *MigrationStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// MigrationProgress is one step of a migration: a phase change or the
+// transfer's progress; done is set on the last message, with the record.
+type MigrationProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	BytesDone     int64                  `protobuf:"varint,2,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal    int64                  `protobuf:"varint,3,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	Throughput    float64                `protobuf:"fixed64,4,opt,name=throughput,proto3" json:"throughput,omitempty"`
+	EtaMs         int64                  `protobuf:"varint,5,opt,name=eta_ms,json=etaMs,proto3" json:"eta_ms,omitempty"`
+	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Done          bool                   `protobuf:"varint,7,opt,name=done,proto3" json:"done,omitempty"`
+	Migration     *Migration             `protobuf:"bytes,8,opt,name=migration,proto3" json:"migration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationProgress) Reset() {
+	*x = MigrationProgress{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationProgress) ProtoMessage() {}
+
+func (x *MigrationProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationProgress.ProtoReflect.Descriptor instead.
+func (*MigrationProgress) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *MigrationProgress) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *MigrationProgress) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *MigrationProgress) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *MigrationProgress) GetThroughput() float64 {
+	if x != nil {
+		return x.Throughput
+	}
+	return 0
+}
+
+func (x *MigrationProgress) GetEtaMs() int64 {
+	if x != nil {
+		return x.EtaMs
+	}
+	return 0
+}
+
+func (x *MigrationProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *MigrationProgress) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *MigrationProgress) GetMigration() *Migration {
+	if x != nil {
+		return x.Migration
+	}
+	return nil
+}
+
 var File_godwit_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_cluster_proto_rawDesc = "" +
@@ -2617,8 +3232,65 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12!\n" +
-	"\fmemory_bytes\x18\x03 \x01(\x03R\vmemoryBytes2\xba\n" +
+	"\fmemory_bytes\x18\x03 \x01(\x03R\vmemoryBytes\"\x87\x01\n" +
+	"\x0eMigrateRequest\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x1a\n" +
+	"\bstrategy\x18\x03 \x01(\tR\bstrategy\x12+\n" +
+	"\x11minimize_downtime\x18\x04 \x01(\bR\x10minimizeDowntime\"\x1e\n" +
+	"\fMigrationRef\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
+	"\x15ListMigrationsRequest\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"N\n" +
+	"\x16ListMigrationsResponse\x124\n" +
 	"\n" +
+	"migrations\x18\x01 \x03(\v2\x14.godwit.v1.MigrationR\n" +
+	"migrations\"\xd5\x04\n" +
+	"\tMigration\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12!\n" +
+	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x05 \x01(\tR\vdestination\x12\x1a\n" +
+	"\bstrategy\x18\x06 \x01(\tR\bstrategy\x12\x14\n" +
+	"\x05phase\x18\a \x01(\tR\x05phase\x12\x1e\n" +
+	"\n" +
+	"generation\x18\b \x01(\x04R\n" +
+	"generation\x12!\n" +
+	"\frequested_by\x18\t \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06reason\x18\n" +
+	" \x01(\tR\x06reason\x12'\n" +
+	"\x0fwhy_destination\x18\v \x01(\tR\x0ewhyDestination\x12!\n" +
+	"\fwhy_strategy\x18\f \x01(\tR\vwhyStrategy\x121\n" +
+	"\x06phases\x18\r \x03(\v2\x19.godwit.v1.MigrationPhaseR\x06phases\x12/\n" +
+	"\x05stats\x18\x0e \x01(\v2\x19.godwit.v1.MigrationStatsR\x05stats\x12\x14\n" +
+	"\x05error\x18\x0f \x01(\tR\x05error\x124\n" +
+	"\acreated\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aupdated\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"}\n" +
+	"\x0eMigrationPhase\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x124\n" +
+	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x1f\n" +
+	"\vduration_ms\x18\x03 \x01(\x03R\n" +
+	"durationMs\"b\n" +
+	"\x0eMigrationStats\x12\x1f\n" +
+	"\vdowntime_ms\x18\x01 \x01(\x03R\n" +
+	"downtimeMs\x12\x19\n" +
+	"\btotal_ms\x18\x02 \x01(\x03R\atotalMs\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\"\x82\x02\n" +
+	"\x11MigrationProgress\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x02 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x03 \x01(\x03R\n" +
+	"bytesTotal\x12\x1e\n" +
+	"\n" +
+	"throughput\x18\x04 \x01(\x01R\n" +
+	"throughput\x12\x15\n" +
+	"\x06eta_ms\x18\x05 \x01(\x03R\x05etaMs\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\x12\n" +
+	"\x04done\x18\a \x01(\bR\x04done\x122\n" +
+	"\tmigration\x18\b \x01(\v2\x14.godwit.v1.MigrationR\tmigration2\x9d\r\n" +
 	"\x0eClusterService\x12R\n" +
 	"\rClusterStatus\x12\x1f.godwit.v1.ClusterStatusRequest\x1a .godwit.v1.ClusterStatusResponse\x12I\n" +
 	"\n" +
@@ -2639,7 +3311,12 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\vInspectNode\x12\x12.godwit.v1.NodeRef\x1a\x0f.godwit.v1.Node\x121\n" +
 	"\n" +
 	"CordonNode\x12\x12.godwit.v1.NodeRef\x1a\x0f.godwit.v1.Node\x123\n" +
-	"\fUncordonNode\x12\x12.godwit.v1.NodeRef\x1a\x0f.godwit.v1.Node\x126\n" +
+	"\fUncordonNode\x12\x12.godwit.v1.NodeRef\x1a\x0f.godwit.v1.Node\x12:\n" +
+	"\aMigrate\x12\x19.godwit.v1.MigrateRequest\x1a\x14.godwit.v1.Migration\x12I\n" +
+	"\x0eWatchMigration\x12\x17.godwit.v1.MigrationRef\x1a\x1c.godwit.v1.MigrationProgress0\x01\x12U\n" +
+	"\x0eListMigrations\x12 .godwit.v1.ListMigrationsRequest\x1a!.godwit.v1.ListMigrationsResponse\x12A\n" +
+	"\x10InspectMigration\x12\x17.godwit.v1.MigrationRef\x1a\x14.godwit.v1.Migration\x12@\n" +
+	"\x0fCancelMigration\x12\x17.godwit.v1.MigrationRef\x1a\x14.godwit.v1.Migration\x126\n" +
 	"\x06Events\x12\x18.godwit.v1.EventsRequest\x1a\x10.godwit.v1.Event0\x01\x12:\n" +
 	"\x05Audit\x12\x17.godwit.v1.AuditRequest\x1a\x18.godwit.v1.AuditResponse2\x9a\x01\n" +
 	"\vNodeService\x12C\n" +
@@ -2658,7 +3335,7 @@ func file_godwit_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_godwit_v1_cluster_proto_rawDescData
 }
 
-var file_godwit_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_godwit_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_godwit_v1_cluster_proto_goTypes = []any{
 	(*ClusterStatusRequest)(nil),      // 0: godwit.v1.ClusterStatusRequest
 	(*ClusterStatusResponse)(nil),     // 1: godwit.v1.ClusterStatusResponse
@@ -2697,102 +3374,127 @@ var file_godwit_v1_cluster_proto_goTypes = []any{
 	(*HeartbeatResponse)(nil),         // 34: godwit.v1.HeartbeatResponse
 	(*NodeLoad)(nil),                  // 35: godwit.v1.NodeLoad
 	(*ContainerLoad)(nil),             // 36: godwit.v1.ContainerLoad
-	nil,                               // 37: godwit.v1.Node.LabelsEntry
-	nil,                               // 38: godwit.v1.RegisterRequest.LabelsEntry
-	(*RunContainerRequest)(nil),       // 39: godwit.v1.RunContainerRequest
-	(*Container)(nil),                 // 40: godwit.v1.Container
-	(*ImportImageHeader)(nil),         // 41: godwit.v1.ImportImageHeader
-	(*Image)(nil),                     // 42: godwit.v1.Image
-	(*timestamppb.Timestamp)(nil),     // 43: google.protobuf.Timestamp
-	(ContainerState)(0),               // 44: godwit.v1.ContainerState
-	(*ListContainersRequest)(nil),     // 45: godwit.v1.ListContainersRequest
-	(*ContainerRef)(nil),              // 46: godwit.v1.ContainerRef
-	(*StopContainerRequest)(nil),      // 47: godwit.v1.StopContainerRequest
-	(*RemoveContainerRequest)(nil),    // 48: godwit.v1.RemoveContainerRequest
-	(*LogsRequest)(nil),               // 49: godwit.v1.LogsRequest
-	(*ListContainersResponse)(nil),    // 50: godwit.v1.ListContainersResponse
-	(*RemoveContainerResponse)(nil),   // 51: godwit.v1.RemoveContainerResponse
-	(*LogsChunk)(nil),                 // 52: godwit.v1.LogsChunk
+	(*MigrateRequest)(nil),            // 37: godwit.v1.MigrateRequest
+	(*MigrationRef)(nil),              // 38: godwit.v1.MigrationRef
+	(*ListMigrationsRequest)(nil),     // 39: godwit.v1.ListMigrationsRequest
+	(*ListMigrationsResponse)(nil),    // 40: godwit.v1.ListMigrationsResponse
+	(*Migration)(nil),                 // 41: godwit.v1.Migration
+	(*MigrationPhase)(nil),            // 42: godwit.v1.MigrationPhase
+	(*MigrationStats)(nil),            // 43: godwit.v1.MigrationStats
+	(*MigrationProgress)(nil),         // 44: godwit.v1.MigrationProgress
+	nil,                               // 45: godwit.v1.Node.LabelsEntry
+	nil,                               // 46: godwit.v1.RegisterRequest.LabelsEntry
+	(*RunContainerRequest)(nil),       // 47: godwit.v1.RunContainerRequest
+	(*Container)(nil),                 // 48: godwit.v1.Container
+	(*ImportImageHeader)(nil),         // 49: godwit.v1.ImportImageHeader
+	(*Image)(nil),                     // 50: godwit.v1.Image
+	(*timestamppb.Timestamp)(nil),     // 51: google.protobuf.Timestamp
+	(ContainerState)(0),               // 52: godwit.v1.ContainerState
+	(*ListContainersRequest)(nil),     // 53: godwit.v1.ListContainersRequest
+	(*ContainerRef)(nil),              // 54: godwit.v1.ContainerRef
+	(*StopContainerRequest)(nil),      // 55: godwit.v1.StopContainerRequest
+	(*RemoveContainerRequest)(nil),    // 56: godwit.v1.RemoveContainerRequest
+	(*LogsRequest)(nil),               // 57: godwit.v1.LogsRequest
+	(*ListContainersResponse)(nil),    // 58: godwit.v1.ListContainersResponse
+	(*RemoveContainerResponse)(nil),   // 59: godwit.v1.RemoveContainerResponse
+	(*LogsChunk)(nil),                 // 60: godwit.v1.LogsChunk
 }
 var file_godwit_v1_cluster_proto_depIdxs = []int32{
 	2,  // 0: godwit.v1.ClusterStatusResponse.peers:type_name -> godwit.v1.RaftPeer
-	39, // 1: godwit.v1.RunRequest.container:type_name -> godwit.v1.RunContainerRequest
-	40, // 2: godwit.v1.RunResponse.container:type_name -> godwit.v1.Container
+	47, // 1: godwit.v1.RunRequest.container:type_name -> godwit.v1.RunContainerRequest
+	48, // 2: godwit.v1.RunResponse.container:type_name -> godwit.v1.Container
 	10, // 3: godwit.v1.RunResponse.placement:type_name -> godwit.v1.Placement
 	11, // 4: godwit.v1.Placement.candidates:type_name -> godwit.v1.PlacementCandidate
 	13, // 5: godwit.v1.Placement.rejected:type_name -> godwit.v1.PlacementRejection
 	12, // 6: godwit.v1.PlacementCandidate.parts:type_name -> godwit.v1.ScorePart
 	15, // 7: godwit.v1.ClusterImportImageRequest.header:type_name -> godwit.v1.ClusterImportImageHeader
-	41, // 8: godwit.v1.ClusterImportImageHeader.image:type_name -> godwit.v1.ImportImageHeader
-	42, // 9: godwit.v1.ClusterImage.image:type_name -> godwit.v1.Image
+	49, // 8: godwit.v1.ClusterImportImageHeader.image:type_name -> godwit.v1.ImportImageHeader
+	50, // 9: godwit.v1.ClusterImage.image:type_name -> godwit.v1.Image
 	16, // 10: godwit.v1.ClusterListImagesResponse.images:type_name -> godwit.v1.ClusterImage
 	23, // 11: godwit.v1.ListNodesResponse.nodes:type_name -> godwit.v1.Node
-	37, // 12: godwit.v1.Node.labels:type_name -> godwit.v1.Node.LabelsEntry
+	45, // 12: godwit.v1.Node.labels:type_name -> godwit.v1.Node.LabelsEntry
 	19, // 13: godwit.v1.Node.capacity:type_name -> godwit.v1.Resources
 	19, // 14: godwit.v1.Node.allocated:type_name -> godwit.v1.Resources
-	43, // 15: godwit.v1.Node.registered:type_name -> google.protobuf.Timestamp
-	43, // 16: godwit.v1.Node.health_changed:type_name -> google.protobuf.Timestamp
+	51, // 15: godwit.v1.Node.registered:type_name -> google.protobuf.Timestamp
+	51, // 16: godwit.v1.Node.health_changed:type_name -> google.protobuf.Timestamp
 	35, // 17: godwit.v1.Node.load:type_name -> godwit.v1.NodeLoad
-	43, // 18: godwit.v1.Event.time:type_name -> google.protobuf.Timestamp
+	51, // 18: godwit.v1.Event.time:type_name -> google.protobuf.Timestamp
 	28, // 19: godwit.v1.AuditResponse.records:type_name -> godwit.v1.AuditRecord
-	43, // 20: godwit.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	51, // 20: godwit.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
 	19, // 21: godwit.v1.RegisterRequest.capacity:type_name -> godwit.v1.Resources
-	38, // 22: godwit.v1.RegisterRequest.labels:type_name -> godwit.v1.RegisterRequest.LabelsEntry
+	46, // 22: godwit.v1.RegisterRequest.labels:type_name -> godwit.v1.RegisterRequest.LabelsEntry
 	32, // 23: godwit.v1.RegisterRequest.containers:type_name -> godwit.v1.ContainerReport
-	42, // 24: godwit.v1.RegisterRequest.images:type_name -> godwit.v1.Image
+	50, // 24: godwit.v1.RegisterRequest.images:type_name -> godwit.v1.Image
 	31, // 25: godwit.v1.RegisterResponse.generations:type_name -> godwit.v1.ContainerGeneration
-	44, // 26: godwit.v1.ContainerReport.state:type_name -> godwit.v1.ContainerState
+	52, // 26: godwit.v1.ContainerReport.state:type_name -> godwit.v1.ContainerState
 	32, // 27: godwit.v1.HeartbeatRequest.containers:type_name -> godwit.v1.ContainerReport
 	35, // 28: godwit.v1.HeartbeatRequest.load:type_name -> godwit.v1.NodeLoad
-	43, // 29: godwit.v1.NodeLoad.sampled:type_name -> google.protobuf.Timestamp
+	51, // 29: godwit.v1.NodeLoad.sampled:type_name -> google.protobuf.Timestamp
 	36, // 30: godwit.v1.NodeLoad.containers:type_name -> godwit.v1.ContainerLoad
-	0,  // 31: godwit.v1.ClusterService.ClusterStatus:input_type -> godwit.v1.ClusterStatusRequest
-	3,  // 32: godwit.v1.ClusterService.RemovePeer:input_type -> godwit.v1.RemovePeerRequest
-	5,  // 33: godwit.v1.ClusterService.SnapshotSave:input_type -> godwit.v1.SnapshotSaveRequest
-	6,  // 34: godwit.v1.ClusterService.SnapshotRestore:input_type -> godwit.v1.SnapshotChunk
-	8,  // 35: godwit.v1.ClusterService.Run:input_type -> godwit.v1.RunRequest
-	45, // 36: godwit.v1.ClusterService.ListContainers:input_type -> godwit.v1.ListContainersRequest
-	46, // 37: godwit.v1.ClusterService.InspectContainer:input_type -> godwit.v1.ContainerRef
-	47, // 38: godwit.v1.ClusterService.StopContainer:input_type -> godwit.v1.StopContainerRequest
-	46, // 39: godwit.v1.ClusterService.StartContainer:input_type -> godwit.v1.ContainerRef
-	48, // 40: godwit.v1.ClusterService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
-	49, // 41: godwit.v1.ClusterService.Logs:input_type -> godwit.v1.LogsRequest
-	14, // 42: godwit.v1.ClusterService.ImportImage:input_type -> godwit.v1.ClusterImportImageRequest
-	17, // 43: godwit.v1.ClusterService.ListImages:input_type -> godwit.v1.ClusterListImagesRequest
-	20, // 44: godwit.v1.ClusterService.ListNodes:input_type -> godwit.v1.ListNodesRequest
-	22, // 45: godwit.v1.ClusterService.InspectNode:input_type -> godwit.v1.NodeRef
-	22, // 46: godwit.v1.ClusterService.CordonNode:input_type -> godwit.v1.NodeRef
-	22, // 47: godwit.v1.ClusterService.UncordonNode:input_type -> godwit.v1.NodeRef
-	24, // 48: godwit.v1.ClusterService.Events:input_type -> godwit.v1.EventsRequest
-	26, // 49: godwit.v1.ClusterService.Audit:input_type -> godwit.v1.AuditRequest
-	29, // 50: godwit.v1.NodeService.Register:input_type -> godwit.v1.RegisterRequest
-	33, // 51: godwit.v1.NodeService.Heartbeat:input_type -> godwit.v1.HeartbeatRequest
-	1,  // 52: godwit.v1.ClusterService.ClusterStatus:output_type -> godwit.v1.ClusterStatusResponse
-	4,  // 53: godwit.v1.ClusterService.RemovePeer:output_type -> godwit.v1.RemovePeerResponse
-	6,  // 54: godwit.v1.ClusterService.SnapshotSave:output_type -> godwit.v1.SnapshotChunk
-	7,  // 55: godwit.v1.ClusterService.SnapshotRestore:output_type -> godwit.v1.SnapshotRestoreResponse
-	9,  // 56: godwit.v1.ClusterService.Run:output_type -> godwit.v1.RunResponse
-	50, // 57: godwit.v1.ClusterService.ListContainers:output_type -> godwit.v1.ListContainersResponse
-	40, // 58: godwit.v1.ClusterService.InspectContainer:output_type -> godwit.v1.Container
-	40, // 59: godwit.v1.ClusterService.StopContainer:output_type -> godwit.v1.Container
-	40, // 60: godwit.v1.ClusterService.StartContainer:output_type -> godwit.v1.Container
-	51, // 61: godwit.v1.ClusterService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
-	52, // 62: godwit.v1.ClusterService.Logs:output_type -> godwit.v1.LogsChunk
-	16, // 63: godwit.v1.ClusterService.ImportImage:output_type -> godwit.v1.ClusterImage
-	18, // 64: godwit.v1.ClusterService.ListImages:output_type -> godwit.v1.ClusterListImagesResponse
-	21, // 65: godwit.v1.ClusterService.ListNodes:output_type -> godwit.v1.ListNodesResponse
-	23, // 66: godwit.v1.ClusterService.InspectNode:output_type -> godwit.v1.Node
-	23, // 67: godwit.v1.ClusterService.CordonNode:output_type -> godwit.v1.Node
-	23, // 68: godwit.v1.ClusterService.UncordonNode:output_type -> godwit.v1.Node
-	25, // 69: godwit.v1.ClusterService.Events:output_type -> godwit.v1.Event
-	27, // 70: godwit.v1.ClusterService.Audit:output_type -> godwit.v1.AuditResponse
-	30, // 71: godwit.v1.NodeService.Register:output_type -> godwit.v1.RegisterResponse
-	34, // 72: godwit.v1.NodeService.Heartbeat:output_type -> godwit.v1.HeartbeatResponse
-	52, // [52:73] is the sub-list for method output_type
-	31, // [31:52] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	41, // 31: godwit.v1.ListMigrationsResponse.migrations:type_name -> godwit.v1.Migration
+	42, // 32: godwit.v1.Migration.phases:type_name -> godwit.v1.MigrationPhase
+	43, // 33: godwit.v1.Migration.stats:type_name -> godwit.v1.MigrationStats
+	51, // 34: godwit.v1.Migration.created:type_name -> google.protobuf.Timestamp
+	51, // 35: godwit.v1.Migration.updated:type_name -> google.protobuf.Timestamp
+	51, // 36: godwit.v1.MigrationPhase.started:type_name -> google.protobuf.Timestamp
+	41, // 37: godwit.v1.MigrationProgress.migration:type_name -> godwit.v1.Migration
+	0,  // 38: godwit.v1.ClusterService.ClusterStatus:input_type -> godwit.v1.ClusterStatusRequest
+	3,  // 39: godwit.v1.ClusterService.RemovePeer:input_type -> godwit.v1.RemovePeerRequest
+	5,  // 40: godwit.v1.ClusterService.SnapshotSave:input_type -> godwit.v1.SnapshotSaveRequest
+	6,  // 41: godwit.v1.ClusterService.SnapshotRestore:input_type -> godwit.v1.SnapshotChunk
+	8,  // 42: godwit.v1.ClusterService.Run:input_type -> godwit.v1.RunRequest
+	53, // 43: godwit.v1.ClusterService.ListContainers:input_type -> godwit.v1.ListContainersRequest
+	54, // 44: godwit.v1.ClusterService.InspectContainer:input_type -> godwit.v1.ContainerRef
+	55, // 45: godwit.v1.ClusterService.StopContainer:input_type -> godwit.v1.StopContainerRequest
+	54, // 46: godwit.v1.ClusterService.StartContainer:input_type -> godwit.v1.ContainerRef
+	56, // 47: godwit.v1.ClusterService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
+	57, // 48: godwit.v1.ClusterService.Logs:input_type -> godwit.v1.LogsRequest
+	14, // 49: godwit.v1.ClusterService.ImportImage:input_type -> godwit.v1.ClusterImportImageRequest
+	17, // 50: godwit.v1.ClusterService.ListImages:input_type -> godwit.v1.ClusterListImagesRequest
+	20, // 51: godwit.v1.ClusterService.ListNodes:input_type -> godwit.v1.ListNodesRequest
+	22, // 52: godwit.v1.ClusterService.InspectNode:input_type -> godwit.v1.NodeRef
+	22, // 53: godwit.v1.ClusterService.CordonNode:input_type -> godwit.v1.NodeRef
+	22, // 54: godwit.v1.ClusterService.UncordonNode:input_type -> godwit.v1.NodeRef
+	37, // 55: godwit.v1.ClusterService.Migrate:input_type -> godwit.v1.MigrateRequest
+	38, // 56: godwit.v1.ClusterService.WatchMigration:input_type -> godwit.v1.MigrationRef
+	39, // 57: godwit.v1.ClusterService.ListMigrations:input_type -> godwit.v1.ListMigrationsRequest
+	38, // 58: godwit.v1.ClusterService.InspectMigration:input_type -> godwit.v1.MigrationRef
+	38, // 59: godwit.v1.ClusterService.CancelMigration:input_type -> godwit.v1.MigrationRef
+	24, // 60: godwit.v1.ClusterService.Events:input_type -> godwit.v1.EventsRequest
+	26, // 61: godwit.v1.ClusterService.Audit:input_type -> godwit.v1.AuditRequest
+	29, // 62: godwit.v1.NodeService.Register:input_type -> godwit.v1.RegisterRequest
+	33, // 63: godwit.v1.NodeService.Heartbeat:input_type -> godwit.v1.HeartbeatRequest
+	1,  // 64: godwit.v1.ClusterService.ClusterStatus:output_type -> godwit.v1.ClusterStatusResponse
+	4,  // 65: godwit.v1.ClusterService.RemovePeer:output_type -> godwit.v1.RemovePeerResponse
+	6,  // 66: godwit.v1.ClusterService.SnapshotSave:output_type -> godwit.v1.SnapshotChunk
+	7,  // 67: godwit.v1.ClusterService.SnapshotRestore:output_type -> godwit.v1.SnapshotRestoreResponse
+	9,  // 68: godwit.v1.ClusterService.Run:output_type -> godwit.v1.RunResponse
+	58, // 69: godwit.v1.ClusterService.ListContainers:output_type -> godwit.v1.ListContainersResponse
+	48, // 70: godwit.v1.ClusterService.InspectContainer:output_type -> godwit.v1.Container
+	48, // 71: godwit.v1.ClusterService.StopContainer:output_type -> godwit.v1.Container
+	48, // 72: godwit.v1.ClusterService.StartContainer:output_type -> godwit.v1.Container
+	59, // 73: godwit.v1.ClusterService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
+	60, // 74: godwit.v1.ClusterService.Logs:output_type -> godwit.v1.LogsChunk
+	16, // 75: godwit.v1.ClusterService.ImportImage:output_type -> godwit.v1.ClusterImage
+	18, // 76: godwit.v1.ClusterService.ListImages:output_type -> godwit.v1.ClusterListImagesResponse
+	21, // 77: godwit.v1.ClusterService.ListNodes:output_type -> godwit.v1.ListNodesResponse
+	23, // 78: godwit.v1.ClusterService.InspectNode:output_type -> godwit.v1.Node
+	23, // 79: godwit.v1.ClusterService.CordonNode:output_type -> godwit.v1.Node
+	23, // 80: godwit.v1.ClusterService.UncordonNode:output_type -> godwit.v1.Node
+	41, // 81: godwit.v1.ClusterService.Migrate:output_type -> godwit.v1.Migration
+	44, // 82: godwit.v1.ClusterService.WatchMigration:output_type -> godwit.v1.MigrationProgress
+	40, // 83: godwit.v1.ClusterService.ListMigrations:output_type -> godwit.v1.ListMigrationsResponse
+	41, // 84: godwit.v1.ClusterService.InspectMigration:output_type -> godwit.v1.Migration
+	41, // 85: godwit.v1.ClusterService.CancelMigration:output_type -> godwit.v1.Migration
+	25, // 86: godwit.v1.ClusterService.Events:output_type -> godwit.v1.Event
+	27, // 87: godwit.v1.ClusterService.Audit:output_type -> godwit.v1.AuditResponse
+	30, // 88: godwit.v1.NodeService.Register:output_type -> godwit.v1.RegisterResponse
+	34, // 89: godwit.v1.NodeService.Heartbeat:output_type -> godwit.v1.HeartbeatResponse
+	64, // [64:90] is the sub-list for method output_type
+	38, // [38:64] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_godwit_v1_cluster_proto_init() }
@@ -2811,7 +3513,7 @@ func file_godwit_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_cluster_proto_rawDesc), len(file_godwit_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -41,6 +41,11 @@ const (
 	ClusterService_InspectNode_FullMethodName      = "/godwit.v1.ClusterService/InspectNode"
 	ClusterService_CordonNode_FullMethodName       = "/godwit.v1.ClusterService/CordonNode"
 	ClusterService_UncordonNode_FullMethodName     = "/godwit.v1.ClusterService/UncordonNode"
+	ClusterService_Migrate_FullMethodName          = "/godwit.v1.ClusterService/Migrate"
+	ClusterService_WatchMigration_FullMethodName   = "/godwit.v1.ClusterService/WatchMigration"
+	ClusterService_ListMigrations_FullMethodName   = "/godwit.v1.ClusterService/ListMigrations"
+	ClusterService_InspectMigration_FullMethodName = "/godwit.v1.ClusterService/InspectMigration"
+	ClusterService_CancelMigration_FullMethodName  = "/godwit.v1.ClusterService/CancelMigration"
 	ClusterService_Events_FullMethodName           = "/godwit.v1.ClusterService/Events"
 	ClusterService_Audit_FullMethodName            = "/godwit.v1.ClusterService/Audit"
 )
@@ -75,6 +80,16 @@ type ClusterServiceClient interface {
 	InspectNode(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (*Node, error)
 	CordonNode(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (*Node, error)
 	UncordonNode(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (*Node, error)
+	// Migrate starts a live migration of a container, driven by the
+	// leader, and returns its record at once; WatchMigration follows it.
+	Migrate(ctx context.Context, in *MigrateRequest, opts ...grpc.CallOption) (*Migration, error)
+	// WatchMigration streams a migration's progress until it ends; the
+	// last message carries the final record.
+	WatchMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrationProgress], error)
+	ListMigrations(ctx context.Context, in *ListMigrationsRequest, opts ...grpc.CallOption) (*ListMigrationsResponse, error)
+	InspectMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (*Migration, error)
+	// CancelMigration aborts a migration that has not committed yet.
+	CancelMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (*Migration, error)
 	// Events streams the cluster's state changes from an index on.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 	// Audit lists the operator actions recorded in raft, newest last.
@@ -283,9 +298,68 @@ func (c *clusterServiceClient) UncordonNode(ctx context.Context, in *NodeRef, op
 	return out, nil
 }
 
+func (c *clusterServiceClient) Migrate(ctx context.Context, in *MigrateRequest, opts ...grpc.CallOption) (*Migration, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Migration)
+	err := c.cc.Invoke(ctx, ClusterService_Migrate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) WatchMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrationProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[4], ClusterService_WatchMigration_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MigrationRef, MigrationProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchMigrationClient = grpc.ServerStreamingClient[MigrationProgress]
+
+func (c *clusterServiceClient) ListMigrations(ctx context.Context, in *ListMigrationsRequest, opts ...grpc.CallOption) (*ListMigrationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMigrationsResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListMigrations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) InspectMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (*Migration, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Migration)
+	err := c.cc.Invoke(ctx, ClusterService_InspectMigration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) CancelMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (*Migration, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Migration)
+	err := c.cc.Invoke(ctx, ClusterService_CancelMigration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[4], ClusterService_Events_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[5], ClusterService_Events_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -342,6 +416,16 @@ type ClusterServiceServer interface {
 	InspectNode(context.Context, *NodeRef) (*Node, error)
 	CordonNode(context.Context, *NodeRef) (*Node, error)
 	UncordonNode(context.Context, *NodeRef) (*Node, error)
+	// Migrate starts a live migration of a container, driven by the
+	// leader, and returns its record at once; WatchMigration follows it.
+	Migrate(context.Context, *MigrateRequest) (*Migration, error)
+	// WatchMigration streams a migration's progress until it ends; the
+	// last message carries the final record.
+	WatchMigration(*MigrationRef, grpc.ServerStreamingServer[MigrationProgress]) error
+	ListMigrations(context.Context, *ListMigrationsRequest) (*ListMigrationsResponse, error)
+	InspectMigration(context.Context, *MigrationRef) (*Migration, error)
+	// CancelMigration aborts a migration that has not committed yet.
+	CancelMigration(context.Context, *MigrationRef) (*Migration, error)
 	// Events streams the cluster's state changes from an index on.
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	// Audit lists the operator actions recorded in raft, newest last.
@@ -406,6 +490,21 @@ func (UnimplementedClusterServiceServer) CordonNode(context.Context, *NodeRef) (
 }
 func (UnimplementedClusterServiceServer) UncordonNode(context.Context, *NodeRef) (*Node, error) {
 	return nil, status.Error(codes.Unimplemented, "method UncordonNode not implemented")
+}
+func (UnimplementedClusterServiceServer) Migrate(context.Context, *MigrateRequest) (*Migration, error) {
+	return nil, status.Error(codes.Unimplemented, "method Migrate not implemented")
+}
+func (UnimplementedClusterServiceServer) WatchMigration(*MigrationRef, grpc.ServerStreamingServer[MigrationProgress]) error {
+	return status.Error(codes.Unimplemented, "method WatchMigration not implemented")
+}
+func (UnimplementedClusterServiceServer) ListMigrations(context.Context, *ListMigrationsRequest) (*ListMigrationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMigrations not implemented")
+}
+func (UnimplementedClusterServiceServer) InspectMigration(context.Context, *MigrationRef) (*Migration, error) {
+	return nil, status.Error(codes.Unimplemented, "method InspectMigration not implemented")
+}
+func (UnimplementedClusterServiceServer) CancelMigration(context.Context, *MigrationRef) (*Migration, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelMigration not implemented")
 }
 func (UnimplementedClusterServiceServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
@@ -704,6 +803,89 @@ func _ClusterService_UncordonNode_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_Migrate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).Migrate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_Migrate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).Migrate(ctx, req.(*MigrateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_WatchMigration_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(MigrationRef)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServiceServer).WatchMigration(m, &grpc.GenericServerStream[MigrationRef, MigrationProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchMigrationServer = grpc.ServerStreamingServer[MigrationProgress]
+
+func _ClusterService_ListMigrations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMigrationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListMigrations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListMigrations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListMigrations(ctx, req.(*ListMigrationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_InspectMigration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrationRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).InspectMigration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_InspectMigration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).InspectMigration(ctx, req.(*MigrationRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_CancelMigration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrationRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).CancelMigration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_CancelMigration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).CancelMigration(ctx, req.(*MigrationRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(EventsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -793,6 +975,22 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ClusterService_UncordonNode_Handler,
 		},
 		{
+			MethodName: "Migrate",
+			Handler:    _ClusterService_Migrate_Handler,
+		},
+		{
+			MethodName: "ListMigrations",
+			Handler:    _ClusterService_ListMigrations_Handler,
+		},
+		{
+			MethodName: "InspectMigration",
+			Handler:    _ClusterService_InspectMigration_Handler,
+		},
+		{
+			MethodName: "CancelMigration",
+			Handler:    _ClusterService_CancelMigration_Handler,
+		},
+		{
 			MethodName: "Audit",
 			Handler:    _ClusterService_Audit_Handler,
 		},
@@ -817,6 +1015,11 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ImportImage",
 			Handler:       _ClusterService_ImportImage_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchMigration",
+			Handler:       _ClusterService_WatchMigration_Handler,
+			ServerStreams: true,
 		},
 		{
 			StreamName:    "Events",
