@@ -77,6 +77,16 @@ type Container struct {
 	// (the container has not run since it was taken); restoring another
 	// checkpoint resets the layer from that checkpoint's diff first.
 	RootfsCheckpoint string `json:"rootfs_checkpoint,omitempty"`
+	// Generation is the newest generation of the container the agent
+	// knows: the cluster bumps it each time a move of the container
+	// commits, and the agent refuses commands that carry an older one
+	// (generation.go). 0: none known (a standalone agent's container).
+	Generation uint64 `json:"generation,omitempty"`
+	// ArrivalEpoch is the node's registration epoch when the container
+	// came to this node (run here, or moved here): a later registration
+	// that does not place it here says the cluster moved it away. 0:
+	// standalone, or before this was recorded.
+	ArrivalEpoch uint64 `json:"arrival_epoch,omitempty"`
 }
 
 // containerPaths are where one container's files live.

@@ -51,6 +51,10 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 	if err := a.checkFence("run", req.Name); err != nil {
 		return nil, err
 	}
+	given := commandGeneration(ctx)
+	if err := a.fenceNew("run", firstNonEmpty(req.Name, req.ID), req.ID, given); err != nil {
+		return nil, err
+	}
 	img, err := a.images.Get(req.Image)
 	if err != nil {
 		if errors.Is(err, image.ErrNotFound) {
@@ -94,6 +98,10 @@ func (a *Agent) Run(ctx context.Context, req RunRequest) (_ *Container, err erro
 	if len(c.Args) == 0 {
 		return nil, errorf(ErrInvalid, "image %s has no command: give one after `--`", img.Name)
 	}
+	// The first generation is the scheduler's (1); a run without one
+	// starts from what the cluster said of the ID, if anything.
+	gen, _, epoch := a.placement(id)
+	c.Generation, c.ArrivalEpoch = max(gen, given), epoch
 	e, err := a.reserve(c)
 	if err != nil {
 		return nil, err
@@ -299,6 +307,9 @@ func (a *Agent) Start(ctx context.Context, ref string) (*Container, error) {
 	e.op.Lock()
 	defer e.op.Unlock()
 	c := e.c
+	if err := a.fenceRun("start", c, commandGeneration(ctx)); err != nil {
+		return nil, err
+	}
 	if err := a.refresh(ctx, c); err != nil {
 		return nil, err
 	}
@@ -344,6 +355,9 @@ func (a *Agent) Stop(ctx context.Context, ref string, timeout time.Duration) (*C
 	}
 	e.op.Lock()
 	defer e.op.Unlock()
+	if err := a.fenceGeneration("stop", e.c, commandGeneration(ctx), 0); err != nil {
+		return nil, err
+	}
 	if err := a.stop(ctx, e.c, timeout); err != nil {
 		return nil, err
 	}
@@ -425,6 +439,9 @@ func (a *Agent) Remove(ctx context.Context, ref string, force bool) error {
 	e.op.Lock()
 	defer e.op.Unlock()
 	c := e.c
+	if err := a.fenceGeneration("remove", c, commandGeneration(ctx), 0); err != nil {
+		return err
+	}
 	if err := a.refresh(ctx, c); err != nil {
 		return err
 	}

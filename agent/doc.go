@@ -15,5 +15,7 @@
 // In a cluster the agent reports itself to the scheduler through
 // agent/clusterlink (RegisterFacts, HeartbeatReport: its containers and
 // their load, sampled from cgroups) and checks the link's lease before it
-// makes anything run (Config.Fence, fence.go).
+// makes anything run (Config.Fence, fence.go). Commands carry their
+// container's generation, and the agent refuses stale ones
+// (generation.go).
 package agent

@@ -13,6 +13,11 @@ var (
 	ErrInvalidState = errors.New("invalid state")
 	ErrInUse        = errors.New("in use")
 	ErrInvalid      = errors.New("invalid argument")
+	// ErrStaleGeneration: a command carried an older generation of its
+	// container than the agent knows, or would run a copy the cluster no
+	// longer places on this node (generation.go). It comes from a
+	// scheduler that lost track of a move.
+	ErrStaleGeneration = errors.New("stale generation")
 )
 
 // kindError is an operator-facing message that is also one of the

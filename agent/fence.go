@@ -13,6 +13,13 @@ type Fence interface {
 	// that says so to the operator (which node, since when, what to
 	// expect). It never blocks.
 	Check() error
+	// Placement is the cluster's word on container id (its full ID) at
+	// the node's last registration, number epoch (0 before the first;
+	// each registration has a higher one): whether it placed the
+	// container on this node, and at which generation. The three come
+	// from the same registration. It never blocks. The agent's
+	// generation fence uses it (generation.go).
+	Placement(id string) (generation uint64, placed bool, epoch uint64)
 }
 
 // ErrFenced marks a call refused by the fence; its message is the

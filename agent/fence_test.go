@@ -16,10 +16,21 @@ import (
 	"github.com/godwit/godwit/migrate"
 )
 
-// fakeFence is a lease gate whose answer the test sets.
-type fakeFence struct{ err error }
+// fakeFence is a lease gate whose answers the test sets: Check's error,
+// and the last registration's epoch and generations (container ID to
+// generation; a container missing is not placed on the node).
+type fakeFence struct {
+	err         error
+	epoch       uint64
+	generations map[string]uint64
+}
 
 func (f *fakeFence) Check() error { return f.err }
+
+func (f *fakeFence) Placement(id string) (uint64, bool, uint64) {
+	g, ok := f.generations[id]
+	return g, ok, f.epoch
+}
 
 // leaseLapsed is the message the cluster link gives while a node has no
 // lease.

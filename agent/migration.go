@@ -109,6 +109,12 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 	if rec.Container != "" {
 		ref = rec.Container // a repeated call describes what the first recorded
 	}
+	given := commandGeneration(ctx)
+	if err := a.onContainer(ref, func(c *Container) error {
+		return a.fenceGeneration("start a migration", c, given, 0)
+	}); err != nil {
+		return migrate.Container{}, err
+	}
 	c, err := a.Inspect(ctx, ref)
 	if err != nil {
 		return migrate.Container{}, err
@@ -137,7 +143,7 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 // With opts.PreDumps (pre-copy) the dump builds on the last of the
 // rounds this node pre-dumped (migration_precopy.go).
 func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOptions) (migrate.Phase, error) {
-	rec, unlock, dumped, err := a.lockForDump(id)
+	rec, unlock, dumped, err := a.lockForDump(ctx, id)
 	if err != nil || dumped {
 		return rec.Phase, err
 	}
@@ -163,8 +169,9 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 // lockForDump locks migration id on the source for its dump and returns
 // its record; dumped is set, and nothing locked, when the migration's
 // checkpoint exists already (a repeated call). An aborted migration is
-// refused. unlock must be called unless dumped or err.
-func (a *Agent) lockForDump(id string) (rec *migrate.Record, unlock func(), dumped bool, err error) {
+// refused, and so is a dump with a stale generation (ctx's).
+// unlock must be called unless dumped or err.
+func (a *Agent) lockForDump(ctx context.Context, id string) (rec *migrate.Record, unlock func(), dumped bool, err error) {
 	rec, unlock, err = a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return &migrate.Record{}, nil, false, err
@@ -176,6 +183,13 @@ func (a *Agent) lockForDump(id string) (rec *migrate.Record, unlock func(), dump
 	if rec.Phase == migrate.PhaseAborted {
 		unlock()
 		return rec, nil, false, fenced(id, migrate.ErrAborted)
+	}
+	given := commandGeneration(ctx)
+	if err := a.onContainer(rec.Container, func(c *Container) error {
+		return a.fenceGeneration("dump for a migration", c, given, 0)
+	}); err != nil {
+		unlock()
+		return rec, nil, false, err
 	}
 	return rec, unlock, false, nil
 }
@@ -259,6 +273,12 @@ func (a *Agent) MigrateFinish(ctx context.Context, id, destination string) (migr
 	if rec.Phase == migrate.PhaseAborted {
 		return rec.Phase, fenced(id, migrate.ErrAborted)
 	}
+	given := commandGeneration(ctx)
+	if err := a.onContainer(rec.Container, func(c *Container) error {
+		return a.fenceGeneration("finish a migration", c, given, 0)
+	}); err != nil {
+		return rec.Phase, err
+	}
 	if _, ok := rec.Started[migrate.PhaseCommitted]; !ok {
 		// The driver finishes once the destination runs the container:
 		// the source's downtime ends here (observer.go). The phase
@@ -324,6 +344,14 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 		if err := a.checkFence("resume after an aborted migration", rec.Container); err != nil {
 			return rec.Phase, err
 		}
+		// The lease is valid, but the cluster may have committed the
+		// move elsewhere: the copy here must not run again then.
+		given := commandGeneration(ctx)
+		if err := a.onContainer(rec.Container, func(c *Container) error {
+			return a.fenceRun("resume after an aborted migration", c, given)
+		}); err != nil {
+			return rec.Phase, err
+		}
 	}
 	// Stream and post-copy keep the container frozen: it runs again as it
 	// is, and the stop-copy restore below finds it running.
@@ -372,6 +400,9 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 	if e, err := a.lookup(c.Name); err == nil && e.c.ID != c.ID {
 		return rec.Phase, migrate.Prepared{}, errorf(ErrExists, "container name %s is taken on node %s by another container (%.12s): remove it first", c.Name, a.cfg.Name, e.c.ID)
 	}
+	if err := a.fenceID("prepare a migration", c.Name, c.ID, commandGeneration(ctx)); err != nil {
+		return rec.Phase, migrate.Prepared{}, err
+	}
 	p, err := a.planRootfs(id, c)
 	if err != nil {
 		return rec.Phase, migrate.Prepared{}, err
@@ -418,6 +449,10 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 	if rec.Phase == migrate.PhaseReady || rec.Phase == migrate.PhaseCommitted || rec.Phase == migrate.PhaseDone {
 		return rec.Phase, nil
 	}
+	given := commandGeneration(ctx)
+	if err := a.fenceID("restore a migration", rec.Container, rec.ContainerID, given); err != nil {
+		return rec.Phase, err
+	}
 	dir := a.checkpointDir(id)
 	m, err := a.verifyReceived(id, dir) // migration_transfer.go
 	if err != nil {
@@ -437,6 +472,10 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 	if _, err := a.restore(ctx, dir, m, "", true); err != nil {
 		return rec.Phase, err
 	}
+	// The held copy is the migration's generation until the commit.
+	if err := a.raiseGeneration(rec.Container, given); err != nil {
+		return rec.Phase, err
+	}
 	return migrate.PhaseReady, a.advance(rec, migrate.PhaseReady)
 }
 
@@ -451,6 +490,9 @@ func (a *Agent) MigrateCommit(ctx context.Context, id string) (migrate.Phase, er
 		return rec.Phase, nil
 	}
 	if err := a.checkFence("commit a migration", rec.Container); err != nil {
+		return rec.Phase, err
+	}
+	if err := a.commitGeneration(rec.Container, commandGeneration(ctx)); err != nil {
 		return rec.Phase, err
 	}
 	if err := a.pagesCommittable(id); err != nil { // migration_postcopy.go
@@ -542,6 +584,14 @@ func (a *Agent) MigrateAbort(ctx context.Context, id, why string) (migrate.Phase
 	defer unlock()
 	if rec.Phase == migrate.PhaseAborted {
 		return rec.Phase, nil
+	}
+	// Committed: rec.Abort refuses below, with the sentinel the driver
+	// knows. Otherwise a stale abort must not drop a held copy the
+	// cluster committed meanwhile.
+	if rec.Phase != migrate.PhaseCommitted && rec.Phase != migrate.PhaseDone && rec.ContainerID != "" {
+		if err := a.fenceID("abort a migration", rec.Container, rec.ContainerID, commandGeneration(ctx)); err != nil {
+			return rec.Phase, err
+		}
 	}
 	if _, err := rec.Abort(why, time.Now()); err != nil {
 		return rec.Phase, migrationError(err)

@@ -264,7 +264,7 @@ func iptables(ctx context.Context, netnsPath string, args ...string) error {
 // post-copy leaves CRIU serving them (ServePages). Repeated, it does
 // nothing. On any failure the container runs again as it was.
 func (a *Agent) dumpPages(ctx context.Context, id string, opts migrate.DumpOptions, dial func(context.Context) (net.Conn, error)) (_ migrate.Phase, err error) {
-	rec, unlock, dumped, err := a.lockForDump(id)
+	rec, unlock, dumped, err := a.lockForDump(ctx, id)
 	if err != nil || dumped {
 		return rec.Phase, err
 	}

@@ -86,7 +86,7 @@ func grpcError(err error) error {
 	// upgrade CRIU or godwit) before the call can succeed.
 	case errors.Is(err, ErrInvalidState), errors.Is(err, ErrInUse),
 		errors.Is(err, bundle.ErrIncompatible), errors.Is(err, bundle.ErrUnsupportedVersion),
-		errors.Is(err, bundle.ErrUnsealed), errors.Is(err, ErrFenced):
+		errors.Is(err, bundle.ErrUnsealed), errors.Is(err, ErrFenced), errors.Is(err, ErrStaleGeneration):
 		code = codes.FailedPrecondition
 	// A checkpoint or archive that does not match its manifest, holds
 	// what a checkpoint may not, or cannot be opened is bad input, whoever
@@ -190,6 +190,10 @@ func (s *server) RemoveImage(ctx context.Context, req *pb.RemoveImageRequest) (*
 }
 
 func (s *server) RunContainer(ctx context.Context, req *pb.RunContainerRequest) (*pb.Container, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var ip net.IP
 	if req.GetIp() != "" {
 		if ip = net.ParseIP(req.GetIp()); ip == nil {
@@ -237,6 +241,10 @@ func (s *server) InspectContainer(ctx context.Context, req *pb.ContainerRef) (*p
 }
 
 func (s *server) StopContainer(ctx context.Context, req *pb.StopContainerRequest) (*pb.Container, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	c, err := s.a.Stop(ctx, req.GetRef(), time.Duration(req.GetTimeoutSeconds())*time.Second)
 	if err != nil {
 		return nil, grpcError(err)
@@ -245,6 +253,10 @@ func (s *server) StopContainer(ctx context.Context, req *pb.StopContainerRequest
 }
 
 func (s *server) StartContainer(ctx context.Context, req *pb.ContainerRef) (*pb.Container, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	c, err := s.a.Start(ctx, req.GetRef())
 	if err != nil {
 		return nil, grpcError(err)
@@ -253,6 +265,10 @@ func (s *server) StartContainer(ctx context.Context, req *pb.ContainerRef) (*pb.
 }
 
 func (s *server) RemoveContainer(ctx context.Context, req *pb.RemoveContainerRequest) (*pb.RemoveContainerResponse, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return &pb.RemoveContainerResponse{}, grpcError(s.a.Remove(ctx, req.GetRef(), req.GetForce()))
 }
 
@@ -350,6 +366,7 @@ func (s *server) containerToProto(c *Container) *pb.Container {
 		ExitSignal:     c.ExitSignal,
 		Snapshotter:    c.Snapshotter,
 		LastCheckpoint: c.LastCheckpoint,
+		Generation:     c.Generation,
 	}
 }
 

@@ -15,7 +15,9 @@ import (
 
 // Migration calls: the driver's Source and Destination (migrate/sides.go)
 // over gRPC. The fencing errors (migrate.ErrCommitted, ErrAborted) travel
-// as FAILED_PRECONDITION with their text, which the client maps back.
+// as FAILED_PRECONDITION with their text, which the client maps back;
+// so does a stale generation (generation.go), which the calls that
+// start, stop, resume, commit or drop a copy check (callGeneration).
 
 func reply(p migrate.Phase, err error) (*pb.MigrateReply, error) {
 	if err != nil {
@@ -25,6 +27,10 @@ func reply(p migrate.Phase, err error) (*pb.MigrateReply, error) {
 }
 
 func (s *server) MigrateDescribe(ctx context.Context, req *pb.MigrateDescribeRequest) (*pb.MigrateContainer, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	c, err := s.a.MigrateDescribe(ctx, req.GetId(), req.GetContainer())
 	if err != nil {
 		return nil, grpcError(err)
@@ -33,6 +39,10 @@ func (s *server) MigrateDescribe(ctx context.Context, req *pb.MigrateDescribeReq
 }
 
 func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateDumpRequest) (*pb.MigrateReply, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	opts := migrate.DumpOptions{
 		Strategy: migrate.Strategy(req.GetStrategy()), PreDumps: int(req.GetPreDumps()),
 		Pages: migrate.DataLink{Address: req.GetPagesAddress(), Token: req.GetPagesToken()},
@@ -53,14 +63,26 @@ func (s *server) MigrateSend(req *pb.MigrateSendRequest, stream grpc.ServerStrea
 }
 
 func (s *server) MigrateFinish(ctx context.Context, req *pb.MigrateFinishRequest) (*pb.MigrateReply, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return reply(s.a.MigrateFinish(ctx, req.GetId(), req.GetDestination()))
 }
 
 func (s *server) MigrateResume(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return reply(s.a.MigrateResume(ctx, req.GetId(), "aborted by the driver"))
 }
 
 func (s *server) MigratePrepare(ctx context.Context, req *pb.MigratePrepareRequest) (*pb.MigrateReply, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	c := req.GetContainer()
 	phase, p, err := s.a.MigratePrepare(ctx, req.GetId(), migrate.Container{
 		Name: c.GetName(), ID: c.GetId(), Image: c.GetImage(), ImageLayers: c.GetImageLayers(), IP: c.GetIp(),
@@ -82,6 +104,10 @@ func (s *server) MigrateReceive(ctx context.Context, req *pb.MigrateReceiveReque
 }
 
 func (s *server) MigrateRestore(ctx context.Context, req *pb.MigrateRestoreRequest) (*pb.MigrateReply, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	opts := migrate.RestoreOptions{
 		Strategy: migrate.Strategy(req.GetStrategy()), PreDumps: int(req.GetPreDumps()),
 		Pages: migrate.DataLink{Address: req.GetPagesAddress(), Token: req.GetPagesToken()},
@@ -93,10 +119,18 @@ func (s *server) MigrateRestore(ctx context.Context, req *pb.MigrateRestoreReque
 }
 
 func (s *server) MigrateCommit(ctx context.Context, req *pb.MigrateRef) (*pb.MigrateReply, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return reply(s.a.MigrateCommit(ctx, req.GetId()))
 }
 
 func (s *server) MigrateAbort(ctx context.Context, req *pb.MigrateAbortRequest) (*pb.MigrateReply, error) {
+	ctx, err := callGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return reply(s.a.MigrateAbort(ctx, req.GetId(), req.GetWhy()))
 }
 

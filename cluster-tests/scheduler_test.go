@@ -147,13 +147,20 @@ func (sc *schedCluster) waitNodes(t *testing.T, want string, within time.Duratio
 // the cluster API.
 func importThroughCluster(t *testing.T, client pb.ClusterServiceClient, node, tarball string) {
 	t.Helper()
+	importImage(t, client, node, tarball, devclustertest.BusyboxImage)
+}
+
+// importImage imports the tarball as image name onto node through the
+// cluster API.
+func importImage(t *testing.T, client pb.ClusterServiceClient, node, tarball, name string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	stream, err := client.ImportImage(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	header := &pb.ClusterImportImageHeader{Node: node, Image: &pb.ImportImageHeader{Name: devclustertest.BusyboxImage}}
+	header := &pb.ClusterImportImageHeader{Node: node, Image: &pb.ImportImageHeader{Name: name}}
 	if err := stream.Send(&pb.ClusterImportImageRequest{Part: &pb.ClusterImportImageRequest_Header{Header: header}}); err != nil {
 		t.Fatal(err)
 	}
@@ -180,10 +187,10 @@ func importThroughCluster(t *testing.T, client pb.ClusterServiceClient, node, ta
 	}
 	img, err := stream.CloseAndRecv()
 	if err != nil {
-		t.Fatalf("import busybox onto %s through the cluster: %v", node, err)
+		t.Fatalf("import %s onto %s through the cluster: %v", name, node, err)
 	}
 	if img.GetNode() != node {
-		t.Fatalf("busybox imported onto %s, want %s", img.GetNode(), node)
+		t.Fatalf("%s imported onto %s, want %s", name, img.GetNode(), node)
 	}
 }
 

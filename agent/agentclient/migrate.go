@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/godwit/godwit/internal/rpc"
 	"github.com/godwit/godwit/migrate"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -22,6 +23,14 @@ type MigrationAgent struct {
 	// Addr is the agent's address (host:port), where sources send
 	// checkpoints on data connections.
 	Addr string
+	// Generation is the migration's generation: the container's
+	// generation in the cluster when the move began, the same for both
+	// agents and every call. The calls that start, stop, resume, commit
+	// or drop a copy carry it (rpc.GenerationHeader), and an agent that
+	// knows a newer one refuses them with ErrStaleGeneration; the
+	// destination's commit records it plus one. 0 (the CLI's two-node
+	// migrate): not fenced.
+	Generation uint64
 }
 
 var (
@@ -29,14 +38,33 @@ var (
 	_ migrate.Destination = (*MigrationAgent)(nil)
 )
 
+// ErrStaleGeneration: the agent refused a command whose generation is
+// older than the one it knows for the container, or that would run a
+// copy the cluster has moved to another node: the caller lost track of
+// a move and must learn the current state before it commands again.
+// MigrationAgent's errors match it with errors.Is; IsStaleGeneration
+// tells it from any agent call's error.
+var ErrStaleGeneration = errors.New("stale generation")
+
+// IsStaleGeneration reports whether err, from any call to an agent, is
+// its refusal of a stale generation (ErrStaleGeneration).
+func IsStaleGeneration(err error) bool {
+	return errors.Is(err, ErrStaleGeneration) || errors.Is(fencing(err), ErrStaleGeneration)
+}
+
+// fenced is ctx for a call that carries the migration's generation.
+func (m *MigrationAgent) fenced(ctx context.Context) context.Context {
+	return rpc.WithGeneration(ctx, m.Generation)
+}
+
 // fencing maps the agent's refusals back to the migrate package's
-// sentinels, which the driver decides on.
+// sentinels, which the driver decides on, and to ErrStaleGeneration.
 func fencing(err error) error {
 	if status.Code(err) != codes.FailedPrecondition {
 		return err
 	}
 	msg := status.Convert(err).Message()
-	for _, sentinel := range []error{migrate.ErrCommitted, migrate.ErrAborted} {
+	for _, sentinel := range []error{migrate.ErrCommitted, migrate.ErrAborted, ErrStaleGeneration} {
 		if strings.Contains(msg, sentinel.Error()) {
 			return fmt.Errorf("%w: %s", sentinel, msg)
 		}
@@ -47,7 +75,7 @@ func fencing(err error) error {
 func (m *MigrationAgent) Address() string { return m.Addr }
 
 func (m *MigrationAgent) Describe(ctx context.Context, id, container string) (migrate.Container, error) {
-	c, err := m.Client.MigrateDescribe(ctx, &pb.MigrateDescribeRequest{Id: id, Container: container})
+	c, err := m.Client.MigrateDescribe(m.fenced(ctx), &pb.MigrateDescribeRequest{Id: id, Container: container})
 	if err != nil {
 		return migrate.Container{}, fencing(err)
 	}
@@ -56,7 +84,7 @@ func (m *MigrationAgent) Describe(ctx context.Context, id, container string) (mi
 }
 
 func (m *MigrationAgent) Dump(ctx context.Context, id string, opts migrate.DumpOptions) error {
-	_, err := m.Client.MigrateDump(ctx, &pb.MigrateDumpRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps),
+	_, err := m.Client.MigrateDump(m.fenced(ctx), &pb.MigrateDumpRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps),
 		PagesAddress: opts.Pages.Address, PagesToken: opts.Pages.Token})
 	return fencing(err)
 }
@@ -70,17 +98,17 @@ func (m *MigrationAgent) Send(ctx context.Context, id, address, token string, pr
 }
 
 func (m *MigrationAgent) Finish(ctx context.Context, id, destination string) error {
-	_, err := m.Client.MigrateFinish(ctx, &pb.MigrateFinishRequest{Id: id, Destination: destination})
+	_, err := m.Client.MigrateFinish(m.fenced(ctx), &pb.MigrateFinishRequest{Id: id, Destination: destination})
 	return fencing(err)
 }
 
 func (m *MigrationAgent) Resume(ctx context.Context, id string) error {
-	_, err := m.Client.MigrateResume(ctx, &pb.MigrateRef{Id: id})
+	_, err := m.Client.MigrateResume(m.fenced(ctx), &pb.MigrateRef{Id: id})
 	return fencing(err)
 }
 
 func (m *MigrationAgent) Prepare(ctx context.Context, id string, c migrate.Container, s migrate.Strategy) (migrate.Prepared, error) {
-	r, err := m.Client.MigratePrepare(ctx, &pb.MigratePrepareRequest{Id: id, Strategy: string(s), Container: &pb.MigrateContainer{
+	r, err := m.Client.MigratePrepare(m.fenced(ctx), &pb.MigratePrepareRequest{Id: id, Strategy: string(s), Container: &pb.MigrateContainer{
 		Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP, RootfsFormats: c.RootfsFormats,
 	}})
 	if err != nil {
@@ -95,7 +123,7 @@ func (m *MigrationAgent) Receive(ctx context.Context, id, token string) error {
 }
 
 func (m *MigrationAgent) Restore(ctx context.Context, id string, opts migrate.RestoreOptions) error {
-	_, err := m.Client.MigrateRestore(ctx, &pb.MigrateRestoreRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps),
+	_, err := m.Client.MigrateRestore(m.fenced(ctx), &pb.MigrateRestoreRequest{Id: id, Strategy: string(opts.Strategy), PreDumps: int32(opts.PreDumps),
 		PagesAddress: opts.Pages.Address, PagesToken: opts.Pages.Token})
 	return fencing(err)
 }
@@ -111,12 +139,12 @@ func (m *MigrationAgent) ServePages(ctx context.Context, id, token string) error
 }
 
 func (m *MigrationAgent) Commit(ctx context.Context, id string) error {
-	_, err := m.Client.MigrateCommit(ctx, &pb.MigrateRef{Id: id})
+	_, err := m.Client.MigrateCommit(m.fenced(ctx), &pb.MigrateRef{Id: id})
 	return fencing(err)
 }
 
 func (m *MigrationAgent) Abort(ctx context.Context, id, why string) error {
-	_, err := m.Client.MigrateAbort(ctx, &pb.MigrateAbortRequest{Id: id, Why: why})
+	_, err := m.Client.MigrateAbort(m.fenced(ctx), &pb.MigrateAbortRequest{Id: id, Why: why})
 	return fencing(err)
 }
 

@@ -20,6 +20,11 @@
 //	     │  lapsed, or        │ expiry passes, or
 //	     └── reregister ◀─────┘ reregister answered
 //
+// Each registration also tells the node the generation of every
+// container the cluster places on it; Placement answers from the last
+// one, so that the agent refuses commands with an older generation and
+// does not run again a copy the cluster moved away (agent/generation.go).
+//
 // Any scheduler accepts both calls (it forwards them to the raft
 // leader), so the link keeps to the one that answered last and tries the
 // others when it fails.

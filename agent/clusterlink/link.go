@@ -223,6 +223,19 @@ func (l *Link) Generation(id string) (uint64, bool) {
 	return g, ok
 }
 
+// Placement is what the node's last registration, number epoch (0
+// before the first), said of container id: whether the cluster placed
+// it on this node, and at which generation (agent.Fence). The three are
+// read together, so that they come from the same registration: a
+// container missing from it is elsewhere only if it was on this node
+// before that registration.
+func (l *Link) Placement(id string) (generation uint64, placed bool, epoch uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	generation, placed = l.generations[id]
+	return generation, placed, l.epoch
+}
+
 // Epoch is the number of the node's last registration; 0 before the
 // first.
 func (l *Link) Epoch() uint64 {

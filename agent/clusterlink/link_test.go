@@ -396,3 +396,31 @@ func TestStartRefusesAnUnusableConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestLinkPlacementFollowsTheLastRegistration: Placement answers from
+// the last registration alone: a container the cluster moved away
+// between two registrations is no longer placed, with the new epoch.
+func TestLinkPlacementFollowsTheLastRegistration(t *testing.T) {
+	sched := &fakeScheduler{ttl: 2 * time.Second, interval: 50 * time.Millisecond,
+		generations: []*pb.ContainerGeneration{{Id: "c1", Generation: 7, Desired: "running"}}}
+	addr, _ := sched.serve(t)
+	l := startLink(t, Config{Finder: staticFinder{addr}})
+	eventually(t, 5*time.Second, "a registration", func() bool { return l.Epoch() == 1 })
+	if g, placed, epoch := l.Placement("c1"); !placed || g != 7 || epoch != 1 {
+		t.Fatalf("Placement(c1) = %d, %v, %d; want 7, placed, epoch 1", g, placed, epoch)
+	}
+
+	// c1 moves to another node and c2 comes here; the node registers
+	// again.
+	sched.mu.Lock()
+	sched.generations = []*pb.ContainerGeneration{{Id: "c2", Generation: 3, Desired: "running"}}
+	sched.mu.Unlock()
+	sched.forget()
+	eventually(t, 5*time.Second, "the new registration", func() bool { return l.Epoch() == 102 })
+	if g, placed, epoch := l.Placement("c1"); placed || epoch != 102 {
+		t.Fatalf("Placement(c1) after it moved = %d, %v, %d; want not placed, epoch 102", g, placed, epoch)
+	}
+	if g, placed, _ := l.Placement("c2"); !placed || g != 3 {
+		t.Fatalf("Placement(c2) = %d, %v; want 3, placed", g, placed)
+	}
+}

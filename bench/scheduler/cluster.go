@@ -78,6 +78,9 @@ var errLeaderChanged = errors.New("the raft leader changed during the measuremen
 type committer interface {
 	// commit commits one encoded command and returns the FSM's result.
 	commit(ctx context.Context, data []byte) (fsm.Result, error)
+	// verifyLeader returns nil while the committing replica leads and
+	// its state holds everything committed (server.RaftNode.VerifyLeader).
+	verifyLeader(ctx context.Context) error
 	// store is the state the leader's FSM writes, which placement reads.
 	store() *state.Store
 	// settle waits until every replica has applied what was committed,
@@ -120,9 +123,10 @@ func (d *direct) commit(_ context.Context, data []byte) (fsm.Result, error) {
 	return resultOf(d.f.Apply(&raft.Log{Index: d.index, Term: 1, Type: raft.LogCommand, Data: data}))
 }
 
-func (d *direct) store() *state.Store          { return d.f.Store() }
-func (d *direct) settle(context.Context) error { return nil }
-func (d *direct) close() error                 { return nil }
+func (d *direct) verifyLeader(context.Context) error { return nil }
+func (d *direct) store() *state.Store                { return d.f.Store() }
+func (d *direct) settle(context.Context) error       { return nil }
+func (d *direct) close() error                       { return nil }
 
 // resultOf turns an FSM's response into its Result.
 func resultOf(resp any) (fsm.Result, error) {
@@ -141,6 +145,7 @@ type replica struct {
 	store *state.Store
 	// apply commits on this replica (it must lead).
 	apply    func(ctx context.Context, data []byte) (any, error)
+	verify   func(ctx context.Context) error
 	isLeader func() bool
 	// snapshot takes a raft snapshot and returns the FSM state's size in
 	// bytes; nil where the replica cannot.
@@ -170,6 +175,8 @@ func (c *raftCluster) commit(ctx context.Context, data []byte) (fsm.Result, erro
 	}
 	return resultOf(resp)
 }
+
+func (c *raftCluster) verifyLeader(ctx context.Context) error { return c.leader.verify(ctx) }
 
 func (c *raftCluster) store() *state.Store { return c.leader.store }
 
@@ -309,6 +316,7 @@ func startBoltCluster(ctx context.Context, dir string, n int, timing server.Raft
 		c.replicas = append(c.replicas, &replica{
 			id: name, addr: node.Addr(), store: f.Store(),
 			apply:    node.Apply,
+			verify:   node.VerifyLeader,
 			isLeader: node.IsLeader,
 			snapshot: func(ctx context.Context) (int64, error) {
 				info, err := node.SaveSnapshot(ctx, io.Discard)
@@ -442,6 +450,7 @@ func startMemoryCluster(ctx context.Context, dir string, timing server.RaftTimin
 				}
 				return fut.Response(), nil
 			},
+			verify:   func(context.Context) error { return r.VerifyLeader().Error() },
 			isLeader: func() bool { return r.State() == raft.Leader },
 			shutdown: func() error { return errors.Join(r.Shutdown().Error(), transport.Close()) },
 		})

@@ -11,7 +11,9 @@
 //     costs) and on the FSM alone without raft (the ceiling); then the
 //     leader's whole loop, each container placed by placement.Place on
 //     the leader's state.Snapshot (one decision at a time, what is placed
-//     but not committed yet reserved) before its batch is committed;
+//     but not committed yet reserved) before its batch is committed; and
+//     the scheduler's own placement queue (server.Placer, what Run calls)
+//     with callers in parallel, one container per call;
 //   - the resident memory of one scheduler replica holding a simulated
 //     1,000-node, 30,000-container cluster, filled through raft and
 //     snapshotted, measured in a child process of its own, against the
@@ -24,7 +26,7 @@
 // It needs neither root nor a godwit binary, and removes what it wrote:
 //
 //	go run ./bench/scheduler [--batches 1,16,64,256] [--placements 20000] [--proposers 8]
-//		[--whole-duration 10s] [--runs 3] [--paths raft-bolt,raft-memory,fsm] [--nodes 1000]
+//		[--callers 16,256] [--whole-duration 10s] [--runs 3] [--paths raft-bolt,raft-memory,fsm] [--nodes 1000]
 //		[--containers 30000] [--decisions 500] [--work-dir DIR] [--cpuprofile FILE] [--out FILE]
 package main
 
@@ -70,7 +72,9 @@ const (
 )
 
 type options struct {
-	batches    []int
+	batches []int
+	// callers are the numbers of concurrent callers of the Placer.
+	callers    []int
 	paths      []path
 	placements int
 	// wholeDuration bounds each measurement of the whole loop.
@@ -94,8 +98,9 @@ func main() {
 		os.Exit(code)
 	}
 	o := options{timing: server.DefaultRaftTiming()}
-	var batches, paths string
+	var batches, callers, paths string
 	flag.StringVar(&batches, "batches", defaultBatches, "containers per raft entry, comma-separated")
+	flag.StringVar(&callers, "callers", defaultCallers, "concurrent callers of the scheduler's placement queue (server.Placer), comma-separated")
 	flag.StringVar(&paths, "paths", string(pathRaftBolt)+","+string(pathRaftMemory)+","+string(pathFSM),
 		"what commits the placements, comma-separated: raft-bolt (three voters, bolt stores, fsync), raft-memory (three voters, in-memory stores), fsm (the FSM alone)")
 	flag.IntVar(&o.placements, "placements", defaultPlacements, "containers placed by one throughput measurement")
@@ -114,6 +119,10 @@ func main() {
 	var err error
 	if o.batches, err = benchutil.ParseSizes(batches); err != nil {
 		log.Error("bad --batches: want positive batch sizes such as 1,16,64,256", "err", err)
+		os.Exit(2)
+	}
+	if o.callers, err = benchutil.ParseSizes(callers); err != nil {
+		log.Error("bad --callers: want positive numbers of callers such as 16,256", "err", err)
 		os.Exit(2)
 	}
 	if o.paths, err = benchutil.ParseChoices(paths, pathRaftBolt, pathRaftMemory, pathFSM); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/scheduler/placement"
+	"github.com/godwit/godwit/scheduler/server"
 	"github.com/godwit/godwit/scheduler/state"
 )
 
@@ -19,12 +20,18 @@ type view string
 
 const (
 	// viewSnapshot: a state.Snapshot taken for each decision, as the
-	// leader's Run does.
-	viewSnapshot view = "state.Snapshot"
+	// leader takes one for a Run that has a batch to itself.
+	viewSnapshot view = "state.Snapshot, one per decision"
+	// viewBatch: one state.Snapshot for server.DefaultMaxPlaceBatch
+	// decisions, as the leader's Placer takes one for a full batch.
+	viewBatch view = "state.Snapshot, one per 256 decisions"
 	// viewMaps: the same state copied once into Go maps (untimed): what
 	// placement costs when reading the state costs next to nothing.
 	viewMaps view = "Go maps (floor)"
 )
+
+// views are the placement-alone rows, in the report's order.
+var views = []view{viewSnapshot, viewBatch, viewMaps}
 
 // placementKey names one row of the placement table.
 type placementKey struct {
@@ -56,16 +63,26 @@ func measureAllPlacement(ctx context.Context, o options, log *slog.Logger) (map[
 		return nil, err
 	}
 	maps := newMapView(c.store().Snapshot())
-	views := map[view]func() placement.State{
+	var batchSnap *state.Snapshot
+	var batchUsed int
+	read := map[view]func() placement.State{
 		viewSnapshot: func() placement.State { return c.store().Snapshot() },
-		viewMaps:     func() placement.State { return maps },
+		viewBatch: func() placement.State {
+			if batchUsed%server.DefaultMaxPlaceBatch == 0 {
+				batchSnap = c.store().Snapshot()
+			}
+			batchUsed++
+			return batchSnap
+		},
+		viewMaps: func() placement.State { return maps },
 	}
 	out := map[placementKey][]placementSample{}
 	for i := range o.runs {
 		for k := range algorithms {
 			alg := algorithms[(i+k)%len(algorithms)]
-			for _, v := range []view{viewSnapshot, viewMaps} {
-				s, err := measurePlacement(ctx, views[v], alg, o.containers, o.decisions)
+			for _, v := range views {
+				batchUsed = 0
+				s, err := measurePlacement(ctx, read[v], alg, o.containers, o.decisions)
 				if err != nil {
 					return nil, fmt.Errorf("placement alone, %s through %s, run %d: %w", alg, v, i+1, err)
 				}

@@ -175,35 +175,20 @@ func commitOne(ctx context.Context, c committer, cmd fsm.Command) error {
 
 // placer decides nodes for containers as a leader must: one decision at
 // a time, each on the committed state plus what earlier decisions
-// reserved and has not committed yet, so that concurrent proposers never
-// place more on a node than it holds (the FSM does not check capacity).
+// reserved and has not committed yet (placement.Reserve), so that
+// concurrent proposers never place more on a node than it holds (the FSM
+// does not check capacity).
 type placer struct {
 	mu    sync.Mutex
 	store *state.Store
 	alg   placement.Algorithm
-	// pending and pendingCount are the reservations of placed containers
-	// whose entry has not committed, per node.
-	pending      map[string]state.Resources
-	pendingCount map[string]int
+	// held are the reservations of placed containers whose entry has not
+	// committed.
+	held placement.Reservations
 }
 
 func newPlacer(store *state.Store, alg placement.Algorithm) *placer {
-	return &placer{store: store, alg: alg, pending: map[string]state.Resources{}, pendingCount: map[string]int{}}
-}
-
-// withPending is a state snapshot with the pending reservations added:
-// what placement.Place reads.
-type withPending struct {
-	*state.Snapshot
-	p *placer
-}
-
-func (w withPending) Allocated(node string) state.Resources {
-	return w.Snapshot.Allocated(node).Add(w.p.pending[node])
-}
-
-func (w withPending) ContainerCount(node string) int {
-	return w.Snapshot.ContainerCount(node) + w.p.pendingCount[node]
+	return &placer{store: store, alg: alg}
 }
 
 // place decides a node for each of specs (container numbers first,
@@ -218,7 +203,8 @@ func (p *placer) place(first int, specs []state.ContainerSpec) (_ []fsm.NewConta
 		held = time.Since(start)
 		p.mu.Unlock()
 	}()
-	view := withPending{Snapshot: p.store.Snapshot(), p: p}
+	snap := p.store.Snapshot()
+	view := placement.Reserve(snap, &p.held)
 	out := make([]fsm.NewContainer, len(specs))
 	for i, spec := range specs {
 		d, err := placement.Place(view, placement.Request{Spec: spec, Algorithm: p.alg})
@@ -228,15 +214,14 @@ func (p *placer) place(first int, specs []state.ContainerSpec) (_ []fsm.NewConta
 		}
 		node := d.Node
 		for _, c := range d.Candidates {
-			if view.HasImage(c.Node, spec.Image) {
+			if snap.HasImage(c.Node, spec.Image) {
 				node = c.Node
 				break
 			}
 		}
 		k := first + i
 		out[i] = fsm.NewContainer{ID: containerID(k), Name: containerName(k), Spec: spec, Node: node}
-		p.pending[node] = p.pending[node].Add(spec.Request.Effective())
-		p.pendingCount[node]++
+		p.held.Add(node, spec.Request)
 	}
 	return out, 0, nil
 }
@@ -251,11 +236,7 @@ func (p *placer) release(batch []fsm.NewContainer) {
 
 func (p *placer) releaseLocked(batch []fsm.NewContainer) {
 	for _, c := range batch {
-		p.pending[c.Node] = p.pending[c.Node].Sub(c.Spec.Request.Effective())
-		if p.pendingCount[c.Node]--; p.pendingCount[c.Node] == 0 {
-			delete(p.pending, c.Node)
-			delete(p.pendingCount, c.Node)
-		}
+		p.held.Remove(c.Node, c.Spec.Request)
 	}
 }
 
@@ -269,6 +250,11 @@ const (
 	// decidePlace: the leader's whole loop, placement.Place on the state
 	// for each container, serialised (see placer), then the commit.
 	decidePlace
+	// decideServer: the scheduler's own placement queue (server.Placer,
+	// what Run calls): callers in parallel, one container per call; the
+	// Placer decides every waiting call on one snapshot and commits them
+	// as one entry (server.go).
+	decideServer
 )
 
 // loadConfig is one throughput measurement.
@@ -280,6 +266,9 @@ type loadConfig struct {
 	duration   time.Duration
 	batch      int
 	proposers  int
+	// callers is how many goroutines call the Placer at once, for
+	// decideServer (which takes no batch or proposers: the Placer batches).
+	callers int
 	// nodes is how many nodes are registered, for decideAhead.
 	nodes int
 }
@@ -442,11 +431,13 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// throughputKey names one row of a throughput table.
+// throughputKey names one row of a throughput table: batch is 0 and
+// callers is set for decideServer, the other way round for the others.
 type throughputKey struct {
-	decide decide
-	batch  int
-	path   path
+	decide  decide
+	batch   int
+	callers int
+	path    path
 }
 
 // wholeLoopPaths are the paths the leader's whole loop is measured on:
@@ -457,9 +448,10 @@ var wholeLoopPaths = []path{pathRaftBolt, pathFSM}
 // measureAllThroughput measures every batch size on every path, runs
 // times, each time on a fresh cluster with the nodes registered: first
 // with the decisions made ahead (raft's and the FSM's throughput), then
-// the leader's whole loop with placement, for o.wholeDuration each. Within
-// a run the paths take turns going first, so that a drift of the shared
-// machine does not always favour the same one.
+// the leader's whole loop with placement, then the scheduler's placement
+// queue with each number of callers, the last two for o.wholeDuration
+// each. Within a run the paths take turns going first, so that a drift of
+// the shared machine does not always favour the same one.
 func measureAllThroughput(ctx context.Context, o options, work string, log *slog.Logger) (map[throughputKey][]throughputSample, error) {
 	out := map[throughputKey][]throughputSample{}
 	var whole []path
@@ -469,25 +461,38 @@ func measureAllThroughput(ctx context.Context, o options, work string, log *slog
 		}
 	}
 	for i := range o.runs {
-		for _, d := range []decide{decideAhead, decidePlace} {
+		for _, d := range []decide{decideAhead, decidePlace, decideServer} {
 			paths := o.paths
-			cfg := loadConfig{decide: d, placements: o.placements, proposers: o.proposers, nodes: o.nodes}
-			if d == decidePlace {
-				paths, cfg.duration = whole, o.wholeDuration
+			if d != decideAhead {
+				paths = whole
 			}
-			for bi, batch := range o.batches {
+			// Each row's key: a batch size, or for the Placer a number of
+			// callers.
+			var keys []throughputKey
+			if d == decideServer {
+				for _, n := range o.callers {
+					keys = append(keys, throughputKey{decide: d, callers: n})
+				}
+			} else {
+				for _, batch := range o.batches {
+					keys = append(keys, throughputKey{decide: d, batch: batch})
+				}
+			}
+			for ki, key := range keys {
 				for k := range paths {
-					p := paths[(i+bi+k)%len(paths)]
-					cfg.batch = batch
-					log.Info("measuring throughput", "loop", d, "path", p, "batch", batch, "run", i+1, "of", o.runs)
-					s, err := throughputOnce(ctx, p, cfg, o, work, log)
-					if err != nil {
-						return nil, fmt.Errorf("%s, %s, batch %d, run %d: %w", d, p, batch, i+1, err)
+					key.path = paths[(i+ki+k)%len(paths)]
+					cfg := loadConfig{decide: d, placements: o.placements, batch: key.batch, proposers: o.proposers, callers: key.callers, nodes: o.nodes}
+					if d != decideAhead {
+						cfg.duration = o.wholeDuration
 					}
-					log.Info("measured throughput", "loop", d, "path", p, "batch", batch, "placements", s.placements,
-						"placements_per_s", fmt.Sprintf("%.0f", s.rate()), "commit_p50", percentile(s.latencies, 50),
-						"commit_p99", percentile(s.latencies, 99), "placing", s.placing, "cpu", s.cpu)
-					key := throughputKey{decide: d, batch: batch, path: p}
+					log.Info("measuring throughput", "loop", d, "path", key.path, "batch", key.batch, "callers", key.callers, "run", i+1, "of", o.runs)
+					s, err := throughputOnce(ctx, key.path, cfg, o, work, log)
+					if err != nil {
+						return nil, fmt.Errorf("%s, %s, batch %d, callers %d, run %d: %w", d, key.path, key.batch, key.callers, i+1, err)
+					}
+					log.Info("measured throughput", "loop", d, "path", key.path, "batch", key.batch, "callers", key.callers, "placements", s.placements,
+						"entries", s.entries, "placements_per_s", fmt.Sprintf("%.0f", s.rate()), "latency_p50", percentile(s.latencies, 50),
+						"latency_p99", percentile(s.latencies, 99), "placing", s.placing, "cpu", s.cpu)
 					out[key] = append(out[key], s)
 				}
 			}
@@ -497,8 +502,11 @@ func measureAllThroughput(ctx context.Context, o options, work string, log *slog
 }
 
 func (d decide) String() string {
-	if d == decidePlace {
+	switch d {
+	case decidePlace:
 		return "placement+commit"
+	case decideServer:
+		return "server placer"
 	}
 	return "commit"
 }
@@ -521,6 +529,9 @@ func throughputOnce(ctx context.Context, p path, cfg loadConfig, o options, work
 	}
 	if err := c.settle(ctx); err != nil {
 		return throughputSample{}, err
+	}
+	if cfg.decide == decideServer {
+		return measureServer(ctx, c, cfg, log)
 	}
 	return measureThroughput(ctx, c, cfg)
 }

@@ -126,6 +126,15 @@ type linkFence struct {
 	link atomic.Pointer[clusterlink.Link]
 }
 
+// Placement is the link's, once it is there; before, the node has not
+// registered (epoch 0).
+func (f *linkFence) Placement(id string) (generation uint64, placed bool, epoch uint64) {
+	if l := f.link.Load(); l != nil {
+		return l.Placement(id)
+	}
+	return 0, false, 0
+}
+
 func (f *linkFence) Check() error {
 	if l := f.link.Load(); l != nil {
 		return l.Check()

@@ -12,7 +12,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/godwit/godwit/internal/clictx"
@@ -52,6 +54,15 @@ type fakeCluster struct {
 	snapshot   []byte
 	// snapshotErr fails SnapshotSave after the snapshot's bytes.
 	snapshotErr error
+	// migration is Migrate's, InspectMigration's and CancelMigration's
+	// answer; migrations ListMigrations'.
+	migration  *pb.Migration
+	migrations []*pb.Migration
+	// watches are WatchMigration's answers, one per call in turn, the
+	// last one repeated.
+	watches []fakeWatch
+	// watching, when set, is sent to when a WatchMigration starts to hang.
+	watching chan struct{}
 	// err, when set, is every call's answer.
 	err error
 
@@ -60,6 +71,15 @@ type fakeCluster struct {
 	// What the client streams sent.
 	imported []byte
 	restored []byte
+}
+
+// fakeWatch is one WatchMigration call's answer: the progress it sends,
+// then the error it ends with (nil: the stream ends), or with hang a wait
+// until the call is cancelled or the server stopped.
+type fakeWatch struct {
+	progress []*pb.MigrationProgress
+	err      error
+	hang     bool
 }
 
 // fakeCall is one request: for a client stream, its header (or nil).
@@ -207,6 +227,51 @@ func (f *fakeCluster) CordonNode(_ context.Context, r *pb.NodeRef) (*pb.Node, er
 
 func (f *fakeCluster) UncordonNode(_ context.Context, r *pb.NodeRef) (*pb.Node, error) {
 	return &pb.Node{Name: r.GetName(), Status: "ready"}, f.record("UncordonNode", r)
+}
+
+func (f *fakeCluster) Migrate(_ context.Context, r *pb.MigrateRequest) (*pb.Migration, error) {
+	return f.migration, f.record("Migrate", r)
+}
+
+func (f *fakeCluster) WatchMigration(r *pb.MigrationRef, s grpc.ServerStreamingServer[pb.MigrationProgress]) error {
+	if err := f.record("WatchMigration", r); err != nil {
+		return err
+	}
+	n := -1
+	for _, c := range f.requests() {
+		if c.method == "WatchMigration" {
+			n++
+		}
+	}
+	if len(f.watches) == 0 {
+		return status.Error(codes.Unimplemented, "the test gave no watch")
+	}
+	w := f.watches[min(n, len(f.watches)-1)]
+	for _, p := range w.progress {
+		if err := s.Send(p); err != nil {
+			return err
+		}
+	}
+	if w.hang {
+		if f.watching != nil {
+			f.watching <- struct{}{}
+		}
+		<-s.Context().Done()
+		return s.Context().Err()
+	}
+	return w.err
+}
+
+func (f *fakeCluster) ListMigrations(_ context.Context, r *pb.ListMigrationsRequest) (*pb.ListMigrationsResponse, error) {
+	return &pb.ListMigrationsResponse{Migrations: f.migrations}, f.record("ListMigrations", r)
+}
+
+func (f *fakeCluster) InspectMigration(_ context.Context, r *pb.MigrationRef) (*pb.Migration, error) {
+	return f.migration, f.record("InspectMigration", r)
+}
+
+func (f *fakeCluster) CancelMigration(_ context.Context, r *pb.MigrationRef) (*pb.Migration, error) {
+	return f.migration, f.record("CancelMigration", r)
 }
 
 func (f *fakeCluster) Events(r *pb.EventsRequest, s grpc.ServerStreamingServer[pb.Event]) error {

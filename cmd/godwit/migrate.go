@@ -80,10 +80,25 @@ type migrateOptions struct {
 
 func newMigrateCommand(g *globalOptions) *cobra.Command {
 	o := &migrateOptions{global: g}
+	var cluster *clusterMigrateFlags
 	cmd := &cobra.Command{
-		Use:   "migrate NAME --from-agent ADDR --to-agent ADDR [--strategy auto|stop-copy|stream|pre-copy|post-copy] [--id ID] [-o json]",
-		Short: "Live-migrate a running container from one agent to another",
-		Long: `Move a running container from the agent at --from-agent to the agent at
+		Use:   "migrate NAME [--to NODE | --from-agent ADDR --to-agent ADDR] [--strategy auto|stop-copy|stream|pre-copy|post-copy] [--detach] [-o json]",
+		Short: "Live-migrate a running container to another node of the cluster, or from one agent to another",
+		Long: `In a cluster (the target is a scheduler: --addr, GODWIT_ADDR or the current
+context), ask the cluster's leader to move a running container to --to NODE,
+or to the node placement picks. The leader chooses the strategy as below from
+what both nodes support, records the migration in raft, drives both agents
+and commits the move; it goes on if this command is interrupted, and a new
+leader takes it over if the leader fails. migrate follows it with the same
+progress and final statistics as below, adding why this destination and why
+this strategy (-o json: the record, as ` + "`godwit migration inspect -o json`" + `
+prints it); it re-attaches when the leader fails over. A migration that ends
+aborted exits with status 1 and its error. --detach prints the migration's ID
+and returns at once: ` + "`godwit migration ls`, `migration inspect ID`" + ` and
+` + "`migration cancel ID`" + ` follow it.
+
+With --from-agent and --to-agent (or without a cluster), move a running
+container from the agent at --from-agent to the agent at
 --to-agent, keeping its memory, its IP and its TCP connections. The container
 is frozen and dumped, its checkpoint goes from agent to agent, the destination
 restores it held stopped, and only then does it run there: the source keeps
@@ -127,10 +142,15 @@ each phase; with -o json one object: id, container, from, to, strategy,
 strategy_reason, phase, downtime_ms, total_ms, bytes_sent, phases (phase ->
 ms), warnings, and for pre-copy pre_copy (its rounds and the rule that
 stopped them).`,
-		Example: `  godwit migrate c1 --from-agent 10.0.0.1:7701 --to-agent 10.0.0.2:7701
+		Example: `  godwit migrate c1 --to node2
+  godwit migrate c1 --minimize-downtime --detach
+  godwit migrate c1 --from-agent 10.0.0.1:7701 --to-agent 10.0.0.2:7701
   godwit migrate --resume m-0123456789ab --from-agent 10.0.0.1:7701 --to-agent 10.0.0.2:7701
   godwit migrate --abort m-0123456789ab --from-agent 10.0.0.1:7701 --to-agent 10.0.0.2:7701`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if handled, err := migrateInCluster(cmd, g, o, cluster, args); handled {
+				return err
+			}
 			if err := o.check(args, cmd.Flags().Changed); err != nil {
 				return err
 			}
@@ -169,6 +189,7 @@ stopped them).`,
 	f.DurationVar(&o.abortTimeout, "abort-timeout", time.Minute, "how long to keep trying to give the container back to the source after a failure before leaving it held")
 	f.DurationVar(&o.stepTimeout, "step-timeout", migrate.DefaultStepTimeout, "how long one call to an agent that reports no progress (prepare, dump, restore, commit, abort, finish) may take before the move treats the agent as gone")
 	f.DurationVar(&o.stallTimeout, "stall-timeout", datachan.DefaultStallTimeout, "how long a transfer between the agents may move no byte before it fails")
+	cluster = addClusterMigrateFlags(cmd)
 	o.out = addOutputFlag(cmd)
 	return cmd
 }
@@ -298,13 +319,19 @@ func (r *migrateRun) start(ctx context.Context, name string) error {
 	fmt.Fprintf(r.stderr, "%s: migration %s from %s (node %s) to %s (node %s), strategy %s: %s\n",
 		label, id, src.end.Address, src.end.Node, dst.end.Address, dst.end.Node, choice.Strategy, choice.Reason)
 	if choice.Strategy == migrate.PostCopy {
-		fmt.Fprintf(r.stderr, "%s: warning: post-copy runs the container on node %s before all its memory has arrived: until the last page is in, losing either node (%s or %s) loses the container\n",
-			label, dst.end.Node, src.end.Node, dst.end.Node)
+		writePostCopyWarning(r.stderr, label, src.end.Node, dst.end.Node)
 	}
 	p := newMigrationProgress(r.stderr, label)
 	res, err := migrate.Drive(ctx, migrate.Migration{ID: id, Container: name, Strategy: choice.Strategy},
 		src.agent, dst.agent, r.driveOptions(p))
 	return r.report(res, err, p, agents, choice.Reason)
+}
+
+// writePostCopyWarning warns that a post-copy move puts the container at
+// the mercy of both nodes until its memory has arrived.
+func writePostCopyWarning(w io.Writer, label, src, dst string) {
+	fmt.Fprintf(w, "%s: warning: post-copy runs the container on node %s before all its memory has arrived: until the last page is in, losing either node (%s or %s) loses the container\n",
+		label, dst, src, dst)
 }
 
 // finishHeld resumes (abort false) or aborts migration id from its record.

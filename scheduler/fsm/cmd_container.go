@@ -222,11 +222,13 @@ var reportable = map[state.ReportedState]bool{
 // the command's time as ReportedAt (ReportedAt is when Reported last
 // changed). Unknown lists containers the node runs that the cluster does
 // not know: each is recorded as an event (state.EventContainerUnknown),
-// never killed. When Complete is set, Seen lists every container the
-// node has (changed or not), and containers the state has on the node
-// that are neither in Seen nor in Reports become lost, except pending
-// ones: the node may not have heard of them yet. Result value:
-// ReportOutcome.
+// never killed. A container with an open migration from or to the node is
+// neither: both nodes hold a copy while it moves, and only the node it is
+// on in the state reports its state. When Complete is set, Seen lists
+// every container the node has (changed or not), and containers the
+// state has on the node that are neither in Seen nor in Reports become
+// lost, except pending ones: the node may not have heard of them yet.
+// Result value: ReportOutcome.
 type ReportContainers struct {
 	Node     string    `json:"node"`
 	Epoch    uint64    `json:"epoch"`
@@ -265,6 +267,9 @@ func (c ReportContainers) apply(tx *state.Txn) (any, error) {
 	var out ReportOutcome
 	for _, r := range c.Reports {
 		ctr, ok := tx.ContainerByID(r.ID)
+		if ok && ctr.Node != c.Node && movingThrough(tx, r.ID, c.Node) {
+			continue
+		}
 		if !ok || ctr.Node != c.Node {
 			out.Unknown = append(out.Unknown, r.ID)
 			continue
@@ -277,6 +282,9 @@ func (c ReportContainers) apply(tx *state.Txn) (any, error) {
 		}
 	}
 	for _, u := range c.Unknown {
+		if movingThrough(tx, u.ID, c.Node) {
+			continue
+		}
 		name := u.Name
 		if name == "" {
 			name = u.ID
@@ -302,6 +310,15 @@ func (c ReportContainers) apply(tx *state.Txn) (any, error) {
 	return out, nil
 }
 
+// movingThrough reports whether the container has an open migration from
+// or to the node: while a move is open both nodes hold a copy (the
+// destination's before the commit, the source's after it), which is
+// expected and neither unknown nor the container's state.
+func movingThrough(tx *state.Txn, id, node string) bool {
+	m, ok := tx.OpenMigrationOf(id)
+	return ok && (m.Source == node || m.Dest == node)
+}
+
 // setReported stores ctr with a new reported state and emits the event.
 func setReported(tx *state.Txn, old *state.Container, reported state.ReportedState, at time.Time) error {
 	ctr := old.Clone()
@@ -314,8 +331,10 @@ func setReported(tx *state.Txn, old *state.Container, reported state.ReportedSta
 	return nil
 }
 
-// DeleteContainer forgets a container; its address is free again.
-// Result value: the deleted *state.Container.
+// DeleteContainer forgets a container; its address is free again. It is
+// refused while the container has an open migration
+// (state.ErrMigrationOpen): the move must end first, or its record would
+// point at nothing. Result value: the deleted *state.Container.
 type DeleteContainer struct {
 	ID string    `json:"id"`
 	At time.Time `json:"at"`
@@ -328,6 +347,10 @@ func (c DeleteContainer) apply(tx *state.Txn) (any, error) {
 	old, err := lookupContainer(tx, c.ID)
 	if err != nil {
 		return nil, err
+	}
+	if m, ok := tx.OpenMigrationOf(c.ID); ok {
+		return nil, fmt.Errorf("delete %s: container %w: %s (%s); wait for it or cancel it with 'godwit migration cancel %s'",
+			old.Name, state.ErrMigrationOpen, m.ID, m.Phase, m.ID)
 	}
 	if err := tx.DeleteContainer(c.ID); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/godwit/godwit/scheduler/state"
@@ -120,6 +121,8 @@ func (c SetNodeHealth) apply(tx *state.Txn) (any, error) {
 }
 
 // SetSchedulability records the operator's cordon, drain or uncordon.
+// Leaving draining while a drain of the node runs (uncordon, cordon) ends
+// that drain as cancelled; what was left keeps running where it is.
 // Result value: the stored *state.Node.
 type SetSchedulability struct {
 	Name           string               `json:"name"`
@@ -149,19 +152,38 @@ func (c SetSchedulability) apply(tx *state.Txn) (any, error) {
 	if old.Schedulability == c.Schedulability {
 		return old, nil
 	}
-	n := old.Clone()
-	n.Schedulability = c.Schedulability
-	if err := tx.PutNode(n); err != nil {
+	if err := setSchedulability(tx, old, c.Schedulability); err != nil {
 		return nil, err
 	}
-	tx.Emit(kind, n.Name, "", fmt.Sprintf("%s -> %s", old.Schedulability, n.Schedulability))
-	stored, _ := tx.Node(n.Name)
+	if d, ok := tx.Drain(c.Name); ok && d.Running() && c.Schedulability != state.Draining {
+		why := fmt.Sprintf("the node was %s", strings.TrimPrefix(kind, "node-"))
+		if err := endDrain(tx, d, state.DrainCancelled, why, c.At); err != nil {
+			return nil, err
+		}
+	}
+	stored, _ := tx.Node(c.Name)
 	return stored, nil
 }
 
+// setSchedulability stores old with another schedulability, a valid
+// one, and emits the event.
+func setSchedulability(tx *state.Txn, old *state.Node, to state.Schedulability) error {
+	if old.Schedulability == to {
+		return nil
+	}
+	n := old.Clone()
+	n.Schedulability = to
+	if err := tx.PutNode(n); err != nil {
+		return err
+	}
+	tx.Emit(schedulabilityEvents[to], n.Name, "", fmt.Sprintf("%s -> %s", old.Schedulability, n.Schedulability))
+	return nil
+}
+
 // RemoveNode forgets a node and its images. It is refused while any
-// container is on the node (ErrNodeNotEmpty), whatever its state. Result
-// value: nil.
+// container is on the node (ErrNodeNotEmpty), whatever its state. A drain
+// of the node that still runs ends done, since the node is empty; its
+// record stays as the node's last drain. Result value: nil.
 type RemoveNode struct {
 	Name string    `json:"name"`
 	At   time.Time `json:"at"`
@@ -181,6 +203,11 @@ func (c RemoveNode) apply(tx *state.Txn) (any, error) {
 		return nil, err
 	}
 	tx.Emit(state.EventNodeRemoved, c.Name, "", "removed")
+	if d, ok := tx.Drain(c.Name); ok && d.Running() {
+		if err := endDrain(tx, d, state.DrainDone, "the node was removed", c.At); err != nil {
+			return nil, err
+		}
+	}
 	return nil, nil
 }
 

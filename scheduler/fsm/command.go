@@ -26,6 +26,15 @@ const (
 	TypeDeleteContainer   CommandType = 10
 	TypeSetImages         CommandType = 11
 	TypeAppendAudit       CommandType = 12
+	// Issue 6: migrations and drains.
+	TypeCreateMigration      CommandType = 13
+	TypeRecordMigrationPhase CommandType = 14
+	TypeCommitMove           CommandType = 15
+	TypeFinishMigration      CommandType = 16
+	TypeAbortMigration       CommandType = 17
+	TypeStartDrain           CommandType = 18
+	TypeUpdateDrain          CommandType = 19
+	TypeEndDrain             CommandType = 20
 )
 
 var commandNames = map[CommandType]string{
@@ -41,6 +50,15 @@ var commandNames = map[CommandType]string{
 	TypeDeleteContainer:   "delete-container",
 	TypeSetImages:         "set-images",
 	TypeAppendAudit:       "append-audit",
+
+	TypeCreateMigration:      "create-migration",
+	TypeRecordMigrationPhase: "record-migration-phase",
+	TypeCommitMove:           "commit-move",
+	TypeFinishMigration:      "finish-migration",
+	TypeAbortMigration:       "abort-migration",
+	TypeStartDrain:           "start-drain",
+	TypeUpdateDrain:          "update-drain",
+	TypeEndDrain:             "end-drain",
 }
 
 func (t CommandType) String() string {
@@ -64,6 +82,15 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	TypeDeleteContainer:   decodeAs[DeleteContainer],
 	TypeSetImages:         decodeAs[SetImages],
 	TypeAppendAudit:       decodeAs[AppendAudit],
+
+	TypeCreateMigration:      decodeAs[CreateMigration],
+	TypeRecordMigrationPhase: decodeAs[RecordMigrationPhase],
+	TypeCommitMove:           decodeAs[CommitMove],
+	TypeFinishMigration:      decodeAs[FinishMigration],
+	TypeAbortMigration:       decodeAs[AbortMigration],
+	TypeStartDrain:           decodeAs[StartDrain],
+	TypeUpdateDrain:          decodeAs[UpdateDrain],
+	TypeEndDrain:             decodeAs[EndDrain],
 }
 
 // Command is a change to the cluster state, proposed by the leader and

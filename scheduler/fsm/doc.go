@@ -17,6 +17,11 @@
 //     ErrUnknownCommand or ErrBadCommand and logs at error level. Apply
 //     never panics: a panic in a command is recovered, changes nothing and
 //     returns ErrPanic.
+//   - Migrations and drains (cmd_migration.go, cmd_drain.go) are
+//     records that the leader moves one raft entry per step, so that a
+//     new leader resumes or aborts each from its record alone. CommitMove
+//     is the commit point of a move: the migration's phase, the
+//     container's node and its generation change in one entry.
 //   - Results: Apply returns a Result; Err is a refusal (the state did not
 //     change), Value is the command's own result (see each command).
 //     Refusals wrap this package's and scheduler/state's sentinel errors.
@@ -24,7 +29,8 @@
 //     newline-separated JSON: a header {"format":"godwit-state",
 //     "version":1,"index":N,"table_indexes":{...}}, one line per record
 //     ({"table":T,"record":R}) for the tables config, nodes, containers,
-//     images and audit, in that order, and an end line
+//     images, audit, migrations and drains, in that order (a snapshot
+//     from before migrations and drains simply has none), and an end line
 //     {"end":true,"records":COUNT}. Restore reads it into a fresh store
 //     and swaps it in only when it read all of it; another format, a
 //     newer version, a missing end line or a count that does not match is

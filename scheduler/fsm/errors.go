@@ -29,6 +29,34 @@ var (
 	// ErrContainerExists: a container with this ID exists already (a
 	// placement retried after it committed).
 	ErrContainerExists = errors.New("container ID already exists")
+	// ErrMigrationExists: a migration with this ID exists already (a
+	// proposal retried after it committed).
+	ErrMigrationExists = errors.New("migration ID already exists")
+	// ErrNodeNotReady: a migration's destination is not ready (it is
+	// cordoned, draining, suspect or down): nothing may move to it.
+	ErrNodeNotReady = errors.New("node is not ready")
+	// ErrWrongNode: the container is not on the migration's source node.
+	ErrWrongNode = errors.New("container is not on that node")
+	// ErrStaleGeneration: the container's generation is no longer the one
+	// the migration began at: another move committed since.
+	ErrStaleGeneration = errors.New("stale container generation")
+	// ErrNotReady: only a migration in phase ready commits.
+	ErrNotReady = errors.New("migration is not ready to commit")
+	// ErrNotCommitted: only a committed migration finishes.
+	ErrNotCommitted = errors.New("migration is not committed")
+	// ErrCommitted: a committed migration cannot be aborted (the
+	// destination's copy is the container); it can only finish.
+	ErrCommitted = errors.New("migration already committed")
+	// ErrAborted: an aborted migration cannot move on.
+	ErrAborted = errors.New("migration already aborted")
+	// ErrBackwards: a migration's phase cannot go back.
+	ErrBackwards = errors.New("migration phase cannot go back")
+	// ErrDrainRunning: the node is being drained already.
+	ErrDrainRunning = errors.New("a drain of the node is running")
+	// ErrDrainNotRunning: the node has no running drain.
+	ErrDrainNotRunning = errors.New("no drain of the node is running")
+	// ErrDrainParallel: the drain already moves MaxParallel containers.
+	ErrDrainParallel = errors.New("the drain moves as many containers as it may at once")
 	// ErrPanic: applying the command panicked; the command changed
 	// nothing. It is a bug: the log says where.
 	ErrPanic = errors.New("command failed unexpectedly")

@@ -101,6 +101,10 @@ func writeSnapshot(w io.Writer, snap *state.Snapshot) error {
 			err = putAll(table, snap.Images(""), put)
 		case state.TableAudit:
 			err = putAll(table, snap.Audit(0), put)
+		case state.TableMigrations:
+			err = putAll(table, snap.Migrations(state.MigrationFilter{}), put)
+		case state.TableDrains:
+			err = putAll(table, snap.Drains(), put)
 		default:
 			err = fmt.Errorf("table %q has no snapshot writer", table)
 		}
@@ -207,6 +211,10 @@ func loadRecord(load *state.Restore, table string, raw json.RawMessage) error {
 		return loadAs(raw, load.Image)
 	case state.TableAudit:
 		return loadAs(raw, load.Audit)
+	case state.TableMigrations:
+		return loadAs(raw, load.Migration)
+	case state.TableDrains:
+		return loadAs(raw, load.Drain)
 	}
 	return fmt.Errorf("unknown table %q (written by a newer godwit?)", table)
 }

@@ -87,6 +87,25 @@ func filled(t testing.TB) *harness {
 	h.must(fsm.SetImages{Node: "n2", Images: []state.Image{{Name: "busybox:latest", ID: "sha256:bb", Size: 5}}})
 	h.must(fsm.AppendAudit{Record: state.AuditRecord{Time: t0, Who: "alice", Role: "operator", Action: "run", Target: "web", Outcome: "ok"}})
 	h.must(fsm.AppendAudit{Record: state.AuditRecord{Time: t0, Who: "bob", Role: "viewer", Action: "rm", Target: "web", Outcome: "permission denied"}})
+
+	// Migrations: cache moved from n2 to n4 and done; web on its way to
+	// n4 as part of n1's drain. Drains: n1's running, n2's cancelled.
+	h.must(fsm.RegisterNode{Node: testNode("n4"), At: t0})
+	h.must(fsm.CreateMigration{ID: "m1", Container: "c3", Source: "n2", Dest: "n4", Strategy: "pre-copy", Reason: "operator",
+		Requested: state.Requester{Who: "alice", Role: "operator"}, WhyDestination: "only ready node", WhyStrategy: "both support it", At: t0})
+	h.must(fsm.RecordMigrationPhase{ID: "m1", Phase: state.MigrationReady, At: t0.Add(time.Second)})
+	h.must(fsm.CommitMove{ID: "m1", At: t0.Add(2 * time.Second)})
+	h.must(fsm.FinishMigration{ID: "m1", At: t0.Add(3 * time.Second), Stats: &state.MigrationStats{
+		Downtime: time.Second, Total: 3 * time.Second, Bytes: 1 << 20,
+		Phases: map[state.MigrationPhase]time.Duration{state.MigrationPrepare: time.Second, state.MigrationReady: time.Second},
+	}})
+	h.must(fsm.StartDrain{Node: "n2", MaxParallel: 1, At: t0})
+	h.must(fsm.EndDrain{Node: "n2", Status: state.DrainCancelled, Reason: "operator changed their mind", At: t0.Add(time.Second)})
+	h.must(fsm.StartDrain{Node: "n1", Deadline: t0.Add(time.Hour), OnDeadline: state.OnDeadlineStop, MaxParallel: 2, At: t0})
+	h.must(fsm.CreateMigration{ID: "m2", Container: "a1", Source: "n1", Dest: "n4", Strategy: "stream", Reason: "drain n1",
+		DrainNode: "n1", At: t0.Add(time.Second)})
+	h.must(fsm.RecordMigrationPhase{ID: "m2", Phase: state.MigrationTransfer, Error: "retried", At: t0.Add(2 * time.Second)})
+	h.must(fsm.UpdateDrain{Node: "n1", Blocked: map[string]string{"b2": "stopped: moves cold later"}, Left: 2, At: t0.Add(3 * time.Second)})
 	return h
 }
 
@@ -110,6 +129,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{state.TableContainers, want.Containers(), have.Containers()},
 		{state.TableImages, want.Images(""), have.Images("")},
 		{state.TableAudit, want.Audit(0), have.Audit(0)},
+		{state.TableMigrations, want.Migrations(state.MigrationFilter{}), have.Migrations(state.MigrationFilter{})},
+		{state.TableDrains, want.Drains(), have.Drains()},
 	}
 	if len(tables) != len(state.Tables()) {
 		t.Fatalf("the test checks %d tables, the state has %d: check the new one too", len(tables), len(state.Tables()))
@@ -131,6 +152,12 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	t.Run("derived", func(t *testing.T) {
 		if want.Index() != have.Index() {
 			t.Errorf("index %d, want %d", have.Index(), want.Index())
+		}
+		if m, ok := have.OpenMigrationOf("a1"); !ok || m.ID != "m2" {
+			t.Errorf("open migration of a1 after restore: %+v, %v; want m2", m, ok)
+		}
+		if got := have.Incoming("n4"); got != want.Incoming("n4") || got.MilliCPU != 500 {
+			t.Errorf("n4 incoming %+v after restore, want %+v (web's request)", got, want.Incoming("n4"))
 		}
 		for _, n := range []string{"n1", "n2", "n3"} {
 			if want.Allocated(n) != have.Allocated(n) || want.ContainerCount(n) != have.ContainerCount(n) {

@@ -5,15 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/godwit/godwit/internal/rpc"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 	"github.com/godwit/godwit/scheduler/fsm"
 	"github.com/godwit/godwit/scheduler/placement"
@@ -39,60 +38,32 @@ func (a *clusterAPI) Run(ctx context.Context, req *pb.RunRequest) (*pb.RunRespon
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	name := req.GetContainer().GetName()
-	// Placement decides: it must see everything committed, by a replica
-	// that still leads, and one placement at a time, since the FSM does
-	// not check capacity: two placed on one snapshot could overcommit a
-	// node.
-	unlock := func() {}
-	if !req.GetDryRun() {
-		s.placeMu.Lock()
-		var once sync.Once
-		unlock = func() { once.Do(s.placeMu.Unlock) }
-		defer unlock()
-	}
-	if err := s.raft.VerifyLeader(ctx); err != nil {
-		return nil, stateError(err)
-	}
-	snap := s.store.Snapshot()
-	if name != "" {
-		if _, ok := snap.ContainerByName(name); ok {
-			return nil, status.Errorf(codes.AlreadyExists, "container name %q is taken in the cluster: remove it or choose another --name", name)
-		}
-	}
-	decision, err := placement.Place(snap, placement.Request{Spec: spec, Algorithm: alg, Explain: req.GetDryRun()})
 	if req.GetDryRun() {
+		// Placement decides on everything committed, by a replica that
+		// still leads.
+		if err := s.raft.VerifyLeader(ctx); err != nil {
+			return nil, stateError(err)
+		}
+		snap := s.store.Snapshot()
+		if name != "" {
+			if _, ok := snap.ContainerByName(name); ok {
+				return nil, status.Errorf(codes.AlreadyExists, "container name %q is taken in the cluster: remove it or choose another --name", name)
+			}
+		}
+		decision, err := placement.Place(snap, placement.Request{Spec: spec, Algorithm: alg, Explain: true})
 		if err != nil && !errors.Is(err, placement.ErrNoNode) {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 		return &pb.RunResponse{Placement: placementToProto(decision)}, nil
 	}
+	// The FSM does not check capacity: placements are serialised from the
+	// snapshot to the commit, in batches of concurrent Runs (placer.go).
+	placed, err := s.placer.Place(ctx, PlaceRequest{Spec: spec, Name: name, Algorithm: alg})
 	if err != nil {
-		return nil, a.audited(ctx, "run", name, placementError(err))
+		return nil, a.placeError(ctx, name, placed, err)
 	}
-	node := preferImageHolder(snap, decision, spec.Image)
-	if node == "" && decision.Feasible > len(decision.Candidates) {
-		// The best few lack the image: look among every feasible node.
-		all, _ := placement.Place(snap, placement.Request{Spec: spec, Algorithm: alg, Explain: true})
-		node = preferImageHolder(snap, all, spec.Image)
-	}
-	if node == "" {
-		return nil, a.audited(ctx, "run", name, status.Errorf(codes.FailedPrecondition,
-			"image %s is on no node that can run the container: import it with `godwit image import FILE --node NODE`", spec.Image))
-	}
-	decision.Node = node
-
-	id := newContainerID()
-	if name == "" {
-		name = "c-" + id[:8]
-	}
-	placed, err := s.apply(ctx, &fsm.PlaceContainers{At: time.Now(), Containers: []fsm.NewContainer{{ID: id, Name: name, Spec: spec, Node: node}}})
-	unlock() // the next placement sees this one's reservation
-	if err == nil {
-		err = placedError(placed)
-	}
-	if err != nil {
-		return nil, a.audited(ctx, "run", name, stateError(err))
-	}
+	id, name, decision := placed.ID, placed.Name, placed.Decision
+	node := decision.Node
 	c, _ := s.store.Snapshot().ContainerByID(id)
 	log := s.log.With("container", name, "id", id[:12], "node", node)
 	started, err := a.startOnNode(ctx, c)
@@ -134,7 +105,7 @@ func (a *clusterAPI) startOnNode(ctx context.Context, c *state.Container) (*pb.C
 	if err != nil {
 		return nil, err
 	}
-	got, err := agent.RunContainer(ctx, &pb.RunContainerRequest{
+	got, err := agent.RunContainer(rpc.WithGeneration(ctx, c.Generation), &pb.RunContainerRequest{
 		Id:          c.ID,
 		Name:        c.Name,
 		Image:       c.Spec.Image,
@@ -244,13 +215,13 @@ func (a *clusterAPI) InspectContainer(ctx context.Context, ref *pb.ContainerRef)
 }
 
 func (a *clusterAPI) StopContainer(ctx context.Context, req *pb.StopContainerRequest) (*pb.Container, error) {
-	return a.setDesired(ctx, "stop", req.GetRef(), state.DesiredStopped, func(agent pb.AgentServiceClient, id string) (*pb.Container, error) {
+	return a.setDesired(ctx, "stop", req.GetRef(), state.DesiredStopped, func(ctx context.Context, agent pb.AgentServiceClient, id string) (*pb.Container, error) {
 		return agent.StopContainer(ctx, &pb.StopContainerRequest{Ref: id, TimeoutSeconds: req.GetTimeoutSeconds()})
 	})
 }
 
 func (a *clusterAPI) StartContainer(ctx context.Context, ref *pb.ContainerRef) (*pb.Container, error) {
-	return a.setDesired(ctx, "start", ref.GetRef(), state.DesiredRunning, func(agent pb.AgentServiceClient, id string) (*pb.Container, error) {
+	return a.setDesired(ctx, "start", ref.GetRef(), state.DesiredRunning, func(ctx context.Context, agent pb.AgentServiceClient, id string) (*pb.Container, error) {
 		return agent.StartContainer(ctx, &pb.ContainerRef{Ref: id})
 	})
 }
@@ -259,7 +230,7 @@ func (a *clusterAPI) StartContainer(ctx context.Context, ref *pb.ContainerRef) (
 // its node do it: the desired state is recorded first, so that the
 // scheduler's view wins if the node acts late.
 func (a *clusterAPI) setDesired(ctx context.Context, action, ref string, desired state.DesiredState,
-	call func(pb.AgentServiceClient, string) (*pb.Container, error)) (*pb.Container, error) {
+	call func(context.Context, pb.AgentServiceClient, string) (*pb.Container, error)) (*pb.Container, error) {
 	c, n, err := a.container(ref)
 	if err != nil {
 		return nil, a.audited(ctx, action, ref, err)
@@ -275,7 +246,9 @@ func (a *clusterAPI) setDesired(ctx context.Context, action, ref string, desired
 	var got *pb.Container
 	err = a.onNode(c, n, func(agent pb.AgentServiceClient) error {
 		var err error
-		got, err = call(agent, c.ID)
+		// The container's generation fences the command: a node that
+		// knows the container moved on refuses it.
+		got, err = call(rpc.WithGeneration(ctx, c.Generation), agent, c.ID)
 		return err
 	})
 	if err != nil {
@@ -295,7 +268,7 @@ func (a *clusterAPI) RemoveContainer(ctx context.Context, req *pb.RemoveContaine
 		return nil, a.audited(ctx, "rm", req.GetRef(), err)
 	}
 	err = a.onNode(c, n, func(agent pb.AgentServiceClient) error {
-		_, err := agent.RemoveContainer(ctx, &pb.RemoveContainerRequest{Ref: c.ID, Force: req.GetForce()})
+		_, err := agent.RemoveContainer(rpc.WithGeneration(ctx, c.Generation), &pb.RemoveContainerRequest{Ref: c.ID, Force: req.GetForce()})
 		if status.Code(err) == codes.NotFound {
 			return nil // already gone from its node
 		}
@@ -490,7 +463,8 @@ func (a *clusterAPI) Events(req *pb.EventsRequest, stream grpc.ServerStreamingSe
 			return status.Errorf(codes.OutOfRange, "%v: the scheduler keeps the latest events only; start again without --since", err)
 		}
 		for _, e := range events {
-			if err := stream.Send(&pb.Event{Index: e.Index, Time: timestamp(e.Time), Kind: e.Kind, Node: e.Node, Container: e.Container, Message: e.Message}); err != nil {
+			if err := stream.Send(&pb.Event{Index: e.Index, Time: timestamp(e.Time), Kind: e.Kind, Node: e.Node, Container: e.Container,
+				Migration: e.Migration, Message: e.Message}); err != nil {
 				return err
 			}
 			since = e.Index
@@ -539,15 +513,6 @@ func newContainerID() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // crypto/rand never fails on Linux
 	return hex.EncodeToString(b)
-}
-
-// placedError is the per-container error of a one-container placement.
-func placedError(v any) error {
-	placed, ok := v.([]fsm.PlaceOutcome)
-	if !ok || len(placed) != 1 {
-		return fmt.Errorf("placement answered %T", v)
-	}
-	return placed[0].Err
 }
 
 // placementError maps placement's refusals to gRPC codes.

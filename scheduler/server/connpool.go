@@ -18,14 +18,17 @@ import (
 // plaintext, to --insecure daemons). Connections are lazy: an
 // unreachable peer shows on the first call.
 type connPool struct {
-	tls *tls.Config
+	tls  *tls.Config
+	opts []grpc.DialOption
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newConnPool(cfg *tls.Config) *connPool {
-	return &connPool{tls: cfg, conns: map[string]*grpc.ClientConn{}}
+// newConnPool dials with cfg (nil: plaintext) and opts besides the
+// shared transport settings.
+func newConnPool(cfg *tls.Config, opts ...grpc.DialOption) *connPool {
+	return &connPool{tls: cfg, opts: opts, conns: map[string]*grpc.ClientConn{}}
 }
 
 // agent returns a client of the agent at addr.
@@ -47,7 +50,8 @@ func (p *connPool) conn(addr string) (*grpc.ClientConn, error) {
 	if p.tls != nil {
 		creds = credentials.NewTLS(p.tls)
 	}
-	c, err := grpc.NewClient(addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(creds))...)
+	opts := append(append(rpc.DialOptions(), p.opts...), grpc.WithTransportCredentials(creds))
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %w", addr, err)
 	}

@@ -62,6 +62,7 @@ func containerToProto(c *state.Container) *pb.Container {
 		MemoryBytes: c.Spec.Request.MemoryBytes,
 		Labels:      c.Spec.Labels,
 		Created:     timestamp(c.Created),
+		Generation:  c.Generation,
 	}
 	if c.IP.IsValid() {
 		out.Ip = c.IP.String()

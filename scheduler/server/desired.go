@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"github.com/godwit/godwit/internal/rpc"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 	"github.com/godwit/godwit/scheduler/state"
 )
@@ -43,7 +44,11 @@ func (e *enforcing) release(id string) {
 // enforceDesired starts, in the background, what makes node n's
 // containers match their desired state.
 func (s *Scheduler) enforceDesired(n *state.Node) {
-	for _, c := range s.store.Snapshot().ContainersOn(n.Name) {
+	snap := s.store.Snapshot()
+	for _, c := range snap.ContainersOn(n.Name) {
+		if _, moving := snap.OpenMigrationOf(c.ID); moving {
+			continue // the coordinator owns a moving container until its move ends
+		}
 		var act func(context.Context, pb.AgentServiceClient) error
 		switch {
 		case c.Desired == state.DesiredStopped && c.Reported == state.ReportedRunning:
@@ -70,7 +75,7 @@ func (s *Scheduler) enforceDesired(n *state.Node) {
 			defer cancel()
 			agent, err := s.conns.agent(n.Address)
 			if err == nil {
-				err = act(ctx, agent)
+				err = act(rpc.WithGeneration(ctx, c.Generation), agent)
 			}
 			if err != nil {
 				log.Error("enforce the desired state", "err", err)

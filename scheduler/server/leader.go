@@ -163,6 +163,15 @@ func (s *Scheduler) lead(ctx context.Context, reconcile <-chan struct{}) {
 	// lease from now, so that no node is suspected for the failover.
 	s.leases.reset(time.Now(), nodeNames(s.store.Snapshot().Nodes()))
 
+	// The coordinator settles the open migrations first, then drives
+	// new ones, for as long as this term lasts.
+	coordDone := make(chan struct{})
+	go func() {
+		defer close(coordDone)
+		s.coord.Lead(ctx)
+	}()
+	defer func() { <-coordDone }()
+
 	leaseTick := time.NewTicker(s.cfg.Timing.LeaseCheck)
 	defer leaseTick.Stop()
 	reconcileTick := time.NewTicker(s.cfg.Timing.Reconcile)

@@ -25,14 +25,15 @@ const snapshotChunk = 256 << 10
 func (a *clusterAPI) ClusterStatus(ctx context.Context, req *pb.ClusterStatusRequest) (*pb.ClusterStatusResponse, error) {
 	st := a.s.raft.Status()
 	out := &pb.ClusterStatusResponse{Leader: st.LeaderID, Term: st.Term, CommitIndex: st.CommitIndex, AnsweredBy: st.ID}
+	addrs := a.s.rpcAddrs()
 	for _, p := range st.Servers {
-		out.Peers = append(out.Peers, &pb.RaftPeer{Id: p.ID, Address: p.Address, Voter: p.Voter, Leader: p.Leader, AppliedIndex: p.AppliedIndex})
+		out.Peers = append(out.Peers, &pb.RaftPeer{Id: p.ID, Address: p.Address, Voter: p.Voter, Leader: p.Leader, AppliedIndex: p.AppliedIndex,
+			ApiAddress: addrs[p.ID]})
 	}
 	if req.GetLocal() {
 		return out, nil
 	}
 	// Ask every other peer for its applied index, at once.
-	addrs := a.s.rpcAddrs()
 	var wg sync.WaitGroup
 	for _, p := range out.Peers {
 		if p.Id == st.ID {

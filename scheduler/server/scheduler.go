@@ -18,7 +18,9 @@ import (
 	"github.com/godwit/godwit/internal/metrics"
 	"github.com/godwit/godwit/internal/pki"
 	"github.com/godwit/godwit/internal/rpc"
+	"github.com/godwit/godwit/migrate"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
+	"github.com/godwit/godwit/scheduler/coordinator"
 	"github.com/godwit/godwit/scheduler/fsm"
 	"github.com/godwit/godwit/scheduler/membership"
 	"github.com/godwit/godwit/scheduler/state"
@@ -86,8 +88,12 @@ type Scheduler struct {
 	// enforcing: containers whose desired state is being enforced
 	// (desired.go).
 	enforcing enforcing
-	// placeMu serialises placements from the snapshot to the commit.
-	placeMu sync.Mutex
+	// placer serialises placements from the snapshot to the commit, in
+	// batches (placer.go).
+	placer *Placer
+	// coord drives the leader's migrations, over migrationConns.
+	coord          *coordinator.Coordinator
+	migrationConns *connPool
 
 	closedc  chan struct{}
 	cancel   context.CancelFunc
@@ -116,9 +122,16 @@ func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
 		clientTLS = cfg.Identity.ClientConfig()
 	}
 	s.conns = newConnPool(clientTLS)
+	// The coordinator's calls to agents carry its leadership fence.
+	s.migrationConns = newConnPool(clientTLS,
+		grpc.WithChainUnaryInterceptor(coordinator.FenceUnary), grpc.WithChainStreamInterceptor(coordinator.FenceStream))
 
 	s.store = state.NewStore()
 	s.fsm = fsm.New(s.store, s.log)
+	s.coord = coordinator.New(coordinator.Config{
+		Store: s.store, Apply: applier{s}, Sides: migrationSides{s.migrationConns}, Log: s.log, Unknown: outcomeUnknown,
+		Drive: migrate.DriveOptions{StepTimeout: cfg.Timing.MigrationStep, Logger: s.log},
+	})
 	if s.raft, err = OpenRaft(RaftConfig{
 		ID:         cfg.Name,
 		DataDir:    cfg.DataDir,
@@ -176,6 +189,9 @@ func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	// Before serving: Run queues its placements there.
+	s.placer = NewPlacer(PlacerConfig{Backend: schedulerBackend{s}, Logger: s.log})
+	s.goRun(func() { s.placer.Run(runCtx) })
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			s.log.Error("API server stopped", "err", err)
@@ -282,8 +298,10 @@ func (s *Scheduler) stop(leave bool) error {
 		if s.raft != nil {
 			errs = append(errs, s.raft.Shutdown())
 		}
-		if s.conns != nil {
-			s.conns.close()
+		for _, p := range []*connPool{s.conns, s.migrationConns} {
+			if p != nil {
+				p.close()
+			}
 		}
 		s.closeErr = errors.Join(errs...)
 		close(s.closedc)

@@ -26,6 +26,10 @@ type Timing struct {
 	Reconcile time.Duration
 	// ApplyTimeout bounds one raft apply.
 	ApplyTimeout time.Duration
+	// MigrationStep bounds each call the coordinator makes to an agent in
+	// a migration (migrate.DriveOptions.StepTimeout; 0: the engine's
+	// default).
+	MigrationStep time.Duration
 	// Fast selects raft's and memberlist's test timings too.
 	Fast bool
 }

@@ -1,7 +1,7 @@
 // Package state is the scheduler's in-memory cluster state: nodes,
-// containers, images per node, the audit trail and the cluster's
-// settings, with the raft index of each table's last change and a ring of
-// recent events. It imports nothing of raft: scheduler/fsm applies raft
+// containers, images per node, migrations, drains, the audit trail and
+// the cluster's settings, with the raft index of each table's last change
+// and a ring of recent events. It imports nothing of raft: scheduler/fsm applies raft
 // log entries to it, and placement, balance and the API read it.
 //
 // The tables live in hashicorp/go-memdb, the MVCC in-memory database that
@@ -31,6 +31,13 @@
 //     deleted.
 //   - A container reserves its request on its node while it is desired
 //     running and not lost (Snapshot.Allocated).
+//   - A container has at most one open migration (not done, not
+//     aborted): Txn.PutMigration refuses a second with ErrMigrationOpen.
+//     A migration's phase words are migrate.Phase's, repeated here since
+//     state imports nothing of the engine. Ended migrations are kept up to
+//     MigrationHistory (Txn.PruneMigrations drops the oldest).
+//   - A node has one drain record: the running drain, or the last that
+//     ended.
 //   - Every write records Events; the store keeps the last EventRingSize
 //     and wakes watchers (Store.EventsSince). Events are not replicated
 //     state: a restored store starts with an empty ring.

@@ -19,6 +19,9 @@ var (
 	// ErrCIDRFull: every usable address of the cluster CIDR is held by a
 	// container.
 	ErrCIDRFull = errors.New("cluster CIDR has no free address")
+	// ErrMigrationOpen: the container has an open migration already (at
+	// most one per container), or cannot be deleted while it has one.
+	ErrMigrationOpen = errors.New("has an open migration")
 	// ErrEventsLost: a watcher asked for events the ring no longer holds
 	// (it fell behind, or the state was restored from a snapshot); it
 	// should re-read the state and watch from the store's index.

@@ -32,6 +32,20 @@ const (
 	EventImageAdded       = "image-added"
 	EventImageRemoved     = "image-removed"
 	EventAudit            = "audit"
+
+	// Migrations: each carries the migration's ID, its container and a
+	// node (the source until the commit, the destination from then on).
+	EventMigrationCreated   = "migration-created"
+	EventMigrationPhase     = "migration-phase"
+	EventMigrationCommitted = "migration-committed"
+	EventMigrationDone      = "migration-done"
+	EventMigrationAborted   = "migration-aborted"
+
+	// Drains: each carries the drained node; drain-updated also comes once
+	// per container newly blocked, with the container and why.
+	EventDrainStarted = "drain-started"
+	EventDrainUpdated = "drain-updated"
+	EventDrainEnded   = "drain-ended"
 )
 
 // Event is one change to the state, recorded by the write that made it.
@@ -47,6 +61,8 @@ type Event struct {
 	// Container is the ID of the container concerned, if any (names can
 	// be reused after a delete; IDs cannot).
 	Container string `json:"container,omitempty"`
+	// Migration is the ID of the migration concerned, if any.
+	Migration string `json:"migration,omitempty"`
 	// Message says what happened, for people.
 	Message string `json:"message,omitempty"`
 }

@@ -42,6 +42,12 @@ func (r *Restore) Image(i *Image) error {
 // Audit loads an audit record.
 func (r *Restore) Audit(a *AuditRecord) error { return r.t.AppendAudit(a) }
 
+// Migration loads a migration; a container has at most one open one.
+func (r *Restore) Migration(m *Migration) error { return r.t.PutMigration(m) }
+
+// Drain loads the drain of the node it names.
+func (r *Restore) Drain(d *Drain) error { return r.t.PutDrain(d) }
+
 // TableIndex sets the raft index of the last change of table (one of the
 // Table constants).
 func (r *Restore) TableIndex(table string, index uint64) error {

@@ -15,6 +15,8 @@ const (
 	TableImages     = "images"
 	TableAudit      = "audit"
 	TableConfig     = "config"
+	TableMigrations = "migrations"
+	TableDrains     = "drains"
 )
 
 // Internal tables: usage is derived from containers (rebuilt, never
@@ -33,6 +35,12 @@ const (
 	indexNodeID = "node_image_id"
 	// indexImageID: images by ID across nodes.
 	indexImageID = "image_id"
+	// indexCreated: migrations by the raft index that created them.
+	indexCreated = "created"
+	// indexContainer: migrations by container ID, open or ended.
+	indexContainer = "container"
+	// indexOpen: open migrations by container ID (see openIndexer).
+	indexOpen = "open"
 )
 
 // configKey is the one row of the config table.
@@ -40,7 +48,7 @@ const configKey = "cluster"
 
 // replicatedTables are the tables whose indexes Index reports, in the
 // order a snapshot writes them.
-var replicatedTables = []string{TableConfig, TableNodes, TableContainers, TableImages, TableAudit}
+var replicatedTables = []string{TableConfig, TableNodes, TableContainers, TableImages, TableAudit, TableMigrations, TableDrains}
 
 // configRecord is the config table's single row.
 type configRecord struct {
@@ -105,6 +113,21 @@ func schema() *memdb.DBSchema {
 		TableConfig: {
 			Name:    TableConfig,
 			Indexes: map[string]*memdb.IndexSchema{indexID: {Name: indexID, Unique: true, Indexer: str("Key")}},
+		},
+		TableMigrations: {
+			Name: TableMigrations,
+			Indexes: map[string]*memdb.IndexSchema{
+				indexID:        {Name: indexID, Unique: true, Indexer: str("ID")},
+				indexCreated:   {Name: indexCreated, Unique: true, Indexer: &memdb.UintFieldIndex{Field: "CreatedIndex"}},
+				indexContainer: {Name: indexContainer, Indexer: str("Container")},
+				// Unique but, as memdb does not enforce it, checked by
+				// Txn.PutMigration: one open migration per container.
+				indexOpen: {Name: indexOpen, Unique: true, AllowMissing: true, Indexer: openIndexer{inner: memdb.StringFieldIndex{Field: "Container"}}},
+			},
+		},
+		TableDrains: {
+			Name:    TableDrains,
+			Indexes: map[string]*memdb.IndexSchema{indexID: {Name: indexID, Unique: true, Indexer: str("Node")}},
 		},
 		tableUsage: {
 			Name:    tableUsage,

@@ -40,6 +40,8 @@ type Store struct {
 	ipHint netip.Addr
 
 	events *eventLog
+	// viewHint sizes the next snapshot's node view (nodeview.go).
+	viewHint viewHint
 }
 
 // NewStore returns an empty store at index 0.
@@ -64,7 +66,7 @@ func newStore(ringSize int) *Store {
 // commit later are not seen, and the snapshot may be read from any number
 // of goroutines and kept as long as needed (it pins the records it sees).
 func (s *Store) Snapshot() *Snapshot {
-	return &Snapshot{reader{db: s.db.Load().Snapshot()}}
+	return &Snapshot{reader: reader{db: s.db.Load().Snapshot()}, view: lazyNodeView{hint: &s.viewHint}}
 }
 
 // Snapshot is a read-only view of the state at one index. The records it
@@ -72,6 +74,9 @@ func (s *Store) Snapshot() *Snapshot {
 // not modify them (Clone first).
 type Snapshot struct {
 	reader
+	// view answers Nodes, Allocated, ContainerCount and HasImage from
+	// plain Go values, built on first use (nodeview.go).
+	view lazyNodeView
 }
 
 // Write runs fn in a write transaction for raft log entry index, whose

@@ -40,6 +40,14 @@ func (t *Txn) Emit(kind, node, container, message string) {
 	})
 }
 
+// EmitEvent records e as an event of this write, with the write's index
+// and time in place of e's: for events that name more than a node and a
+// container (a migration).
+func (t *Txn) EmitEvent(e Event) {
+	e.Index, e.Time = t.index, t.at
+	t.events = append(t.events, e)
+}
+
 func (t *Txn) touch(table string) {
 	if !slices.Contains(t.touched, table) {
 		t.touched = append(t.touched, table)

@@ -941,8 +941,12 @@ type Container struct {
 	// last_checkpoint is the ID of the container's latest checkpoint on the
 	// node, the one `restore NAME` restores.
 	LastCheckpoint string `protobuf:"bytes,23,opt,name=last_checkpoint,json=lastCheckpoint,proto3" json:"last_checkpoint,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// generation is the container's generation, bumped each time a move of
+	// it commits: on an agent, the newest it knows (0: none, a container
+	// the cluster never placed).
+	Generation    uint64 `protobuf:"varint,24,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -1134,6 +1138,13 @@ func (x *Container) GetLastCheckpoint() string {
 		return x.LastCheckpoint
 	}
 	return ""
+}
+
+func (x *Container) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 type ContainerRef struct {
@@ -1781,7 +1792,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x02id\x18\f \x01(\tR\x02id\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x06\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1808,7 +1819,10 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\vexit_signal\x18\x15 \x01(\tR\n" +
 	"exitSignal\x12 \n" +
 	"\vsnapshotter\x18\x16 \x01(\tR\vsnapshotter\x12'\n" +
-	"\x0flast_checkpoint\x18\x17 \x01(\tR\x0elastCheckpoint\x1a9\n" +
+	"\x0flast_checkpoint\x18\x17 \x01(\tR\x0elastCheckpoint\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x18 \x01(\x04R\n" +
+	"generation\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\" \n" +

@@ -68,6 +68,22 @@ const (
 // AgentServiceClient is the client API for AgentService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Fencing: the commands that start, stop, resume, commit or remove a
+// container, or start a migration of it (RunContainer, StartContainer,
+// StopContainer, RemoveContainer; MigrateDescribe, MigratePrepare,
+// MigrateDump, MigrateRestore, MigrateCommit, MigrateResume,
+// MigrateAbort, MigrateFinish) may carry the container's generation in
+// the call metadata "godwit-generation" (a decimal number): the first
+// generation (1) on a run, the migration's generation (the container's
+// when the move began) on each of a migration's calls above, for both
+// agents; the destination's commit records it plus one. The agent refuses
+// one older than the generation it knows for the container with
+// FAILED_PRECONDITION and a message starting "stale generation"; a call
+// without it is not fenced. It is metadata, not a field, because
+// StartContainer, StopContainer and RemoveContainer share their requests
+// with the cluster API, where an operator's generation would mean
+// nothing, and so that every fenced call carries it alike.
 type AgentServiceClient interface {
 	// NodeInfo describes the node: name, versions, snapshotter, capacity.
 	NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfoResponse, error)
@@ -644,6 +660,22 @@ func (c *agentServiceClient) MigrateServePages(ctx context.Context, in *MigrateP
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
+//
+// Fencing: the commands that start, stop, resume, commit or remove a
+// container, or start a migration of it (RunContainer, StartContainer,
+// StopContainer, RemoveContainer; MigrateDescribe, MigratePrepare,
+// MigrateDump, MigrateRestore, MigrateCommit, MigrateResume,
+// MigrateAbort, MigrateFinish) may carry the container's generation in
+// the call metadata "godwit-generation" (a decimal number): the first
+// generation (1) on a run, the migration's generation (the container's
+// when the move began) on each of a migration's calls above, for both
+// agents; the destination's commit records it plus one. The agent refuses
+// one older than the generation it knows for the container with
+// FAILED_PRECONDITION and a message starting "stale generation"; a call
+// without it is not fenced. It is metadata, not a field, because
+// StartContainer, StopContainer and RemoveContainer share their requests
+// with the cluster API, where an operator's generation would mean
+// nothing, and so that every fenced call carries it alike.
 type AgentServiceServer interface {
 	// NodeInfo describes the node: name, versions, snapshotter, capacity.
 	NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResponse, error)

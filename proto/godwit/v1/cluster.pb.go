@@ -162,7 +162,10 @@ type RaftPeer struct {
 	// lag is the leader's commit index minus applied_index.
 	Lag uint64 `protobuf:"varint,6,opt,name=lag,proto3" json:"lag,omitempty"`
 	// error says why the peer could not be asked, if it could not.
-	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// api_address is where the peer serves the cluster API, when the
+	// gossip pool knows it: a client whose scheduler failed goes on there.
+	ApiAddress    string `protobuf:"bytes,8,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +245,13 @@ func (x *RaftPeer) GetLag() uint64 {
 func (x *RaftPeer) GetError() string {
 	if x != nil {
 		return x.Error
+	}
+	return ""
+}
+
+func (x *RaftPeer) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
 	}
 	return ""
 }
@@ -1548,13 +1558,15 @@ func (x *EventsRequest) GetFollow() bool {
 }
 
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Container     string                 `protobuf:"bytes,5,opt,name=container,proto3" json:"container,omitempty"`
-	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Index     uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Time      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Node      string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Container string                 `protobuf:"bytes,5,opt,name=container,proto3" json:"container,omitempty"`
+	Message   string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// migration is the migration's ID, for a migration's events.
+	Migration     string `protobuf:"bytes,7,opt,name=migration,proto3" json:"migration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1627,6 +1639,13 @@ func (x *Event) GetContainer() string {
 func (x *Event) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *Event) GetMigration() string {
+	if x != nil {
+		return x.Migration
 	}
 	return ""
 }
@@ -3043,7 +3062,7 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\fcommit_index\x18\x03 \x01(\x04R\vcommitIndex\x12)\n" +
 	"\x05peers\x18\x04 \x03(\v2\x13.godwit.v1.RaftPeerR\x05peers\x12\x1f\n" +
 	"\vanswered_by\x18\x05 \x01(\tR\n" +
-	"answeredBy\"\xaf\x01\n" +
+	"answeredBy\"\xd0\x01\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -3051,7 +3070,9 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12#\n" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x10\n" +
 	"\x03lag\x18\x06 \x01(\x04R\x03lag\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"#\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x1f\n" +
+	"\vapi_address\x18\b \x01(\tR\n" +
+	"apiAddress\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
 	"\x12RemovePeerResponse\"\x15\n" +
@@ -3146,14 +3167,15 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
 	"\rEventsRequest\x12\x14\n" +
 	"\x05since\x18\x01 \x01(\x04R\x05since\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xad\x01\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xcb\x01\n" +
 	"\x05Event\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1c\n" +
 	"\tcontainer\x18\x05 \x01(\tR\tcontainer\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage\"$\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\x1c\n" +
+	"\tmigration\x18\a \x01(\tR\tmigration\"$\n" +
 	"\fAuditRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"A\n" +
 	"\rAuditResponse\x120\n" +
