@@ -63,6 +63,11 @@ type fakeCluster struct {
 	watches []fakeWatch
 	// watching, when set, is sent to when a WatchMigration starts to hang.
 	watching chan struct{}
+	// drain is DrainNode's and InspectDrain's answer; drainWatches are
+	// WatchDrain's, one per call in turn, the last one repeated
+	// (cluster_drain_test.go).
+	drain        *pb.Drain
+	drainWatches []fakeDrainWatch
 	// err, when set, is every call's answer.
 	err error
 
@@ -272,6 +277,21 @@ func (f *fakeCluster) InspectMigration(_ context.Context, r *pb.MigrationRef) (*
 
 func (f *fakeCluster) CancelMigration(_ context.Context, r *pb.MigrationRef) (*pb.Migration, error) {
 	return f.migration, f.record("CancelMigration", r)
+}
+
+func (f *fakeCluster) DrainNode(_ context.Context, r *pb.DrainNodeRequest) (*pb.Drain, error) {
+	return f.drain, f.record("DrainNode", r)
+}
+
+func (f *fakeCluster) InspectDrain(_ context.Context, r *pb.NodeRef) (*pb.Drain, error) {
+	return f.drain, f.record("InspectDrain", r)
+}
+
+func (f *fakeCluster) WatchDrain(r *pb.NodeRef, s grpc.ServerStreamingServer[pb.DrainProgress]) error {
+	if err := f.record("WatchDrain", r); err != nil {
+		return err
+	}
+	return f.answerDrainWatch(s)
 }
 
 func (f *fakeCluster) Events(r *pb.EventsRequest, s grpc.ServerStreamingServer[pb.Event]) error {

@@ -101,6 +101,7 @@ func newNodeClusterCommands(g *globalOptions) []*cobra.Command {
 			func(c pb.ClusterServiceClient) nodeCall { return c.CordonNode }),
 		newNodeCordonCommand(g, "uncordon", "Place new containers on a node again",
 			func(c pb.ClusterServiceClient) nodeCall { return c.UncordonNode }),
+		newNodeDrainCommand(g),
 	}
 }
 

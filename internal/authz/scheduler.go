@@ -30,6 +30,8 @@ func SchedulerPolicy() Policy {
 			pb.ClusterService_WatchMigration_FullMethodName,
 			pb.ClusterService_ListMigrations_FullMethodName,
 			pb.ClusterService_InspectMigration_FullMethodName,
+			pb.ClusterService_WatchDrain_FullMethodName,
+			pb.ClusterService_InspectDrain_FullMethodName,
 			pb.ClusterService_Audit_FullMethodName,
 		),
 		Operate(
@@ -45,6 +47,7 @@ func SchedulerPolicy() Policy {
 			pb.ClusterService_UncordonNode_FullMethodName,
 			pb.ClusterService_Migrate_FullMethodName,
 			pb.ClusterService_CancelMigration_FullMethodName,
+			pb.ClusterService_DrainNode_FullMethodName,
 		),
 		Grant([]pki.Role{pki.RoleAgent, pki.RoleScheduler},
 			pb.NodeService_Register_FullMethodName,

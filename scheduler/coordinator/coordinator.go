@@ -80,6 +80,9 @@ type Request struct {
 	Reason    string
 	DrainNode string
 	Requested state.Requester
+	// WhyDestination explains To when the caller chose it (a drain's
+	// plan); empty: "asked for (--to)".
+	WhyDestination string
 }
 
 // Coordinator drives the leader's migrations.
@@ -189,6 +192,9 @@ func plan(snap *state.Snapshot, req Request) (*state.Migration, error) {
 	dst, whyDest, err := destination(snap, ctr, src, req.To)
 	if err != nil {
 		return nil, err
+	}
+	if req.WhyDestination != "" {
+		whyDest = req.WhyDestination
 	}
 	want := req.Strategy
 	if want == "" {

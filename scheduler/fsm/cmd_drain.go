@@ -69,7 +69,7 @@ func (c StartDrain) apply(tx *state.Txn) (any, error) {
 		return nil, fmt.Errorf("drain node %q: %w: its containers cannot move live; remove them or wait for it to register again", c.Node, ErrNodeDown)
 	}
 	if d, ok := tx.Drain(c.Node); ok && d.Running() {
-		return nil, fmt.Errorf("drain node %q: %w since %s; follow it with 'godwit node inspect %s' or end it with 'godwit node uncordon %s'",
+		return nil, fmt.Errorf("drain node %q: %w since %s; follow it with 'godwit node drain %s --watch' or end it with 'godwit node uncordon %s'",
 			c.Node, ErrDrainRunning, d.Started.Format(time.RFC3339), c.Node, c.Node)
 	}
 	if err := setSchedulability(tx, n, state.Draining); err != nil {

@@ -171,6 +171,13 @@ func (s *Scheduler) lead(ctx context.Context, reconcile <-chan struct{}) {
 		s.coord.Lead(ctx)
 	}()
 	defer func() { <-coordDone }()
+	// The drainer goes on with every running drain from its record.
+	drainsDone := make(chan struct{})
+	go func() {
+		defer close(drainsDone)
+		s.drains.Lead(ctx)
+	}()
+	defer func() { <-drainsDone }()
 
 	leaseTick := time.NewTicker(s.cfg.Timing.LeaseCheck)
 	defer leaseTick.Stop()

@@ -94,6 +94,8 @@ type Scheduler struct {
 	// coord drives the leader's migrations, over migrationConns.
 	coord          *coordinator.Coordinator
 	migrationConns *connPool
+	// drains drives the leader's node drains, through coord (drains.go).
+	drains *coordinator.Drainer
 
 	closedc  chan struct{}
 	cancel   context.CancelFunc
@@ -132,6 +134,7 @@ func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
 		Store: s.store, Apply: applier{s}, Sides: migrationSides{s.migrationConns}, Log: s.log, Unknown: outcomeUnknown,
 		Drive: migrate.DriveOptions{StepTimeout: cfg.Timing.MigrationStep, Logger: s.log},
 	})
+	s.drains = coordinator.NewDrainer(coordinator.DrainConfig{Store: s.store, Apply: applier{s}, Moves: s.coord, Stop: drainStopper{s}, Log: s.log})
 	if s.raft, err = OpenRaft(RaftConfig{
 		ID:         cfg.Name,
 		DataDir:    cfg.DataDir,

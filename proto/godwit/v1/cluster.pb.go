@@ -3049,6 +3049,469 @@ func (x *MigrationProgress) GetMigration() *Migration {
 	return nil
 }
 
+type DrainNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// deadline_ms is how long the drain may take, from when the leader
+	// starts it; 0 for no deadline.
+	DeadlineMs int64 `protobuf:"varint,2,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	// on_deadline is what happens to the containers still on the node at
+	// the deadline: stop or fail (checkpoint is not available yet); empty
+	// with a deadline means fail.
+	OnDeadline string `protobuf:"bytes,3,opt,name=on_deadline,json=onDeadline,proto3" json:"on_deadline,omitempty"`
+	// max_parallel is how many containers may move at once; 0 means 1.
+	MaxParallel   int32 `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeRequest) Reset() {
+	*x = DrainNodeRequest{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeRequest) ProtoMessage() {}
+
+func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
+func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *DrainNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DrainNodeRequest) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+func (x *DrainNodeRequest) GetOnDeadline() string {
+	if x != nil {
+		return x.OnDeadline
+	}
+	return ""
+}
+
+func (x *DrainNodeRequest) GetMaxParallel() int32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+// Drain is a node drain's record in raft.
+type Drain struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// status is running, done, failed or cancelled.
+	Status      string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Deadline    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	OnDeadline  string                 `protobuf:"bytes,4,opt,name=on_deadline,json=onDeadline,proto3" json:"on_deadline,omitempty"`
+	MaxParallel int32                  `protobuf:"varint,5,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	Started     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started,proto3" json:"started,omitempty"`
+	Ended       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ended,proto3" json:"ended,omitempty"`
+	Updated     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated,proto3" json:"updated,omitempty"`
+	// left is how many containers are still on the node; moved how many
+	// the drain moved; failed how many of its moves failed.
+	Left   int32 `protobuf:"varint,9,opt,name=left,proto3" json:"left,omitempty"`
+	Moved  int32 `protobuf:"varint,10,opt,name=moved,proto3" json:"moved,omitempty"`
+	Failed int32 `protobuf:"varint,11,opt,name=failed,proto3" json:"failed,omitempty"`
+	// blocked are the containers that cannot move now, sorted by name.
+	Blocked []*DrainBlocked `protobuf:"bytes,12,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	// requested_by names who started it (certificate name and role).
+	RequestedBy string `protobuf:"bytes,13,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// reason says why it ended when it did not end done.
+	Reason        string `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Drain) Reset() {
+	*x = Drain{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Drain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Drain) ProtoMessage() {}
+
+func (x *Drain) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Drain.ProtoReflect.Descriptor instead.
+func (*Drain) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *Drain) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Drain) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Drain) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *Drain) GetOnDeadline() string {
+	if x != nil {
+		return x.OnDeadline
+	}
+	return ""
+}
+
+func (x *Drain) GetMaxParallel() int32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *Drain) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Drain) GetEnded() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+func (x *Drain) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+func (x *Drain) GetLeft() int32 {
+	if x != nil {
+		return x.Left
+	}
+	return 0
+}
+
+func (x *Drain) GetMoved() int32 {
+	if x != nil {
+		return x.Moved
+	}
+	return 0
+}
+
+func (x *Drain) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *Drain) GetBlocked() []*DrainBlocked {
+	if x != nil {
+		return x.Blocked
+	}
+	return nil
+}
+
+func (x *Drain) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *Drain) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DrainBlocked struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Container     string                 `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainBlocked) Reset() {
+	*x = DrainBlocked{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainBlocked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainBlocked) ProtoMessage() {}
+
+func (x *DrainBlocked) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainBlocked.ProtoReflect.Descriptor instead.
+func (*DrainBlocked) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *DrainBlocked) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *DrainBlocked) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *DrainBlocked) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DrainProgress is where a drain stands; done is set on the last
+// message.
+type DrainProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Drain *Drain                 `protobuf:"bytes,1,opt,name=drain,proto3" json:"drain,omitempty"`
+	// moves are the drain's migrations in flight.
+	Moves []*DrainMove `protobuf:"bytes,2,rep,name=moves,proto3" json:"moves,omitempty"`
+	// bytes_done of bytes_total are the moves in flight's transfer so far.
+	BytesDone  int64 `protobuf:"varint,3,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal int64 `protobuf:"varint,4,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	// eta_ms estimates how long the rest of the drain takes, from its
+	// finished moves; 0 when there is no estimate yet.
+	EtaMs         int64 `protobuf:"varint,5,opt,name=eta_ms,json=etaMs,proto3" json:"eta_ms,omitempty"`
+	Done          bool  `protobuf:"varint,6,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainProgress) Reset() {
+	*x = DrainProgress{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainProgress) ProtoMessage() {}
+
+func (x *DrainProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainProgress.ProtoReflect.Descriptor instead.
+func (*DrainProgress) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *DrainProgress) GetDrain() *Drain {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
+func (x *DrainProgress) GetMoves() []*DrainMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *DrainProgress) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *DrainProgress) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *DrainProgress) GetEtaMs() int64 {
+	if x != nil {
+		return x.EtaMs
+	}
+	return 0
+}
+
+func (x *DrainProgress) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+type DrainMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MigrationId   string                 `protobuf:"bytes,1,opt,name=migration_id,json=migrationId,proto3" json:"migration_id,omitempty"`
+	Container     string                 `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	Destination   string                 `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	Phase         string                 `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	BytesDone     int64                  `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal    int64                  `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainMove) Reset() {
+	*x = DrainMove{}
+	mi := &file_godwit_v1_cluster_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainMove) ProtoMessage() {}
+
+func (x *DrainMove) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_cluster_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainMove.ProtoReflect.Descriptor instead.
+func (*DrainMove) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_cluster_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *DrainMove) GetMigrationId() string {
+	if x != nil {
+		return x.MigrationId
+	}
+	return ""
+}
+
+func (x *DrainMove) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *DrainMove) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *DrainMove) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *DrainMove) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *DrainMove) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
 var File_godwit_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_cluster_proto_rawDesc = "" +
@@ -3312,7 +3775,53 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\x06eta_ms\x18\x05 \x01(\x03R\x05etaMs\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12\x12\n" +
 	"\x04done\x18\a \x01(\bR\x04done\x122\n" +
-	"\tmigration\x18\b \x01(\v2\x14.godwit.v1.MigrationR\tmigration2\x9d\r\n" +
+	"\tmigration\x18\b \x01(\v2\x14.godwit.v1.MigrationR\tmigration\"\x8b\x01\n" +
+	"\x10DrainNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
+	"\vdeadline_ms\x18\x02 \x01(\x03R\n" +
+	"deadlineMs\x12\x1f\n" +
+	"\von_deadline\x18\x03 \x01(\tR\n" +
+	"onDeadline\x12!\n" +
+	"\fmax_parallel\x18\x04 \x01(\x05R\vmaxParallel\"\xfd\x03\n" +
+	"\x05Drain\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x126\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1f\n" +
+	"\von_deadline\x18\x04 \x01(\tR\n" +
+	"onDeadline\x12!\n" +
+	"\fmax_parallel\x18\x05 \x01(\x05R\vmaxParallel\x124\n" +
+	"\astarted\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x120\n" +
+	"\x05ended\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05ended\x124\n" +
+	"\aupdated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x12\n" +
+	"\x04left\x18\t \x01(\x05R\x04left\x12\x14\n" +
+	"\x05moved\x18\n" +
+	" \x01(\x05R\x05moved\x12\x16\n" +
+	"\x06failed\x18\v \x01(\x05R\x06failed\x121\n" +
+	"\ablocked\x18\f \x03(\v2\x17.godwit.v1.DrainBlockedR\ablocked\x12!\n" +
+	"\frequested_by\x18\r \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06reason\x18\x0e \x01(\tR\x06reason\"g\n" +
+	"\fDrainBlocked\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
+	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xce\x01\n" +
+	"\rDrainProgress\x12&\n" +
+	"\x05drain\x18\x01 \x01(\v2\x10.godwit.v1.DrainR\x05drain\x12*\n" +
+	"\x05moves\x18\x02 \x03(\v2\x14.godwit.v1.DrainMoveR\x05moves\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x03 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x04 \x01(\x03R\n" +
+	"bytesTotal\x12\x15\n" +
+	"\x06eta_ms\x18\x05 \x01(\x03R\x05etaMs\x12\x12\n" +
+	"\x04done\x18\x06 \x01(\bR\x04done\"\xc4\x01\n" +
+	"\tDrainMove\x12!\n" +
+	"\fmigration_id\x18\x01 \x01(\tR\vmigrationId\x12\x1c\n" +
+	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12 \n" +
+	"\vdestination\x18\x03 \x01(\tR\vdestination\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x05 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x06 \x01(\x03R\n" +
+	"bytesTotal2\xcd\x0e\n" +
 	"\x0eClusterService\x12R\n" +
 	"\rClusterStatus\x12\x1f.godwit.v1.ClusterStatusRequest\x1a .godwit.v1.ClusterStatusResponse\x12I\n" +
 	"\n" +
@@ -3338,7 +3847,11 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\x0eWatchMigration\x12\x17.godwit.v1.MigrationRef\x1a\x1c.godwit.v1.MigrationProgress0\x01\x12U\n" +
 	"\x0eListMigrations\x12 .godwit.v1.ListMigrationsRequest\x1a!.godwit.v1.ListMigrationsResponse\x12A\n" +
 	"\x10InspectMigration\x12\x17.godwit.v1.MigrationRef\x1a\x14.godwit.v1.Migration\x12@\n" +
-	"\x0fCancelMigration\x12\x17.godwit.v1.MigrationRef\x1a\x14.godwit.v1.Migration\x126\n" +
+	"\x0fCancelMigration\x12\x17.godwit.v1.MigrationRef\x1a\x14.godwit.v1.Migration\x12:\n" +
+	"\tDrainNode\x12\x1b.godwit.v1.DrainNodeRequest\x1a\x10.godwit.v1.Drain\x12<\n" +
+	"\n" +
+	"WatchDrain\x12\x12.godwit.v1.NodeRef\x1a\x18.godwit.v1.DrainProgress0\x01\x124\n" +
+	"\fInspectDrain\x12\x12.godwit.v1.NodeRef\x1a\x10.godwit.v1.Drain\x126\n" +
 	"\x06Events\x12\x18.godwit.v1.EventsRequest\x1a\x10.godwit.v1.Event0\x01\x12:\n" +
 	"\x05Audit\x12\x17.godwit.v1.AuditRequest\x1a\x18.godwit.v1.AuditResponse2\x9a\x01\n" +
 	"\vNodeService\x12C\n" +
@@ -3357,7 +3870,7 @@ func file_godwit_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_godwit_v1_cluster_proto_rawDescData
 }
 
-var file_godwit_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_godwit_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_godwit_v1_cluster_proto_goTypes = []any{
 	(*ClusterStatusRequest)(nil),      // 0: godwit.v1.ClusterStatusRequest
 	(*ClusterStatusResponse)(nil),     // 1: godwit.v1.ClusterStatusResponse
@@ -3404,119 +3917,137 @@ var file_godwit_v1_cluster_proto_goTypes = []any{
 	(*MigrationPhase)(nil),            // 42: godwit.v1.MigrationPhase
 	(*MigrationStats)(nil),            // 43: godwit.v1.MigrationStats
 	(*MigrationProgress)(nil),         // 44: godwit.v1.MigrationProgress
-	nil,                               // 45: godwit.v1.Node.LabelsEntry
-	nil,                               // 46: godwit.v1.RegisterRequest.LabelsEntry
-	(*RunContainerRequest)(nil),       // 47: godwit.v1.RunContainerRequest
-	(*Container)(nil),                 // 48: godwit.v1.Container
-	(*ImportImageHeader)(nil),         // 49: godwit.v1.ImportImageHeader
-	(*Image)(nil),                     // 50: godwit.v1.Image
-	(*timestamppb.Timestamp)(nil),     // 51: google.protobuf.Timestamp
-	(ContainerState)(0),               // 52: godwit.v1.ContainerState
-	(*ListContainersRequest)(nil),     // 53: godwit.v1.ListContainersRequest
-	(*ContainerRef)(nil),              // 54: godwit.v1.ContainerRef
-	(*StopContainerRequest)(nil),      // 55: godwit.v1.StopContainerRequest
-	(*RemoveContainerRequest)(nil),    // 56: godwit.v1.RemoveContainerRequest
-	(*LogsRequest)(nil),               // 57: godwit.v1.LogsRequest
-	(*ListContainersResponse)(nil),    // 58: godwit.v1.ListContainersResponse
-	(*RemoveContainerResponse)(nil),   // 59: godwit.v1.RemoveContainerResponse
-	(*LogsChunk)(nil),                 // 60: godwit.v1.LogsChunk
+	(*DrainNodeRequest)(nil),          // 45: godwit.v1.DrainNodeRequest
+	(*Drain)(nil),                     // 46: godwit.v1.Drain
+	(*DrainBlocked)(nil),              // 47: godwit.v1.DrainBlocked
+	(*DrainProgress)(nil),             // 48: godwit.v1.DrainProgress
+	(*DrainMove)(nil),                 // 49: godwit.v1.DrainMove
+	nil,                               // 50: godwit.v1.Node.LabelsEntry
+	nil,                               // 51: godwit.v1.RegisterRequest.LabelsEntry
+	(*RunContainerRequest)(nil),       // 52: godwit.v1.RunContainerRequest
+	(*Container)(nil),                 // 53: godwit.v1.Container
+	(*ImportImageHeader)(nil),         // 54: godwit.v1.ImportImageHeader
+	(*Image)(nil),                     // 55: godwit.v1.Image
+	(*timestamppb.Timestamp)(nil),     // 56: google.protobuf.Timestamp
+	(ContainerState)(0),               // 57: godwit.v1.ContainerState
+	(*ListContainersRequest)(nil),     // 58: godwit.v1.ListContainersRequest
+	(*ContainerRef)(nil),              // 59: godwit.v1.ContainerRef
+	(*StopContainerRequest)(nil),      // 60: godwit.v1.StopContainerRequest
+	(*RemoveContainerRequest)(nil),    // 61: godwit.v1.RemoveContainerRequest
+	(*LogsRequest)(nil),               // 62: godwit.v1.LogsRequest
+	(*ListContainersResponse)(nil),    // 63: godwit.v1.ListContainersResponse
+	(*RemoveContainerResponse)(nil),   // 64: godwit.v1.RemoveContainerResponse
+	(*LogsChunk)(nil),                 // 65: godwit.v1.LogsChunk
 }
 var file_godwit_v1_cluster_proto_depIdxs = []int32{
 	2,  // 0: godwit.v1.ClusterStatusResponse.peers:type_name -> godwit.v1.RaftPeer
-	47, // 1: godwit.v1.RunRequest.container:type_name -> godwit.v1.RunContainerRequest
-	48, // 2: godwit.v1.RunResponse.container:type_name -> godwit.v1.Container
+	52, // 1: godwit.v1.RunRequest.container:type_name -> godwit.v1.RunContainerRequest
+	53, // 2: godwit.v1.RunResponse.container:type_name -> godwit.v1.Container
 	10, // 3: godwit.v1.RunResponse.placement:type_name -> godwit.v1.Placement
 	11, // 4: godwit.v1.Placement.candidates:type_name -> godwit.v1.PlacementCandidate
 	13, // 5: godwit.v1.Placement.rejected:type_name -> godwit.v1.PlacementRejection
 	12, // 6: godwit.v1.PlacementCandidate.parts:type_name -> godwit.v1.ScorePart
 	15, // 7: godwit.v1.ClusterImportImageRequest.header:type_name -> godwit.v1.ClusterImportImageHeader
-	49, // 8: godwit.v1.ClusterImportImageHeader.image:type_name -> godwit.v1.ImportImageHeader
-	50, // 9: godwit.v1.ClusterImage.image:type_name -> godwit.v1.Image
+	54, // 8: godwit.v1.ClusterImportImageHeader.image:type_name -> godwit.v1.ImportImageHeader
+	55, // 9: godwit.v1.ClusterImage.image:type_name -> godwit.v1.Image
 	16, // 10: godwit.v1.ClusterListImagesResponse.images:type_name -> godwit.v1.ClusterImage
 	23, // 11: godwit.v1.ListNodesResponse.nodes:type_name -> godwit.v1.Node
-	45, // 12: godwit.v1.Node.labels:type_name -> godwit.v1.Node.LabelsEntry
+	50, // 12: godwit.v1.Node.labels:type_name -> godwit.v1.Node.LabelsEntry
 	19, // 13: godwit.v1.Node.capacity:type_name -> godwit.v1.Resources
 	19, // 14: godwit.v1.Node.allocated:type_name -> godwit.v1.Resources
-	51, // 15: godwit.v1.Node.registered:type_name -> google.protobuf.Timestamp
-	51, // 16: godwit.v1.Node.health_changed:type_name -> google.protobuf.Timestamp
+	56, // 15: godwit.v1.Node.registered:type_name -> google.protobuf.Timestamp
+	56, // 16: godwit.v1.Node.health_changed:type_name -> google.protobuf.Timestamp
 	35, // 17: godwit.v1.Node.load:type_name -> godwit.v1.NodeLoad
-	51, // 18: godwit.v1.Event.time:type_name -> google.protobuf.Timestamp
+	56, // 18: godwit.v1.Event.time:type_name -> google.protobuf.Timestamp
 	28, // 19: godwit.v1.AuditResponse.records:type_name -> godwit.v1.AuditRecord
-	51, // 20: godwit.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	56, // 20: godwit.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
 	19, // 21: godwit.v1.RegisterRequest.capacity:type_name -> godwit.v1.Resources
-	46, // 22: godwit.v1.RegisterRequest.labels:type_name -> godwit.v1.RegisterRequest.LabelsEntry
+	51, // 22: godwit.v1.RegisterRequest.labels:type_name -> godwit.v1.RegisterRequest.LabelsEntry
 	32, // 23: godwit.v1.RegisterRequest.containers:type_name -> godwit.v1.ContainerReport
-	50, // 24: godwit.v1.RegisterRequest.images:type_name -> godwit.v1.Image
+	55, // 24: godwit.v1.RegisterRequest.images:type_name -> godwit.v1.Image
 	31, // 25: godwit.v1.RegisterResponse.generations:type_name -> godwit.v1.ContainerGeneration
-	52, // 26: godwit.v1.ContainerReport.state:type_name -> godwit.v1.ContainerState
+	57, // 26: godwit.v1.ContainerReport.state:type_name -> godwit.v1.ContainerState
 	32, // 27: godwit.v1.HeartbeatRequest.containers:type_name -> godwit.v1.ContainerReport
 	35, // 28: godwit.v1.HeartbeatRequest.load:type_name -> godwit.v1.NodeLoad
-	51, // 29: godwit.v1.NodeLoad.sampled:type_name -> google.protobuf.Timestamp
+	56, // 29: godwit.v1.NodeLoad.sampled:type_name -> google.protobuf.Timestamp
 	36, // 30: godwit.v1.NodeLoad.containers:type_name -> godwit.v1.ContainerLoad
 	41, // 31: godwit.v1.ListMigrationsResponse.migrations:type_name -> godwit.v1.Migration
 	42, // 32: godwit.v1.Migration.phases:type_name -> godwit.v1.MigrationPhase
 	43, // 33: godwit.v1.Migration.stats:type_name -> godwit.v1.MigrationStats
-	51, // 34: godwit.v1.Migration.created:type_name -> google.protobuf.Timestamp
-	51, // 35: godwit.v1.Migration.updated:type_name -> google.protobuf.Timestamp
-	51, // 36: godwit.v1.MigrationPhase.started:type_name -> google.protobuf.Timestamp
+	56, // 34: godwit.v1.Migration.created:type_name -> google.protobuf.Timestamp
+	56, // 35: godwit.v1.Migration.updated:type_name -> google.protobuf.Timestamp
+	56, // 36: godwit.v1.MigrationPhase.started:type_name -> google.protobuf.Timestamp
 	41, // 37: godwit.v1.MigrationProgress.migration:type_name -> godwit.v1.Migration
-	0,  // 38: godwit.v1.ClusterService.ClusterStatus:input_type -> godwit.v1.ClusterStatusRequest
-	3,  // 39: godwit.v1.ClusterService.RemovePeer:input_type -> godwit.v1.RemovePeerRequest
-	5,  // 40: godwit.v1.ClusterService.SnapshotSave:input_type -> godwit.v1.SnapshotSaveRequest
-	6,  // 41: godwit.v1.ClusterService.SnapshotRestore:input_type -> godwit.v1.SnapshotChunk
-	8,  // 42: godwit.v1.ClusterService.Run:input_type -> godwit.v1.RunRequest
-	53, // 43: godwit.v1.ClusterService.ListContainers:input_type -> godwit.v1.ListContainersRequest
-	54, // 44: godwit.v1.ClusterService.InspectContainer:input_type -> godwit.v1.ContainerRef
-	55, // 45: godwit.v1.ClusterService.StopContainer:input_type -> godwit.v1.StopContainerRequest
-	54, // 46: godwit.v1.ClusterService.StartContainer:input_type -> godwit.v1.ContainerRef
-	56, // 47: godwit.v1.ClusterService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
-	57, // 48: godwit.v1.ClusterService.Logs:input_type -> godwit.v1.LogsRequest
-	14, // 49: godwit.v1.ClusterService.ImportImage:input_type -> godwit.v1.ClusterImportImageRequest
-	17, // 50: godwit.v1.ClusterService.ListImages:input_type -> godwit.v1.ClusterListImagesRequest
-	20, // 51: godwit.v1.ClusterService.ListNodes:input_type -> godwit.v1.ListNodesRequest
-	22, // 52: godwit.v1.ClusterService.InspectNode:input_type -> godwit.v1.NodeRef
-	22, // 53: godwit.v1.ClusterService.CordonNode:input_type -> godwit.v1.NodeRef
-	22, // 54: godwit.v1.ClusterService.UncordonNode:input_type -> godwit.v1.NodeRef
-	37, // 55: godwit.v1.ClusterService.Migrate:input_type -> godwit.v1.MigrateRequest
-	38, // 56: godwit.v1.ClusterService.WatchMigration:input_type -> godwit.v1.MigrationRef
-	39, // 57: godwit.v1.ClusterService.ListMigrations:input_type -> godwit.v1.ListMigrationsRequest
-	38, // 58: godwit.v1.ClusterService.InspectMigration:input_type -> godwit.v1.MigrationRef
-	38, // 59: godwit.v1.ClusterService.CancelMigration:input_type -> godwit.v1.MigrationRef
-	24, // 60: godwit.v1.ClusterService.Events:input_type -> godwit.v1.EventsRequest
-	26, // 61: godwit.v1.ClusterService.Audit:input_type -> godwit.v1.AuditRequest
-	29, // 62: godwit.v1.NodeService.Register:input_type -> godwit.v1.RegisterRequest
-	33, // 63: godwit.v1.NodeService.Heartbeat:input_type -> godwit.v1.HeartbeatRequest
-	1,  // 64: godwit.v1.ClusterService.ClusterStatus:output_type -> godwit.v1.ClusterStatusResponse
-	4,  // 65: godwit.v1.ClusterService.RemovePeer:output_type -> godwit.v1.RemovePeerResponse
-	6,  // 66: godwit.v1.ClusterService.SnapshotSave:output_type -> godwit.v1.SnapshotChunk
-	7,  // 67: godwit.v1.ClusterService.SnapshotRestore:output_type -> godwit.v1.SnapshotRestoreResponse
-	9,  // 68: godwit.v1.ClusterService.Run:output_type -> godwit.v1.RunResponse
-	58, // 69: godwit.v1.ClusterService.ListContainers:output_type -> godwit.v1.ListContainersResponse
-	48, // 70: godwit.v1.ClusterService.InspectContainer:output_type -> godwit.v1.Container
-	48, // 71: godwit.v1.ClusterService.StopContainer:output_type -> godwit.v1.Container
-	48, // 72: godwit.v1.ClusterService.StartContainer:output_type -> godwit.v1.Container
-	59, // 73: godwit.v1.ClusterService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
-	60, // 74: godwit.v1.ClusterService.Logs:output_type -> godwit.v1.LogsChunk
-	16, // 75: godwit.v1.ClusterService.ImportImage:output_type -> godwit.v1.ClusterImage
-	18, // 76: godwit.v1.ClusterService.ListImages:output_type -> godwit.v1.ClusterListImagesResponse
-	21, // 77: godwit.v1.ClusterService.ListNodes:output_type -> godwit.v1.ListNodesResponse
-	23, // 78: godwit.v1.ClusterService.InspectNode:output_type -> godwit.v1.Node
-	23, // 79: godwit.v1.ClusterService.CordonNode:output_type -> godwit.v1.Node
-	23, // 80: godwit.v1.ClusterService.UncordonNode:output_type -> godwit.v1.Node
-	41, // 81: godwit.v1.ClusterService.Migrate:output_type -> godwit.v1.Migration
-	44, // 82: godwit.v1.ClusterService.WatchMigration:output_type -> godwit.v1.MigrationProgress
-	40, // 83: godwit.v1.ClusterService.ListMigrations:output_type -> godwit.v1.ListMigrationsResponse
-	41, // 84: godwit.v1.ClusterService.InspectMigration:output_type -> godwit.v1.Migration
-	41, // 85: godwit.v1.ClusterService.CancelMigration:output_type -> godwit.v1.Migration
-	25, // 86: godwit.v1.ClusterService.Events:output_type -> godwit.v1.Event
-	27, // 87: godwit.v1.ClusterService.Audit:output_type -> godwit.v1.AuditResponse
-	30, // 88: godwit.v1.NodeService.Register:output_type -> godwit.v1.RegisterResponse
-	34, // 89: godwit.v1.NodeService.Heartbeat:output_type -> godwit.v1.HeartbeatResponse
-	64, // [64:90] is the sub-list for method output_type
-	38, // [38:64] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	56, // 38: godwit.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	56, // 39: godwit.v1.Drain.started:type_name -> google.protobuf.Timestamp
+	56, // 40: godwit.v1.Drain.ended:type_name -> google.protobuf.Timestamp
+	56, // 41: godwit.v1.Drain.updated:type_name -> google.protobuf.Timestamp
+	47, // 42: godwit.v1.Drain.blocked:type_name -> godwit.v1.DrainBlocked
+	46, // 43: godwit.v1.DrainProgress.drain:type_name -> godwit.v1.Drain
+	49, // 44: godwit.v1.DrainProgress.moves:type_name -> godwit.v1.DrainMove
+	0,  // 45: godwit.v1.ClusterService.ClusterStatus:input_type -> godwit.v1.ClusterStatusRequest
+	3,  // 46: godwit.v1.ClusterService.RemovePeer:input_type -> godwit.v1.RemovePeerRequest
+	5,  // 47: godwit.v1.ClusterService.SnapshotSave:input_type -> godwit.v1.SnapshotSaveRequest
+	6,  // 48: godwit.v1.ClusterService.SnapshotRestore:input_type -> godwit.v1.SnapshotChunk
+	8,  // 49: godwit.v1.ClusterService.Run:input_type -> godwit.v1.RunRequest
+	58, // 50: godwit.v1.ClusterService.ListContainers:input_type -> godwit.v1.ListContainersRequest
+	59, // 51: godwit.v1.ClusterService.InspectContainer:input_type -> godwit.v1.ContainerRef
+	60, // 52: godwit.v1.ClusterService.StopContainer:input_type -> godwit.v1.StopContainerRequest
+	59, // 53: godwit.v1.ClusterService.StartContainer:input_type -> godwit.v1.ContainerRef
+	61, // 54: godwit.v1.ClusterService.RemoveContainer:input_type -> godwit.v1.RemoveContainerRequest
+	62, // 55: godwit.v1.ClusterService.Logs:input_type -> godwit.v1.LogsRequest
+	14, // 56: godwit.v1.ClusterService.ImportImage:input_type -> godwit.v1.ClusterImportImageRequest
+	17, // 57: godwit.v1.ClusterService.ListImages:input_type -> godwit.v1.ClusterListImagesRequest
+	20, // 58: godwit.v1.ClusterService.ListNodes:input_type -> godwit.v1.ListNodesRequest
+	22, // 59: godwit.v1.ClusterService.InspectNode:input_type -> godwit.v1.NodeRef
+	22, // 60: godwit.v1.ClusterService.CordonNode:input_type -> godwit.v1.NodeRef
+	22, // 61: godwit.v1.ClusterService.UncordonNode:input_type -> godwit.v1.NodeRef
+	37, // 62: godwit.v1.ClusterService.Migrate:input_type -> godwit.v1.MigrateRequest
+	38, // 63: godwit.v1.ClusterService.WatchMigration:input_type -> godwit.v1.MigrationRef
+	39, // 64: godwit.v1.ClusterService.ListMigrations:input_type -> godwit.v1.ListMigrationsRequest
+	38, // 65: godwit.v1.ClusterService.InspectMigration:input_type -> godwit.v1.MigrationRef
+	38, // 66: godwit.v1.ClusterService.CancelMigration:input_type -> godwit.v1.MigrationRef
+	45, // 67: godwit.v1.ClusterService.DrainNode:input_type -> godwit.v1.DrainNodeRequest
+	22, // 68: godwit.v1.ClusterService.WatchDrain:input_type -> godwit.v1.NodeRef
+	22, // 69: godwit.v1.ClusterService.InspectDrain:input_type -> godwit.v1.NodeRef
+	24, // 70: godwit.v1.ClusterService.Events:input_type -> godwit.v1.EventsRequest
+	26, // 71: godwit.v1.ClusterService.Audit:input_type -> godwit.v1.AuditRequest
+	29, // 72: godwit.v1.NodeService.Register:input_type -> godwit.v1.RegisterRequest
+	33, // 73: godwit.v1.NodeService.Heartbeat:input_type -> godwit.v1.HeartbeatRequest
+	1,  // 74: godwit.v1.ClusterService.ClusterStatus:output_type -> godwit.v1.ClusterStatusResponse
+	4,  // 75: godwit.v1.ClusterService.RemovePeer:output_type -> godwit.v1.RemovePeerResponse
+	6,  // 76: godwit.v1.ClusterService.SnapshotSave:output_type -> godwit.v1.SnapshotChunk
+	7,  // 77: godwit.v1.ClusterService.SnapshotRestore:output_type -> godwit.v1.SnapshotRestoreResponse
+	9,  // 78: godwit.v1.ClusterService.Run:output_type -> godwit.v1.RunResponse
+	63, // 79: godwit.v1.ClusterService.ListContainers:output_type -> godwit.v1.ListContainersResponse
+	53, // 80: godwit.v1.ClusterService.InspectContainer:output_type -> godwit.v1.Container
+	53, // 81: godwit.v1.ClusterService.StopContainer:output_type -> godwit.v1.Container
+	53, // 82: godwit.v1.ClusterService.StartContainer:output_type -> godwit.v1.Container
+	64, // 83: godwit.v1.ClusterService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
+	65, // 84: godwit.v1.ClusterService.Logs:output_type -> godwit.v1.LogsChunk
+	16, // 85: godwit.v1.ClusterService.ImportImage:output_type -> godwit.v1.ClusterImage
+	18, // 86: godwit.v1.ClusterService.ListImages:output_type -> godwit.v1.ClusterListImagesResponse
+	21, // 87: godwit.v1.ClusterService.ListNodes:output_type -> godwit.v1.ListNodesResponse
+	23, // 88: godwit.v1.ClusterService.InspectNode:output_type -> godwit.v1.Node
+	23, // 89: godwit.v1.ClusterService.CordonNode:output_type -> godwit.v1.Node
+	23, // 90: godwit.v1.ClusterService.UncordonNode:output_type -> godwit.v1.Node
+	41, // 91: godwit.v1.ClusterService.Migrate:output_type -> godwit.v1.Migration
+	44, // 92: godwit.v1.ClusterService.WatchMigration:output_type -> godwit.v1.MigrationProgress
+	40, // 93: godwit.v1.ClusterService.ListMigrations:output_type -> godwit.v1.ListMigrationsResponse
+	41, // 94: godwit.v1.ClusterService.InspectMigration:output_type -> godwit.v1.Migration
+	41, // 95: godwit.v1.ClusterService.CancelMigration:output_type -> godwit.v1.Migration
+	46, // 96: godwit.v1.ClusterService.DrainNode:output_type -> godwit.v1.Drain
+	48, // 97: godwit.v1.ClusterService.WatchDrain:output_type -> godwit.v1.DrainProgress
+	46, // 98: godwit.v1.ClusterService.InspectDrain:output_type -> godwit.v1.Drain
+	25, // 99: godwit.v1.ClusterService.Events:output_type -> godwit.v1.Event
+	27, // 100: godwit.v1.ClusterService.Audit:output_type -> godwit.v1.AuditResponse
+	30, // 101: godwit.v1.NodeService.Register:output_type -> godwit.v1.RegisterResponse
+	34, // 102: godwit.v1.NodeService.Heartbeat:output_type -> godwit.v1.HeartbeatResponse
+	74, // [74:103] is the sub-list for method output_type
+	45, // [45:74] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_godwit_v1_cluster_proto_init() }
@@ -3535,7 +4066,7 @@ func file_godwit_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_cluster_proto_rawDesc), len(file_godwit_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -46,6 +46,9 @@ const (
 	ClusterService_ListMigrations_FullMethodName   = "/godwit.v1.ClusterService/ListMigrations"
 	ClusterService_InspectMigration_FullMethodName = "/godwit.v1.ClusterService/InspectMigration"
 	ClusterService_CancelMigration_FullMethodName  = "/godwit.v1.ClusterService/CancelMigration"
+	ClusterService_DrainNode_FullMethodName        = "/godwit.v1.ClusterService/DrainNode"
+	ClusterService_WatchDrain_FullMethodName       = "/godwit.v1.ClusterService/WatchDrain"
+	ClusterService_InspectDrain_FullMethodName     = "/godwit.v1.ClusterService/InspectDrain"
 	ClusterService_Events_FullMethodName           = "/godwit.v1.ClusterService/Events"
 	ClusterService_Audit_FullMethodName            = "/godwit.v1.ClusterService/Audit"
 )
@@ -90,6 +93,21 @@ type ClusterServiceClient interface {
 	InspectMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (*Migration, error)
 	// CancelMigration aborts a migration that has not committed yet.
 	CancelMigration(ctx context.Context, in *MigrationRef, opts ...grpc.CallOption) (*Migration, error)
+	// DrainNode empties a node for maintenance. The leader first checks
+	// that every container on the node can go somewhere (capacity shared
+	// among them, constraints, CPU features, a migration strategy in
+	// common); if any cannot, the call is refused with each one and why,
+	// and nothing changes. Otherwise the node becomes draining and the
+	// leader moves its containers, at most max_parallel at once; the call
+	// returns the drain's record at once and WatchDrain follows it.
+	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*Drain, error)
+	// WatchDrain streams a drain's progress (counts, the moves in flight
+	// and their bytes, an ETA) until it ends; the last message carries the
+	// final record.
+	WatchDrain(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DrainProgress], error)
+	// InspectDrain returns the node's drain: the running one, or the last
+	// one that ended.
+	InspectDrain(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (*Drain, error)
 	// Events streams the cluster's state changes from an index on.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 	// Audit lists the operator actions recorded in raft, newest last.
@@ -357,9 +375,48 @@ func (c *clusterServiceClient) CancelMigration(ctx context.Context, in *Migratio
 	return out, nil
 }
 
+func (c *clusterServiceClient) DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*Drain, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Drain)
+	err := c.cc.Invoke(ctx, ClusterService_DrainNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) WatchDrain(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DrainProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[5], ClusterService_WatchDrain_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NodeRef, DrainProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchDrainClient = grpc.ServerStreamingClient[DrainProgress]
+
+func (c *clusterServiceClient) InspectDrain(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (*Drain, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Drain)
+	err := c.cc.Invoke(ctx, ClusterService_InspectDrain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[5], ClusterService_Events_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[6], ClusterService_Events_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -426,6 +483,21 @@ type ClusterServiceServer interface {
 	InspectMigration(context.Context, *MigrationRef) (*Migration, error)
 	// CancelMigration aborts a migration that has not committed yet.
 	CancelMigration(context.Context, *MigrationRef) (*Migration, error)
+	// DrainNode empties a node for maintenance. The leader first checks
+	// that every container on the node can go somewhere (capacity shared
+	// among them, constraints, CPU features, a migration strategy in
+	// common); if any cannot, the call is refused with each one and why,
+	// and nothing changes. Otherwise the node becomes draining and the
+	// leader moves its containers, at most max_parallel at once; the call
+	// returns the drain's record at once and WatchDrain follows it.
+	DrainNode(context.Context, *DrainNodeRequest) (*Drain, error)
+	// WatchDrain streams a drain's progress (counts, the moves in flight
+	// and their bytes, an ETA) until it ends; the last message carries the
+	// final record.
+	WatchDrain(*NodeRef, grpc.ServerStreamingServer[DrainProgress]) error
+	// InspectDrain returns the node's drain: the running one, or the last
+	// one that ended.
+	InspectDrain(context.Context, *NodeRef) (*Drain, error)
 	// Events streams the cluster's state changes from an index on.
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	// Audit lists the operator actions recorded in raft, newest last.
@@ -505,6 +577,15 @@ func (UnimplementedClusterServiceServer) InspectMigration(context.Context, *Migr
 }
 func (UnimplementedClusterServiceServer) CancelMigration(context.Context, *MigrationRef) (*Migration, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelMigration not implemented")
+}
+func (UnimplementedClusterServiceServer) DrainNode(context.Context, *DrainNodeRequest) (*Drain, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainNode not implemented")
+}
+func (UnimplementedClusterServiceServer) WatchDrain(*NodeRef, grpc.ServerStreamingServer[DrainProgress]) error {
+	return status.Error(codes.Unimplemented, "method WatchDrain not implemented")
+}
+func (UnimplementedClusterServiceServer) InspectDrain(context.Context, *NodeRef) (*Drain, error) {
+	return nil, status.Error(codes.Unimplemented, "method InspectDrain not implemented")
 }
 func (UnimplementedClusterServiceServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
@@ -886,6 +967,53 @@ func _ClusterService_CancelMigration_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_DrainNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).DrainNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_DrainNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).DrainNode(ctx, req.(*DrainNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_WatchDrain_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NodeRef)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServiceServer).WatchDrain(m, &grpc.GenericServerStream[NodeRef, DrainProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchDrainServer = grpc.ServerStreamingServer[DrainProgress]
+
+func _ClusterService_InspectDrain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).InspectDrain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_InspectDrain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).InspectDrain(ctx, req.(*NodeRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(EventsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -991,6 +1119,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ClusterService_CancelMigration_Handler,
 		},
 		{
+			MethodName: "DrainNode",
+			Handler:    _ClusterService_DrainNode_Handler,
+		},
+		{
+			MethodName: "InspectDrain",
+			Handler:    _ClusterService_InspectDrain_Handler,
+		},
+		{
 			MethodName: "Audit",
 			Handler:    _ClusterService_Audit_Handler,
 		},
@@ -1019,6 +1155,11 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchMigration",
 			Handler:       _ClusterService_WatchMigration_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchDrain",
+			Handler:       _ClusterService_WatchDrain_Handler,
 			ServerStreams: true,
 		},
 		{
