@@ -80,6 +80,35 @@ func (o *globalOptions) callCluster(f func(pb.ClusterServiceClient) error) error
 		cfg = pki.RequirePeerRole(cfg, pki.RoleScheduler)
 		creds = credentials.NewTLS(cfg)
 	}
+	// Several schedulers may be named: the one that answered last goes
+	// first, and a scheduler that cannot be reached (its port refuses, its
+	// host is gone) hands the call to the next. Any other answer, errors
+	// included, is the cluster's.
+	addrs := strings.Split(t.addr, ",")
+	var last error
+	for i := range addrs {
+		k := (o.clusterPick + i) % len(addrs)
+		one := t
+		one.addr = addrs[k]
+		err := o.callOneScheduler(one, cfg, creds, f)
+		if len(addrs) == 1 || !errors.Is(err, errUnreachable) {
+			o.clusterPick = k
+			return err
+		}
+		last = err
+	}
+	return last
+}
+
+// unreachableError is advice about a scheduler that could not be
+// reached; it matches errUnreachable, so callCluster tries the next.
+type unreachableError struct{ msg string }
+
+func (e *unreachableError) Error() string        { return e.msg }
+func (e *unreachableError) Is(target error) bool { return target == errUnreachable }
+
+// callOneScheduler is callCluster on one scheduler's address.
+func (o *globalOptions) callOneScheduler(t target, cfg *tls.Config, creds credentials.TransportCredentials, f func(pb.ClusterServiceClient) error) error {
 	conn, err := grpc.NewClient(t.addr, append(rpc.DialOptions(), grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		return fmt.Errorf("scheduler address %q%s: %w", t.addr, t.fromNote(), err)
@@ -109,8 +138,8 @@ func (o *globalOptions) explainCluster(t target, cfg *tls.Config, err error) err
 			// said unavailable (no leader, shutting down).
 			return errors.New(st.Message())
 		case errors.Is(probe, errUnreachable):
-			return fmt.Errorf("cannot reach the scheduler at %s%s (%s): is `godwit scheduler` running there? %s",
-				t.addr, t.fromNote(), st.Message(), targetAdvice(t))
+			return &unreachableError{fmt.Sprintf("cannot reach the scheduler at %s%s (%s): is `godwit scheduler` running there? %s",
+				t.addr, t.fromNote(), st.Message(), targetAdvice(t))}
 		}
 		return fmt.Errorf("the scheduler at %s%s: %w%s", t.addr, t.fromNote(), probe, t.tlsFilesNote())
 	case codes.Canceled:

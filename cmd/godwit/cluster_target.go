@@ -133,7 +133,8 @@ func resolveTarget(in targetInputs) (target, error) {
 // runs so that messages can name it.
 func addClusterFlags(root *cobra.Command, o *globalOptions) {
 	root.PersistentFlags().StringVar(&o.clusterAddr, "addr", "",
-		"address of a scheduler of the cluster to talk to (env "+envClusterAddr+"); default: the current context's (see `godwit context`)")
+		"address of a scheduler of the cluster to talk to, or several separated by commas, tried in turn when one cannot be reached (env "+
+			envClusterAddr+"); default: the current context's (see `godwit context`)")
 	o.flags = root.PersistentFlags()
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		o.command = cmd

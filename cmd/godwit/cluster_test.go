@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -547,5 +548,27 @@ func TestCommandsOfTheOtherMode(t *testing.T) {
 				t.Errorf("it called out before refusing: %v", err)
 			}
 		})
+	}
+}
+
+func TestASchedulerThatCannotBeReachedHandsTheCallToTheNext(t *testing.T) {
+	addr := startCluster(t, sampleCluster())
+	// A port nothing listens on: the first scheduler is down.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	out, _, err := runCLI(t, "--addr", down+","+addr, "node", "ls")
+	if err != nil {
+		t.Fatalf("node ls with the first scheduler down: %v", err)
+	}
+	if !strings.Contains(out, "n1") {
+		t.Errorf("node ls = %q, want the nodes from the second scheduler", out)
+	}
+	// Every scheduler down: the error names the last one tried.
+	if _, _, err := runCLI(t, "--addr", down+","+down, "node", "ls"); err == nil || !strings.Contains(err.Error(), "cannot reach the scheduler") {
+		t.Errorf("node ls with every scheduler down: %v, want cannot reach", err)
 	}
 }

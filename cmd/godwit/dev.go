@@ -258,7 +258,13 @@ func devUp(ctx context.Context, p devPlan, out io.Writer, log *slog.Logger) (err
 		return err
 	}
 
-	cc := clictx.Context{Name: name, Addr: schedulers[0].Addr(), Insecure: p.insecure}
+	// Every scheduler's address: the CLI goes on with the next when one
+	// is down.
+	addrs := make([]string, len(schedulers))
+	for i, s := range schedulers {
+		addrs[i] = s.Addr()
+	}
+	cc := clictx.Context{Name: name, Addr: strings.Join(addrs, ","), Insecure: p.insecure}
 	if !p.insecure {
 		cc.TLS = c.TLSFiles()
 	}

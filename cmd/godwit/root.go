@@ -19,6 +19,9 @@ type globalOptions struct {
 	// Which of it, --agent and the current context a command talks to is
 	// target's choice (cluster_target.go).
 	clusterAddr string
+	// clusterPick is which of the cluster target's addresses answered
+	// last (callCluster tries it first).
+	clusterPick int
 	// flags are the root's persistent flags, which tell a flag given on
 	// the command line from its default; nil for an options copy that
 	// talks to one agent (withAgent).

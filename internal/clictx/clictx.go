@@ -49,7 +49,8 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 // how to reach it.
 type Context struct {
 	Name string
-	// Addr is a scheduler's gRPC address, host:port.
+	// Addr is the schedulers' gRPC addresses, host:port, comma-separated:
+	// the CLI tries the next when one cannot be reached.
 	Addr string
 	// TLS are the CLI's CA, certificate and key for the cluster: all
 	// three, or none when Insecure. Save makes them absolute paths.
@@ -64,8 +65,10 @@ func (c Context) Validate() error {
 	if !validName.MatchString(c.Name) {
 		return fmt.Errorf("%w: name %q: use letters, digits, '.', '_' and '-', starting with a letter or digit", ErrInvalid, c.Name)
 	}
-	if host, port, err := net.SplitHostPort(c.Addr); err != nil || host == "" || port == "" {
-		return fmt.Errorf("%w: context %s: address %q: want HOST:PORT", ErrInvalid, c.Name, c.Addr)
+	for _, addr := range strings.Split(c.Addr, ",") {
+		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+			return fmt.Errorf("%w: context %s: address %q: want HOST:PORT, or several separated by commas", ErrInvalid, c.Name, addr)
+		}
 	}
 	switch missing := c.TLS.Missing(); {
 	case c.Insecure && len(missing) < 3:
