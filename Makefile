@@ -6,7 +6,7 @@ GO ?= go
 BIN := bin/godwit
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint bench-migrate bench-scheduler clean
+.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint bench-migrate bench-scheduler clean soak
 
 all: build
 
@@ -40,6 +40,14 @@ test: deps proto-check vet build
 # unit runs only the fast tests that need no root.
 unit:
 	$(GO) test -short -count=1 ./...
+
+# soak runs the fault-injection cluster tests (cluster-tests/
+# cluster_faults_test.go) with seeds 1..SEEDS of every scenario instead of
+# `make test`'s few; a failing seed is printed with the command that
+# replays it alone (docs/testing.md). It needs root; about a minute a seed.
+SEEDS ?= 100
+soak: build
+	GODWIT_SOAK_SEEDS=$(SEEDS) $(GO) test -count=1 -timeout 0 -v -run '^TestClusterFaults$$' ./cluster-tests
 
 demo: build
 	./scripts/demo.sh

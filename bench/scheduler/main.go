@@ -19,9 +19,10 @@
 //     snapshotted, measured in a child process of its own, against the
 //     same process before the fill;
 //   - placement alone, per decision, on that state (binpack and spread),
-//     read through state.Snapshot and, as a floor, from plain Go maps
-//     holding the same state, against the time a placement may take at
-//     the target rate.
+//     read through a fresh state.Snapshot per decision, one per 256
+//     decisions (a full batch of the Placer) and, as a floor, from plain
+//     Go maps holding the same state, against the time a placement may
+//     take at the target rate.
 //
 // It needs neither root nor a godwit binary, and removes what it wrote:
 //

@@ -288,7 +288,7 @@ func TestReportVerdicts(t *testing.T) {
 	for _, want := range []string{
 		"through the scheduler's placement queue (what Run calls): NOT met, 4000 a second (256 callers)",
 		"the benchmark's own loop, placement included: NOT met, 900 a second (batches of 64)",
-		"| 256 | raft, 3 voters, bolt (fsync) | 4000 | 4000–4000 | 1.0 ms | 1.0 ms | 250 µs | 4000.0 | 0% |",
+		"| 256 | raft, 3 voters, bolt (fsync) | 4000 | 4000–4000 | 1.0 ms | 1.0 ms | 250 µs | 4000.0 | 0% | 0% |",
 		"the nodes chosen ahead (raft and the FSM alone): met, 6000 a second",
 		// Over the target at the peak misses it, however low it settles.
 		"NOT met, 200.0 MiB after the fill (600.0 MiB at the peak)",

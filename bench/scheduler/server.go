@@ -48,8 +48,9 @@ func (b placerBackend) Apply(ctx context.Context, cmd fsm.Command) (any, error) 
 // has passed; then it checks that the state holds all of them within
 // capacity and that the replicas agree. A sample's latencies are each
 // call's, from Place to its answer (the wait for the batch, the
-// decision and the commit), its entries the Placer's batches and its
-// placing the Placer's time deciding.
+// decision and the commit), its entries the Placer's batches, its
+// placing and verifying the Placer's time deciding and confirming its
+// leadership.
 func measureServer(ctx context.Context, c committer, cfg loadConfig, log *slog.Logger) (throughputSample, error) {
 	p := server.NewPlacer(server.PlacerConfig{Backend: placerBackend{c}, Logger: quiet(log)})
 	runCtx, stop := context.WithCancel(ctx)
@@ -98,7 +99,7 @@ func measureServer(ctx context.Context, c committer, cfg loadConfig, log *slog.L
 	s.cpu = cpuTime() - cpu0
 	stats := p.Stats()
 	s.entries = int(stats.Batches)
-	s.placing = stats.Deciding
+	s.placing, s.verifying = stats.Deciding, stats.Verifying
 	s.placements = int(placed.Load())
 	if err := errors.Join(errs...); err != nil {
 		return s, err

@@ -285,6 +285,9 @@ type throughputSample struct {
 	// are serialised, so placing over elapsed is the share of the
 	// measurement the leader spent deciding.
 	placing time.Duration
+	// verifying is the time the server's Placer spent confirming its
+	// leadership before each batch (decideServer only).
+	verifying time.Duration
 	// cpu is the process's user and system time over the measurement:
 	// every replica's, since all run in this process.
 	cpu time.Duration

@@ -70,21 +70,26 @@ type PlacerStats struct {
 	// Batches is how many raft entries it proposed, Placed how many
 	// containers they committed.
 	Batches, Placed int64
-	// Deciding is the time spent verifying leadership and deciding,
-	// Committing the time spent waiting for the entries to commit.
-	Deciding, Committing time.Duration
+	// Verifying is the time spent confirming leadership before each
+	// batch (PlaceBackend.VerifyLeader), Deciding the time spent deciding
+	// (placement and the snapshot's reads), Committing the time entries
+	// took to commit, summed over entries (which commit while others are
+	// decided, and with each other).
+	Verifying, Deciding, Committing time.Duration
 }
 
 // Placer is the leader's placement queue. Placement decides on a snapshot
-// and the FSM does not check capacity, so placements must not overlap
-// from the snapshot to the commit: two decided on one snapshot would
-// count on the same room. Rather than one at a time (a decision on 1,000
-// nodes and a raft commit each), the Placer takes every call waiting, up
-// to MaxBatch, decides them in order on one snapshot, each decision
-// reserved (placement.Reserve) before the next, commits them as one
-// fsm.PlaceContainers entry, and answers each caller with its own
-// outcome. The next batch starts after that commit, on a snapshot that
-// holds it.
+// and the FSM does not check capacity, so no decision may count on room
+// that another, not committed yet, took. Rather than one Run at a time
+// from the snapshot to the commit (a decision on 1,000 nodes, then a raft
+// commit, each), the Placer takes every call waiting, up to MaxBatch,
+// decides them in order on one snapshot, each decision reserved
+// (placement.Reserve) before the next, proposes them as one
+// fsm.PlaceContainers entry, and answers each caller with its own outcome
+// once it commits. Decisions stay serialised, in one goroutine; commits
+// overlap them: while a batch commits the next is decided, on a snapshot
+// plus what the batches still committing reserved (placeInFlight of them
+// at most).
 type Placer struct {
 	b        PlaceBackend
 	maxBatch int
@@ -140,8 +145,8 @@ func early(err error) error { return &refusedEarly{err: err} }
 // Place queues req and waits for the batch that takes it to commit. The
 // error is a gRPC status error: ResourceExhausted when no node can take
 // the container, FailedPrecondition when no node that can holds its
-// image, AlreadyExists for a name taken (by a committed container or by
-// an earlier call of the same batch), Unavailable when this replica does
+// image, AlreadyExists for a name taken (by a committed container, one
+// committing, or an earlier call of the same batch), Unavailable when this replica does
 // not lead or stops, or the commit's error (stateError). A caller whose
 // ctx ends while queued leaves the queue with ctx's error; once its batch
 // has taken it, Place waits for the commit, bounded by the apply timeout,
@@ -179,23 +184,49 @@ func (p *Placer) Place(ctx context.Context, req PlaceRequest) (Placed, error) {
 // errPlacerStopped answers the calls of a scheduler that stops.
 var errPlacerStopped = status.Error(codes.Unavailable, "this scheduler is stopping: retry, another scheduler takes over as leader")
 
+// placeInFlight is how many batches may be committing at once. With two,
+// the next batch is decided, and proposed, while the last one commits:
+// deciding and committing overlap instead of taking turns, and raft
+// appends both in one write when they meet.
+const placeInFlight = 2
+
 // Run places the queued calls, batch after batch, until ctx ends; then
-// it refuses those still queued and every later one. One goroutine runs
-// it, for the Placer's life.
+// it waits for the batches committing, and refuses the calls still
+// queued and every later one. One goroutine runs it, for the Placer's
+// life.
 func (p *Placer) Run(ctx context.Context) {
-	defer p.stop()
+	done := make(chan *flight, placeInFlight)
+	var flying []*flight
+	defer func() {
+		for ; len(flying) > 0; flying = flying[1:] {
+			p.finish(<-done)
+		}
+		p.stop()
+	}()
 	for {
+		// With every slot taken, a wake-up waits in its channel until a
+		// batch has committed.
+		wake := p.wake
+		if len(flying) == placeInFlight {
+			wake = nil
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-p.wake:
+		case f := <-done:
+			p.finish(f)
+			flying = slices.DeleteFunc(flying, func(g *flight) bool { return g == f })
+		case <-wake:
 		}
-		for ctx.Err() == nil {
-			batch := p.take()
-			if len(batch) == 0 {
+		for len(flying) < placeInFlight && ctx.Err() == nil {
+			calls := p.take()
+			if len(calls) == 0 {
 				break
 			}
-			p.placeBatch(ctx, batch)
+			if f := p.decideBatch(ctx, calls, flying); f != nil {
+				flying = append(flying, f)
+				go p.commit(ctx, f, done)
+			}
 		}
 	}
 }
@@ -230,16 +261,49 @@ func (p *Placer) Stats() PlacerStats {
 	return p.stats
 }
 
-// decided is a call whose container is in the batch's entry.
+// decided is a call whose container is in a batch's entry.
 type decided struct {
 	call   *placeCall
 	placed Placed
 }
 
-// placeBatch decides calls in order on one snapshot and commits those
-// that found a node as one entry; it answers every call.
-func (p *Placer) placeBatch(ctx context.Context, calls []*placeCall) {
+// flight is a batch proposed and not answered yet.
+type flight struct {
+	batch []decided
+	cmd   *fsm.PlaceContainers
+	// Set by commit: the entry's result and how long it took.
+	v    any
+	err  error
+	took time.Duration
+}
+
+// committedIn reports whether snap holds f's entry: the FSM applies an
+// entry whole, so one of its containers is enough to tell. (An entry
+// that refused every container cannot be told from one not applied yet:
+// its reservations count until it is answered, which may refuse room for
+// a moment, never overcommit.)
+func (f *flight) committedIn(snap *state.Snapshot) bool {
+	for _, d := range f.batch {
+		if _, ok := snap.ContainerByID(d.placed.ID); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// decideBatch decides calls in order on one snapshot, each decision
+// reserved before the next on top of what the batches still committing
+// hold, and returns the flight to commit for those that found a node;
+// nil when none did. Every other call is answered.
+func (p *Placer) decideBatch(ctx context.Context, calls []*placeCall, flying []*flight) *flight {
+	var verifying time.Duration
 	start := time.Now()
+	defer func() {
+		p.mu.Lock()
+		p.stats.Verifying += verifying
+		p.stats.Deciding += time.Since(start) - verifying
+		p.mu.Unlock()
+	}()
 	live := calls[:0]
 	for _, c := range calls {
 		if err := c.ctx.Err(); err != nil {
@@ -249,20 +313,31 @@ func (p *Placer) placeBatch(ctx context.Context, calls []*placeCall) {
 		live = append(live, c)
 	}
 	if len(live) == 0 {
-		return
+		return nil
 	}
-	if err := p.b.VerifyLeader(ctx); err != nil {
+	verifyStart := time.Now()
+	err := p.b.VerifyLeader(ctx)
+	verifying = time.Since(verifyStart)
+	if err != nil {
 		for _, c := range live {
 			c.answer(Placed{}, early(stateError(err)))
 		}
-		return
+		return nil
 	}
 	snap := p.b.Snapshot()
 	var held placement.Reservations
-	view := placement.Reserve(snap, &held)
 	names := make(map[string]bool, len(live))
-	cmd := &fsm.PlaceContainers{Containers: make([]fsm.NewContainer, 0, len(live))}
-	batch := make([]decided, 0, len(live))
+	for _, f := range flying {
+		counted := f.committedIn(snap)
+		for _, d := range f.batch {
+			names[d.placed.Name] = true
+			if !counted {
+				held.Add(d.placed.Decision.Node, d.call.req.Spec.Request)
+			}
+		}
+	}
+	view := placement.Reserve(snap, &held)
+	f := &flight{cmd: &fsm.PlaceContainers{Containers: make([]fsm.NewContainer, 0, len(live))}}
 	for _, c := range live {
 		placed, err := decide(snap, view, names, c.req)
 		if err != nil {
@@ -271,48 +346,51 @@ func (p *Placer) placeBatch(ctx context.Context, calls []*placeCall) {
 		}
 		held.Add(placed.Decision.Node, c.req.Spec.Request)
 		names[placed.Name] = true
-		cmd.Containers = append(cmd.Containers, fsm.NewContainer{ID: placed.ID, Name: placed.Name, Spec: c.req.Spec, Node: placed.Decision.Node})
-		batch = append(batch, decided{call: c, placed: placed})
+		f.cmd.Containers = append(f.cmd.Containers, fsm.NewContainer{ID: placed.ID, Name: placed.Name, Spec: c.req.Spec, Node: placed.Decision.Node})
+		f.batch = append(f.batch, decided{call: c, placed: placed})
 	}
-	committing := time.Now()
-	defer func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.stats.Deciding += committing.Sub(start)
-		if len(batch) > 0 {
-			p.stats.Batches++
-			p.stats.Committing += time.Since(committing)
-		}
-	}()
-	if len(batch) == 0 {
-		return
+	if len(f.batch) == 0 {
+		return nil
 	}
+	f.cmd.At = time.Now()
+	return f
+}
 
-	cmd.At = time.Now()
-	v, err := p.b.Apply(ctx, cmd)
-	outcomes, ok := v.([]fsm.PlaceOutcome)
-	if err == nil && (!ok || len(outcomes) != len(batch)) {
-		err = fmt.Errorf("placement of %d containers answered %T of %d", len(batch), v, len(outcomes))
-	}
-	if err != nil {
-		p.log.Warn("commit a batch of placements", "containers", len(batch), "err", err)
-		for _, d := range batch {
-			d.call.answer(d.placed, stateError(err))
-		}
-		return
+// commit proposes f's entry, waits for it, and hands f back to Run.
+func (p *Placer) commit(ctx context.Context, f *flight, done chan<- *flight) {
+	start := time.Now()
+	f.v, f.err = p.b.Apply(ctx, f.cmd)
+	f.took = time.Since(start)
+	done <- f
+}
+
+// finish answers the calls of a committed (or failed) flight.
+func (p *Placer) finish(f *flight) {
+	outcomes, ok := f.v.([]fsm.PlaceOutcome)
+	err := f.err
+	if err == nil && (!ok || len(outcomes) != len(f.batch)) {
+		err = fmt.Errorf("placement of %d containers answered %T of %d", len(f.batch), f.v, len(outcomes))
 	}
 	var placed int64
-	for i, d := range batch {
-		if err := outcomes[i].Err; err != nil {
+	for i, d := range f.batch {
+		switch {
+		case err != nil:
 			d.call.answer(d.placed, stateError(err))
-			continue
+		case outcomes[i].Err != nil:
+			d.call.answer(d.placed, stateError(outcomes[i].Err))
+		default:
+			placed++
+			d.call.answer(d.placed, nil)
 		}
-		placed++
-		d.call.answer(d.placed, nil)
+	}
+	if err != nil {
+		p.log.Warn("commit a batch of placements", "containers", len(f.batch), "err", err)
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stats.Batches++
 	p.stats.Placed += placed
-	p.mu.Unlock()
+	p.stats.Committing += f.took
 }
 
 // decide places one call's container on view (the batch's snapshot with

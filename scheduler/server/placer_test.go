@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,9 +38,11 @@ type fakeBackend struct {
 	batches [][]fsm.NewContainer
 
 	verify func(ctx context.Context) error
-	// beforeApply runs before each command is applied; refusing it
-	// returns its error instead.
+	// beforeApply runs before a command is applied; its error is
+	// returned instead. afterApply runs once it is applied, before Apply
+	// returns.
 	beforeApply func(cmd fsm.Command) error
+	afterApply  func(cmd fsm.Command)
 }
 
 func newFakeBackend(t *testing.T) *fakeBackend {
@@ -92,12 +96,15 @@ func (b *fakeBackend) Apply(ctx context.Context, cmd fsm.Command) (any, error) {
 		return nil, err
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.index++
 	if pc, ok := cmd.(*fsm.PlaceContainers); ok {
 		b.batches = append(b.batches, pc.Containers)
 	}
 	r := b.fsm.Apply(&raft.Log{Index: b.index, Term: 1, Type: raft.LogCommand, Data: data}).(fsm.Result)
+	b.mu.Unlock()
+	if b.afterApply != nil {
+		b.afterApply(cmd)
+	}
 	return r.Value, r.Err
 }
 
@@ -105,6 +112,40 @@ func (b *fakeBackend) placeBatches() [][]fsm.NewContainer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return slices.Clone(b.batches)
+}
+
+// gate holds placements in Apply until it opens: before the FSM applies
+// them (not committed yet), or after (committed, not answered yet).
+type gate struct {
+	open    chan struct{}
+	once    sync.Once
+	waiting atomic.Int32
+}
+
+// holdPlacements makes every PlaceContainers wait at the gate, before the
+// FSM applies it or, with applied, after.
+func (b *fakeBackend) holdPlacements(applied bool) *gate {
+	g := &gate{open: make(chan struct{})}
+	wait := func(cmd fsm.Command) {
+		if _, ok := cmd.(*fsm.PlaceContainers); ok {
+			g.waiting.Add(1)
+			<-g.open
+		}
+	}
+	if applied {
+		b.afterApply = wait
+	} else {
+		b.beforeApply = func(cmd fsm.Command) error { wait(cmd); return nil }
+	}
+	return g
+}
+
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
+
+// waitHeld waits until n placements wait at the gate.
+func (g *gate) waitHeld(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, placerTestWait, fmt.Sprintf("%d entries to wait at the gate", n), func() bool { return int(g.waiting.Load()) == n })
 }
 
 // startPlacer runs a Placer on b until the test ends.
@@ -123,25 +164,6 @@ func startPlacer(t *testing.T, b PlaceBackend, maxBatch int) *Placer {
 	return p
 }
 
-// holdFirstBatch makes b's first PlaceContainers wait until the returned
-// release is called; held is closed once it waits. Meanwhile Place calls
-// queue up for the next batch.
-func holdFirstBatch(b *fakeBackend) (held <-chan struct{}, release func()) {
-	h, r := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	b.beforeApply = func(cmd fsm.Command) error {
-		if _, ok := cmd.(*fsm.PlaceContainers); ok {
-			once.Do(func() {
-				close(h)
-				<-r
-			})
-		}
-		return nil
-	}
-	var ro sync.Once
-	return h, func() { ro.Do(func() { close(r) }) }
-}
-
 func busybox(milliCPU int64) PlaceRequest {
 	return PlaceRequest{Spec: state.ContainerSpec{Image: "busybox", Request: state.Resources{MilliCPU: milliCPU, MemoryBytes: 64 << 20}}}
 }
@@ -151,33 +173,32 @@ func named(r PlaceRequest, name string) PlaceRequest {
 	return r
 }
 
-// placeAll calls Place for each request from its own goroutine, once the
-// first batch holds, and returns the outcomes in order.
-func placeAll(t *testing.T, p *Placer, held <-chan struct{}, release func(), first PlaceRequest, reqs []PlaceRequest) (Placed, error, []Placed, []error) {
-	t.Helper()
-	var firstPlaced Placed
-	var firstErr error
-	firstDone := make(chan struct{})
+// outcome is one Place call's answer.
+type outcome struct {
+	placed Placed
+	err    error
+}
+
+// placeAsync calls Place from a goroutine of its own.
+func placeAsync(ctx context.Context, p *Placer, req PlaceRequest) <-chan outcome {
+	out := make(chan outcome, 1)
 	go func() {
-		defer close(firstDone)
-		firstPlaced, firstErr = p.Place(context.Background(), first)
+		placed, err := p.Place(ctx, req)
+		out <- outcome{placed, err}
 	}()
+	return out
+}
+
+// await returns a call's answer, failing the test if it takes too long.
+func await(t *testing.T, what string, c <-chan outcome) outcome {
+	t.Helper()
 	select {
-	case <-held:
+	case o := <-c:
+		return o
 	case <-time.After(placerTestWait):
-		t.Fatal("the first batch never reached its commit")
+		t.Fatalf("%s: no answer within %s", what, placerTestWait)
+		return outcome{}
 	}
-	placed, errs := make([]Placed, len(reqs)), make([]error, len(reqs))
-	var wg sync.WaitGroup
-	for i, r := range reqs {
-		// One at a time, so that they queue in order.
-		wg.Go(func() { placed[i], errs[i] = p.Place(context.Background(), r) })
-		waitQueued(t, p, i+1)
-	}
-	release()
-	wg.Wait()
-	<-firstDone
-	return firstPlaced, firstErr, placed, errs
 }
 
 // waitQueued waits until n calls wait in p's queue.
@@ -190,89 +211,128 @@ func waitQueued(t *testing.T, p *Placer, n int) {
 	})
 }
 
-// TestPlacerBatchesNeverOvercommit queues calls while a batch commits:
-// they go as one entry, decided on one snapshot, and the node takes only
-// what it has room for.
-func TestPlacerBatchesNeverOvercommit(t *testing.T) {
-	b := newFakeBackend(t)
-	b.node("n1", 1000, "busybox:latest")
-	held, release := holdFirstBatch(b)
-	defer release()
-	p := startPlacer(t, b, 0)
-
-	// 0.3 CPU each on a 1-CPU node: the first takes 0.3, three more fit.
-	reqs := make([]PlaceRequest, 9)
-	for i := range reqs {
-		reqs[i] = named(busybox(300), fmt.Sprintf("c%d", i))
-	}
-	firstPlaced, firstErr, placed, errs := placeAll(t, p, held, release, named(busybox(300), "first"), reqs)
-	if firstErr != nil || firstPlaced.Decision.Node != "n1" {
-		t.Fatalf("first call: %+v, %v; want it placed on n1", firstPlaced, firstErr)
-	}
-	var ok []string
-	for i, err := range errs {
-		switch status.Code(err) {
-		case codes.OK:
-			ok = append(ok, placed[i].Name)
-			if placed[i].ID == "" || placed[i].Decision.Node != "n1" {
-				t.Errorf("call %d placed as %+v", i, placed[i])
-			}
-		case codes.ResourceExhausted:
-		default:
-			t.Errorf("call %d: %v, want placed or ResourceExhausted", i, err)
-		}
-	}
-	// Decided in queue order: the first two of the batch fit.
-	if want := []string{"c0", "c1"}; !slices.Equal(ok, want) {
-		t.Errorf("placed %v, want %v (0.3 CPU free for each of the first two)", ok, want)
-	}
-	if got := b.Snapshot().Allocated("n1").MilliCPU; got != 900 {
-		t.Errorf("n1 holds %d milli-CPU, want 900 of its 1000", got)
-	}
-	batches := b.placeBatches()
-	if len(batches) != 2 || len(batches[1]) != 2 {
-		t.Errorf("entries of %v containers, want 1 then 2 (the queued calls in one entry)", batchSizes(batches))
-	}
-	if st := p.Stats(); st.Batches != 2 || st.Placed != 3 {
-		t.Errorf("stats %+v, want 2 batches and 3 placed", st)
-	}
-}
-
-func batchSizes(bs [][]fsm.NewContainer) []int {
-	var out []int
-	for _, b := range bs {
-		out = append(out, len(b))
+// fillSlots proposes one placement per slot, each of its own entry held
+// at g, and returns their answers to come: later calls queue.
+func fillSlots(t *testing.T, p *Placer, g *gate, reqs ...PlaceRequest) []<-chan outcome {
+	t.Helper()
+	var out []<-chan outcome
+	already := int(g.waiting.Load())
+	for i, r := range reqs {
+		out = append(out, placeAsync(context.Background(), p, r))
+		g.waitHeld(t, already+i+1)
 	}
 	return out
 }
 
-// TestPlacerMaxBatch checks that no entry holds more than MaxBatch
-// containers, and that every queued call is served in order.
-func TestPlacerMaxBatch(t *testing.T) {
+// TestPlacerNeverOvercommits decides placements while others commit:
+// each counts what the entries still committing reserved, but an entry
+// the snapshot already holds only once.
+func TestPlacerNeverOvercommits(t *testing.T) {
+	tests := []struct {
+		name string
+		// applied: the held entries are in the state, not answered yet.
+		applied bool
+		// second is what a call asks while the first (600 milli-CPU of the
+		// node's 1000) is held.
+		second int64
+		want   codes.Code
+	}{
+		{"the committing entry's reservation counts", false, 600, codes.ResourceExhausted},
+		{"the committing entry's reservation leaves room", false, 400, codes.OK},
+		{"an entry the snapshot holds counts once", true, 400, codes.OK},
+		{"an entry the snapshot holds counts", true, 600, codes.ResourceExhausted},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBackend(t)
+			b.node("n1", 1000, "busybox:latest")
+			g := b.holdPlacements(tc.applied)
+			defer g.release()
+			p := startPlacer(t, b, 0)
+			first := fillSlots(t, p, g, named(busybox(600), "first"))
+			second := placeAsync(context.Background(), p, named(busybox(tc.second), "second"))
+			if tc.want != codes.OK {
+				// Refused while the first still commits.
+				if o := await(t, "second call", second); status.Code(o.err) != tc.want {
+					t.Errorf("second call: %v, want %s", o.err, tc.want)
+				}
+				g.release()
+			} else {
+				g.waitHeld(t, 2)
+				g.release()
+				if o := await(t, "second call", second); o.err != nil {
+					t.Errorf("second call: %v, want it placed", o.err)
+				}
+			}
+			if o := await(t, "first call", first[0]); o.err != nil {
+				t.Errorf("first call: %v", o.err)
+			}
+			if got := b.Snapshot().Allocated("n1").MilliCPU; got > 1000 {
+				t.Errorf("n1 holds %d milli-CPU of its 1000", got)
+			}
+		})
+	}
+}
+
+// TestPlacerBatchesQueuedCalls queues calls while every slot commits:
+// they go as entries of at most MaxBatch, decided in queue order on one
+// snapshot each, and a node takes only what it has room for.
+func TestPlacerBatchesQueuedCalls(t *testing.T) {
 	b := newFakeBackend(t)
-	b.node("n1", 100000, "busybox:latest")
-	held, release := holdFirstBatch(b)
-	defer release()
+	b.node("n1", 2000, "busybox:latest")
+	g := b.holdPlacements(false)
+	defer g.release()
 	p := startPlacer(t, b, 4)
-	reqs := make([]PlaceRequest, 10)
-	for i := range reqs {
-		reqs[i] = named(busybox(10), fmt.Sprintf("c%02d", i))
+	held := fillSlots(t, p, g, named(busybox(100), "a"), named(busybox(100), "b"))
+
+	// 1800 milli-CPU left: the first nine of ten calls of 200 fit.
+	var queued []<-chan outcome
+	for i := range 10 {
+		queued = append(queued, placeAsync(context.Background(), p, named(busybox(200), fmt.Sprintf("c%d", i))))
+		waitQueued(t, p, i+1) // one at a time, so that they queue in order
 	}
-	_, firstErr, _, errs := placeAll(t, p, held, release, named(busybox(10), "first"), reqs)
-	if err := errors.Join(append(errs, firstErr)...); err != nil {
-		t.Fatalf("placements failed: %v", err)
-	}
-	if got, want := batchSizes(b.placeBatches()), []int{1, 4, 4, 2}; !slices.Equal(got, want) {
-		t.Errorf("entries of %v containers, want %v", got, want)
-	}
-	var order []string
-	for _, batch := range b.placeBatches()[1:] {
-		for _, c := range batch {
-			order = append(order, c.Name)
+	g.release()
+	for i, c := range held {
+		if o := await(t, "a slot's call", c); o.err != nil {
+			t.Errorf("call %d: %v", i, o.err)
 		}
 	}
-	if !slices.IsSorted(order) {
-		t.Errorf("committed in the order %v, want the order of the queue", order)
+	var placed []string
+	for i, c := range queued {
+		o := await(t, fmt.Sprintf("call c%d", i), c)
+		switch status.Code(o.err) {
+		case codes.OK:
+			placed = append(placed, o.placed.Name)
+		case codes.ResourceExhausted:
+		default:
+			t.Errorf("call c%d: %v, want placed or ResourceExhausted", i, o.err)
+		}
+	}
+	if want := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"}; !slices.Equal(placed, want) {
+		t.Errorf("placed %v, want %v: decided in queue order while there was room", placed, want)
+	}
+	if got := b.Snapshot().Allocated("n1").MilliCPU; got != 2000 {
+		t.Errorf("n1 holds %d milli-CPU, want all its 2000", got)
+	}
+	// Entries: a and b, then the queue in batches of four (the last one
+	// holding what fitted of c8 and c9).
+	var sizes []int
+	var names []string
+	for _, bt := range b.placeBatches() {
+		sizes = append(sizes, len(bt))
+		for _, c := range bt {
+			names = append(names, c.Name)
+		}
+	}
+	slices.Sort(sizes)
+	if want := []int{1, 1, 1, 4, 4}; !slices.Equal(sizes, want) {
+		t.Errorf("entries of %v containers, want %v", sizes, want)
+	}
+	if st := p.Stats(); st.Batches != 5 || st.Placed != 11 {
+		t.Errorf("stats %+v, want 5 entries and 11 placed", st)
+	}
+	if got := strings.Join(names, " "); !strings.Contains(got, "c0 c1 c2 c3") || !strings.Contains(got, "c4 c5 c6 c7") {
+		t.Errorf("entries %q: want c0-c3 and c4-c7 each in one, in order", got)
 	}
 }
 
@@ -288,12 +348,17 @@ func TestPlacerRefusals(t *testing.T) {
 		// audited: Run records the refusal (it got past the checks that
 		// come before placement).
 		audited bool
+		// committed: the container reached the commit, so the answer
+		// names it for the audit log.
+		committed bool
 	}{
 		{
-			name:  "a name taken by a committed container",
-			setup: func(b *fakeBackend) { b.commit(&fsm.PlaceContainers{Containers: []fsm.NewContainer{{ID: "x", Name: "web", Spec: busybox(10).Spec, Node: "n1"}}, At: time.Now()}) },
-			req:   named(busybox(10), "web"),
-			code:  codes.AlreadyExists,
+			name: "a name taken by a committed container",
+			setup: func(b *fakeBackend) {
+				b.commit(&fsm.PlaceContainers{Containers: []fsm.NewContainer{{ID: "x", Name: "web", Spec: busybox(10).Spec, Node: "n1"}}, At: time.Now()})
+			},
+			req:  named(busybox(10), "web"),
+			code: codes.AlreadyExists,
 		},
 		{
 			name:  "not the leader",
@@ -324,9 +389,10 @@ func TestPlacerRefusals(t *testing.T) {
 			setup: func(b *fakeBackend) {
 				b.beforeApply = func(fsm.Command) error { return ErrLeadershipLost }
 			},
-			req:     busybox(10),
-			code:    codes.Unavailable,
-			audited: true,
+			req:       busybox(10),
+			code:      codes.Unavailable,
+			audited:   true,
+			committed: true,
 		},
 		{
 			name: "the FSM refuses the container",
@@ -340,9 +406,10 @@ func TestPlacerRefusals(t *testing.T) {
 					return nil
 				}
 			},
-			req:     busybox(10),
-			code:    codes.Internal,
-			audited: true,
+			req:       busybox(10),
+			code:      codes.Internal,
+			audited:   true,
+			committed: true,
 		},
 	}
 	for _, tc := range tests {
@@ -363,8 +430,8 @@ func TestPlacerRefusals(t *testing.T) {
 			if audited := !errors.As(err, &re); audited != tc.audited {
 				t.Errorf("audited %t, want %t", audited, tc.audited)
 			}
-			if tc.audited && tc.code != codes.ResourceExhausted && tc.code != codes.FailedPrecondition && tc.code != codes.InvalidArgument && placed.Name == "" {
-				t.Errorf("a failed commit did not say the container's name")
+			if named := placed.Name != "" && placed.ID != ""; named != tc.committed {
+				t.Errorf("the answer names the container %q (ID %q); want a name only for a container that reached the commit", placed.Name, placed.ID)
 			}
 			if n := len(b.Snapshot().ContainersOn("n1")); n > 1 || n == 1 && tc.name != "a name taken by a committed container" {
 				t.Errorf("n1 holds %d containers after a refusal", n)
@@ -373,57 +440,59 @@ func TestPlacerRefusals(t *testing.T) {
 	}
 }
 
-// TestPlacerSameNameInOneBatch: of two calls in one batch with the same
-// name, the second is refused as if the first had committed.
-func TestPlacerSameNameInOneBatch(t *testing.T) {
+// TestPlacerSameName: a name taken by a call committing, or by an earlier
+// call of the same batch, is refused as if that call had committed.
+func TestPlacerSameName(t *testing.T) {
 	b := newFakeBackend(t)
 	b.node("n1", 1000, "busybox:latest")
-	held, release := holdFirstBatch(b)
-	defer release()
+	g := b.holdPlacements(false)
+	defer g.release()
 	p := startPlacer(t, b, 0)
-	_, _, placed, errs := placeAll(t, p, held, release, busybox(10), []PlaceRequest{named(busybox(10), "web"), named(busybox(10), "web")})
+	held := fillSlots(t, p, g, named(busybox(10), "web"))
 	var re *refusedEarly
-	if errs[0] != nil || placed[0].Name != "web" {
-		t.Errorf("first call: %+v, %v; want web placed", placed[0], errs[0])
+	if o := await(t, "web while web commits", placeAsync(context.Background(), p, named(busybox(10), "web"))); status.Code(o.err) != codes.AlreadyExists || !errors.As(o.err, &re) {
+		t.Errorf("web while web commits: %v; want AlreadyExists, not audited", o.err)
 	}
-	if status.Code(errs[1]) != codes.AlreadyExists || !errors.As(errs[1], &re) {
-		t.Errorf("second call: %v; want AlreadyExists, not audited", errs[1])
+	held = append(held, fillSlots(t, p, g, named(busybox(10), "other"))...)
+	api := placeAsync(context.Background(), p, named(busybox(10), "api"))
+	waitQueued(t, p, 1)
+	again := placeAsync(context.Background(), p, named(busybox(10), "api"))
+	waitQueued(t, p, 2)
+	g.release()
+	if o := await(t, "first api", api); o.err != nil || o.placed.Name != "api" {
+		t.Errorf("first api: %+v, %v; want it placed", o.placed, o.err)
+	}
+	if o := await(t, "second api", again); status.Code(o.err) != codes.AlreadyExists || !errors.As(o.err, &re) {
+		t.Errorf("second api of the same batch: %v; want AlreadyExists, not audited", o.err)
+	}
+	for _, c := range held {
+		if o := await(t, "held call", c); o.err != nil {
+			t.Error(o.err)
+		}
 	}
 }
 
 // TestPlacerCallerLeavesTheQueue: a caller whose context ends while it
-// waits for a batch is answered at once and its container never placed.
+// waits for a slot is answered at once and its container never placed.
 func TestPlacerCallerLeavesTheQueue(t *testing.T) {
 	b := newFakeBackend(t)
 	b.node("n1", 1000, "busybox:latest")
-	held, release := holdFirstBatch(b)
-	defer release()
+	g := b.holdPlacements(false)
+	defer g.release()
 	p := startPlacer(t, b, 0)
-	firstDone := make(chan error, 1)
-	go func() {
-		_, err := p.Place(context.Background(), busybox(10))
-		firstDone <- err
-	}()
-	<-held
+	held := fillSlots(t, p, g, busybox(10), busybox(10))
 	ctx, cancel := context.WithCancel(context.Background())
-	left := make(chan error, 1)
-	go func() {
-		_, err := p.Place(ctx, named(busybox(10), "gone"))
-		left <- err
-	}()
+	left := placeAsync(ctx, p, named(busybox(10), "gone"))
 	waitQueued(t, p, 1)
 	cancel()
-	select {
-	case err := <-left:
-		if status.Code(err) != codes.Canceled {
-			t.Errorf("cancelled call: %v, want Canceled", err)
-		}
-	case <-time.After(placerTestWait):
-		t.Fatal("a cancelled call still waits for the batch ahead of it")
+	if o := await(t, "cancelled call", left); status.Code(o.err) != codes.Canceled {
+		t.Errorf("cancelled call: %v, want Canceled", o.err)
 	}
-	release()
-	if err := <-firstDone; err != nil {
-		t.Fatalf("first call: %v", err)
+	g.release()
+	for _, c := range held {
+		if o := await(t, "held call", c); o.err != nil {
+			t.Error(o.err)
+		}
 	}
 	// A later call goes through; the one that left never does.
 	if _, err := p.Place(context.Background(), named(busybox(10), "later")); err != nil {
@@ -432,8 +501,8 @@ func TestPlacerCallerLeavesTheQueue(t *testing.T) {
 	if _, ok := b.Snapshot().ContainerByName("gone"); ok {
 		t.Error("the container of a call that left the queue was placed")
 	}
-	if n := len(b.placeBatches()); n != 2 {
-		t.Errorf("%d entries, want 2: the first call's and the later one's", n)
+	if n := len(b.placeBatches()); n != 3 {
+		t.Errorf("%d entries, want 3: the two held and the later one", n)
 	}
 }
 

@@ -19,20 +19,25 @@ const latestTag = ":latest"
 // memdb each ask is a read transaction, an index key and a radix walk
 // (HasImage up to three): on 1,000 nodes that was 95% of a decision. A
 // snapshot never changes, so its view is built once, on first use, in one
-// pass over each table, and every later ask is one map lookup.
+// pass over each table, and every later ask is a map lookup. (The node
+// list, which placement reads once per decision, is kept the same way:
+// see lazyNodeView.)
 type nodeView struct {
-	// usage is the usage table by node: its records, which are never
-	// modified once stored.
-	usage map[string]*usageRecord
-	// images holds a key for every (node, image) pair HasImage answers
-	// true to: each image's name and ID, and for a name tagged :latest
-	// also the name without its tag (a reference without a tag means
-	// :latest).
-	images map[nodeImage]struct{}
+	// usage is the usage table by node, by value: a lookup reads no
+	// record elsewhere in the heap.
+	usage map[string]nodeUsage
+	// images holds, by node, every image reference HasImage answers true
+	// to: each image's name and ID, and for a name tagged :latest also
+	// the name without its tag (a reference without a tag means :latest).
+	// A node without images has no entry.
+	images map[string]map[string]struct{}
 }
 
-// nodeImage is one key of nodeView.images.
-type nodeImage struct{ node, image string }
+// nodeUsage is a usage record without its node's name.
+type nodeUsage struct {
+	reserved Resources
+	count    int
+}
 
 // viewHint is the size of the last view built from a store's snapshots:
 // the next one sizes its maps and list from it rather than growing them
@@ -83,18 +88,23 @@ func newNodeView(r reader, hint *viewHint) *nodeView {
 	if hint != nil {
 		usage, images = hint.usage.Load(), hint.images.Load()
 	}
-	v := &nodeView{usage: make(map[string]*usageRecord, usage), images: make(map[nodeImage]struct{}, images)}
+	v := &nodeView{usage: make(map[string]nodeUsage, usage), images: make(map[string]map[string]struct{}, images)}
 	tx := r.txn()
-	each(tx, tableUsage, func(u *usageRecord) { v.usage[u.Node] = u })
+	each(tx, tableUsage, func(u *usageRecord) { v.usage[u.Node] = nodeUsage{u.Reserved, u.Count} })
 	each(tx, TableImages, func(img *Image) {
-		v.images[nodeImage{img.Node, img.Name}] = struct{}{}
+		m := v.images[img.Node]
+		if m == nil {
+			m = map[string]struct{}{}
+			v.images[img.Node] = m
+		}
+		m[img.Name] = struct{}{}
 		if img.ID != "" {
-			v.images[nodeImage{img.Node, img.ID}] = struct{}{}
+			m[img.ID] = struct{}{}
 		}
 		// The reference that HasImage completes with :latest to this
 		// name, if there is one: withDefaultTag(bare) == img.Name.
 		if bare, ok := strings.CutSuffix(img.Name, latestTag); ok && withDefaultTag(bare) == img.Name {
-			v.images[nodeImage{img.Node, bare}] = struct{}{}
+			m[bare] = struct{}{}
 		}
 	})
 	if hint != nil {
@@ -128,19 +138,13 @@ func (s *Snapshot) Nodes() []*Node {
 // Allocated, ContainerCount or HasImage on a snapshot reads every node's
 // usage and images at once; later calls cost a map lookup.
 func (s *Snapshot) Allocated(node string) Resources {
-	if u := s.view.get(s.reader).usage[node]; u != nil {
-		return u.Reserved
-	}
-	return Resources{}
+	return s.view.get(s.reader).usage[node].reserved
 }
 
 // ContainerCount returns how many containers are placed on the node, in
 // any state (zero for an unknown node), as reader.ContainerCount does.
 func (s *Snapshot) ContainerCount(node string) int {
-	if u := s.view.get(s.reader).usage[node]; u != nil {
-		return u.Count
-	}
-	return 0
+	return s.view.get(s.reader).usage[node].count
 }
 
 // HasImage reports whether the node holds the image, named as the agent
@@ -150,6 +154,6 @@ func (s *Snapshot) HasImage(node, image string) bool {
 	if node == "" || image == "" {
 		return false
 	}
-	_, ok := s.view.get(s.reader).images[nodeImage{node, image}]
+	_, ok := s.view.get(s.reader).images[node][image]
 	return ok
 }
