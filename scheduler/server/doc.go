@@ -18,10 +18,13 @@
 //     suspect, then down (Timing).
 //   - Leases and load samples are soft state on the leader (leases.go):
 //     a heartbeat costs no raft write unless it reports a change.
-//   - Placement (scheduler/placement) is pure; the leader runs it on a
-//     snapshot of the state and commits its decision with the FSM
-//     (scheduler/fsm), then has the node run the container under the
-//     cluster's ID and address.
+//   - Placement (scheduler/placement) is pure; the leader's Placer
+//     (placer.go) decides the waiting runs in order on one snapshot,
+//     reserving each decision before the next, commits them as one
+//     PlaceContainers entry, then each run has its node start the
+//     container under the cluster's ID and address.
+//   - Migrations and drains are the coordinator's (scheduler/coordinator),
+//     which runs for each leadership term beside the leader's duties.
 //
 // The first --bootstrap-expect replicas bootstrap raft together once
 // they have met in the gossip pool, with the same server list on each.

@@ -28,7 +28,9 @@ const DefaultMaxPlaceBatch = 256
 // the scheduler's raft and state, or a benchmark's.
 type PlaceBackend interface {
 	// VerifyLeader returns nil when this replica leads and its state holds
-	// everything committed (RaftNode.VerifyLeader); an error otherwise.
+	// everything committed before its term (RaftNode.LeaderCaughtUp: the
+	// leader is the only writer, so that is everything, and a deposed
+	// leader's batch never commits); an error otherwise.
 	VerifyLeader(ctx context.Context) error
 	// Snapshot is the state as of the last entry applied here.
 	Snapshot() *state.Snapshot
@@ -442,7 +444,7 @@ var _ PlaceBackend = schedulerBackend{}
 func (b schedulerBackend) VerifyLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.s.cfg.Timing.ApplyTimeout)
 	defer cancel()
-	return b.s.raft.VerifyLeader(ctx)
+	return b.s.raft.LeaderCaughtUp(ctx)
 }
 
 func (b schedulerBackend) Snapshot() *state.Snapshot { return b.s.store.Snapshot() }

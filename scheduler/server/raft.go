@@ -453,6 +453,19 @@ func (n *RaftNode) Apply(ctx context.Context, data []byte) (any, error) {
 // VerifyLeader, one heartbeat's latency). On a follower it returns a
 // *NotLeaderError.
 func (n *RaftNode) VerifyLeader(ctx context.Context) error {
+	if err := n.LeaderCaughtUp(ctx); err != nil {
+		return err
+	}
+	return n.leaderErr("verify leader", wait(ctx, n.raft.VerifyLeader()))
+}
+
+// LeaderCaughtUp returns nil when this node is the leader and its FSM
+// holds everything earlier leaders committed (the once-per-term Barrier
+// of VerifyLeader), without VerifyLeader's quorum round trip. It is
+// enough for a decision the leader then commits itself: while it leads
+// it is the only writer, so its FSM holds every entry of its term it has
+// applied, and if it was deposed meanwhile its entry never commits.
+func (n *RaftNode) LeaderCaughtUp(ctx context.Context) error {
 	if n.raft.State() != raft.Leader {
 		return n.leaderErr("verify leader", raft.ErrNotLeader)
 	}
@@ -462,7 +475,7 @@ func (n *RaftNode) VerifyLeader(ctx context.Context) error {
 		}
 		n.barrierTerm.Store(term)
 	}
-	return n.leaderErr("verify leader", wait(ctx, n.raft.VerifyLeader()))
+	return nil
 }
 
 // AddVoter adds (or updates the address of) the voter id at addr. Only
