@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	filippo.io/age v1.3.2
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/checkpoint-restore/go-criu/v7 v7.2.0
 	github.com/cyphar/filepath-securejoin v0.7.0
 	github.com/hashicorp/go-hclog v1.6.3

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/godwit/godwit/migrate"
+
 	"github.com/godwit/godwit/agent/image"
 	"github.com/godwit/godwit/agent/internal/names"
 	"github.com/godwit/godwit/agent/runtime"
@@ -310,6 +312,9 @@ func (a *Agent) Start(ctx context.Context, ref string) (*Container, error) {
 	if err := a.fenceRun("start", c, commandGeneration(ctx)); err != nil {
 		return nil, err
 	}
+	if err := a.refuseMigratingSource("start", c); err != nil {
+		return nil, err
+	}
 	if err := a.refresh(ctx, c); err != nil {
 		return nil, err
 	}
@@ -547,4 +552,23 @@ func firstNonEmpty(vals ...string) string {
 		}
 	}
 	return ""
+}
+
+// refuseMigratingSource refuses to start c while it is the source of a
+// migration that has not ended: its stopped copy runs again only through
+// the migration (resumed after an abort, or dropped after the commit),
+// never afresh from its image, which would be a second copy, with its
+// memory lost, of a container the cluster may have moved already.
+func (a *Agent) refuseMigratingSource(what string, c *Container) error {
+	open, err := a.mig.journal.Open()
+	if err != nil {
+		return err
+	}
+	for _, rec := range open {
+		if rec.Role == migrate.RoleSource && (rec.ContainerID == c.ID || rec.Container == c.Name) {
+			return errorf(ErrInvalidState, "%s container %s on node %s: it is the source of migration %s (phase %s), which has not ended: it runs again only when the move is aborted (`godwit migration cancel %s`, or `godwit migrate --abort %s` between two agents), never afresh",
+				what, c.Name, a.cfg.Name, rec.ID, rec.Phase, rec.ID, rec.ID)
+		}
+	}
+	return nil
 }

@@ -598,6 +598,16 @@ func (a *Agent) MigrateAbort(ctx context.Context, id, why string) (migrate.Phase
 	}
 	if rec.Container != "" {
 		if e, err := a.lookup(rec.Container); err == nil && e.c.State == StateMigrating {
+			// The held copy's sockets are the source's too: killed with its
+			// network up, its kernel would close them towards the peers
+			// (a FIN or a reset from the container's address), and the
+			// source's copy, which runs on, would find its connections
+			// gone. Cut its network first.
+			if ep, err := a.net.Lookup(e.c.ID); err == nil {
+				if err := fence(ctx, ep.NetnsPath); err != nil {
+					return rec.Phase, err
+				}
+			}
 			if err := a.Remove(ctx, rec.Container, true); err != nil {
 				return rec.Phase, err
 			}

@@ -86,6 +86,7 @@ func migrationEnd(r *migrate.Record) MigrationEnd {
 type migrationJournal interface {
 	Get(id string) (*migrate.Record, error)
 	Put(r *migrate.Record) error
+	Open() ([]*migrate.Record, error)
 }
 
 var (

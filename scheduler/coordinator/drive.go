@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/godwit/godwit/internal/failpoint"
 	"github.com/godwit/godwit/migrate"
 	"github.com/godwit/godwit/scheduler/fsm"
 	"github.com/godwit/godwit/scheduler/state"
@@ -105,13 +106,19 @@ func (c *Coordinator) options(m *state.Migration, f *feed) migrate.DriveOptions 
 		if phase.Order() == 0 || phase.Order() >= state.MigrationCommitted.Order() {
 			return nil // the decision, the end and an abort have their own entries
 		}
-		_, err := c.cfg.Apply.Apply(context.Background(), &fsm.RecordMigrationPhase{ID: m.ID, Phase: phase, At: time.Now()})
-		return err
+		if _, err := c.cfg.Apply.Apply(context.Background(), &fsm.RecordMigrationPhase{ID: m.ID, Phase: phase, At: time.Now()}); err != nil {
+			return err
+		}
+		failpoint.Hit(FailpointAfterPhase + string(phase))
+		return nil
 	}
 	opts.Decide = func(ctx context.Context, rec *migrate.Record) error {
 		_, err := c.cfg.Apply.Apply(ctx, &fsm.CommitMove{ID: m.ID, At: time.Now()})
 		if err != nil && c.cfg.Unknown(err) {
 			return fmt.Errorf("%w: %w", migrate.ErrDecisionUnknown, err)
+		}
+		if err == nil {
+			failpoint.Hit(FailpointAfterCommit)
 		}
 		return err
 	}

@@ -459,6 +459,10 @@ func (a *clusterAPI) Events(req *pb.EventsRequest, stream grpc.ServerStreamingSe
 	since := req.GetSince()
 	for {
 		events, wake, err := a.s.store.EventsSince(since)
+		if err != nil && since == 0 && errors.Is(err, state.ErrEventsLost) {
+			// From the start means what the scheduler still holds.
+			err = nil
+		}
 		if err != nil {
 			return status.Errorf(codes.OutOfRange, "%v: the scheduler keeps the latest events only; start again without --since", err)
 		}

@@ -301,7 +301,15 @@ var localMethods = map[string]bool{
 // route sends a call to the leader unless this replica leads or the call
 // is local.
 func (s *Scheduler) route(ctx context.Context, method string) (*grpc.ClientConn, error) {
-	if localMethods[method] || s.raft.IsLeader() {
+	if localMethods[method] {
+		return nil, nil
+	}
+	if s.raft.IsLeader() {
+		// A new leader answers only once its state holds everything the
+		// previous ones committed (one barrier per term).
+		if err := s.raft.LeaderCaughtUp(ctx); err != nil {
+			return nil, stateError(err)
+		}
 		return nil, nil
 	}
 	if forwardedCaller(ctx) != nil {
