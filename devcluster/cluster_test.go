@@ -316,8 +316,7 @@ func TestInterruptedRunIsRemoved(t *testing.T) {
 			t.Fatalf("process %d of the interrupted run is gone already: the test does not test leftovers", pid)
 		}
 	}
-	oldNetns, ok := netnsutil.PinnedInode(filepath.Join("/run/netns", "gwd-"+clusterName+"-a"))
-	if !ok {
+	if _, ok := netnsutil.PinnedInode(filepath.Join("/run/netns", "gwd-"+clusterName+"-a")); !ok {
 		t.Fatal("the interrupted run's host namespace is not pinned: the test does not test leftovers")
 	}
 
@@ -338,9 +337,9 @@ func TestInterruptedRunIsRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ino, _ := netnsutil.PinnedInode(h.NetnsPath()); ino == oldNetns {
-		t.Errorf("host a has the interrupted run's namespace")
-	}
+	// (Its namespace's inode is not compared with the old one's: the
+	// kernel reuses a freed namespace's inode number, so an equal number
+	// proves nothing; the old one is checked unpinned above.)
 	a, err := h.StartAgent(context.Background(), devcluster.AgentOptions{})
 	if err != nil {
 		t.Fatal(err)
