@@ -37,7 +37,6 @@ func (w *world) pagesToken(side, token string) {
 // the destination's ReceivePages on the token's pipe. A source that
 // dumped already sends nothing again.
 func (w *world) streamPages(ctx context.Context, opts DumpOptions) (err error) {
-	defer w.end("src.Dump", &err)
 	w.pagesToken("dump", opts.Pages.Token)
 	w.mu.Lock()
 	dumped := w.srcDumped
@@ -93,7 +92,6 @@ func (d fakeDest) ReceivePages(ctx context.Context, id, token string) (err error
 // source's ServePages (unless it restored already: then it connects to
 // nothing).
 func (w *world) restorePages(ctx context.Context, opts RestoreOptions) (err error) {
-	defer w.end("dst.Restore", &err)
 	w.mu.Lock()
 	restored, has := w.dstRestored, w.pages.dstHasPages
 	w.pages.restoredWith = opts.Pages

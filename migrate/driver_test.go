@@ -211,8 +211,11 @@ func (s fakeSource) Describe(ctx context.Context, id, container string) (Contain
 	return Container{Name: container, ID: "cid-" + container, IP: "10.0.0.7"}, nil
 }
 
-func (s fakeSource) Dump(ctx context.Context, id string, opts DumpOptions) error {
+func (s fakeSource) Dump(ctx context.Context, id string, opts DumpOptions) (err error) {
 	w := s.w
+	// What Dump returned, also when it was cancelled before it began (a
+	// stream destination whose page server failed first).
+	defer w.end("src.Dump", &err)
 	apply, err := w.call(ctx, "src.Dump")
 	if apply && opts.Strategy == Stream {
 		if serr := w.streamPages(ctx, opts); serr != nil { // driver_pages_test.go
@@ -357,8 +360,11 @@ func (d fakeDest) Receive(ctx context.Context, id, token string) (err error) {
 	return nil
 }
 
-func (d fakeDest) Restore(ctx context.Context, id string, opts RestoreOptions) error {
+func (d fakeDest) Restore(ctx context.Context, id string, opts RestoreOptions) (err error) {
 	w := d.w
+	// What Restore returned, also when it was cancelled before it began
+	// (a post-copy source that failed first).
+	defer w.end("dst.Restore", &err)
 	apply, err := w.call(ctx, "dst.Restore")
 	if apply {
 		if perr := w.restorePages(ctx, opts); perr != nil { // driver_pages_test.go
