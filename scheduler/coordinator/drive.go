@@ -14,6 +14,14 @@ import (
 
 // goDrive drives m in the background for the leadership term lead.
 func (c *Coordinator) goDrive(lead context.Context, m *state.Migration) {
+	c.goRun(lead, m, func(ctx context.Context, f *feed) { c.drive(ctx, lead, m, f) })
+}
+
+// goRun runs work for migration m in the background, unless something
+// already runs for it: one run per migration at a time, whose context
+// carries the leadership term (Fence) and ends with it, and whose feed
+// its watchers follow.
+func (c *Coordinator) goRun(lead context.Context, m *state.Migration, work func(ctx context.Context, f *feed)) {
 	ctx, cancel := context.WithCancel(withLeadership(lead, lead))
 	r := &run{cancel: cancel, feed: newFeed()}
 	c.mu.Lock()
@@ -34,7 +42,7 @@ func (c *Coordinator) goDrive(lead context.Context, m *state.Migration) {
 			c.mu.Unlock()
 			r.feed.close()
 		}()
-		c.drive(ctx, lead, m, r.feed)
+		work(ctx, r.feed)
 	}()
 }
 
@@ -166,33 +174,14 @@ func (c *Coordinator) settleOpen(lead context.Context) {
 
 // goAbort aborts m in the background.
 func (c *Coordinator) goAbort(lead context.Context, m *state.Migration, why string) {
-	ctx, cancel := context.WithCancel(withLeadership(lead, lead))
-	r := &run{cancel: cancel, feed: newFeed()}
-	c.mu.Lock()
-	if _, running := c.runs[m.ID]; running {
-		c.mu.Unlock()
-		cancel()
-		return
-	}
-	c.runs[m.ID] = r
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		defer cancel()
-		defer func() {
-			c.mu.Lock()
-			delete(c.runs, m.ID)
-			c.mu.Unlock()
-			r.feed.close()
-		}()
+	c.goRun(lead, m, func(ctx context.Context, f *feed) {
 		log := c.log.With("migration", m.ID, "container", m.ContainerName)
 		src, dst, err := c.sides(m)
 		if err != nil {
 			log.Warn("abort: reach the agents", "err", err)
 			return
 		}
-		opts := c.options(m, r.feed)
+		opts := c.options(m, f)
 		res, err := migrate.AbortMigration(ctx, engineRecord(m), src, dst, opts)
 		if errors.Is(err, migrate.ErrCommitted) {
 			// The destination committed after all: only finishing is left.
@@ -205,7 +194,7 @@ func (c *Coordinator) goAbort(lead context.Context, m *state.Migration, why stri
 			return
 		}
 		c.settle(lead, m.ID, res, err, log)
-	}()
+	})
 }
 
 // Cancel aborts migration id unless it has committed.
