@@ -289,12 +289,7 @@ func (a *Agent) LogTail() string { return logTail(a.logPath) }
 
 // Running reports whether the agent's process has not exited.
 func (a *Agent) Running() bool {
-	select {
-	case <-a.done:
-		return false
-	default:
-		return true
-	}
+	return !exited(a.done)
 }
 
 // Exited is closed once the agent's process has exited.
@@ -304,11 +299,7 @@ func (a *Agent) Exited() <-chan struct{} { return a.done }
 // exit. Its containers and their shims keep running, as they would on a
 // real node.
 func (a *Agent) Kill() {
-	if a.Running() {
-		// An error means it has exited already.
-		_ = a.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-a.done
+	killProcess(a.cmd, a.done)
 	a.closeConn()
 }
 
@@ -318,18 +309,10 @@ func (a *Agent) Kill() {
 // does nothing.
 func (a *Agent) Stop() error {
 	defer a.closeConn()
-	if !a.Running() {
+	if stopProcess(a.cmd, a.done, AgentStopTimeout) {
 		return nil
 	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.done:
-		return nil
-	case <-time.After(AgentStopTimeout):
-		_ = a.cmd.Process.Signal(syscall.SIGKILL)
-		<-a.done
-		return fmt.Errorf("agent %s did not exit within %s of SIGTERM and was killed; see %s", a.Node(), AgentStopTimeout, a.logPath)
-	}
+	return fmt.Errorf("agent %s did not exit within %s of SIGTERM and was killed; see %s", a.Node(), AgentStopTimeout, a.logPath)
 }
 
 func (a *Agent) closeConn() {

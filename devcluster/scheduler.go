@@ -438,12 +438,7 @@ func (s *Scheduler) LogTail() string { return logTail(s.logPath) }
 
 // Running reports whether the scheduler's process has not exited.
 func (s *Scheduler) Running() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
+	return !exited(s.done)
 }
 
 // Exited is closed once the scheduler's process has exited.
@@ -453,11 +448,7 @@ func (s *Scheduler) Exited() <-chan struct{} { return s.done }
 // it to exit: it leaves the gossip pool and raft without a word, and the
 // others find out by their timeouts.
 func (s *Scheduler) Kill() {
-	if s.Running() {
-		// An error means it has exited already.
-		_ = s.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-s.done
+	killProcess(s.cmd, s.done)
 	s.closeConn()
 }
 
@@ -469,18 +460,10 @@ func (s *Scheduler) Kill() {
 // exited does nothing.
 func (s *Scheduler) Stop() error {
 	defer s.closeConn()
-	if !s.Running() {
+	if stopProcess(s.cmd, s.done, SchedulerStopTimeout) {
 		return nil
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(SchedulerStopTimeout):
-		_ = s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.done
-		return fmt.Errorf("scheduler %s did not exit within %s of SIGTERM and was killed; see %s", s.name, SchedulerStopTimeout, s.logPath)
-	}
+	return fmt.Errorf("scheduler %s did not exit within %s of SIGTERM and was killed; see %s", s.name, SchedulerStopTimeout, s.logPath)
 }
 
 func (s *Scheduler) closeConn() {
