@@ -192,9 +192,22 @@ func TestThreeSchedulersElectAndAnswerStatusFromAnyReplica(t *testing.T) {
 	c.three()
 	leader := c.leader()
 	for _, s := range c.schedulers {
-		st, err := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleViewer)).ClusterStatus(callCtx(t), &pb.ClusterStatusRequest{})
-		if err != nil {
-			t.Fatalf("status from %s: %v", s.Name(), err)
+		client := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleViewer))
+		// A follower applies its first entry only once the new leader's
+		// first append reaches it, a moment after the election: wait for
+		// that, but no longer than a settled cluster needs.
+		var st *pb.ClusterStatusResponse
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var err error
+			st, err = client.ClusterStatus(callCtx(t), &pb.ClusterStatusRequest{})
+			if err != nil {
+				t.Fatalf("status from %s: %v", s.Name(), err)
+			}
+			if allApplied(st) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		if st.GetLeader() != leader.Name() {
 			t.Errorf("%s says the leader is %q, want %q", s.Name(), st.GetLeader(), leader.Name())
@@ -207,10 +220,19 @@ func TestThreeSchedulersElectAndAnswerStatusFromAnyReplica(t *testing.T) {
 				t.Errorf("%s: peer %s voter=%v error=%q", s.Name(), p.GetId(), p.GetVoter(), p.GetError())
 			}
 			if p.GetAppliedIndex() == 0 {
-				t.Errorf("%s: peer %s reports no applied index", s.Name(), p.GetId())
+				t.Errorf("%s: peer %s reports no applied index after 10s", s.Name(), p.GetId())
 			}
 		}
 	}
+}
+
+func allApplied(st *pb.ClusterStatusResponse) bool {
+	for _, p := range st.GetPeers() {
+		if p.GetAppliedIndex() == 0 {
+			return false
+		}
+	}
+	return len(st.GetPeers()) > 0
 }
 
 func TestWritesThroughAFollowerReachTheLeaderAndAreAudited(t *testing.T) {
