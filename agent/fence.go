@@ -28,7 +28,9 @@ var ErrFenced = errors.New("refused without a valid lease")
 
 // checkFence is called before anything that makes a container run:
 // Run, Start, a checkpoint restore, a migration source's resume after an
-// abort and a destination's commit. what names the action in the log.
+// abort and a destination's commit; and before a migration's dump,
+// which the source could not undo without a lease. what names the
+// action in the log.
 func (a *Agent) checkFence(what, container string) error {
 	if a.cfg.Fence == nil {
 		return nil

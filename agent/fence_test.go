@@ -37,7 +37,8 @@ func (f *fakeFence) Placement(id string) (uint64, bool, uint64) {
 const leaseLapsed = "node n1 has no valid lease with the scheduler since 2025-01-01T12:00:00Z: it starts, resumes and commits nothing until it has registered again"
 
 // fenceTestAgent is an agent with an image store and a migration journal
-// holding m-src (its source, dumped) and m-dst (its destination, ready to
+// holding m-fresh (its source, not dumped yet), m-src (its source,
+// dumped) and m-dst (its destination, ready to
 // commit), enough for every fenced call to get past its fence and fail
 // further on, or succeed, without a runtime.
 func fenceTestAgent(t *testing.T, fence Fence) *Agent {
@@ -57,6 +58,7 @@ func fenceTestAgent(t *testing.T, fence Fence) *Agent {
 		id, role string
 		phases   []migrate.Phase
 	}{
+		{"m-fresh", migrate.RoleSource, nil},
 		{"m-src", migrate.RoleSource, []migrate.Phase{migrate.PhaseDump}},
 		{"m-dst", migrate.RoleDestination, []migrate.Phase{migrate.PhaseTransfer, migrate.PhaseRestore, migrate.PhaseReady}},
 	} {
@@ -74,8 +76,9 @@ func fenceTestAgent(t *testing.T, fence Fence) *Agent {
 	return a
 }
 
-// fencedCalls are the calls that make a container run, each with the
-// migration record it may move (empty: none).
+// fencedCalls are the calls that make a container run, and a
+// migration's dump, each with the migration record it may move (empty:
+// none).
 var fencedCalls = []struct {
 	name      string
 	migration string
@@ -92,6 +95,10 @@ var fencedCalls = []struct {
 	}},
 	{"restore an archive", "", func(ctx context.Context, a *Agent) error {
 		_, err := a.RestoreArchive(ctx, strings.NewReader("not an archive"), "web")
+		return err
+	}},
+	{"migration source dumps", "m-fresh", func(ctx context.Context, a *Agent) error {
+		_, err := a.MigrateDump(ctx, "m-fresh", migrate.DumpOptions{Strategy: migrate.StopCopy})
 		return err
 	}},
 	{"migration source resumes", "m-src", func(ctx context.Context, a *Agent) error {

@@ -169,8 +169,11 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 // lockForDump locks migration id on the source for its dump and returns
 // its record; dumped is set, and nothing locked, when the migration's
 // checkpoint exists already (a repeated call). An aborted migration is
-// refused, and so is a dump with a stale generation (ctx's).
-// unlock must be called unless dumped or err.
+// refused, and so is a dump with a stale generation (ctx's), and one on
+// a node without a valid lease: it could not run the container again
+// after an abort until it has registered, so the move stops before the
+// freeze rather than after it. unlock must be called unless dumped or
+// err.
 func (a *Agent) lockForDump(ctx context.Context, id string) (rec *migrate.Record, unlock func(), dumped bool, err error) {
 	rec, unlock, err = a.migration(id, migrate.RoleSource, false)
 	if err != nil {
@@ -183,6 +186,10 @@ func (a *Agent) lockForDump(ctx context.Context, id string) (rec *migrate.Record
 	if rec.Phase == migrate.PhaseAborted {
 		unlock()
 		return rec, nil, false, fenced(id, migrate.ErrAborted)
+	}
+	if err := a.checkFence("dump for a migration", rec.Container); err != nil {
+		unlock()
+		return rec, nil, false, err
 	}
 	given := commandGeneration(ctx)
 	if err := a.onContainer(rec.Container, func(c *Container) error {
@@ -199,6 +206,11 @@ const (
 	// FailpointSourceAfterDump kills the source agent once the container
 	// is dumped and stopped, before it answers the driver.
 	FailpointSourceAfterDump = "migrate/source/after-dump"
+	// FailpointSourceAfterFreeze kills the source agent of a stream or
+	// post-copy move once the container is fenced and frozen, before the
+	// dump: the agent comes back to a paused container its record says
+	// is running.
+	FailpointSourceAfterFreeze = "migrate/source/after-freeze"
 	// FailpointSourceCorruptSend ("corrupt") flips one bit of the
 	// checkpoint the source sends.
 	FailpointSourceCorruptSend = "migrate/source/corrupt-send"

@@ -314,6 +314,7 @@ func (a *Agent) dumpPages(ctx context.Context, id string, opts migrate.DumpOptio
 	if err := a.runc.Pause(ctx, c.ID); err != nil {
 		return rec.Phase, errors.Join(fmt.Errorf("container %s: freeze: %w", c.Name, err), unfence(context.WithoutCancel(ctx), ep.NetnsPath))
 	}
+	failpoint.Hit(FailpointSourceAfterFreeze)
 	staging := filepath.Join(a.cfg.checkpointsDir(), stagingPrefix+id)
 	defer func() {
 		if err == nil {
@@ -435,11 +436,20 @@ func (a *Agent) thaw(ctx context.Context, c *Container, netnsPath string) error 
 	return nil
 }
 
+// paused reports whether runc has container c paused.
+func (a *Agent) paused(ctx context.Context, c *Container) bool {
+	st, err := a.runc.State(ctx, c.ID)
+	return err == nil && st.Status == runtime.StatusPaused
+}
+
 // resumeFrozen runs the source's frozen copy of migration id again
 // after an abort (MigrateResume): it ends a lazy dump's service first,
-// since CRIU holds the container's processes while it serves. A
-// container that is not frozen here is left alone, for the stop-copy
-// path. The caller holds the migration's lock.
+// since CRIU holds the container's processes while it serves. The copy
+// is frozen when its record says migrating, and also when runc reports
+// it paused (the agent stopped between the freeze and recording it; the
+// agent pauses containers for nothing else). A container that is
+// neither is left alone, for the stop-copy path. The caller holds the
+// migration's lock.
 func (a *Agent) resumeFrozen(ctx context.Context, rec *migrate.Record) error {
 	if !pagesStrategy(rec.Strategy) || rec.Container == "" {
 		return nil
@@ -457,7 +467,7 @@ func (a *Agent) resumeFrozen(ctx context.Context, rec *migrate.Record) error {
 	e.op.Lock()
 	defer e.op.Unlock()
 	c := e.c
-	if c.State != StateMigrating {
+	if c.State != StateMigrating && !a.paused(ctx, c) {
 		return nil
 	}
 	ep, err := a.net.Lookup(c.ID)
@@ -467,11 +477,13 @@ func (a *Agent) resumeFrozen(ctx context.Context, rec *migrate.Record) error {
 	if err := a.thaw(ctx, c, ep.NetnsPath); err != nil {
 		return err
 	}
-	if err := c.transition(StateRunning); err != nil {
-		return err
-	}
-	if err := a.save(c); err != nil {
-		return err
+	if c.State == StateMigrating {
+		if err := c.transition(StateRunning); err != nil {
+			return err
+		}
+		if err := a.save(c); err != nil {
+			return err
+		}
 	}
 	a.dropPagesNetns(rec.ID)
 	a.log.Info("migration aborted: the frozen container runs again from where it was", "migration", rec.ID, "container", c.Name)

@@ -689,14 +689,16 @@ func (fc *faultCluster) armAgent(t *testing.T, h *devcluster.Host, env ...string
 }
 
 // restartAgent starts host h's agent again with env (its failpoints;
-// none disarms them) and waits until its node is ready.
+// none disarms them) and waits until it has registered anew, its node
+// ready.
 func (fc *faultCluster) restartAgent(t *testing.T, h *devcluster.Host, env ...string) {
 	t.Helper()
+	epoch := fc.sched().epoch(t, h.Node())
 	h.Agent().Kill()
 	if _, err := h.StartAgent(context.Background(), devcluster.AgentOptions{Join: fc.gossip, Env: env}); err != nil {
 		t.Fatal(err)
 	}
-	fc.sched().waitNodes(t, "ready", nodesReadyWithin, h.Node())
+	fc.sched().waitRegistered(t, h.Node(), epoch, nodesReadyWithin)
 }
 
 // route routes the workload's address via host h, as the cluster will.

@@ -54,9 +54,6 @@ var (
 )
 
 const (
-	// soakOnly is the default seed count of a scenario that runs only
-	// in the soak (GODWIT_SOAK_SEEDS) or a replay (GODWIT_FAULT_SEED).
-	soakOnly = 0
 	// faultSeedEnv replays one seed; soakSeedsEnv runs seeds 1..N.
 	faultSeedEnv = "GODWIT_FAULT_SEED"
 	soakSeedsEnv = "GODWIT_SOAK_SEEDS"
@@ -98,29 +95,22 @@ var faultStrategies = []string{"stop-copy", "stream"}
 
 // TestClusterFaults runs the fault matrix of issue 6 on one cluster, in
 // order: the scheduler leader killed at each phase of a move; the source
-// agent killed after its dump, and the destination's during its
-// restore; the source cut from the destination during the transfer; and
-// an agent stopped past its lease, then continued.
+// agent killed after its dump or its freeze, and the destination's
+// during its restore; the source cut from the destination during the
+// transfer; and an agent stopped past its lease, then continued.
 func TestClusterFaults(t *testing.T) {
 	fc := startFaultCluster(t)
 	t.Run("leader killed at each phase", func(t *testing.T) {
 		fc.forSeeds(t, 3, fc.leaderKilledAtEachPhase)
 	})
-	// The three scenarios below run only in `make soak` (and with
-	// GODWIT_FAULT_SEED) until the bug they found is fixed: under the
-	// load of a whole CI run a leader changed on its own during a stream
-	// move's dump, the new leader aborted the move and the source agent
-	// acknowledged its resume, yet the container ran nowhere afterwards
-	// (CI of 2026-11-29, agent killed in the move, seed 2), and every
-	// later scenario inherits the dead container. See docs/testing.md.
 	t.Run("agent killed in the move", func(t *testing.T) {
-		fc.forSeeds(t, soakOnly, fc.agentKilledInTheMove)
+		fc.forSeeds(t, 3, fc.agentKilledInTheMove)
 	})
 	t.Run("link cut in the transfer", func(t *testing.T) {
-		fc.forSeeds(t, soakOnly, fc.linkCutInTheTransfer)
+		fc.forSeeds(t, 2, fc.linkCutInTheTransfer)
 	})
 	t.Run("agent paused past its lease", func(t *testing.T) {
-		fc.forSeeds(t, soakOnly, fc.agentPausedPastItsLease)
+		fc.forSeeds(t, 3, fc.agentPausedPastItsLease)
 	})
 }
 
@@ -342,23 +332,27 @@ func (fc *faultCluster) leaderKilledAt(t *testing.T, rng *rand.Rand, phase strin
 // The second scenario: an agent killed during the move.
 
 // agentKilledInTheMove kills the source's agent right after its dump
-// (stop-copy or stream), then the destination's during its restore
-// (post-copy: the one restore with a failpoint that kills), in the
-// seed's order. Either way the move cannot be aborted or finished while
-// the agent is down, so it is held, no copy running; once the agent is
-// back, the leader aborts it and the source runs the container.
+// (stop-copy or stream), the source's right after a stream move froze
+// the container (before the dump: the agent comes back to a paused
+// container its record says is running), and the destination's during
+// its restore (post-copy: the one restore with a failpoint that kills),
+// in the seed's order. Either way the move cannot be aborted or
+// finished while the agent is down, so it is held, no copy running;
+// once the agent is back, the leader aborts it and the source runs the
+// container.
 func (fc *faultCluster) agentKilledInTheMove(t *testing.T, rng *rand.Rand) {
 	faults := []func() bool{
 		func() bool {
 			return fc.agentKilled(t, rng, "source", agent.FailpointSourceAfterDump, faultStrategies[rng.IntN(len(faultStrategies))], "dump")
 		},
 		func() bool {
+			return fc.agentKilled(t, rng, "source", agent.FailpointSourceAfterFreeze, "stream", "dump")
+		},
+		func() bool {
 			return fc.agentKilled(t, rng, "destination", agent.FailpointDestinationLazyRestore, "post-copy", "restore")
 		},
 	}
-	if rng.IntN(2) == 1 {
-		faults[0], faults[1] = faults[1], faults[0]
-	}
+	rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
 	for _, f := range faults {
 		fc.untilFaulted(t, "an agent killed", f)
 	}

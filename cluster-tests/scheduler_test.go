@@ -143,6 +143,39 @@ func (sc *schedCluster) waitNodes(t *testing.T, want string, within time.Duratio
 	t.Fatalf("nodes %v are not all %s after %s; last answer: %s", nodes, want, within, last)
 }
 
+// epoch is node's registration count as the cluster records it.
+func (sc *schedCluster) epoch(t *testing.T, node string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := sc.client(t).InspectNode(ctx, &pb.NodeRef{Name: node})
+	if err != nil {
+		t.Fatalf("inspect node %s: %v", node, err)
+	}
+	return n.GetEpoch()
+}
+
+// waitRegistered waits until node has registered again since its
+// registration number after, and is ready: its agent holds a lease
+// again. A restarted agent's node stays ready in the cluster until its
+// lease runs out, so ready alone does not say the new agent registered.
+func (sc *schedCluster) waitRegistered(t *testing.T, node string, after uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		n, err := sc.client(t).InspectNode(ctx, &pb.NodeRef{Name: node})
+		cancel()
+		if err == nil && n.GetEpoch() > after && n.GetStatus() == "ready" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s did not register again (after registration %d) within %s: %v %v", node, after, within, n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // importThroughCluster imports the tarball as busybox onto node through
 // the cluster API.
 func importThroughCluster(t *testing.T, client pb.ClusterServiceClient, node, tarball string) {

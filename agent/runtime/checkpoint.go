@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // CRIU's own logs, written into the work directory of a dump or restore.
@@ -60,12 +61,36 @@ func (o CheckpointOptions) workPath() string {
 	return o.WorkPath
 }
 
+// checkpointCancelGrace is how long a cancelled Checkpoint waits for
+// CRIU to end on its own before runc is killed.
+const checkpointCancelGrace = 2 * time.Minute
+
+// dumpContext is the context a dump runs under when the caller's is ctx:
+// it ends grace after ctx does, not with it. Killing runc in the middle
+// of a dump does not stop CRIU, runc's child: CRIU goes on with the
+// container's processes seized and, when it ends, puts the cgroup's
+// freezer back as it found it, so a caller that thawed the container in
+// the meantime finds it frozen again (a stream dump, whose container was
+// paused before the dump, was left paused that way by a leader that
+// lost its leadership). A caller that must end a dump early cuts what
+// CRIU depends on instead (a stream dump's page-server connection
+// closes with the caller's context), and CRIU fails and cleans up
+// itself.
+func dumpContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	dump, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return dump, func() { stop(); cancel() }
+}
+
 // Checkpoint dumps container id with CRIU through `runc checkpoint`. The
 // container's standard streams (the shim's pipes) are recorded by runc as
 // external descriptors, so a shim restoring the images (ShimConfig.
 // RestoreFrom) gives the restored container new pipes. Without
 // LeaveRunning the container's processes are gone and runc no longer knows
 // it once Checkpoint returns; its shim then records the exit.
+//
+// A cancelled ctx does not interrupt the dump at once: see
+// dumpContext.
 //
 // An unknown container gives an error wrapping ErrNotExist. Any other
 // failure is a *RuncError naming the container, runc's message, the path
@@ -101,8 +126,13 @@ func (r *Runc) Checkpoint(ctx context.Context, id string, o CheckpointOptions) e
 	}
 	args = append(args, o.ExtraArgs...)
 	args = append(args, id)
-	_, err := r.run(ctx, "checkpoint", id, args...)
+	dumpCtx, stop := dumpContext(ctx, checkpointCancelGrace)
+	defer stop()
+	_, err := r.run(dumpCtx, "checkpoint", id, args...)
 	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil && dumpCtx.Err() == nil {
+			err = fmt.Errorf("%w (%w)", ctxErr, err)
+		}
 		var re *RuncError
 		if errors.As(err, &re) && !re.notExist {
 			re.Message = withCRIULog(re.Message, filepath.Join(o.workPath(), CRIUDumpLog))

@@ -383,3 +383,56 @@ func gone(pid int, wait time.Duration) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A dump cancelled while CRIU works on a paused container (a stream
+// move's source whose driver went away) returns only once CRIU has
+// ended: CRIU puts the freezer back as it found it when it ends, so a
+// caller that thawed the container as soon as Checkpoint returned would
+// find it frozen again if CRIU were still at work.
+func TestCheckpointCancelledReturnsOnceCRIUEnded(t *testing.T) {
+	requireCRIU(t)
+	c := newTestContainer(t, []string{"sh", "-c", counterScript}, nil, nil)
+	c.start(t)
+	waitCounter(t, c, 2)
+	bg, cancelAll := context.WithTimeout(context.Background(), checkpointTimeout)
+	defer cancelAll()
+	if err := c.runc.Pause(bg, c.id); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(t.TempDir(), "work")
+	ctx, cancel := context.WithCancel(bg)
+	go func() {
+		// Cancel as soon as CRIU has begun: its log exists.
+		for ctx.Err() == nil {
+			if _, err := os.Stat(filepath.Join(work, CRIUDumpLog)); err == nil {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	err := c.runc.Checkpoint(ctx, c.id, CheckpointOptions{ImagePath: filepath.Join(t.TempDir(), "images"), WorkPath: work, LeaveRunning: true})
+	cancel()
+	t.Logf("cancelled Checkpoint: %v", err)
+	log, rerr := os.ReadFile(filepath.Join(work, CRIUDumpLog))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !bytes.Contains(log, []byte("Dumping finished successfully")) && !bytes.Contains(log, []byte("Dumping FAILED")) {
+		t.Fatalf("Checkpoint returned (%v) while CRIU was still dumping: its log does not end the dump:\n%s", err, lastLines(log, 5))
+	}
+
+	if err := c.runc.Unpause(bg, c.id); err != nil {
+		t.Fatal(err)
+	}
+	vals := counterValues(t, c)
+	waitCounter(t, c, vals[len(vals)-1]+3)
+	if st, err := c.runc.State(bg, c.id); err != nil || st.Status != StatusRunning {
+		t.Errorf("State after a cancelled dump and a thaw = %+v, %v; want running", st, err)
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
