@@ -217,6 +217,11 @@ const (
 	// FailpointDestinationRestore ("fail") makes the destination's
 	// restore fail before CRIU runs.
 	FailpointDestinationRestore = "migrate/destination/restore"
+	// FailpointDestinationRestored stops (or kills) the destination
+	// agent once it holds the restored copy, before it answers: the
+	// fault test of a destination cut from the schedulers between its
+	// restore and the commit.
+	FailpointDestinationRestored = "migrate/destination/restored"
 	// FailpointDestinationReceive kills the destination agent as the
 	// transfer reaches it.
 	FailpointDestinationReceive = "migrate/destination/receive"
@@ -488,7 +493,11 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 	if err := a.raiseGeneration(rec.Container, given); err != nil {
 		return rec.Phase, err
 	}
-	return migrate.PhaseReady, a.advance(rec, migrate.PhaseReady)
+	if err := a.advance(rec, migrate.PhaseReady); err != nil {
+		return rec.Phase, err
+	}
+	failpoint.Hit(FailpointDestinationRestored)
+	return migrate.PhaseReady, nil
 }
 
 // MigrateCommit runs the restored container: the move is decided.

@@ -548,6 +548,25 @@ func runsOn(h *devcluster.Host, name string) (bool, error) {
 	return false, nil
 }
 
+// holds reports whether runc on host h knows a container of the
+// workload name, in any state.
+func holds(h *devcluster.Host, name string) (bool, error) {
+	root := filepath.Join(h.DataDir(), "run", "runc")
+	if _, err := os.Stat(root); os.IsNotExist(err) {
+		return false, nil
+	}
+	states, err := runcList(root)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range states {
+		if s.Annotations["org.godwit.name"] == name {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // The cluster.
 
 func (fc *faultCluster) nodeNames() []string {

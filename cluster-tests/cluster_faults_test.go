@@ -2,6 +2,7 @@ package clustertests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -97,7 +98,9 @@ var faultStrategies = []string{"stop-copy", "stream"}
 // order: the scheduler leader killed at each phase of a move; the source
 // agent killed after its dump or its freeze, and the destination's
 // during its restore; the source cut from the destination during the
-// transfer; and an agent stopped past its lease, then continued.
+// transfer; an agent stopped past its lease, then continued; and the
+// destination cut from the schedulers between its restore and the
+// commit.
 func TestClusterFaults(t *testing.T) {
 	fc := startFaultCluster(t)
 	t.Run("leader killed at each phase", func(t *testing.T) {
@@ -111,6 +114,9 @@ func TestClusterFaults(t *testing.T) {
 	})
 	t.Run("agent paused past its lease", func(t *testing.T) {
 		fc.forSeeds(t, 3, fc.agentPausedPastItsLease)
+	})
+	t.Run("destination cut from the schedulers", func(t *testing.T) {
+		fc.forSeeds(t, 2, fc.destinationCutFromTheSchedulers)
 	})
 }
 
@@ -620,5 +626,102 @@ func (fc *faultCluster) runsOnlyOnceRegistered(t *testing.T, h *devcluster.Host)
 			t.Fatalf("%s does not run %s %s after its agent went on", h.Name(), faultWorkload, faultSettleWithin)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The fifth scenario: the destination cut from the schedulers.
+
+// destinationCutFromTheSchedulers cuts the destination's host from the
+// three schedulers' hosts once it holds the restored copy and before
+// the commit (its agent stops itself there, the links are cut, and it
+// goes on: its answer never reaches the leader). The move cannot
+// commit without that answer, and the destination cannot acknowledge an
+// abort: the leader records in raft that the move can no longer commit
+// and has the source run the container again, at once rather than
+// after the destination is declared down. Once the links heal, the
+// destination drops the copy it held, never having run it.
+func (fc *faultCluster) destinationCutFromTheSchedulers(t *testing.T, rng *rand.Rand) {
+	fc.untilFaulted(t, "the destination cut", func() bool { return fc.destinationCut(t, rng) })
+}
+
+// destinationCut is one move of destinationCutFromTheSchedulers; false
+// when the move ended before its fault (untilFaulted).
+func (fc *faultCluster) destinationCut(t *testing.T, rng *rand.Rand) bool {
+	fc.armSchedulers(t)
+	from, to := fc.pickDestination(t, rng)
+	strategy := faultStrategies[rng.IntN(len(faultStrategies))]
+	fc.armAgent(t, to, failpoint.Arm(agent.FailpointDestinationRestored, failpoint.ActionPause))
+	pid := to.Agent().Pid()
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	var schedulers []*devcluster.Host
+	for _, s := range fc.c.Schedulers() {
+		schedulers = append(schedulers, s.Host())
+	}
+	heal := func() error {
+		var errs []error
+		for _, s := range schedulers {
+			errs = append(errs, fc.c.Heal(context.Background(), to, s))
+		}
+		return errors.Join(errs...)
+	}
+	t.Cleanup(func() {
+		if err := heal(); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Logf("moving %s from %s to %s with %s; the destination is cut from the schedulers once it restored", faultWorkload, from.Node(), to.Node(), strategy)
+
+	term := fc.term(t)
+	m := fc.startMove(t, to, strategy)
+	if early := fc.waitFault(t, "the destination's agent at "+agent.FailpointDestinationRestored, stopped(pid), m.GetId(), term); early {
+		return false
+	}
+	for _, s := range schedulers {
+		if err := fc.c.Cut(context.Background(), to, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Aborted while the destination is still cut off: the source runs
+	// the container, the destination's held copy stays stopped.
+	end := fc.waitSettled(t, m.GetId())
+	fc.checkSettled(t, end, false)
+	if got := reached(end); got != "restore" {
+		t.Errorf("migration %s reached %s before it was aborted, want restore (the fault's phase)", end.GetId(), got)
+	}
+	if !end.GetDestinationCleanup() {
+		t.Errorf("migration %s ended aborted without owing its destination's cleanup, yet %s could not have acknowledged the abort", end.GetId(), to.Node())
+	}
+	fc.wantEvent(t, end.GetId(), "migration-aborting", "can no longer commit")
+
+	if err := heal(); err != nil {
+		t.Fatal(err)
+	}
+	fc.waitCleaned(t, end.GetId(), to)
+	fc.wantEvent(t, end.GetId(), "migration-cleaned", "dropped what it held")
+	fc.waitOneCopy(t, from)
+	fc.assertCounted(t)
+	return true
+}
+
+// waitCleaned waits until migration id no longer owes its destination's
+// cleanup and host h, its destination, holds no container of the
+// workload any more (runc knows none).
+func (fc *faultCluster) waitCleaned(t *testing.T, id string, h *devcluster.Host) {
+	t.Helper()
+	deadline := time.Now().Add(faultSettleWithin)
+	for {
+		m := fc.inspect(t, id)
+		held, err := holds(h, faultWorkload)
+		if !m.GetDestinationCleanup() && err == nil && !held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s, migration %s owes its destination's cleanup: %v; %s holds a copy of %s: %v (%v)",
+				faultSettleWithin, id, m.GetDestinationCleanup(), h.Node(), faultWorkload, held, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

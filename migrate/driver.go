@@ -158,6 +158,19 @@ type DriveOptions struct {
 	// AbortMigration (not decided) once it knows. Without Decide the
 	// destination's acknowledged commit is the commit point.
 	Decide func(ctx context.Context, rec *Record) error
+	// FenceDestination, if set, lets an abort go on without the
+	// destination's acknowledgement: it is called when the destination
+	// could not be told to abort, and must make sure, durably, that the
+	// move can no longer commit (the scheduler records it in raft, where
+	// its Decide would commit); nil means it did. The source then runs the
+	// container again, which is safe because the destination runs its
+	// copy only on a commit, and Result.DestinationUnacked tells the
+	// caller that the destination may still hold what it prepared, to be
+	// dropped (its Abort) once it answers. It needs Decide: without it the
+	// destination's acknowledged commit is the commit point, and only the
+	// destination's acknowledged abort rules it out. Without
+	// FenceDestination such an abort is held (*HeldError).
+	FenceDestination func(ctx context.Context, rec *Record, why error) error
 	// Now is the clock (default time.Now); it must be safe to call from
 	// the sending goroutine.
 	Now func() time.Time
@@ -260,6 +273,10 @@ type Result struct {
 	// container ran (what changed after the sync travels in the
 	// checkpoint).
 	LayerBytes, SyncBytes int64
+	// DestinationUnacked is set when the move was aborted without the
+	// destination's acknowledgement (DriveOptions.FenceDestination): the
+	// destination may still hold what it prepared, never running it.
+	DestinationUnacked bool
 }
 
 // Drive moves m's container from src to dst: it describes the container
@@ -271,7 +288,8 @@ type Result struct {
 // Until the commit every failure aborts: the destination discards what it
 // holds and acknowledges, and only then does the source run its copy
 // again. When the destination cannot acknowledge, the source keeps the
-// container stopped and Drive returns a *HeldError (ErrHeld). A commit
+// container stopped and Drive returns a *HeldError (ErrHeld), unless the
+// caller's DriveOptions.FenceDestination rules the commit out. A commit
 // whose outcome is unknown is settled by asking the destination to abort:
 // a refusal with ErrCommitted means it committed, and the move finishes.
 // A failure of the source's Finish after the commit is a warning in the
@@ -406,7 +424,10 @@ type driver struct {
 	// commit learned otherwise (an abort refused with ErrCommitted, a
 	// resumed record) is repeated before the finish, so that the
 	// destination runs its copy.
-	commitAcked bool
+	// destinationUnacked is set once an abort went on without the
+	// destination's acknowledgement (FenceDestination).
+	destinationUnacked bool
+	commitAcked        bool
 	// preDumped is set once the source's PreDump was or may have been
 	// called: an abort must have the source drop its pre-dump images,
 	// even while the container still runs.
@@ -710,6 +731,17 @@ func (d *driver) undo(ctx context.Context, cause error) (committed bool, err err
 		err := d.retry(ctx, "abort on the destination", func(ctx context.Context) error {
 			return d.call(ctx, func(ctx context.Context) error { return d.dst.Abort(ctx, id, why) })
 		}, func(err error) bool { return errors.Is(err, ErrCommitted) })
+		if err != nil && !errors.Is(err, ErrCommitted) && d.opts.FenceDestination != nil && d.opts.Decide != nil {
+			if ferr := d.opts.FenceDestination(ctx, d.rec, err); ferr == nil {
+				d.warn(fmt.Sprintf("the destination did not acknowledge the abort (%v); the move can no longer commit, so the source runs the container again, and the destination is asked to drop what it holds once it answers", err))
+				d.mu.Lock()
+				d.destinationUnacked = true
+				d.mu.Unlock()
+				err = nil
+			} else {
+				err = errors.Join(err, fmt.Errorf("fence the move: %w", ferr))
+			}
+		}
 		switch {
 		case errors.Is(err, ErrCommitted):
 			return true, nil
@@ -842,6 +874,8 @@ func (d *driver) result() *Result {
 
 		LayerBytes: d.layerBytes,
 		SyncBytes:  d.syncBytes,
+
+		DestinationUnacked: d.destinationUnacked,
 	}
 	if start, ok := d.rec.Started[PhasePrepare]; ok {
 		res.Total = d.opts.Now().Sub(start)

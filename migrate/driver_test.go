@@ -83,9 +83,13 @@ type world struct {
 	ended  map[string]error  // "src.Send", "dst.Receive": what each returned last
 
 	// What the hosts hold.
-	srcRunning, srcDumped, srcFinished         bool
-	dstPrepared, dstReceived, dstRestored      bool
-	dstRunning, dstCommitted, dstAborted       bool
+	srcRunning, srcDumped, srcFinished    bool
+	dstPrepared, dstReceived, dstRestored bool
+	dstRunning, dstCommitted, dstAborted  bool
+	// commitFenced: the caller ruled the commit out without the
+	// destination (DriveOptions.FenceDestination), so the source may run
+	// again before the destination acknowledged an abort.
+	commitFenced                               bool
 	resumedSource                              bool
 	dumps, receives, restores, commits, aborts int // effective state changes
 
@@ -294,8 +298,8 @@ func (s fakeSource) Resume(ctx context.Context, id string) error {
 	apply, err := w.call(ctx, "src.Resume")
 	if apply {
 		w.mu.Lock()
-		if w.dstPrepared && !w.dstAborted {
-			w.t.Errorf("the source resumed before the destination acknowledged an abort")
+		if w.dstPrepared && !w.dstAborted && !w.commitFenced {
+			w.t.Errorf("the source resumed before the destination acknowledged an abort or the commit was ruled out")
 		}
 		w.srcRunning, w.resumedSource = true, true
 		w.rootfs.srcSynced = false // it forgets a sync of its writable layer
@@ -767,6 +771,63 @@ func TestDriveTransferFailureCancelsTheOtherSide(t *testing.T) {
 			other := map[string]string{"src.Send": "dst.Receive", "dst.Receive": "src.Send"}[failing]
 			if got := w.ended[other]; !errors.Is(got, context.Canceled) {
 				t.Errorf("%s ended with %v, want cancelled when %s failed", other, got, failing)
+			}
+		})
+	}
+}
+
+// TestDriveAbortFencedWithoutTheDestination: with a commit point of its
+// own (Decide) and FenceDestination, a caller lets an abort the
+// destination cannot acknowledge go on: the source runs the container
+// again once the fence holds, and the result says the destination owes
+// a cleanup. A fence that fails leaves the move held, as without one.
+func TestDriveAbortFencedWithoutTheDestination(t *testing.T) {
+	unreachable := errors.New("dial 10.1.0.2:7420: no route to host")
+	for _, tt := range []struct {
+		name        string
+		fenceErr    error
+		wantRunning string
+		wantPhase   Phase
+		wantHeld    bool
+	}{
+		{name: "fenced: the source runs again", wantRunning: "source", wantPhase: PhaseAborted},
+		{name: "the fence fails: held", fenceErr: errBoom, wantRunning: "none", wantPhase: PhaseRestore, wantHeld: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.faults = map[string]fault{"dst.Restore": {err: unreachable}, "dst.Abort": {err: unreachable}}
+			opts := options(w, &collected{})
+			var decided, fenced int
+			opts.Decide = func(context.Context, *Record) error { decided++; return nil }
+			opts.FenceDestination = func(_ context.Context, rec *Record, why error) error {
+				fenced++
+				w.mu.Lock()
+				w.commitFenced = tt.fenceErr == nil
+				w.mu.Unlock()
+				if rec.ID != "m1" || !errors.Is(why, unreachable) {
+					t.Errorf("FenceDestination(%s, %v): want m1 and the destination's error", rec.ID, why)
+				}
+				return tt.fenceErr
+			}
+			res, err := Drive(context.Background(), webMigration, fakeSource{w}, fakeDest{w}, opts)
+			w.check()
+			if got := w.running(); got != tt.wantRunning {
+				t.Errorf("running copy: %s, want %s", got, tt.wantRunning)
+			}
+			if res.Record.Phase != tt.wantPhase {
+				t.Errorf("record in %s, want %s", res.Record.Phase, tt.wantPhase)
+			}
+			if errors.Is(err, ErrHeld) != tt.wantHeld {
+				t.Errorf("err = %v, want held: %v", err, tt.wantHeld)
+			}
+			if res.DestinationUnacked != !tt.wantHeld {
+				t.Errorf("DestinationUnacked = %v, want %v", res.DestinationUnacked, !tt.wantHeld)
+			}
+			if fenced != 1 || decided != 0 {
+				t.Errorf("fenced %d times, decided %d times; want 1 and 0", fenced, decided)
+			}
+			if w.dstRunning {
+				t.Error("the destination runs a copy")
 			}
 		})
 	}

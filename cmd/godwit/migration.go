@@ -61,6 +61,11 @@ type clusterMigrationView struct {
 	Phases map[string]int64 `json:"phases"`
 	// Timeline is every phase reached, in order, with its start.
 	Timeline []migrationPhaseView `json:"timeline"`
+	// Aborting: the leader aborts it without the destination's
+	// acknowledgement. DestinationCleanup: aborted so, the destination
+	// still owes dropping what it prepared.
+	Aborting           bool `json:"aborting,omitempty"`
+	DestinationCleanup bool `json:"destination_cleanup,omitempty"`
 	// Error is why it was aborted, or the last error its driver got past.
 	Error   string     `json:"error,omitempty"`
 	Created *time.Time `json:"created,omitempty"`
@@ -81,6 +86,7 @@ func newClusterMigrationView(m *pb.Migration) clusterMigrationView {
 		Phase: m.GetPhase(), Generation: m.GetGeneration(), RequestedBy: m.GetRequestedBy(), Reason: m.GetReason(),
 		DowntimeMs: m.GetStats().GetDowntimeMs(), TotalMs: m.GetStats().GetTotalMs(), BytesSent: m.GetStats().GetBytes(),
 		Phases: map[string]int64{}, Timeline: []migrationPhaseView{}, Error: m.GetError(),
+		Aborting: m.GetAborting(), DestinationCleanup: m.GetDestinationCleanup(),
 		Created: timeOrNil(m.GetCreated()), Updated: timeOrNil(m.GetUpdated()),
 	}
 	if v.Container == "" {
@@ -256,6 +262,12 @@ func writeMigrationInspect(w io.Writer, v clusterMigrationView, now time.Time) e
 	row("why destination", v.DestinationReason)
 	row("why strategy", v.StrategyReason)
 	row("error", v.Error)
+	switch {
+	case v.Aborting:
+		row("note", fmt.Sprintf("aborting without %s's acknowledgement: the move can no longer commit", v.To))
+	case v.DestinationCleanup:
+		row("note", fmt.Sprintf("%s did not acknowledge the abort; it is asked to drop what it holds (never run) once it answers", v.To))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -18,7 +18,8 @@ import (
 
 // settleEvery is how often the leader looks again at the open
 // migrations no driver of its own runs (held, or committed without the
-// destination's confirmation) and settles them.
+// destination's confirmation) and settles them, and at the destinations
+// that owe an aborted migration's cleanup.
 const settleEvery = 5 * time.Second
 
 var (
@@ -132,6 +133,7 @@ func (c *Coordinator) Lead(ctx context.Context) {
 	defer t.Stop()
 	for {
 		c.settleOpen(ctx)
+		c.cleanDestinations(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -53,7 +53,7 @@ func (c *Coordinator) drive(ctx, lead context.Context, m *state.Migration, f *fe
 	log := c.log.With("migration", m.ID, "container", m.ContainerName, "source", m.Source, "destination", m.Dest)
 	src, dst, err := c.sides(m)
 	if err != nil {
-		c.abortRecord(lead, m.ID, fmt.Sprintf("reach the agents: %v", err), state.MigrationStats{})
+		c.abortRecord(lead, m.ID, fmt.Sprintf("reach the agents: %v", err), state.MigrationStats{}, false)
 		return
 	}
 	opts := c.options(m, f)
@@ -90,16 +90,19 @@ func (c *Coordinator) settle(lead context.Context, id string, res *migrate.Resul
 		}
 		log.Info("migration done", "downtime", stats.Downtime, "total", stats.Total, "bytes", stats.Bytes)
 	case res != nil && res.Record != nil && res.Record.Phase == migrate.PhaseAborted:
-		c.abortRecord(lead, id, errText(err), stats)
-		log.Info("migration aborted: the container runs on its source", "err", err)
+		c.abortRecord(lead, id, errText(err), stats, res.DestinationUnacked)
+		log.Info("migration aborted: the container runs on its source", "err", err, "destination_unacked", res.DestinationUnacked)
 	default:
 		log.Warn("migration left open: it is settled again shortly", "err", err)
 	}
 }
 
-// abortRecord records that migration id was aborted.
-func (c *Coordinator) abortRecord(ctx context.Context, id, why string, stats state.MigrationStats) {
-	if _, err := c.cfg.Apply.Apply(ctx, &fsm.AbortMigration{ID: id, Error: why, Stats: &stats, At: time.Now()}); err != nil {
+// abortRecord records that migration id was aborted; unacked: without
+// its destination's acknowledgement, which cleanDestinations obtains
+// later.
+func (c *Coordinator) abortRecord(ctx context.Context, id, why string, stats state.MigrationStats, unacked bool) {
+	cmd := &fsm.AbortMigration{ID: id, Error: why, Stats: &stats, DestinationCleanup: unacked, At: time.Now()}
+	if _, err := c.cfg.Apply.Apply(ctx, cmd); err != nil {
 		c.log.Warn("record an aborted migration", "migration", id, "err", err)
 	}
 }
@@ -119,6 +122,13 @@ func (c *Coordinator) options(m *state.Migration, f *feed) migrate.DriveOptions 
 		}
 		failpoint.Hit(FailpointAfterPhase + string(phase))
 		return nil
+	}
+	// Raft is the commit point, so an abort the destination cannot
+	// acknowledge is made safe there: once fenced, the move cannot
+	// commit, and the source may run the container again.
+	opts.FenceDestination = func(ctx context.Context, _ *migrate.Record, why error) error {
+		_, err := c.cfg.Apply.Apply(ctx, &fsm.FenceMigration{ID: m.ID, Why: fmt.Sprintf("destination %s did not acknowledge the abort: %v", m.Dest, why), At: time.Now()})
+		return err
 	}
 	opts.Decide = func(ctx context.Context, rec *migrate.Record) error {
 		_, err := c.cfg.Apply.Apply(ctx, &fsm.CommitMove{ID: m.ID, At: time.Now()})
@@ -172,6 +182,38 @@ func (c *Coordinator) settleOpen(lead context.Context) {
 	}
 }
 
+// cleanDestinations asks the destination of every migration aborted
+// without its acknowledgement, once its node is alive again, to drop
+// what it holds, and records that it did. A destination that does not
+// answer is asked again at the next settling.
+func (c *Coordinator) cleanDestinations(lead context.Context) {
+	snap := c.cfg.Store.Snapshot()
+	for _, m := range snap.Migrations(state.MigrationFilter{}) {
+		if !m.DestinationCleanup || lead.Err() != nil {
+			continue
+		}
+		if n, ok := snap.Node(m.Dest); !ok || n.Health != state.HealthAlive {
+			continue
+		}
+		c.goRun(lead, m, func(ctx context.Context, _ *feed) {
+			log := c.log.With("migration", m.ID, "container", m.ContainerName, "destination", m.Dest)
+			_, dst, err := c.sides(m)
+			if err == nil {
+				err = dst.Abort(ctx, m.ID, "the move was aborted while this node did not answer: "+m.Error)
+			}
+			if err != nil {
+				log.Warn("destination of an aborted migration: drop what it holds (asked again shortly)", "err", err)
+				return
+			}
+			if _, err := c.cfg.Apply.Apply(lead, &fsm.CleanedDestination{ID: m.ID, At: time.Now()}); err != nil {
+				log.Warn("record a cleaned destination", "err", err)
+				return
+			}
+			log.Info("destination of an aborted migration dropped what it held")
+		})
+	}
+}
+
 // goAbort aborts m in the background.
 func (c *Coordinator) goAbort(lead context.Context, m *state.Migration, why string) {
 	c.goRun(lead, m, func(ctx context.Context, f *feed) {
@@ -189,8 +231,8 @@ func (c *Coordinator) goAbort(lead context.Context, m *state.Migration, why stri
 			return
 		}
 		if err == nil {
-			c.abortRecord(lead, m.ID, why, statsOf(res))
-			log.Warn("migration aborted by the leader", "why", why)
+			c.abortRecord(lead, m.ID, why, statsOf(res), res.DestinationUnacked)
+			log.Warn("migration aborted by the leader", "why", why, "destination_unacked", res.DestinationUnacked)
 			return
 		}
 		c.settle(lead, m.ID, res, err, log)

@@ -14,6 +14,10 @@ import (
 //	                    └──────── RecordMigrationPhase (forward only) ──────┘
 //	ready ──CommitMove──▶ committed ──FinishMigration──▶ done
 //	  any phase before committed ──AbortMigration──▶ aborted
+//	  any phase before committed ──FenceMigration──▶ the same phase,
+//	    aborting: it can no longer commit, only abort
+//	  aborted, the destination owing its cleanup ──CleanedDestination──▶
+//	    aborted, clean
 //
 // CommitMove is the commit point: in one entry the migration becomes
 // committed and the container moves to the destination with its
@@ -43,6 +47,8 @@ func migrationStep(m *state.Migration, to state.MigrationPhase, at time.Time) (*
 		}
 	case to.Order() < m.Phase.Order():
 		return nil, fmt.Errorf("migration %s: %w: from %s to %s", m.ID, ErrBackwards, m.Phase, to)
+	case to == state.MigrationCommitted && m.Aborting:
+		return nil, fmt.Errorf("migration %s: %w: the leader decided to abort it (%s)", m.ID, ErrAborted, m.Error)
 	case to == state.MigrationCommitted && m.Phase != state.MigrationReady:
 		return nil, fmt.Errorf("migration %s: %w: it is in %s, and only a ready migration commits", m.ID, ErrNotReady, m.Phase)
 	case to == state.MigrationDone && m.Phase != state.MigrationCommitted:
@@ -381,12 +387,15 @@ func (c FinishMigration) apply(tx *state.Txn) (any, error) {
 // Error (required): the source keeps the container, which is left as it
 // is in the state. Refused once committed (ErrCommitted); aborting an
 // aborted migration changes nothing. A non-nil Stats replaces the
-// statistics. Result value: the stored *state.Migration.
+// statistics. DestinationCleanup records that the destination did not
+// acknowledge the abort (see state.Migration). Result value: the stored
+// *state.Migration.
 type AbortMigration struct {
-	ID    string                `json:"id"`
-	Error string                `json:"error"`
-	Stats *state.MigrationStats `json:"stats,omitempty"`
-	At    time.Time             `json:"at"`
+	ID                 string                `json:"id"`
+	Error              string                `json:"error"`
+	Stats              *state.MigrationStats `json:"stats,omitempty"`
+	DestinationCleanup bool                  `json:"destination_cleanup,omitempty"`
+	At                 time.Time             `json:"at"`
 }
 
 func (AbortMigration) Type() CommandType { return TypeAbortMigration }
@@ -408,14 +417,98 @@ func (c AbortMigration) apply(tx *state.Txn) (any, error) {
 		return old, nil
 	}
 	m.Error = c.Error
+	m.Aborting = false
+	m.DestinationCleanup = c.DestinationCleanup
 	if c.Stats != nil {
 		m.Stats = c.Stats.Clone()
 	}
 	if err := tx.PutMigration(m); err != nil {
 		return nil, err
 	}
-	emitMigration(tx, state.EventMigrationAborted, m, m.Source,
-		fmt.Sprintf("%s stays on %s: aborted in %s: %s", m.ContainerName, m.Source, old.Phase, c.Error))
+	msg := fmt.Sprintf("%s stays on %s: aborted in %s: %s", m.ContainerName, m.Source, old.Phase, c.Error)
+	if m.DestinationCleanup {
+		msg += fmt.Sprintf("; %s did not acknowledge the abort and is asked to drop what it holds once it answers", m.Dest)
+	}
+	emitMigration(tx, state.EventMigrationAborted, m, m.Source, msg)
 	stored, _ := tx.Migration(m.ID)
+	return stored, nil
+}
+
+// FenceMigration records that the leader aborts a migration whose
+// destination did not acknowledge the abort: from this entry on the move
+// cannot commit (CommitMove refuses it with ErrAborted), so the source
+// may run the container again whatever the destination holds; an
+// AbortMigration ends it. Refused once committed (ErrCommitted) or
+// aborted (ErrAborted); fencing a fenced migration changes nothing.
+// Result value: the stored *state.Migration.
+type FenceMigration struct {
+	ID string `json:"id"`
+	// Why is the destination's failure, for the record and the event.
+	Why string    `json:"why"`
+	At  time.Time `json:"at"`
+}
+
+func (FenceMigration) Type() CommandType { return TypeFenceMigration }
+func (c FenceMigration) when() time.Time { return c.At }
+
+func (c FenceMigration) apply(tx *state.Txn) (any, error) {
+	m, err := lookupMigration(tx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case m.Committed():
+		return nil, fmt.Errorf("migration %s: %w: the container is %s's now, so it can only finish", m.ID, ErrCommitted, m.Dest)
+	case m.Phase == state.MigrationAborted:
+		return nil, fmt.Errorf("migration %s: %w (%s)", m.ID, ErrAborted, m.Error)
+	case m.Aborting:
+		return m, nil
+	}
+	next := m.Clone()
+	next.Aborting = true
+	next.Error = c.Why
+	next.Updated = c.At
+	if err := tx.PutMigration(next); err != nil {
+		return nil, err
+	}
+	emitMigration(tx, state.EventMigrationAborting, next, next.Source,
+		fmt.Sprintf("%s: aborting in %s without %s's acknowledgement (%s): the move can no longer commit, so %s runs the container again",
+			next.ContainerName, next.Phase, next.Dest, c.Why, next.Source))
+	stored, _ := tx.Migration(next.ID)
+	return stored, nil
+}
+
+// CleanedDestination records that the destination of an aborted
+// migration, which had not acknowledged the abort, has dropped what it
+// held. Cleaning a clean migration changes nothing; an open one is
+// refused (ErrInvalid). Result value: the stored *state.Migration.
+type CleanedDestination struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
+func (CleanedDestination) Type() CommandType { return TypeCleanedDestination }
+func (c CleanedDestination) when() time.Time { return c.At }
+
+func (c CleanedDestination) apply(tx *state.Txn) (any, error) {
+	m, err := lookupMigration(tx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case m.Phase != state.MigrationAborted:
+		return nil, fmt.Errorf("migration %s is %s: %w: only an aborted migration's destination is cleaned", m.ID, m.Phase, ErrInvalid)
+	case !m.DestinationCleanup:
+		return m, nil
+	}
+	next := m.Clone()
+	next.DestinationCleanup = false
+	next.Updated = c.At
+	if err := tx.PutMigration(next); err != nil {
+		return nil, err
+	}
+	emitMigration(tx, state.EventMigrationCleaned, next, next.Dest,
+		fmt.Sprintf("%s: %s dropped what it held for the aborted move", next.ContainerName, next.Dest))
+	stored, _ := tx.Migration(next.ID)
 	return stored, nil
 }

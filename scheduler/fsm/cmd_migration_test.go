@@ -411,6 +411,70 @@ func TestAbortMigration(t *testing.T) {
 	})
 }
 
+func TestFenceMigration(t *testing.T) {
+	base := func(tb testing.TB) *harness {
+		h := moving(tb)
+		h.must(move("m1", "c1", "n2"))
+		h.must(phase("m1", state.MigrationReady))
+		return h
+	}
+	at := t1.Add(time.Hour)
+	runCases(t, base, []cmdCase{
+		{name: "the move can no longer commit", cmd: fsm.FenceMigration{ID: "m1", Why: "destination unreachable", At: at},
+			check: func(t *testing.T, h *harness, _ any) {
+				m := h.migration("m1")
+				if !m.Aborting || !m.Open() || m.Phase != state.MigrationReady || m.Error != "destination unreachable" {
+					t.Errorf("migration %+v: want ready, open and aborting, with the reason", m)
+				}
+				wantMigrationEvent(t, h, state.EventMigrationAborting, "m1", "c1", "n1")
+				if r := h.apply(fsm.CommitMove{ID: "m1"}); !errors.Is(r.Err, fsm.ErrAborted) {
+					t.Errorf("CommitMove after the fence: %v, want ErrAborted", r.Err)
+				}
+				if c := h.container("c1"); c.Node != "n1" || c.Generation != 1 {
+					t.Errorf("container %+v: want it still on n1 at generation 1", c)
+				}
+				h.must(fsm.AbortMigration{ID: "m1", Error: "destination unreachable", DestinationCleanup: true})
+				if m := h.migration("m1"); m.Phase != state.MigrationAborted || m.Aborting || !m.DestinationCleanup {
+					t.Errorf("migration %+v after the abort: want aborted, its destination owing a cleanup", m)
+				}
+			}},
+		{name: "after the commit",
+			setup:   func(h *harness) { h.must(fsm.CommitMove{ID: "m1"}) },
+			cmd:     fsm.FenceMigration{ID: "m1", Why: "x"},
+			wantErr: fsm.ErrCommitted},
+		{name: "after the abort",
+			setup:   func(h *harness) { h.must(fsm.AbortMigration{ID: "m1", Error: "boom"}) },
+			cmd:     fsm.FenceMigration{ID: "m1", Why: "x"},
+			wantErr: fsm.ErrAborted},
+	})
+}
+
+func TestCleanedDestination(t *testing.T) {
+	base := func(tb testing.TB) *harness {
+		h := moving(tb)
+		h.must(move("m1", "c1", "n2"))
+		return h
+	}
+	runCases(t, base, []cmdCase{
+		{name: "the destination owes nothing more",
+			setup: func(h *harness) {
+				h.must(fsm.AbortMigration{ID: "m1", Error: "destination unreachable", DestinationCleanup: true})
+			},
+			cmd: fsm.CleanedDestination{ID: "m1"},
+			check: func(t *testing.T, h *harness, _ any) {
+				if m := h.migration("m1"); m.DestinationCleanup || m.Phase != state.MigrationAborted {
+					t.Errorf("migration %+v: want aborted and clean", m)
+				}
+				wantMigrationEvent(t, h, state.EventMigrationCleaned, "m1", "c1", "n2")
+			}},
+		{name: "a clean migration changes nothing",
+			setup: func(h *harness) { h.must(fsm.AbortMigration{ID: "m1", Error: "boom"}) },
+			cmd:   fsm.CleanedDestination{ID: "m1"},
+			check: func(t *testing.T, h *harness, _ any) { unchanged(t, h) }},
+		{name: "an open migration", cmd: fsm.CleanedDestination{ID: "m1"}, wantErr: fsm.ErrInvalid},
+	})
+}
+
 func TestContainersWhileMoving(t *testing.T) {
 	base := func(tb testing.TB) *harness {
 		h := moving(tb)

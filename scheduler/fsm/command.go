@@ -35,6 +35,8 @@ const (
 	TypeStartDrain           CommandType = 18
 	TypeUpdateDrain          CommandType = 19
 	TypeEndDrain             CommandType = 20
+	TypeFenceMigration       CommandType = 21
+	TypeCleanedDestination   CommandType = 22
 )
 
 var commandNames = map[CommandType]string{
@@ -59,6 +61,8 @@ var commandNames = map[CommandType]string{
 	TypeStartDrain:           "start-drain",
 	TypeUpdateDrain:          "update-drain",
 	TypeEndDrain:             "end-drain",
+	TypeFenceMigration:       "fence-migration",
+	TypeCleanedDestination:   "cleaned-destination",
 }
 
 func (t CommandType) String() string {
@@ -91,6 +95,8 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	TypeStartDrain:           decodeAs[StartDrain],
 	TypeUpdateDrain:          decodeAs[UpdateDrain],
 	TypeEndDrain:             decodeAs[EndDrain],
+	TypeFenceMigration:       decodeAs[FenceMigration],
+	TypeCleanedDestination:   decodeAs[CleanedDestination],
 }
 
 // Command is a change to the cluster state, proposed by the leader and

@@ -138,6 +138,7 @@ func migrationToProto(m *state.Migration) *pb.Migration {
 		Strategy: m.Strategy, Phase: string(m.Phase), Generation: m.Generation,
 		RequestedBy: m.Requested.Who, Reason: m.Reason, WhyDestination: m.WhyDestination, WhyStrategy: m.WhyStrategy,
 		Error: m.Error, Created: timestamp(m.Created), Updated: timestamp(m.Updated),
+		Aborting: m.Aborting, DestinationCleanup: m.DestinationCleanup,
 		Stats: &pb.MigrationStats{DowntimeMs: m.Stats.Downtime.Milliseconds(), TotalMs: m.Stats.Total.Milliseconds(), Bytes: m.Stats.Bytes},
 	}
 	if m.Requested.Role != "" {

@@ -225,10 +225,14 @@ func TestRaftRestartedNodeCatchesUpFromItsDataDir(t *testing.T) {
 	if n := away.fsm.len(); n != early+late {
 		t.Errorf("restarted node holds %d keys, want %d", n, early+late)
 	}
-	snaps, err := os.ReadDir(filepath.Join(away.cfg.DataDir, raftDirName, "snapshots"))
-	if err != nil || len(snaps) == 0 || len(snaps) > snapshotsRetained {
-		t.Errorf("snapshots on disk: %d (%v), want 1 to %d", len(snaps), err, snapshotsRetained)
-	}
+	// Raft reaps old snapshots after writing a new one, and one being
+	// written is a ".tmp" directory until it is complete: wait for the
+	// reap rather than catch it half-way.
+	var snaps []string
+	waitFor(t, clusterWait, fmt.Sprintf("1 to %d complete snapshots on disk", snapshotsRetained), func() bool {
+		snaps = snapshotDirs(t, filepath.Join(away.cfg.DataDir, raftDirName, "snapshots"))
+		return len(snaps) > 0 && len(snaps) <= snapshotsRetained
+	})
 
 	// The whole cluster stopped and started again keeps every write.
 	for _, tn := range c.nodes {
@@ -390,4 +394,21 @@ func TestBootstrapIfNewKeepsExistingState(t *testing.T) {
 	if err := tn.node.BootstrapIfNew([]raft.Server{other[1]}); !errors.Is(err, ErrRaftConfig) {
 		t.Errorf("bootstrap without this node: %v, want ErrRaftConfig", err)
 	}
+}
+
+// snapshotDirs lists the complete snapshots in dir, not those still
+// being written.
+func snapshotDirs(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".tmp") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }

@@ -40,6 +40,11 @@ const (
 	EventMigrationCommitted = "migration-committed"
 	EventMigrationDone      = "migration-done"
 	EventMigrationAborted   = "migration-aborted"
+	// EventMigrationAborting: the leader aborts a move its destination
+	// did not answer for; EventMigrationCleaned: that destination dropped
+	// what it held, later.
+	EventMigrationAborting = "migration-aborting"
+	EventMigrationCleaned  = "migration-cleaned"
 
 	// Drains: each carries the drained node; drain-updated also comes once
 	// per container newly blocked, with the container and why.

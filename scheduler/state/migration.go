@@ -117,6 +117,16 @@ type Migration struct {
 	// Started is when each phase reached was recorded (leader's time).
 	Started map[MigrationPhase]time.Time `json:"started"`
 	Stats   MigrationStats               `json:"stats"`
+	// Aborting is set once the leader decided to abort the move without
+	// the destination's acknowledgement: from then on the move cannot
+	// commit, so the source may run the container again whatever the
+	// destination holds.
+	Aborting bool `json:"aborting,omitempty"`
+	// DestinationCleanup is set on a migration aborted without the
+	// destination's acknowledgement: the destination may still hold what
+	// it prepared (a stopped copy it can never run: the move did not
+	// commit), and the leader asks it to drop it once it answers.
+	DestinationCleanup bool `json:"destination_cleanup,omitempty"`
 	// Error is why the migration was aborted; before that, the last error
 	// its driver met and got past (a retried step), if any.
 	Error   string    `json:"error,omitempty"`

@@ -2673,8 +2673,15 @@ type Migration struct {
 	Error          string                 `protobuf:"bytes,15,opt,name=error,proto3" json:"error,omitempty"`
 	Created        *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=created,proto3" json:"created,omitempty"`
 	Updated        *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=updated,proto3" json:"updated,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// aborting: the leader aborts the move without the destination's
+	// acknowledgement; it can no longer commit.
+	Aborting bool `protobuf:"varint,18,opt,name=aborting,proto3" json:"aborting,omitempty"`
+	// destination_cleanup: aborted without the destination's
+	// acknowledgement, which still may hold what it prepared (never run);
+	// the leader asks it to drop it once it answers.
+	DestinationCleanup bool `protobuf:"varint,19,opt,name=destination_cleanup,json=destinationCleanup,proto3" json:"destination_cleanup,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Migration) Reset() {
@@ -2824,6 +2831,20 @@ func (x *Migration) GetUpdated() *timestamppb.Timestamp {
 		return x.Updated
 	}
 	return nil
+}
+
+func (x *Migration) GetAborting() bool {
+	if x != nil {
+		return x.Aborting
+	}
+	return false
+}
+
+func (x *Migration) GetDestinationCleanup() bool {
+	if x != nil {
+		return x.DestinationCleanup
+	}
+	return false
 }
 
 type MigrationPhase struct {
@@ -3731,7 +3752,7 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\x16ListMigrationsResponse\x124\n" +
 	"\n" +
 	"migrations\x18\x01 \x03(\v2\x14.godwit.v1.MigrationR\n" +
-	"migrations\"\xd5\x04\n" +
+	"migrations\"\xa2\x05\n" +
 	"\tMigration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12!\n" +
@@ -3752,7 +3773,9 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\x05stats\x18\x0e \x01(\v2\x19.godwit.v1.MigrationStatsR\x05stats\x12\x14\n" +
 	"\x05error\x18\x0f \x01(\tR\x05error\x124\n" +
 	"\acreated\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
-	"\aupdated\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"}\n" +
+	"\aupdated\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x1a\n" +
+	"\baborting\x18\x12 \x01(\bR\baborting\x12/\n" +
+	"\x13destination_cleanup\x18\x13 \x01(\bR\x12destinationCleanup\"}\n" +
 	"\x0eMigrationPhase\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x1f\n" +
