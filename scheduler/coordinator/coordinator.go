@@ -223,7 +223,8 @@ func plan(snap *state.Snapshot, req Request) (*state.Migration, error) {
 }
 
 // destination is the named node, checked, or placement's choice among the
-// nodes whose CPU has every feature the source's has.
+// nodes whose CPU has every feature the source's has, counting the room
+// other moves in flight promised.
 func destination(snap *state.Snapshot, ctr *state.Container, src *state.Node, to string) (*state.Node, string, error) {
 	spec := ctr.Spec
 	spec.Node = "" // a move chooses anew; --to names the node outright
@@ -236,7 +237,9 @@ func destination(snap *state.Snapshot, ctr *state.Container, src *state.Node, to
 		return nil, "", fmt.Errorf("%w: container %s is pinned to node %s (run --node): give --to NODE to move it anyway", ErrInvalid, ctr.Name, ctr.Spec.Node)
 	}
 	cpu := src.CPU
-	d, err := placement.Place(snap, placement.Request{Spec: spec, Exclude: []string{src.Name}, RequireCPU: &cpu})
+	// Room promised to other moves in flight is not this one's.
+	view := placement.Reserve(snap, placement.Incoming(snap))
+	d, err := placement.Place(view, placement.Request{Spec: spec, Exclude: []string{src.Name}, RequireCPU: &cpu})
 	if err != nil {
 		return nil, "", fmt.Errorf("%w for %s: %w", ErrNoDestination, ctr.Name, err)
 	}

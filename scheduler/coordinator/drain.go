@@ -529,15 +529,7 @@ func planDrain(snap *state.Snapshot, node string, exhausted map[string]string) *
 	if !ok {
 		return p
 	}
-	var room placement.Reservations
-	for _, m := range snap.Migrations(state.MigrationFilter{Open: true}) {
-		if m.Committed() {
-			continue // the container is on its destination already
-		}
-		if c, ok := snap.ContainerByID(m.Container); ok {
-			room.Add(m.Dest, c.Spec.Request)
-		}
-	}
+	room := placement.Incoming(snap)
 	var candidates []*state.Container
 	for _, c := range ctrs {
 		if _, moving := snap.OpenMigrationOf(c.ID); moving {
@@ -559,7 +551,7 @@ func planDrain(snap *state.Snapshot, node string, exhausted map[string]string) *
 		ra, rb := placement.EffectiveRequest(a.Spec.Request), placement.EffectiveRequest(b.Spec.Request)
 		return cmp.Or(cmp.Compare(rb.MemoryBytes, ra.MemoryBytes), cmp.Compare(rb.MilliCPU, ra.MilliCPU), strings.Compare(a.Name, b.Name))
 	})
-	view := placement.Reserve(snap, &room)
+	view := placement.Reserve(snap, room)
 	for _, c := range candidates {
 		dest, why := drainDestination(snap, view, src, c)
 		if dest == "" {

@@ -132,3 +132,27 @@ func TestPlanRefusals(t *testing.T) {
 		t.Errorf("move a pinned container with --to: %v", err)
 	}
 }
+
+// The room a move in flight promised its destination is not given to a
+// second move: each would fit alone, both would overcommit the node.
+func TestPlanCountsTheRoomPromisedToMovesInFlight(t *testing.T) {
+	w := newWorld(t)
+	w.node("n1", flags, allStrategies)
+	w.node("n2", flags, allStrategies)
+	w.run("c1", "n1", 1500, false)
+	w.run("c2", "n1", 1500, false)
+	first, err := plan(w.f.Store().Snapshot(), Request{Container: "c1"})
+	if err != nil || first.Dest != "n2" {
+		t.Fatalf("first move: %+v, %v; want one to n2", first, err)
+	}
+	w.must(fsm.CreateMigration{ID: "m1", Container: first.Container, Source: first.Source, Dest: first.Dest, Strategy: first.Strategy, Reason: "operator", At: t0})
+
+	_, err = plan(w.f.Store().Snapshot(), Request{Container: "c2"})
+	if !errors.Is(err, ErrNoDestination) {
+		t.Fatalf("second move while the first is in flight: %v, want ErrNoDestination (n2's room is promised)", err)
+	}
+	_, err = plan(w.f.Store().Snapshot(), Request{Container: "c2", To: "n2"})
+	if !errors.Is(err, ErrNoDestination) {
+		t.Fatalf("second move --to n2 while the first is in flight: %v, want ErrNoDestination", err)
+	}
+}

@@ -60,6 +60,25 @@ func (r *Reservations) Len() int {
 	return n
 }
 
+// Incoming returns reservations holding, on each node, the room that
+// the open moves to it promised: a moving container counts on its
+// source until its move commits, and its destination must not give that
+// room to anything else meanwhile. Deciders that may run beside moves
+// (placing new containers, choosing a move's destination, planning a
+// drain) decide on Reserve(snapshot, Incoming(snapshot)).
+func Incoming(s *state.Snapshot) *Reservations {
+	r := &Reservations{}
+	for _, m := range s.Migrations(state.MigrationFilter{Open: true}) {
+		if m.Committed() {
+			continue // the container is on its destination already
+		}
+		if c, ok := s.ContainerByID(m.Container); ok {
+			r.Add(m.Dest, c.Spec.Request)
+		}
+	}
+	return r
+}
+
 // Reserve returns s with r's reservations added: Allocated and
 // ContainerCount count them on top of s's; Nodes and HasImage are s's.
 // It reads r at every call, so the next decision sees what was just

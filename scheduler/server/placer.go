@@ -327,7 +327,9 @@ func (p *Placer) decideBatch(ctx context.Context, calls []*placeCall, flying []*
 		return nil
 	}
 	snap := p.b.Snapshot()
-	var held placement.Reservations
+	// The room open moves promised their destinations is taken, as is
+	// the room of the batches still in flight.
+	held := placement.Incoming(snap)
 	names := make(map[string]bool, len(live))
 	for _, f := range flying {
 		counted := f.committedIn(snap)
@@ -338,7 +340,7 @@ func (p *Placer) decideBatch(ctx context.Context, calls []*placeCall, flying []*
 			}
 		}
 	}
-	view := placement.Reserve(snap, &held)
+	view := placement.Reserve(snap, held)
 	f := &flight{cmd: &fsm.PlaceContainers{Containers: make([]fsm.NewContainer, 0, len(live))}}
 	for _, c := range live {
 		placed, err := decide(snap, view, names, c.req)

@@ -550,3 +550,25 @@ func TestPlacerPrefersTheImageHolder(t *testing.T) {
 			placed.Decision.Node, placed.Decision.Candidates[0].Node)
 	}
 }
+
+// TestPlacerCountsTheRoomPromisedToMoves: a container moving to a node
+// counts on its source until the move commits, yet the destination's
+// room is promised: a run is not given it.
+func TestPlacerCountsTheRoomPromisedToMoves(t *testing.T) {
+	b := newFakeBackend(t)
+	b.node("n1", 1000, "busybox:latest")
+	b.node("n2", 1000, "busybox:latest")
+	p := startPlacer(t, b, 0)
+	moving, err := p.Place(context.Background(), PlaceRequest{Spec: state.ContainerSpec{Image: "busybox", Node: "n1",
+		Request: state.Resources{MilliCPU: 800, MemoryBytes: 64 << 20}}, Name: "moving"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.commit(fsm.ReportContainers{Node: "n1", Epoch: 1, Reports: []fsm.Report{{ID: moving.ID, State: state.ReportedRunning}}, At: time.Now()})
+	b.commit(fsm.CreateMigration{ID: "m1", Container: moving.ID, Source: "n1", Dest: "n2", Strategy: "stop-copy", Reason: "operator", At: time.Now()})
+
+	o := await(t, "a run with room only on n2, promised to the move", placeAsync(context.Background(), p, named(busybox(600), "late")))
+	if status.Code(o.err) != codes.ResourceExhausted {
+		t.Errorf("run: placed on %q (%v), want ResourceExhausted: n1 holds the moving container, n2 its promised room", o.placed.Decision.Node, o.err)
+	}
+}
