@@ -55,7 +55,8 @@ no container; it then stays cordoned until ` + "`godwit node uncordon NODE`" + `
 which also ends a drain that is running.
 
 At the --deadline, --on-deadline says what happens to what is left: fail (the
-default) ends the drain and leaves it running; stop stops it on the node.
+default) ends the drain as failed and leaves it running; stop stops it on the
+node and ends the drain as stopped (exit status 0: nothing runs there).
 The drain survives a failover of the leader. Interrupting this command stops
 following the drain, not the drain: follow it again with --watch.`,
 		Args: cobra.ExactArgs(1),
@@ -234,6 +235,16 @@ func (r *drainRun) report() error {
 	if v.Started != nil && v.Ended != nil {
 		took = shortDuration(v.Ended.Sub(*v.Started))
 	}
+	if v.Status == drainStopped {
+		// The policy the operator chose did its work: nothing runs on
+		// the node.
+		if r.out == outputJSON {
+			return nil
+		}
+		_, err := fmt.Fprintf(r.stdout, "node %s: the drain reached its deadline after %s: %d %s moved; %s\n",
+			v.Node, took, v.Moved, plural(int(v.Moved), "container", "containers"), v.Reason)
+		return err
+	}
 	if v.Status != "done" {
 		var b strings.Builder
 		fmt.Fprintf(&b, "the drain of node %s %s after %s: %d moved, %d failed %s, %d left", v.Node, endedWord(v.Status), took,
@@ -253,6 +264,10 @@ func (r *drainRun) report() error {
 		v.Node, took, v.Moved, plural(int(v.Moved), "container", "containers"), v.Failed, plural(int(v.Failed), "move", "moves"), v.Node)
 	return err
 }
+
+// drainStopped is a drain that ended at its deadline with what was left
+// stopped (state.DrainStopped).
+const drainStopped = "stopped"
 
 func endedWord(status string) string {
 	switch status {
@@ -341,7 +356,8 @@ func (p *drainProgress) interrupt(note string) {
 // keys are part of the CLI's contract.
 type drainView struct {
 	Node string `json:"node"`
-	// Status is running, done, failed or cancelled.
+	// Status is running, done, failed, cancelled or stopped (the
+	// deadline passed and --on-deadline stop stopped what was left).
 	Status      string     `json:"status"`
 	Deadline    *time.Time `json:"deadline,omitempty"`
 	OnDeadline  string     `json:"on_deadline,omitempty"`

@@ -430,7 +430,7 @@ func (d *Drainer) atDeadline(ctx context.Context, log *slog.Logger, snap *state.
 				return false // its stop is not recorded yet
 			}
 		}
-		d.end(ctx, log, f, p, state.DrainFailed, fmt.Sprintf("the deadline passed with %d %s on the node (--on-deadline stop): %s stay there, stopped; "+
+		d.end(ctx, log, f, p, state.DrainStopped, fmt.Sprintf("the deadline passed with %d %s on the node (--on-deadline stop): %s stay there, stopped; "+
 			"start them with `godwit start NAME` after the maintenance", len(f.left), plural(len(f.left), "container", "containers"), names(snap, ids(f.left))))
 	default:
 		policy := "--on-deadline fail"

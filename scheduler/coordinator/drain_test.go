@@ -446,13 +446,14 @@ func TestDrainWaitsForRoomAndSaysWhy(t *testing.T) {
 
 func TestDrainDeadlinePolicies(t *testing.T) {
 	cases := []struct {
-		name      string
-		policy    state.DeadlinePolicy
-		wantStops []string
-		wantWord  string
+		name       string
+		policy     state.DeadlinePolicy
+		wantStops  []string
+		wantStatus state.DrainStatus
+		wantWord   string
 	}{
-		{"stop stops what is not moving", state.OnDeadlineStop, []string{"c2", "c3"}, "stopped"},
-		{"fail leaves it running", state.OnDeadlineFail, nil, "keeps running"},
+		{"stop stops what is not moving", state.OnDeadlineStop, []string{"c2", "c3"}, state.DrainStopped, "stopped"},
+		{"fail leaves it running", state.OnDeadlineFail, nil, state.DrainFailed, "keeps running"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -479,9 +480,9 @@ func TestDrainDeadlinePolicies(t *testing.T) {
 			dw.finish(moving[0])
 			dw.d.pass(ctx)
 			d := dw.drain("n1")
-			if d.Status != state.DrainFailed || d.Moved != 1 || d.Left != 2 || !strings.Contains(d.Reason, tc.wantWord) ||
+			if d.Status != tc.wantStatus || d.Moved != 1 || d.Left != 2 || !strings.Contains(d.Reason, tc.wantWord) ||
 				!strings.Contains(d.Reason, "deadline") {
-				t.Errorf("drain %+v: want failed at the deadline with 1 moved, 2 left, saying %q", d, tc.wantWord)
+				t.Errorf("drain %+v: want %s at the deadline with 1 moved, 2 left, saying %q", d, tc.wantStatus, tc.wantWord)
 			}
 			for _, c := range dw.f.Store().Snapshot().ContainersOn("n1") {
 				if wantStopped := tc.policy == state.OnDeadlineStop; (c.Desired == state.DesiredStopped) != wantStopped {

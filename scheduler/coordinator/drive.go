@@ -58,22 +58,24 @@ func (c *Coordinator) drive(ctx, lead context.Context, m *state.Migration, f *fe
 	}
 	opts := c.options(m, f)
 	var res *migrate.Result
+	note := ""
 	if m.Committed() {
 		// A previous driver got as far as the decision: only finishing
 		// is left.
 		log.Info("finishing a committed migration from its record", "phase", m.Phase)
+		note = fmt.Sprintf("finished from its record: the move had committed when its driver stopped (the leader changed, or %s did not answer)", m.Dest)
 		res, err = migrate.Resume(ctx, engineRecord(m), src, dst, opts)
 	} else {
 		log.Info("migration starting", "strategy", m.Strategy)
 		res, err = migrate.Drive(ctx, migrate.Migration{ID: m.ID, Container: m.Container, Strategy: migrate.Strategy(m.Strategy)}, src, dst, opts)
 	}
-	c.settle(lead, m.ID, res, err, log)
+	c.settle(lead, m.ID, res, err, note, log)
 }
 
-// settle records how a drive ended: done, aborted, or still open (held,
-// undecided, or committed without the destination's word) for the next
-// settleOpen.
-func (c *Coordinator) settle(lead context.Context, id string, res *migrate.Result, err error, log interface {
+// settle records how a drive ended: done (with note in its event),
+// aborted, or still open (held, undecided, or committed without the
+// destination's word) for the next settleOpen.
+func (c *Coordinator) settle(lead context.Context, id string, res *migrate.Result, err error, note string, log interface {
 	Info(string, ...any)
 	Warn(string, ...any)
 }) {
@@ -84,7 +86,7 @@ func (c *Coordinator) settle(lead context.Context, id string, res *migrate.Resul
 	stats := statsOf(res)
 	switch {
 	case res != nil && res.Record != nil && res.Record.Phase == migrate.PhaseDone:
-		if _, aerr := c.cfg.Apply.Apply(lead, &fsm.FinishMigration{ID: id, Stats: &stats, At: time.Now()}); aerr != nil {
+		if _, aerr := c.cfg.Apply.Apply(lead, &fsm.FinishMigration{ID: id, Stats: &stats, Note: note, At: time.Now()}); aerr != nil {
 			log.Warn("record a finished migration", "err", aerr)
 			return
 		}
@@ -235,7 +237,7 @@ func (c *Coordinator) goAbort(lead context.Context, m *state.Migration, why stri
 			log.Warn("migration aborted by the leader", "why", why, "destination_unacked", res.DestinationUnacked)
 			return
 		}
-		c.settle(lead, m.ID, res, err, log)
+		c.settle(lead, m.ID, res, err, "", log)
 	})
 }
 

@@ -186,8 +186,8 @@ func (c EndDrain) when() time.Time { return c.At }
 
 func (c EndDrain) apply(tx *state.Txn) (any, error) {
 	if !c.Status.Known() || c.Status == state.DrainRunning {
-		return nil, fmt.Errorf("end drain of node %q: status %q: %w (want %s, %s or %s)", c.Node, c.Status, ErrInvalid,
-			state.DrainDone, state.DrainFailed, state.DrainCancelled)
+		return nil, fmt.Errorf("end drain of node %q: status %q: %w (want %s, %s, %s or %s)", c.Node, c.Status, ErrInvalid,
+			state.DrainDone, state.DrainFailed, state.DrainCancelled, state.DrainStopped)
 	}
 	if d, ok := tx.Drain(c.Node); ok && d.Status == c.Status {
 		return d, nil
@@ -198,6 +198,13 @@ func (c EndDrain) apply(tx *state.Txn) (any, error) {
 	}
 	if n := tx.ContainerCount(c.Node); c.Status == state.DrainDone && n > 0 {
 		return nil, fmt.Errorf("end drain of node %q as done: %w (%d): move them first, or end it as failed", c.Node, ErrNodeNotEmpty, n)
+	}
+	if c.Status == state.DrainStopped {
+		for _, ctr := range tx.ContainersOn(c.Node) {
+			if ctr.Desired == state.DesiredRunning {
+				return nil, fmt.Errorf("end drain of node %q as stopped: container %s is still desired running: %w", c.Node, ctr.Name, ErrInvalid)
+			}
+		}
 	}
 	if n, ok := tx.Node(c.Node); ok && n.Schedulability == state.Draining {
 		if err := setSchedulability(tx, n, state.Cordoned); err != nil {

@@ -339,11 +339,13 @@ func (c CommitMove) apply(tx *state.Txn) (any, error) {
 // destination runs the container. A container still reported migrating
 // becomes running. Refused before the commit (ErrNotCommitted) and after
 // an abort (ErrAborted); finishing a done migration changes nothing. A
-// non-nil Stats replaces the statistics. Result value: the stored
-// *state.Migration.
+// non-nil Stats replaces the statistics. Note, when set, is added to the
+// event: how the move was finished (a new leader's, from the record).
+// Result value: the stored *state.Migration.
 type FinishMigration struct {
 	ID    string                `json:"id"`
 	Stats *state.MigrationStats `json:"stats,omitempty"`
+	Note  string                `json:"note,omitempty"`
 	At    time.Time             `json:"at"`
 }
 
@@ -377,6 +379,9 @@ func (c FinishMigration) apply(tx *state.Txn) (any, error) {
 	msg := fmt.Sprintf("%s runs on %s", m.ContainerName, m.Dest)
 	if s := m.Stats; s.Total > 0 {
 		msg += fmt.Sprintf(": downtime %s, total %s, %d bytes", s.Downtime, s.Total, s.Bytes)
+	}
+	if c.Note != "" {
+		msg += "; " + c.Note
 	}
 	emitMigration(tx, state.EventMigrationDone, m, m.Dest, msg)
 	stored, _ := tx.Migration(m.ID)

@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -341,6 +342,13 @@ func TestFinishMigration(t *testing.T) {
 				}
 				wantEvents(t, h, state.EventContainerState, state.EventMigrationDone)
 				wantMigrationEvent(t, h, state.EventMigrationDone, "m1", "c1", "n2")
+			}},
+		{name: "a note says how it was finished", cmd: fsm.FinishMigration{ID: "m1", Note: "finished from its record", At: at},
+			check: func(t *testing.T, h *harness, _ any) {
+				evs := h.lastEvents()
+				if last := evs[len(evs)-1]; last.Kind != state.EventMigrationDone || !strings.HasSuffix(last.Message, "; finished from its record") {
+					t.Errorf("last event %+v: want migration-done ending with the note", last)
+				}
 			}},
 		{name: "the destination reported it running first",
 			setup: func(h *harness) {

@@ -20,12 +20,17 @@ const (
 	// DrainCancelled: the operator uncordoned or cordoned the node, or
 	// cancelled the drain; what was left keeps running.
 	DrainCancelled DrainStatus = "cancelled"
+	// DrainStopped: the deadline passed and its policy (stop) stopped
+	// what was left: nothing runs on the node, the stopped containers
+	// stay on it (`godwit start` them after the maintenance), and it
+	// stays cordoned.
+	DrainStopped DrainStatus = "stopped"
 )
 
 // Known reports whether s is one of the statuses.
 func (s DrainStatus) Known() bool {
 	switch s {
-	case DrainRunning, DrainDone, DrainFailed, DrainCancelled:
+	case DrainRunning, DrainDone, DrainFailed, DrainCancelled, DrainStopped:
 		return true
 	}
 	return false

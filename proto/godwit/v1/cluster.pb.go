@@ -3148,7 +3148,8 @@ func (x *DrainNodeRequest) GetMaxParallel() int32 {
 type Drain struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// status is running, done, failed or cancelled.
+	// status is running, done, failed, cancelled or stopped (the deadline
+	// passed and --on-deadline stop stopped what was left).
 	Status      string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	Deadline    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	OnDeadline  string                 `protobuf:"bytes,4,opt,name=on_deadline,json=onDeadline,proto3" json:"on_deadline,omitempty"`
