@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -64,6 +65,9 @@ type server struct {
 	pb.UnimplementedAgentServiceServer
 	a    *Agent
 	data DataChannel // nil: calls with a data token are refused
+	// peer is how the agent calls other agents (checkpoint_push.go); nil:
+	// PushCheckpoint is refused.
+	peer credentials.TransportCredentials
 }
 
 // grpcError maps the agent's errors to gRPC status codes, keeping the

@@ -98,9 +98,10 @@ var faultStrategies = []string{"stop-copy", "stream"}
 // order: the scheduler leader killed at each phase of a move; the source
 // agent killed after its dump or its freeze, and the destination's
 // during its restore; the source cut from the destination during the
-// transfer; an agent stopped past its lease, then continued; and the
+// transfer; an agent stopped past its lease, then continued; the
 // destination cut from the schedulers between its restore and the
-// commit.
+// commit; and a drain with one destination full whose leader is killed
+// half-way.
 func TestClusterFaults(t *testing.T) {
 	fc := startFaultCluster(t)
 	t.Run("leader killed at each phase", func(t *testing.T) {
@@ -118,6 +119,57 @@ func TestClusterFaults(t *testing.T) {
 	t.Run("destination cut from the schedulers", func(t *testing.T) {
 		fc.forSeeds(t, 2, fc.destinationCutFromTheSchedulers)
 	})
+	t.Run("drain with the leader killed half-way", func(t *testing.T) {
+		fc.forSeeds(t, 2, fc.drainLeaderKilledHalfWay)
+	})
+}
+
+// importWorkload imports the workload's image onto host h through the
+// cluster. With the schedulers' test timings a loaded machine may change
+// leaders on its own: a call answered Unavailable is asked again.
+func (fc *faultCluster) importWorkload(t *testing.T, h *devcluster.Host, tarball string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := tryImportImage(fc.api(t), h.Node(), tarball, workloadImage)
+		if err == nil {
+			return
+		}
+		if status.Code(err) != codes.Unavailable || attempt == migrateAttempts {
+			t.Fatalf("import %s onto %s through the cluster: %v", workloadImage, h.Node(), err)
+		}
+		t.Logf("import %s onto %s: %v; asking again", workloadImage, h.Node(), err)
+		fc.waitLeader(t)
+	}
+}
+
+// runWorkloadOnce runs the workload, asking again when the cluster
+// answers Unavailable; a run that was recorded before such an answer is
+// found by its name.
+func (fc *faultCluster) runWorkloadOnce(t *testing.T) *pb.Container {
+	t.Helper()
+	req := &pb.RunRequest{Container: &pb.RunContainerRequest{
+		Name: faultWorkload, Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "16"},
+	}}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+		run, err := fc.api(t).Run(ctx, req)
+		cancel()
+		switch {
+		case err == nil:
+			return run.GetContainer()
+		case status.Code(err) == codes.AlreadyExists && attempt > 1:
+			var c *pb.Container
+			fc.retry(t, "inspect "+faultWorkload, func(ctx context.Context, client pb.ClusterServiceClient) (err error) {
+				c, err = client.InspectContainer(ctx, &pb.ContainerRef{Ref: faultWorkload})
+				return err
+			})
+			return c
+		case status.Code(err) != codes.Unavailable || attempt == migrateAttempts:
+			t.Fatalf("run %s: %v", faultWorkload, err)
+		}
+		t.Logf("run %s: %v; asking again", faultWorkload, err)
+		fc.waitLeader(t)
+	}
 }
 
 // faultCluster is the cluster of TestClusterFaults.
@@ -171,20 +223,13 @@ func startFaultCluster(t *testing.T) *faultCluster {
 	// then every node gets it, so that no move waits for layers.
 	tarball := filepath.Join(t.TempDir(), "workload.tar")
 	testutil.WorkloadTar(t, tarball)
-	client := fc.api(t)
-	importImage(t, client, fc.nodes[0].Node(), tarball, workloadImage)
-	run, err := client.Run(ctx, &pb.RunRequest{Container: &pb.RunContainerRequest{
-		Name: faultWorkload, Image: workloadImage, Args: []string{testutil.WorkloadPath, "-mem", "16"},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctr := run.GetContainer()
+	fc.importWorkload(t, fc.nodes[0], tarball)
+	ctr := fc.runWorkloadOnce(t)
 	if ctr.GetNode() != fc.nodes[0].Node() {
 		t.Fatalf("%s placed on %s, want %s (the only node with its image)", faultWorkload, ctr.GetNode(), fc.nodes[0].Node())
 	}
 	for _, h := range fc.nodes[1:] {
-		importImage(t, client, h.Node(), tarball, workloadImage)
+		fc.importWorkload(t, h, tarball)
 	}
 	gen := fc.placement(t).GetGeneration()
 	fc.id = ctr.GetId()

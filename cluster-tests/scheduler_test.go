@@ -187,19 +187,27 @@ func importThroughCluster(t *testing.T, client pb.ClusterServiceClient, node, ta
 // cluster API.
 func importImage(t *testing.T, client pb.ClusterServiceClient, node, tarball, name string) {
 	t.Helper()
+	if err := tryImportImage(client, node, tarball, name); err != nil {
+		t.Fatalf("import %s onto %s through the cluster: %v", name, node, err)
+	}
+}
+
+// tryImportImage is importImage, returning the cluster's error (a gRPC
+// status) for the caller to judge.
+func tryImportImage(client pb.ClusterServiceClient, node, tarball, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	stream, err := client.ImportImage(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	header := &pb.ClusterImportImageHeader{Node: node, Image: &pb.ImportImageHeader{Name: name}}
 	if err := stream.Send(&pb.ClusterImportImageRequest{Part: &pb.ClusterImportImageRequest_Header{Header: header}}); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	f, err := os.Open(tarball)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer f.Close()
 	buf := make([]byte, 256<<10)
@@ -215,16 +223,17 @@ func importImage(t *testing.T, client pb.ClusterServiceClient, node, tarball, na
 			break
 		}
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	img, err := stream.CloseAndRecv()
 	if err != nil {
-		t.Fatalf("import %s onto %s through the cluster: %v", name, node, err)
+		return err
 	}
 	if img.GetNode() != node {
-		t.Fatalf("%s imported onto %s, want %s", name, img.GetNode(), node)
+		return fmt.Errorf("%s imported onto %s, want %s", name, img.GetNode(), node)
 	}
+	return nil
 }
 
 // run asks the scheduler to run a sleeping busybox named name.

@@ -234,7 +234,7 @@ func runAgent(ctx context.Context, cfg agent.Config, listen string, id *pki.Iden
 	mux := datachan.Listen(lis, muxCfg)
 	defer mux.Close()
 	srv := agentServer(mux, id, log, am.serverOptions()...)
-	a.Register(srv, agent.WithDataChannel(mux))
+	a.Register(srv, agent.WithDataChannel(mux), agent.WithPeerCredentials(agentPeerCredentials(id))) // checkpoint_import.go
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(mux.RPCListener()) }()
 	log.Info("agent ready", "node", cfg.Name, "listen", lis.Addr().String(), "data_dir", cfg.DataDir)

@@ -112,7 +112,7 @@ With --encrypt-key KEYFILE the archive is encrypted here, before it touches
 the disk, and the key never goes to the agent.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return errors.New("name one container to checkpoint: godwit checkpoint NAME (see godwit checkpoint --help for ls, inspect, export, rm and keygen)")
+				return errors.New("name one container to checkpoint: godwit checkpoint NAME (see godwit checkpoint --help for ls, inspect, export, import, push, rm and keygen)")
 			}
 			return nil
 		},
@@ -166,7 +166,8 @@ the disk, and the key never goes to the agent.`,
 	exp.addFlags(cmd)
 	out = addOutputFlag(cmd)
 	cmd.AddCommand(newCheckpointListCommand(g), newCheckpointInspectCommand(g), newCheckpointExportCommand(g),
-		newCheckpointRemoveCommand(g), newCheckpointKeygenCommand())
+		newCheckpointRemoveCommand(g), newCheckpointKeygenCommand(),
+		newCheckpointImportCommand(g), newCheckpointPushCommand(g)) // checkpoint_import.go
 	return cmd
 }
 

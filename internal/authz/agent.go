@@ -36,11 +36,14 @@ var agentMigrationMethods = []string{
 //   - operator and scheduler: everything;
 //   - agent: the Migrate* RPCs and NodeInfo, which a migration's driver
 //     calls on both agents (the reads a move needs are NodeInfo and
-//     MigrateDescribe);
+//     MigrateDescribe), and ImportCheckpoint, which PushCheckpoint calls
+//     on the destination;
 //   - viewer: the reads: NodeInfo, List*, Inspect*, Logs.
 //
 // Exec, ExportCheckpoint (a checkpoint holds the container's memory) and
-// every write are the operator's and the scheduler's only.
+// every write are the operator's and the scheduler's only, except
+// ImportCheckpoint, which an agent calls too when it pushes a checkpoint
+// (it keeps a checkpoint and runs nothing).
 func AgentPolicy() Policy {
 	agent := []pki.Role{pki.RoleAgent}
 	return NewPolicy(
@@ -66,9 +69,14 @@ func AgentPolicy() Policy {
 			pb.AgentService_ExportCheckpoint_FullMethodName,
 			pb.AgentService_Restore_FullMethodName,
 			pb.AgentService_RestoreArchive_FullMethodName,
+			pb.AgentService_ImportCheckpoint_FullMethodName,
+			pb.AgentService_PushCheckpoint_FullMethodName,
 		),
 		Operate(agentMigrationMethods...),
 		Grant(agent, agentMigrationMethods...),
 		Grant(agent, pb.AgentService_NodeInfo_FullMethodName),
+		// An agent pushes a checkpoint to another (PushCheckpoint calls
+		// the destination's ImportCheckpoint with its node certificate).
+		Grant(agent, pb.AgentService_ImportCheckpoint_FullMethodName),
 	)
 }

@@ -94,6 +94,8 @@ func TestAgentPolicy(t *testing.T) {
 		{pb.AgentService_RunContainer_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleOperator}},
 		{pb.AgentService_Exec_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleOperator}},
 		{pb.AgentService_ExportCheckpoint_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleOperator}},
+		{pb.AgentService_ImportCheckpoint_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleAgent, pki.RoleOperator}},
+		{pb.AgentService_PushCheckpoint_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleOperator}},
 		{pb.AgentService_MigrateDump_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleAgent, pki.RoleOperator}},
 		{pb.AgentService_MigrateDescribe_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleAgent, pki.RoleOperator}},
 		{pb.AgentService_MigrateCommit_FullMethodName, []pki.Role{pki.RoleScheduler, pki.RoleAgent, pki.RoleOperator}},

@@ -1873,7 +1873,7 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x1cCONTAINER_STATE_CHECKPOINTED\x10\x05\x12\x1d\n" +
 	"\x19CONTAINER_STATE_MIGRATING\x10\x06\x12\x1b\n" +
 	"\x17CONTAINER_STATE_PENDING\x10\a\x12\x18\n" +
-	"\x14CONTAINER_STATE_LOST\x10\b2\xcf\x17\n" +
+	"\x14CONTAINER_STATE_LOST\x10\b2\x87\x19\n" +
 	"\fAgentService\x12C\n" +
 	"\bNodeInfo\x12\x1a.godwit.v1.NodeInfoRequest\x1a\x1b.godwit.v1.NodeInfoResponse\x12@\n" +
 	"\vImportImage\x12\x1d.godwit.v1.ImportImageRequest\x1a\x10.godwit.v1.Image(\x01\x12I\n" +
@@ -1915,7 +1915,9 @@ const file_godwit_v1_agent_proto_rawDesc = "" +
 	"\x14MigrateReceiveRootfs\x12 .godwit.v1.MigrateReceiveRequest\x1a\x17.godwit.v1.MigrateReply\x12U\n" +
 	"\x13MigrateCheckChannel\x12%.godwit.v1.MigrateCheckChannelRequest\x1a\x17.godwit.v1.MigrateReply\x12N\n" +
 	"\x13MigrateReceivePages\x12\x1e.godwit.v1.MigratePagesRequest\x1a\x17.godwit.v1.MigrateReply\x12L\n" +
-	"\x11MigrateServePages\x12\x1e.godwit.v1.MigratePagesRequest\x1a\x17.godwit.v1.MigrateReplyB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"\x11MigrateServePages\x12\x1e.godwit.v1.MigratePagesRequest\x1a\x17.godwit.v1.MigrateReply\x12]\n" +
+	"\x10ImportCheckpoint\x12\".godwit.v1.ImportCheckpointRequest\x1a#.godwit.v1.ImportCheckpointResponse(\x01\x12W\n" +
+	"\x0ePushCheckpoint\x12 .godwit.v1.PushCheckpointRequest\x1a!.godwit.v1.PushCheckpointProgress0\x01B3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_agent_proto_rawDescOnce sync.Once
@@ -1984,15 +1986,19 @@ var file_godwit_v1_agent_proto_goTypes = []any{
 	(*MigrateSyncRootfsRequest)(nil),     // 49: godwit.v1.MigrateSyncRootfsRequest
 	(*MigrateCheckChannelRequest)(nil),   // 50: godwit.v1.MigrateCheckChannelRequest
 	(*MigratePagesRequest)(nil),          // 51: godwit.v1.MigratePagesRequest
-	(*CheckpointProgress)(nil),           // 52: godwit.v1.CheckpointProgress
-	(*ListCheckpointsResponse)(nil),      // 53: godwit.v1.ListCheckpointsResponse
-	(*CheckpointDetail)(nil),             // 54: godwit.v1.CheckpointDetail
-	(*RemoveCheckpointResponse)(nil),     // 55: godwit.v1.RemoveCheckpointResponse
-	(*ExportCheckpointChunk)(nil),        // 56: godwit.v1.ExportCheckpointChunk
-	(*MigrateContainer)(nil),             // 57: godwit.v1.MigrateContainer
-	(*MigrateReply)(nil),                 // 58: godwit.v1.MigrateReply
-	(*MigrateProgress)(nil),              // 59: godwit.v1.MigrateProgress
-	(*MigratePreDumpReply)(nil),          // 60: godwit.v1.MigratePreDumpReply
+	(*ImportCheckpointRequest)(nil),      // 52: godwit.v1.ImportCheckpointRequest
+	(*PushCheckpointRequest)(nil),        // 53: godwit.v1.PushCheckpointRequest
+	(*CheckpointProgress)(nil),           // 54: godwit.v1.CheckpointProgress
+	(*ListCheckpointsResponse)(nil),      // 55: godwit.v1.ListCheckpointsResponse
+	(*CheckpointDetail)(nil),             // 56: godwit.v1.CheckpointDetail
+	(*RemoveCheckpointResponse)(nil),     // 57: godwit.v1.RemoveCheckpointResponse
+	(*ExportCheckpointChunk)(nil),        // 58: godwit.v1.ExportCheckpointChunk
+	(*MigrateContainer)(nil),             // 59: godwit.v1.MigrateContainer
+	(*MigrateReply)(nil),                 // 60: godwit.v1.MigrateReply
+	(*MigrateProgress)(nil),              // 61: godwit.v1.MigrateProgress
+	(*MigratePreDumpReply)(nil),          // 62: godwit.v1.MigratePreDumpReply
+	(*ImportCheckpointResponse)(nil),     // 63: godwit.v1.ImportCheckpointResponse
+	(*PushCheckpointProgress)(nil),       // 64: godwit.v1.PushCheckpointProgress
 }
 var file_godwit_v1_agent_proto_depIdxs = []int32{
 	25, // 0: godwit.v1.NodeInfoResponse.labels:type_name -> godwit.v1.NodeInfoResponse.LabelsEntry
@@ -2049,47 +2055,51 @@ var file_godwit_v1_agent_proto_depIdxs = []int32{
 	50, // 51: godwit.v1.AgentService.MigrateCheckChannel:input_type -> godwit.v1.MigrateCheckChannelRequest
 	51, // 52: godwit.v1.AgentService.MigrateReceivePages:input_type -> godwit.v1.MigratePagesRequest
 	51, // 53: godwit.v1.AgentService.MigrateServePages:input_type -> godwit.v1.MigratePagesRequest
-	2,  // 54: godwit.v1.AgentService.NodeInfo:output_type -> godwit.v1.NodeInfoResponse
-	7,  // 55: godwit.v1.AgentService.ImportImage:output_type -> godwit.v1.Image
-	9,  // 56: godwit.v1.AgentService.ListImages:output_type -> godwit.v1.ListImagesResponse
-	11, // 57: godwit.v1.AgentService.RemoveImage:output_type -> godwit.v1.RemoveImageResponse
-	13, // 58: godwit.v1.AgentService.RunContainer:output_type -> godwit.v1.Container
-	16, // 59: godwit.v1.AgentService.ListContainers:output_type -> godwit.v1.ListContainersResponse
-	13, // 60: godwit.v1.AgentService.InspectContainer:output_type -> godwit.v1.Container
-	13, // 61: godwit.v1.AgentService.StopContainer:output_type -> godwit.v1.Container
-	13, // 62: godwit.v1.AgentService.StartContainer:output_type -> godwit.v1.Container
-	19, // 63: godwit.v1.AgentService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
-	21, // 64: godwit.v1.AgentService.Logs:output_type -> godwit.v1.LogsChunk
-	23, // 65: godwit.v1.AgentService.Exec:output_type -> godwit.v1.ExecOutput
-	52, // 66: godwit.v1.AgentService.Checkpoint:output_type -> godwit.v1.CheckpointProgress
-	53, // 67: godwit.v1.AgentService.ListCheckpoints:output_type -> godwit.v1.ListCheckpointsResponse
-	54, // 68: godwit.v1.AgentService.InspectCheckpoint:output_type -> godwit.v1.CheckpointDetail
-	55, // 69: godwit.v1.AgentService.RemoveCheckpoint:output_type -> godwit.v1.RemoveCheckpointResponse
-	56, // 70: godwit.v1.AgentService.ExportCheckpoint:output_type -> godwit.v1.ExportCheckpointChunk
-	24, // 71: godwit.v1.AgentService.Restore:output_type -> godwit.v1.RestoreResponse
-	24, // 72: godwit.v1.AgentService.RestoreArchive:output_type -> godwit.v1.RestoreResponse
-	57, // 73: godwit.v1.AgentService.MigrateDescribe:output_type -> godwit.v1.MigrateContainer
-	58, // 74: godwit.v1.AgentService.MigrateDump:output_type -> godwit.v1.MigrateReply
-	59, // 75: godwit.v1.AgentService.MigrateSend:output_type -> godwit.v1.MigrateProgress
-	58, // 76: godwit.v1.AgentService.MigrateFinish:output_type -> godwit.v1.MigrateReply
-	58, // 77: godwit.v1.AgentService.MigrateResume:output_type -> godwit.v1.MigrateReply
-	58, // 78: godwit.v1.AgentService.MigratePrepare:output_type -> godwit.v1.MigrateReply
-	58, // 79: godwit.v1.AgentService.MigrateReceive:output_type -> godwit.v1.MigrateReply
-	58, // 80: godwit.v1.AgentService.MigrateRestore:output_type -> godwit.v1.MigrateReply
-	58, // 81: godwit.v1.AgentService.MigrateCommit:output_type -> godwit.v1.MigrateReply
-	58, // 82: godwit.v1.AgentService.MigrateAbort:output_type -> godwit.v1.MigrateReply
-	60, // 83: godwit.v1.AgentService.MigratePreDump:output_type -> godwit.v1.MigratePreDumpReply
-	59, // 84: godwit.v1.AgentService.MigrateSendPreDump:output_type -> godwit.v1.MigrateProgress
-	58, // 85: godwit.v1.AgentService.MigrateReceivePreDump:output_type -> godwit.v1.MigrateReply
-	59, // 86: godwit.v1.AgentService.MigrateSendLayers:output_type -> godwit.v1.MigrateProgress
-	58, // 87: godwit.v1.AgentService.MigrateReceiveLayers:output_type -> godwit.v1.MigrateReply
-	59, // 88: godwit.v1.AgentService.MigrateSyncRootfs:output_type -> godwit.v1.MigrateProgress
-	58, // 89: godwit.v1.AgentService.MigrateReceiveRootfs:output_type -> godwit.v1.MigrateReply
-	58, // 90: godwit.v1.AgentService.MigrateCheckChannel:output_type -> godwit.v1.MigrateReply
-	58, // 91: godwit.v1.AgentService.MigrateReceivePages:output_type -> godwit.v1.MigrateReply
-	58, // 92: godwit.v1.AgentService.MigrateServePages:output_type -> godwit.v1.MigrateReply
-	54, // [54:93] is the sub-list for method output_type
-	15, // [15:54] is the sub-list for method input_type
+	52, // 54: godwit.v1.AgentService.ImportCheckpoint:input_type -> godwit.v1.ImportCheckpointRequest
+	53, // 55: godwit.v1.AgentService.PushCheckpoint:input_type -> godwit.v1.PushCheckpointRequest
+	2,  // 56: godwit.v1.AgentService.NodeInfo:output_type -> godwit.v1.NodeInfoResponse
+	7,  // 57: godwit.v1.AgentService.ImportImage:output_type -> godwit.v1.Image
+	9,  // 58: godwit.v1.AgentService.ListImages:output_type -> godwit.v1.ListImagesResponse
+	11, // 59: godwit.v1.AgentService.RemoveImage:output_type -> godwit.v1.RemoveImageResponse
+	13, // 60: godwit.v1.AgentService.RunContainer:output_type -> godwit.v1.Container
+	16, // 61: godwit.v1.AgentService.ListContainers:output_type -> godwit.v1.ListContainersResponse
+	13, // 62: godwit.v1.AgentService.InspectContainer:output_type -> godwit.v1.Container
+	13, // 63: godwit.v1.AgentService.StopContainer:output_type -> godwit.v1.Container
+	13, // 64: godwit.v1.AgentService.StartContainer:output_type -> godwit.v1.Container
+	19, // 65: godwit.v1.AgentService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
+	21, // 66: godwit.v1.AgentService.Logs:output_type -> godwit.v1.LogsChunk
+	23, // 67: godwit.v1.AgentService.Exec:output_type -> godwit.v1.ExecOutput
+	54, // 68: godwit.v1.AgentService.Checkpoint:output_type -> godwit.v1.CheckpointProgress
+	55, // 69: godwit.v1.AgentService.ListCheckpoints:output_type -> godwit.v1.ListCheckpointsResponse
+	56, // 70: godwit.v1.AgentService.InspectCheckpoint:output_type -> godwit.v1.CheckpointDetail
+	57, // 71: godwit.v1.AgentService.RemoveCheckpoint:output_type -> godwit.v1.RemoveCheckpointResponse
+	58, // 72: godwit.v1.AgentService.ExportCheckpoint:output_type -> godwit.v1.ExportCheckpointChunk
+	24, // 73: godwit.v1.AgentService.Restore:output_type -> godwit.v1.RestoreResponse
+	24, // 74: godwit.v1.AgentService.RestoreArchive:output_type -> godwit.v1.RestoreResponse
+	59, // 75: godwit.v1.AgentService.MigrateDescribe:output_type -> godwit.v1.MigrateContainer
+	60, // 76: godwit.v1.AgentService.MigrateDump:output_type -> godwit.v1.MigrateReply
+	61, // 77: godwit.v1.AgentService.MigrateSend:output_type -> godwit.v1.MigrateProgress
+	60, // 78: godwit.v1.AgentService.MigrateFinish:output_type -> godwit.v1.MigrateReply
+	60, // 79: godwit.v1.AgentService.MigrateResume:output_type -> godwit.v1.MigrateReply
+	60, // 80: godwit.v1.AgentService.MigratePrepare:output_type -> godwit.v1.MigrateReply
+	60, // 81: godwit.v1.AgentService.MigrateReceive:output_type -> godwit.v1.MigrateReply
+	60, // 82: godwit.v1.AgentService.MigrateRestore:output_type -> godwit.v1.MigrateReply
+	60, // 83: godwit.v1.AgentService.MigrateCommit:output_type -> godwit.v1.MigrateReply
+	60, // 84: godwit.v1.AgentService.MigrateAbort:output_type -> godwit.v1.MigrateReply
+	62, // 85: godwit.v1.AgentService.MigratePreDump:output_type -> godwit.v1.MigratePreDumpReply
+	61, // 86: godwit.v1.AgentService.MigrateSendPreDump:output_type -> godwit.v1.MigrateProgress
+	60, // 87: godwit.v1.AgentService.MigrateReceivePreDump:output_type -> godwit.v1.MigrateReply
+	61, // 88: godwit.v1.AgentService.MigrateSendLayers:output_type -> godwit.v1.MigrateProgress
+	60, // 89: godwit.v1.AgentService.MigrateReceiveLayers:output_type -> godwit.v1.MigrateReply
+	61, // 90: godwit.v1.AgentService.MigrateSyncRootfs:output_type -> godwit.v1.MigrateProgress
+	60, // 91: godwit.v1.AgentService.MigrateReceiveRootfs:output_type -> godwit.v1.MigrateReply
+	60, // 92: godwit.v1.AgentService.MigrateCheckChannel:output_type -> godwit.v1.MigrateReply
+	60, // 93: godwit.v1.AgentService.MigrateReceivePages:output_type -> godwit.v1.MigrateReply
+	60, // 94: godwit.v1.AgentService.MigrateServePages:output_type -> godwit.v1.MigrateReply
+	63, // 95: godwit.v1.AgentService.ImportCheckpoint:output_type -> godwit.v1.ImportCheckpointResponse
+	64, // 96: godwit.v1.AgentService.PushCheckpoint:output_type -> godwit.v1.PushCheckpointProgress
+	56, // [56:97] is the sub-list for method output_type
+	15, // [15:56] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name

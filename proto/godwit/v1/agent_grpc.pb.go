@@ -63,6 +63,8 @@ const (
 	AgentService_MigrateCheckChannel_FullMethodName   = "/godwit.v1.AgentService/MigrateCheckChannel"
 	AgentService_MigrateReceivePages_FullMethodName   = "/godwit.v1.AgentService/MigrateReceivePages"
 	AgentService_MigrateServePages_FullMethodName     = "/godwit.v1.AgentService/MigrateServePages"
+	AgentService_ImportCheckpoint_FullMethodName      = "/godwit.v1.AgentService/ImportCheckpoint"
+	AgentService_PushCheckpoint_FullMethodName        = "/godwit.v1.AgentService/PushCheckpoint"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -179,6 +181,25 @@ type AgentServiceClient interface {
 	// container's memory pages on it; it returns once connected, and the
 	// source agent goes on serving until every page is fetched.
 	MigrateServePages(ctx context.Context, in *MigratePagesRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// ImportCheckpoint keeps a checkpoint archive (as ExportCheckpoint
+	// writes it, zstd or not, unencrypted) as one of the node's checkpoints,
+	// under its original ID, restorable with Restore: the first message is
+	// the header, the following ones carry the bytes in order (or, with a
+	// data token, a data connection does; see the header). Every member is
+	// checked before the checkpoint appears; the node must have the image
+	// the checkpoint was taken from. The same checkpoint imported again
+	// (same ID, same manifest digest) answers at once, already_present; a
+	// different one under an ID in use is refused with ALREADY_EXISTS. A
+	// refused, cancelled or failed import leaves nothing behind. It runs
+	// nothing, so it is not fenced.
+	ImportCheckpoint(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportCheckpointRequest, ImportCheckpointResponse], error)
+	// PushCheckpoint sends a stored checkpoint to the agent at address
+	// (its ImportCheckpoint, over a data connection, both with this node's
+	// certificate), streaming progress; the last message carries the
+	// destination's answer once it has verified and kept the checkpoint.
+	// The checkpoint stays here too. Cancelling the call stops the transfer,
+	// and the destination keeps nothing of it.
+	PushCheckpoint(ctx context.Context, in *PushCheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PushCheckpointProgress], error)
 }
 
 type agentServiceClient struct {
@@ -657,6 +678,38 @@ func (c *agentServiceClient) MigrateServePages(ctx context.Context, in *MigrateP
 	return out, nil
 }
 
+func (c *agentServiceClient) ImportCheckpoint(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportCheckpointRequest, ImportCheckpointResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[10], AgentService_ImportCheckpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportCheckpointRequest, ImportCheckpointResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ImportCheckpointClient = grpc.ClientStreamingClient[ImportCheckpointRequest, ImportCheckpointResponse]
+
+func (c *agentServiceClient) PushCheckpoint(ctx context.Context, in *PushCheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PushCheckpointProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[11], AgentService_PushCheckpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushCheckpointRequest, PushCheckpointProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_PushCheckpointClient = grpc.ServerStreamingClient[PushCheckpointProgress]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -771,6 +824,25 @@ type AgentServiceServer interface {
 	// container's memory pages on it; it returns once connected, and the
 	// source agent goes on serving until every page is fetched.
 	MigrateServePages(context.Context, *MigratePagesRequest) (*MigrateReply, error)
+	// ImportCheckpoint keeps a checkpoint archive (as ExportCheckpoint
+	// writes it, zstd or not, unencrypted) as one of the node's checkpoints,
+	// under its original ID, restorable with Restore: the first message is
+	// the header, the following ones carry the bytes in order (or, with a
+	// data token, a data connection does; see the header). Every member is
+	// checked before the checkpoint appears; the node must have the image
+	// the checkpoint was taken from. The same checkpoint imported again
+	// (same ID, same manifest digest) answers at once, already_present; a
+	// different one under an ID in use is refused with ALREADY_EXISTS. A
+	// refused, cancelled or failed import leaves nothing behind. It runs
+	// nothing, so it is not fenced.
+	ImportCheckpoint(grpc.ClientStreamingServer[ImportCheckpointRequest, ImportCheckpointResponse]) error
+	// PushCheckpoint sends a stored checkpoint to the agent at address
+	// (its ImportCheckpoint, over a data connection, both with this node's
+	// certificate), streaming progress; the last message carries the
+	// destination's answer once it has verified and kept the checkpoint.
+	// The checkpoint stays here too. Cancelling the call stops the transfer,
+	// and the destination keeps nothing of it.
+	PushCheckpoint(*PushCheckpointRequest, grpc.ServerStreamingServer[PushCheckpointProgress]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -897,6 +969,12 @@ func (UnimplementedAgentServiceServer) MigrateReceivePages(context.Context, *Mig
 }
 func (UnimplementedAgentServiceServer) MigrateServePages(context.Context, *MigratePagesRequest) (*MigrateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method MigrateServePages not implemented")
+}
+func (UnimplementedAgentServiceServer) ImportCheckpoint(grpc.ClientStreamingServer[ImportCheckpointRequest, ImportCheckpointResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportCheckpoint not implemented")
+}
+func (UnimplementedAgentServiceServer) PushCheckpoint(*PushCheckpointRequest, grpc.ServerStreamingServer[PushCheckpointProgress]) error {
+	return status.Error(codes.Unimplemented, "method PushCheckpoint not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -1543,6 +1621,24 @@ func _AgentService_MigrateServePages_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_ImportCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).ImportCheckpoint(&grpc.GenericServerStream[ImportCheckpointRequest, ImportCheckpointResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ImportCheckpointServer = grpc.ClientStreamingServer[ImportCheckpointRequest, ImportCheckpointResponse]
+
+func _AgentService_PushCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PushCheckpointRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).PushCheckpoint(m, &grpc.GenericServerStream[PushCheckpointRequest, PushCheckpointProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_PushCheckpointServer = grpc.ServerStreamingServer[PushCheckpointProgress]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1716,6 +1812,16 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "MigrateSyncRootfs",
 			Handler:       _AgentService_MigrateSyncRootfs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ImportCheckpoint",
+			Handler:       _AgentService_ImportCheckpoint_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "PushCheckpoint",
+			Handler:       _AgentService_PushCheckpoint_Handler,
 			ServerStreams: true,
 		},
 	},

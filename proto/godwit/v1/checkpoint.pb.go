@@ -1463,6 +1463,367 @@ func (x *RestoreArchiveHeader) GetDataToken() string {
 	return ""
 }
 
+type ImportCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*ImportCheckpointRequest_Header
+	//	*ImportCheckpointRequest_Data
+	Part          isImportCheckpointRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCheckpointRequest) Reset() {
+	*x = ImportCheckpointRequest{}
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCheckpointRequest) ProtoMessage() {}
+
+func (x *ImportCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*ImportCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_checkpoint_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ImportCheckpointRequest) GetPart() isImportCheckpointRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *ImportCheckpointRequest) GetHeader() *ImportCheckpointHeader {
+	if x != nil {
+		if x, ok := x.Part.(*ImportCheckpointRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *ImportCheckpointRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*ImportCheckpointRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isImportCheckpointRequest_Part interface {
+	isImportCheckpointRequest_Part()
+}
+
+type ImportCheckpointRequest_Header struct {
+	Header *ImportCheckpointHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type ImportCheckpointRequest_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*ImportCheckpointRequest_Header) isImportCheckpointRequest_Part() {}
+
+func (*ImportCheckpointRequest_Data) isImportCheckpointRequest_Part() {}
+
+type ImportCheckpointHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// data_token, when set, moves the archive off the stream, as
+	// RestoreArchiveHeader.data_token does: the client opens a data
+	// connection to the agent's address presenting this token, writes the
+	// archive's bytes there and closes it, and then closes its side of the
+	// stream. A client that fails part-way cancels the call, and the agent
+	// keeps nothing.
+	DataToken     string `protobuf:"bytes,1,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCheckpointHeader) Reset() {
+	*x = ImportCheckpointHeader{}
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCheckpointHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCheckpointHeader) ProtoMessage() {}
+
+func (x *ImportCheckpointHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCheckpointHeader.ProtoReflect.Descriptor instead.
+func (*ImportCheckpointHeader) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_checkpoint_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ImportCheckpointHeader) GetDataToken() string {
+	if x != nil {
+		return x.DataToken
+	}
+	return ""
+}
+
+type ImportCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// checkpoint is the checkpoint as the importing node now lists it.
+	Checkpoint *Checkpoint `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// manifest_digest ("sha256:<hex>") identifies the checkpoint's content:
+	// the digest of its manifest (which holds every file's sha256) in
+	// canonical JSON, without the restore statistics that each node records
+	// in it. The same checkpoint has the same digest on every node.
+	ManifestDigest string `protobuf:"bytes,2,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	// already_present is true when the node held this checkpoint (same ID,
+	// same manifest digest) before the call, which then changed nothing and
+	// may have stopped reading the archive early.
+	AlreadyPresent bool `protobuf:"varint,3,opt,name=already_present,json=alreadyPresent,proto3" json:"already_present,omitempty"`
+	// node is the importing agent's node name.
+	Node string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	// received_bytes is how much of the archive the agent read.
+	ReceivedBytes int64 `protobuf:"varint,5,opt,name=received_bytes,json=receivedBytes,proto3" json:"received_bytes,omitempty"`
+	// warnings are differences between the dumping host and this one that
+	// will not prevent a restore here.
+	Warnings      []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCheckpointResponse) Reset() {
+	*x = ImportCheckpointResponse{}
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCheckpointResponse) ProtoMessage() {}
+
+func (x *ImportCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*ImportCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_checkpoint_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ImportCheckpointResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *ImportCheckpointResponse) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
+func (x *ImportCheckpointResponse) GetAlreadyPresent() bool {
+	if x != nil {
+		return x.AlreadyPresent
+	}
+	return false
+}
+
+func (x *ImportCheckpointResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ImportCheckpointResponse) GetReceivedBytes() int64 {
+	if x != nil {
+		return x.ReceivedBytes
+	}
+	return 0
+}
+
+func (x *ImportCheckpointResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+type PushCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ref is a checkpoint ID or a unique prefix of one.
+	Ref string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// address is the destination agent's API address (host:port), as it
+	// advertises it (the address registered with the scheduler): the
+	// pushing agent dials it with its own node certificate and accepts only
+	// a certificate of the cluster's CA, with the agent role, that names
+	// that address.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// compression is "none" (the default when empty: memory pages hardly
+	// compress, and the link between agents is faster than zstd on them) or
+	// "zstd".
+	Compression   string `protobuf:"bytes,3,opt,name=compression,proto3" json:"compression,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushCheckpointRequest) Reset() {
+	*x = PushCheckpointRequest{}
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushCheckpointRequest) ProtoMessage() {}
+
+func (x *PushCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*PushCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_checkpoint_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PushCheckpointRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *PushCheckpointRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *PushCheckpointRequest) GetCompression() string {
+	if x != nil {
+		return x.Compression
+	}
+	return ""
+}
+
+type PushCheckpointProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// done_bytes of total_bytes of the checkpoint's files have been sent
+	// (before compression).
+	DoneBytes  int64 `protobuf:"varint,1,opt,name=done_bytes,json=doneBytes,proto3" json:"done_bytes,omitempty"`
+	TotalBytes int64 `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// imported is set on the last message only: the destination's answer
+	// once it has verified and kept the checkpoint.
+	Imported      *ImportCheckpointResponse `protobuf:"bytes,3,opt,name=imported,proto3" json:"imported,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushCheckpointProgress) Reset() {
+	*x = PushCheckpointProgress{}
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushCheckpointProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushCheckpointProgress) ProtoMessage() {}
+
+func (x *PushCheckpointProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_v1_checkpoint_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushCheckpointProgress.ProtoReflect.Descriptor instead.
+func (*PushCheckpointProgress) Descriptor() ([]byte, []int) {
+	return file_godwit_v1_checkpoint_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PushCheckpointProgress) GetDoneBytes() int64 {
+	if x != nil {
+		return x.DoneBytes
+	}
+	return 0
+}
+
+func (x *PushCheckpointProgress) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *PushCheckpointProgress) GetImported() *ImportCheckpointResponse {
+	if x != nil {
+		return x.Imported
+	}
+	return nil
+}
+
 var File_godwit_v1_checkpoint_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_checkpoint_proto_rawDesc = "" +
@@ -1599,7 +1960,33 @@ const file_godwit_v1_checkpoint_proto_rawDesc = "" +
 	"\x14RestoreArchiveHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"data_token\x18\x02 \x01(\tR\tdataTokenB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
+	"data_token\x18\x02 \x01(\tR\tdataToken\"t\n" +
+	"\x17ImportCheckpointRequest\x12;\n" +
+	"\x06header\x18\x01 \x01(\v2!.godwit.v1.ImportCheckpointHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
+	"\x04part\"7\n" +
+	"\x16ImportCheckpointHeader\x12\x1d\n" +
+	"\n" +
+	"data_token\x18\x01 \x01(\tR\tdataToken\"\xfa\x01\n" +
+	"\x18ImportCheckpointResponse\x125\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x15.godwit.v1.CheckpointR\n" +
+	"checkpoint\x12'\n" +
+	"\x0fmanifest_digest\x18\x02 \x01(\tR\x0emanifestDigest\x12'\n" +
+	"\x0falready_present\x18\x03 \x01(\bR\x0ealreadyPresent\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12%\n" +
+	"\x0ereceived_bytes\x18\x05 \x01(\x03R\rreceivedBytes\x12\x1a\n" +
+	"\bwarnings\x18\x06 \x03(\tR\bwarnings\"e\n" +
+	"\x15PushCheckpointRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12 \n" +
+	"\vcompression\x18\x03 \x01(\tR\vcompression\"\x99\x01\n" +
+	"\x16PushCheckpointProgress\x12\x1d\n" +
+	"\n" +
+	"done_bytes\x18\x01 \x01(\x03R\tdoneBytes\x12\x1f\n" +
+	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
+	"totalBytes\x12?\n" +
+	"\bimported\x18\x03 \x01(\v2#.godwit.v1.ImportCheckpointResponseR\bimportedB3Z1github.com/godwit/godwit/proto/godwit/v1;godwitv1b\x06proto3"
 
 var (
 	file_godwit_v1_checkpoint_proto_rawDescOnce sync.Once
@@ -1613,7 +2000,7 @@ func file_godwit_v1_checkpoint_proto_rawDescGZIP() []byte {
 	return file_godwit_v1_checkpoint_proto_rawDescData
 }
 
-var file_godwit_v1_checkpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_godwit_v1_checkpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_godwit_v1_checkpoint_proto_goTypes = []any{
 	(*CheckpointRequest)(nil),        // 0: godwit.v1.CheckpointRequest
 	(*CheckpointProgress)(nil),       // 1: godwit.v1.CheckpointProgress
@@ -1633,11 +2020,16 @@ var file_godwit_v1_checkpoint_proto_goTypes = []any{
 	(*RestoreRequest)(nil),           // 15: godwit.v1.RestoreRequest
 	(*RestoreArchiveRequest)(nil),    // 16: godwit.v1.RestoreArchiveRequest
 	(*RestoreArchiveHeader)(nil),     // 17: godwit.v1.RestoreArchiveHeader
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(*ImportCheckpointRequest)(nil),  // 18: godwit.v1.ImportCheckpointRequest
+	(*ImportCheckpointHeader)(nil),   // 19: godwit.v1.ImportCheckpointHeader
+	(*ImportCheckpointResponse)(nil), // 20: godwit.v1.ImportCheckpointResponse
+	(*PushCheckpointRequest)(nil),    // 21: godwit.v1.PushCheckpointRequest
+	(*PushCheckpointProgress)(nil),   // 22: godwit.v1.PushCheckpointProgress
+	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
 }
 var file_godwit_v1_checkpoint_proto_depIdxs = []int32{
 	2,  // 0: godwit.v1.CheckpointProgress.checkpoint:type_name -> godwit.v1.Checkpoint
-	18, // 1: godwit.v1.Checkpoint.created:type_name -> google.protobuf.Timestamp
+	23, // 1: godwit.v1.Checkpoint.created:type_name -> google.protobuf.Timestamp
 	3,  // 2: godwit.v1.Checkpoint.stats:type_name -> godwit.v1.CheckpointStats
 	2,  // 3: godwit.v1.ListCheckpointsResponse.checkpoints:type_name -> godwit.v1.Checkpoint
 	2,  // 4: godwit.v1.CheckpointDetail.checkpoint:type_name -> godwit.v1.Checkpoint
@@ -1646,11 +2038,14 @@ var file_godwit_v1_checkpoint_proto_depIdxs = []int32{
 	10, // 7: godwit.v1.CheckpointProcess.files:type_name -> godwit.v1.CheckpointFile
 	11, // 8: godwit.v1.CheckpointProcess.sockets:type_name -> godwit.v1.CheckpointSocket
 	17, // 9: godwit.v1.RestoreArchiveRequest.header:type_name -> godwit.v1.RestoreArchiveHeader
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	19, // 10: godwit.v1.ImportCheckpointRequest.header:type_name -> godwit.v1.ImportCheckpointHeader
+	2,  // 11: godwit.v1.ImportCheckpointResponse.checkpoint:type_name -> godwit.v1.Checkpoint
+	20, // 12: godwit.v1.PushCheckpointProgress.imported:type_name -> godwit.v1.ImportCheckpointResponse
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_godwit_v1_checkpoint_proto_init() }
@@ -1662,13 +2057,17 @@ func file_godwit_v1_checkpoint_proto_init() {
 		(*RestoreArchiveRequest_Header)(nil),
 		(*RestoreArchiveRequest_Data)(nil),
 	}
+	file_godwit_v1_checkpoint_proto_msgTypes[18].OneofWrappers = []any{
+		(*ImportCheckpointRequest_Header)(nil),
+		(*ImportCheckpointRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_v1_checkpoint_proto_rawDesc), len(file_godwit_v1_checkpoint_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
