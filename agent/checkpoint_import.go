@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -452,13 +451,9 @@ func syncDir(dir string) error {
 // archive arrives in the stream's messages, or on the data connection
 // that the header's token names.
 func (s *server) ImportCheckpoint(stream grpc.ClientStreamingServer[pb.ImportCheckpointRequest, pb.ImportCheckpointResponse]) error {
-	first, err := stream.Recv()
+	header, err := recvHeader(stream.Recv, "import checkpoint", (*pb.ImportCheckpointRequest).GetHeader)
 	if err != nil {
-		return grpcError(err)
-	}
-	header := first.GetHeader()
-	if header == nil {
-		return status.Error(codes.InvalidArgument, "import checkpoint: the first message must be the header")
+		return err
 	}
 	var res *ImportResult
 	if token := header.GetDataToken(); token != "" {
@@ -476,29 +471,16 @@ func (s *server) ImportCheckpoint(stream grpc.ClientStreamingServer[pb.ImportChe
 // carry, received a few messages ahead of the importer.
 func (s *server) importFromStream(stream grpc.ClientStreamingServer[pb.ImportCheckpointRequest, pb.ImportCheckpointResponse]) (*ImportResult, error) {
 	pr, pw := newChunkPipe(archiveReadAhead)
-	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err == io.EOF {
-				pw.Close()
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("receive checkpoint archive: %w", err))
-				return
-			}
-			if msg.GetHeader() != nil {
-				pw.CloseWithError(status.Error(codes.InvalidArgument, "import checkpoint: a second header arrived among the data"))
-				return
-			}
-			if !pw.Write(msg.GetData()) {
-				return // the importer stopped reading and said why
-			}
-		}
-	}()
+	go receiveUpload(stream.Recv, "import checkpoint", "checkpoint archive", importCheckpointPart, pw.Write, pw.CloseWithError)
 	res, err := s.a.ImportCheckpoint(stream.Context(), pr)
 	pr.Close() // unblocks the receiver
 	return res, err
+}
+
+// importCheckpointPart is receiveUpload's part for ImportCheckpoint: a
+// message's data, and whether it is a header.
+func importCheckpointPart(msg *pb.ImportCheckpointRequest) ([]byte, bool) {
+	return msg.GetData(), msg.GetHeader() != nil
 }
 
 // importFromDataConn imports the archive on the data connection that
@@ -506,29 +488,12 @@ func (s *server) importFromStream(stream grpc.ClientStreamingServer[pb.ImportChe
 // closed its side of the stream (see archiveConn).
 func (s *server) importFromDataConn(stream grpc.ClientStreamingServer[pb.ImportCheckpointRequest, pb.ImportCheckpointResponse], token string) (*ImportResult, error) {
 	ctx := stream.Context()
-	conn, err := s.acceptData(ctx, token)
+	archive, release, err := acceptArchive(ctx, s, stream.Recv, token, "import checkpoint", dataWriteBuffer)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	// A client that cancels, or stops sending, must not hold the import.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	streamEnd := make(chan error, 1)
-	go func() {
-		_, err := stream.Recv()
-		switch {
-		case err == io.EOF:
-			streamEnd <- nil
-		case err != nil:
-			streamEnd <- fmt.Errorf("receive checkpoint archive: %w", err)
-		default:
-			streamEnd <- status.Error(codes.InvalidArgument,
-				"import checkpoint: a message arrived on the stream, but with a data token the archive travels on the data connection")
-			conn.Close()
-		}
-	}()
-	return s.a.ImportCheckpoint(ctx, &archiveConn{conn: bufio.NewReaderSize(conn, dataWriteBuffer), streamEnd: streamEnd})
+	defer release()
+	return s.a.ImportCheckpoint(ctx, archive)
 }
 
 func (s *server) importToProto(res *ImportResult) *pb.ImportCheckpointResponse {

@@ -92,6 +92,12 @@ func (r CheckpointRequest) report(phase string, done, total int64) {
 // elsewhere. If anything fails after CRIU dumped it, the container is
 // restored from the dump at once, so a failed checkpoint never loses it.
 func (a *Agent) Checkpoint(ctx context.Context, ref string, req CheckpointRequest) (*bundle.Manifest, error) {
+	// A scheduler that lost track of a move must not stop the copy here.
+	if err := a.onContainer(ref, func(c *Container) error {
+		return a.fenceGeneration("checkpoint", c, commandGeneration(ctx), 0)
+	}); err != nil {
+		return nil, err
+	}
 	m, err := a.checkpoint(ctx, ref, newID()[:checkpointIDLen], req)
 	if a.cfg.Observer != nil {
 		a.cfg.Observer.CheckpointDone(err)

@@ -28,9 +28,7 @@ var ErrFenced = errors.New("refused without a valid lease")
 
 // checkFence is called before anything that makes a container run:
 // Run, Start, a checkpoint restore, a migration source's resume after an
-// abort and a destination's commit; and before a migration's dump,
-// which the source could not undo without a lease. what names the
-// action in the log.
+// abort and a destination's commit. what names the action in the log.
 func (a *Agent) checkFence(what, container string) error {
 	if a.cfg.Fence == nil {
 		return nil
@@ -40,5 +38,23 @@ func (a *Agent) checkFence(what, container string) error {
 		return nil
 	}
 	a.log.Warn("refused: the node has no valid lease with the scheduler", "action", what, "container", container, "err", err)
+	return &kindError{err: err, kind: ErrFenced}
+}
+
+// checkRegistered refuses action what on container when the node, in a
+// cluster, has not registered since its agent started (its registration
+// epoch is still 0): it could start, resume or commit nothing yet.
+func (a *Agent) checkRegistered(what, container string) error {
+	if a.cfg.Fence == nil {
+		return nil
+	}
+	if _, _, epoch := a.cfg.Fence.Placement(""); epoch > 0 {
+		return nil
+	}
+	err := a.cfg.Fence.Check()
+	if err == nil {
+		return nil
+	}
+	a.log.Warn("refused: the node has not registered with the scheduler yet", "action", what, "container", container, "err", err)
 	return &kindError{err: err, kind: ErrFenced}
 }

@@ -173,3 +173,14 @@ func TestFenceLetsARepeatedResumeThrough(t *testing.T) {
 		t.Fatalf("repeated resume = %s, %v; want aborted, nil", phase, err)
 	}
 }
+
+// A lease that lapsed for a moment (the schedulers changing leaders)
+// does not refuse a migration's dump once the node has registered: only
+// a node that has not registered since its agent started does.
+func TestFenceLetsADumpThroughOnceRegistered(t *testing.T) {
+	a := fenceTestAgent(t, &fakeFence{err: errors.New(leaseLapsed), epoch: 3})
+	_, err := a.MigrateDump(context.Background(), "m-fresh", migrate.DumpOptions{Strategy: migrate.StopCopy})
+	if errors.Is(err, ErrFenced) {
+		t.Fatalf("dump on a registered node whose lease lapsed: refused by the fence: %v", err)
+	}
+}

@@ -130,6 +130,10 @@ func TestGenerationFenceRefusesEveryCommand(t *testing.T) {
 		{"start", func(ctx context.Context, a *Agent) error { _, err := a.Start(ctx, "web"); return err }},
 		{"stop", func(ctx context.Context, a *Agent) error { _, err := a.Stop(ctx, "web", 0); return err }},
 		{"remove", func(ctx context.Context, a *Agent) error { return a.Remove(ctx, "web", true) }},
+		{"checkpoint", func(ctx context.Context, a *Agent) error {
+			_, err := a.Checkpoint(ctx, "web", CheckpointRequest{})
+			return err
+		}},
 		{"describe a migration", func(ctx context.Context, a *Agent) error {
 			_, err := a.MigrateDescribe(ctx, "m-new", "web")
 			return err

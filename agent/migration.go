@@ -170,10 +170,12 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 // its record; dumped is set, and nothing locked, when the migration's
 // checkpoint exists already (a repeated call). An aborted migration is
 // refused, and so is a dump with a stale generation (ctx's), and one on
-// a node without a valid lease: it could not run the container again
-// after an abort until it has registered, so the move stops before the
-// freeze rather than after it. unlock must be called unless dumped or
-// err.
+// a node that has not registered since its agent started: it could not
+// run the container again after an abort until it has, so the move stops
+// before the freeze rather than after it. (A lease that lapsed for a
+// moment, as when the schedulers change leaders, does not refuse a dump:
+// the node registers again within a heartbeat.) unlock must be called
+// unless dumped or err.
 func (a *Agent) lockForDump(ctx context.Context, id string) (rec *migrate.Record, unlock func(), dumped bool, err error) {
 	rec, unlock, err = a.migration(id, migrate.RoleSource, false)
 	if err != nil {
@@ -187,7 +189,7 @@ func (a *Agent) lockForDump(ctx context.Context, id string) (rec *migrate.Record
 		unlock()
 		return rec, nil, false, fenced(id, migrate.ErrAborted)
 	}
-	if err := a.checkFence("dump for a migration", rec.Container); err != nil {
+	if err := a.checkRegistered("dump for a migration", rec.Container); err != nil {
 		unlock()
 		return rec, nil, false, err
 	}

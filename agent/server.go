@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -144,31 +143,15 @@ func (s *server) NodeInfo(ctx context.Context, req *pb.NodeInfoRequest) (*pb.Nod
 }
 
 func (s *server) ImportImage(stream grpc.ClientStreamingServer[pb.ImportImageRequest, pb.Image]) error {
-	first, err := stream.Recv()
+	header, err := recvHeader(stream.Recv, "import image", (*pb.ImportImageRequest).GetHeader)
 	if err != nil {
-		return grpcError(err)
-	}
-	header := first.GetHeader()
-	if header == nil {
-		return status.Error(codes.InvalidArgument, "import image: the first message must be the header")
+		return err
 	}
 	pr, pw := io.Pipe()
-	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err == io.EOF {
-				pw.Close()
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("receive image: %w", err))
-				return
-			}
-			if _, err := pw.Write(msg.GetChunk()); err != nil {
-				return // the importer stopped reading and said why
-			}
-		}
-	}()
+	go receiveUpload(stream.Recv, "import image", "image",
+		func(msg *pb.ImportImageRequest) ([]byte, bool) { return msg.GetChunk(), false },
+		func(data []byte) bool { _, err := pw.Write(data); return err == nil },
+		func(err error) { pw.CloseWithError(err) })
 	img, err := s.a.ImportImage(stream.Context(), pr, header.GetName())
 	pr.CloseWithError(errors.New("import finished")) // unblocks the receiver
 	if err != nil {

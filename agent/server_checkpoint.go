@@ -36,7 +36,11 @@ const (
 
 func (s *server) Checkpoint(req *pb.CheckpointRequest, stream grpc.ServerStreamingServer[pb.CheckpointProgress]) error {
 	p := &progressSender{send: stream.Send, interval: progressInterval, now: time.Now}
-	m, err := s.a.Checkpoint(stream.Context(), req.GetContainer(), CheckpointRequest{
+	ctx, err := callGeneration(stream.Context())
+	if err != nil {
+		return err
+	}
+	m, err := s.a.Checkpoint(ctx, req.GetContainer(), CheckpointRequest{
 		LeaveRunning: req.GetLeaveRunning(),
 		Progress:     p.report,
 	})
@@ -264,13 +268,9 @@ func (s *server) Restore(ctx context.Context, req *pb.RestoreRequest) (*pb.Resto
 }
 
 func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArchiveRequest, pb.RestoreResponse]) error {
-	first, err := stream.Recv()
+	header, err := recvHeader(stream.Recv, "restore archive", (*pb.RestoreArchiveRequest).GetHeader)
 	if err != nil {
-		return grpcError(err)
-	}
-	header := first.GetHeader()
-	if header == nil {
-		return status.Error(codes.InvalidArgument, "restore archive: the first message must be the header")
+		return err
 	}
 	if token := header.GetDataToken(); token != "" {
 		return s.restoreFromDataConn(stream, header.GetName(), token)
@@ -278,26 +278,7 @@ func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArch
 	// The archive is received in its own goroutine, a few messages ahead
 	// of the importer, so that receiving and verifying overlap.
 	pr, pw := newChunkPipe(archiveReadAhead)
-	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err == io.EOF {
-				pw.Close()
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("receive checkpoint archive: %w", err))
-				return
-			}
-			if msg.GetHeader() != nil {
-				pw.CloseWithError(status.Error(codes.InvalidArgument, "restore archive: a second header arrived among the data"))
-				return
-			}
-			if !pw.Write(msg.GetData()) {
-				return // the importer stopped reading and said why
-			}
-		}
-	}()
+	go receiveUpload(stream.Recv, "restore archive", "checkpoint archive", restoreArchivePart, pw.Write, pw.CloseWithError)
 	res, err := s.a.RestoreArchive(stream.Context(), pr, header.GetName())
 	pr.Close() // unblocks the receiver
 	if err != nil {
@@ -306,23 +287,96 @@ func (s *server) RestoreArchive(stream grpc.ClientStreamingServer[pb.RestoreArch
 	return stream.SendAndClose(s.restoreToProto(res))
 }
 
+// restoreArchivePart is receiveUpload's part for RestoreArchive: a
+// message's data, and whether it is a header.
+func restoreArchivePart(msg *pb.RestoreArchiveRequest) ([]byte, bool) {
+	return msg.GetData(), msg.GetHeader() != nil
+}
+
 // restoreFromDataConn restores from the archive on the data connection
 // that presents token. The stream carries nothing more; the client closes
 // its side once the whole archive is on the connection.
 func (s *server) restoreFromDataConn(stream grpc.ClientStreamingServer[pb.RestoreArchiveRequest, pb.RestoreResponse], name, token string) error {
 	ctx := stream.Context()
-	conn, err := s.acceptData(ctx, token)
+	archive, release, err := acceptArchive(ctx, s, stream.Recv, token, "restore archive", 0)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	// A client that cancels the call, or stops sending, must not hold
-	// the import: when the call ends, so does the connection.
+	defer release()
+	res, err := s.a.RestoreArchive(ctx, archive, name)
+	if err != nil {
+		return grpcError(err)
+	}
+	return stream.SendAndClose(s.restoreToProto(res))
+}
+
+// recvHeader receives the first message of a client-streaming upload
+// (RestoreArchive, ImportCheckpoint, ImportImage) with recv, and returns
+// the header that header finds in it. A first message that is not the
+// header is refused with InvalidArgument, naming call.
+func recvHeader[Req, H any](recv func() (*Req, error), call string, header func(*Req) *H) (*H, error) {
+	first, err := recv()
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	h := header(first)
+	if h == nil {
+		return nil, status.Error(codes.InvalidArgument, call+": the first message must be the header")
+	}
+	return h, nil
+}
+
+// receiveUpload receives, with recv, the messages of a client-streaming
+// upload that follow its header, and passes the data that part finds in
+// each to write, the writing end of a pipe, until the client closes its
+// side; it then closes the pipe with closeWith(nil), which the reader
+// sees as io.EOF. A failed receive closes the pipe with that error, as
+// "receive <what>: ...", and a message that part says is a second header
+// with InvalidArgument, naming call. It stops as soon as write returns
+// false: the reader stopped reading and said why. Run it in its own
+// goroutine, beside the reader.
+func receiveUpload[Req any](recv func() (*Req, error), call, what string, part func(*Req) (data []byte, header bool),
+	write func(data []byte) bool, closeWith func(error),
+) {
+	for {
+		msg, err := recv()
+		if err == io.EOF {
+			closeWith(nil)
+			return
+		}
+		if err != nil {
+			closeWith(fmt.Errorf("receive %s: %w", what, err))
+			return
+		}
+		data, header := part(msg)
+		if header {
+			closeWith(status.Error(codes.InvalidArgument, call+": a second header arrived among the data"))
+			return
+		}
+		if !write(data) {
+			return // the importer stopped reading and said why
+		}
+	}
+}
+
+// acceptArchive accepts the data connection that presents token for the
+// archive of the call whose context is ctx, and returns the archive on it
+// (see archiveConn), read through a buffer of bufSize bytes when bufSize
+// is positive, and release, which closes the connection: call it once
+// done with the archive. The call's stream, which recv receives from,
+// carries nothing more: a message on it is refused with InvalidArgument,
+// naming call, and ends the connection. A client that cancels the call,
+// or stops sending, must not hold the importer: when the call ends, so
+// does the connection.
+func acceptArchive[Req any](ctx context.Context, s *server, recv func() (*Req, error), token, call string, bufSize int) (archive io.Reader, release func(), err error) {
+	conn, err := s.acceptData(ctx, token)
+	if err != nil {
+		return nil, nil, err
+	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	streamEnd := make(chan error, 1)
 	go func() {
-		_, err := stream.Recv()
+		_, err := recv()
 		switch {
 		case err == io.EOF:
 			streamEnd <- nil
@@ -330,15 +384,19 @@ func (s *server) restoreFromDataConn(stream grpc.ClientStreamingServer[pb.Restor
 			streamEnd <- fmt.Errorf("receive checkpoint archive: %w", err)
 		default:
 			streamEnd <- status.Error(codes.InvalidArgument,
-				"restore archive: a message arrived on the stream, but with a data token the archive travels on the data connection")
+				call+": a message arrived on the stream, but with a data token the archive travels on the data connection")
 			conn.Close()
 		}
 	}()
-	res, err := s.a.RestoreArchive(ctx, &archiveConn{conn: conn, streamEnd: streamEnd}, name)
-	if err != nil {
-		return grpcError(err)
+	var r io.Reader = conn
+	if bufSize > 0 {
+		r = bufio.NewReaderSize(conn, bufSize)
 	}
-	return stream.SendAndClose(s.restoreToProto(res))
+	release = func() {
+		stop()
+		conn.Close()
+	}
+	return &archiveConn{conn: r, streamEnd: streamEnd}, release, nil
 }
 
 // archiveConn reads an archive from a data connection. The connection's

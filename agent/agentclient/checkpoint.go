@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -21,14 +22,15 @@ import (
 )
 
 const (
-	// restoreChunk is how many archive bytes each RestoreArchive message
-	// carries when the archive travels in the stream.
+	// restoreChunk is how many archive bytes each message of an upload
+	// (RestoreArchive, ImportCheckpoint) carries when the archive travels
+	// in the stream.
 	restoreChunk = 1 << 20
 	// dataBuffer is how many archive bytes one read or write of a data
 	// connection moves: one system call per MiB.
 	dataBuffer = 1 << 20
-	// agentAnswerWait is how long a restore whose data connection broke
-	// waits for the agent's reason before it cancels the call.
+	// agentAnswerWait is how long an upload whose data connection broke
+	// waits for the agent's answer before it cancels the call.
 	agentAnswerWait = 5 * time.Second
 )
 
@@ -291,8 +293,50 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // the archive part-way, the upload stops and the agent's reason is
 // returned.
 func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, dial DataDialer, r io.Reader, name string) (*pb.RestoreResponse, error) {
+	return archiveUpload[pb.RestoreArchiveRequest, pb.RestoreResponse]{
+		open: client.RestoreArchive,
+		header: func(token string) *pb.RestoreArchiveRequest {
+			h := &pb.RestoreArchiveHeader{Name: name, DataToken: token}
+			return &pb.RestoreArchiveRequest{Part: &pb.RestoreArchiveRequest_Header{Header: h}}
+		},
+		data: func(chunk []byte) *pb.RestoreArchiveRequest {
+			return &pb.RestoreArchiveRequest{Part: &pb.RestoreArchiveRequest_Data{Data: chunk}}
+		},
+		dialFailed: "restore checkpoint archive",
+	}.send(ctx, dial, r)
+}
+
+// archiveUpload is a client-streaming call that uploads an archive
+// (RestoreArchive, ImportCheckpoint): a header, then the archive, either
+// in the stream's data messages or on a data connection that the header's
+// token names, then the agent's single answer. The calls differ only in
+// their messages and in what an early answer means.
+type archiveUpload[Req, Resp any] struct {
+	// open starts the call (the client's method).
+	open func(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error)
+	// header is the first message; token is "" when the archive travels
+	// in the stream.
+	header func(token string) *Req
+	// data is a message carrying chunk, which it may keep.
+	data func(chunk []byte) *Req
+	// dialFailed prefixes the error of a data connection that could not
+	// be opened.
+	dialFailed string
+	// earlyAnswer: an answer that comes while the data connection's upload
+	// breaks off is the call's result, success included (an agent that
+	// holds what is uploaded already answers at once). Otherwise only the
+	// agent's error is, and a success still fails with the upload's error.
+	earlyAnswer bool
+}
+
+// send uploads r: on a data connection that dial opens, or, when dial is
+// nil, inside the call's stream. If reading r fails, the call is
+// cancelled, so that the agent keeps nothing, and the read error is
+// returned; if the agent ends the call part-way, the upload stops and the
+// agent's reason is returned.
+func (u archiveUpload[Req, Resp]) send(ctx context.Context, dial DataDialer, r io.Reader) (*Resp, error) {
 	if dial == nil {
-		return restoreOnStream(ctx, client, r, name)
+		return u.sendOnStream(ctx, r)
 	}
 	token, err := datachan.NewToken()
 	if err != nil {
@@ -300,41 +344,43 @@ func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, dial Data
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.RestoreArchive(ctx)
+	stream, err := u.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	header := &pb.RestoreArchiveRequest_Header{Header: &pb.RestoreArchiveHeader{Name: name, DataToken: token}}
-	if err := stream.Send(&pb.RestoreArchiveRequest{Part: header}); err != nil {
+	if err := stream.Send(u.header(token)); err != nil {
 		return stream.CloseAndRecv() // the agent's reason
 	}
 	// The agent's answer is awaited beside the upload: an agent that
-	// refuses the archive part-way answers before the upload is done, and
-	// the upload then stops.
+	// refuses the archive part-way (or, for an import, has it already)
+	// answers before the upload is done, and the upload then stops.
 	type answer struct {
-		resp *pb.RestoreResponse
+		resp *Resp
 		err  error
 	}
 	answered := make(chan answer, 1)
 	dataCtx, stopData := context.WithCancel(ctx)
 	defer stopData()
 	go func() {
-		resp := new(pb.RestoreResponse)
+		resp := new(Resp)
 		err := stream.RecvMsg(resp)
+		if err != nil {
+			resp = nil
+		}
 		answered <- answer{resp, err}
 		stopData()
 	}()
-	// giveUp ends a failed upload: with the agent's reason if it comes
-	// within wait (a refused archive breaks the data connection just
-	// before the agent says why), else by cancelling the call, so that
-	// the agent restores nothing, and with err.
-	giveUp := func(err error, wait time.Duration) (*pb.RestoreResponse, error) {
+	// giveUp ends an upload that broke off with err: with the agent's
+	// answer if it comes within wait (the agent breaks the data connection
+	// just before it answers), else by cancelling the call, so that the
+	// agent keeps nothing, and with err.
+	giveUp := func(err error, wait time.Duration) (*Resp, error) {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
 		case a := <-answered:
-			if a.err != nil {
-				return nil, a.err
+			if a.err != nil || u.earlyAnswer {
+				return a.resp, a.err
 			}
 			return nil, err
 		case <-t.C:
@@ -345,7 +391,7 @@ func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, dial Data
 
 	conn, err := dial(dataCtx, token)
 	if err != nil {
-		return giveUp(fmt.Errorf("restore checkpoint archive: %w", err), 0)
+		return giveUp(fmt.Errorf("%s: %w", u.dialFailed, err), 0)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(dataCtx, func() { conn.Close() }) // unblocks Write
@@ -384,25 +430,22 @@ func RestoreArchive(ctx context.Context, client pb.AgentServiceClient, dial Data
 	return a.resp, a.err
 }
 
-// restoreOnStream is RestoreArchive with the archive in the stream's
-// messages.
-func restoreOnStream(ctx context.Context, client pb.AgentServiceClient, r io.Reader, name string) (*pb.RestoreResponse, error) {
+// sendOnStream is send with the archive in the stream's messages.
+func (u archiveUpload[Req, Resp]) sendOnStream(ctx context.Context, r io.Reader) (*Resp, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.RestoreArchive(ctx)
+	stream, err := u.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	header := &pb.RestoreArchiveRequest_Header{Header: &pb.RestoreArchiveHeader{Name: name}}
-	if err := stream.Send(&pb.RestoreArchiveRequest{Part: header}); err != nil {
+	if err := stream.Send(u.header("")); err != nil {
 		return stream.CloseAndRecv() // the agent's reason
 	}
 	buf := make([]byte, restoreChunk)
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
-			data := &pb.RestoreArchiveRequest_Data{Data: append([]byte(nil), buf[:n]...)}
-			if err := stream.Send(&pb.RestoreArchiveRequest{Part: data}); err != nil {
+			if err := stream.Send(u.data(append([]byte(nil), buf[:n]...))); err != nil {
 				break // the agent ended the stream; CloseAndRecv says why
 			}
 		}
@@ -427,28 +470,47 @@ func restoreOnStream(ctx context.Context, client pb.AgentServiceClient, r io.Rea
 // when set, is called with the bytes of the file read so far and its
 // size.
 func RestoreArchiveFile(ctx context.Context, client pb.AgentServiceClient, dial DataDialer, path, name, decryptKeyFile string, progress func(done, total int64)) (*pb.RestoreResponse, error) {
-	f, err := os.Open(path)
+	r, f, err := openArchiveFile(path, decryptKeyFile, progress)
 	if err != nil {
-		return nil, fmt.Errorf("open checkpoint archive: %w", err)
+		return nil, err
 	}
 	defer f.Close()
+	return RestoreArchive(ctx, client, dial, r, name)
+}
+
+// openArchiveFile opens the archive file path for an upload
+// (RestoreArchiveFile, ImportCheckpointFile) and returns the reader of its
+// plaintext: decrypted here with decryptKeyFile when that is set, and
+// reporting to progress, when set, the bytes of the file read so far and
+// its size. The caller closes f once the upload is done; on error, it is
+// closed already.
+func openArchiveFile(path, decryptKeyFile string, progress func(done, total int64)) (r io.Reader, f *os.File, err error) {
+	f, err = os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint archive: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("open checkpoint archive: %w", err)
+		return nil, nil, fmt.Errorf("open checkpoint archive: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("checkpoint archive %s is not a regular file", path)
+		return nil, nil, fmt.Errorf("checkpoint archive %s is not a regular file", path)
 	}
-	var r io.Reader = f
+	r = f
 	if progress != nil {
 		r = NewProgressReader(f, st.Size(), progress)
 	}
 	if decryptKeyFile != "" {
 		if r, err = bundle.Decrypt(r, decryptKeyFile); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return RestoreArchive(ctx, client, dial, r, name)
+	return r, f, nil
 }
 
 // NewProgressReader returns a reader of r that calls report with the bytes

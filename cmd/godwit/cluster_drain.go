@@ -56,7 +56,10 @@ which also ends a drain that is running.
 
 At the --deadline, --on-deadline says what happens to what is left: fail (the
 default) ends the drain as failed and leaves it running; stop stops it on the
-node and ends the drain as stopped (exit status 0: nothing runs there).
+node and ends the drain as stopped (exit status 0: nothing runs there);
+checkpoint checkpoints each container left, stopping it, keeps the checkpoint
+on another node that has its image as well as on this one, and puts the
+container there, stopped: ` + "`godwit start NAME`" + ` restores it where it was.
 The drain survives a failover of the leader. Interrupting this command stops
 following the drain, not the drain: follow it again with --watch.`,
 		Args: cobra.ExactArgs(1),
@@ -67,7 +70,7 @@ following the drain, not the drain: follow it again with --watch.`,
 	f := cmd.Flags()
 	f.DurationVar(&o.deadline, "deadline", 0, "how long the drain may take (e.g. 30m); then --on-deadline applies (default: no deadline)")
 	f.Int32Var(&o.maxParallel, "max-parallel", 1, "how many containers may move at once")
-	f.StringVar(&o.onDeadline, "on-deadline", "", "what happens at the deadline to what is left: stop, or fail (the default; leave it running); checkpoint is not available yet")
+	f.StringVar(&o.onDeadline, "on-deadline", "", "what happens at the deadline to what is left: checkpoint (keep it, stopped, on another node), stop, or fail (the default; leave it running)")
 	f.BoolVar(&o.detach, "detach", false, "return once the drain has started; the leader goes on with it")
 	f.BoolVar(&o.watch, "watch", false, "follow the node's running drain (or show how the last one ended) instead of starting one")
 	o.out = addOutputFlag(cmd)
@@ -260,8 +263,12 @@ func (r *drainRun) report() error {
 	if r.out == outputJSON {
 		return nil
 	}
-	_, err := fmt.Fprintf(r.stdout, "node %s drained in %s: %d %s moved, %d failed %s; it stays cordoned for its maintenance: `godwit node uncordon %s` once it is back\n",
-		v.Node, took, v.Moved, plural(int(v.Moved), "container", "containers"), v.Failed, plural(int(v.Failed), "move", "moves"), v.Node)
+	checkpointed := ""
+	if v.Checkpointed > 0 {
+		checkpointed = fmt.Sprintf(", %d checkpointed to other nodes at the deadline (`godwit start NAME` restores each there)", v.Checkpointed)
+	}
+	_, err := fmt.Fprintf(r.stdout, "node %s drained in %s: %d %s moved, %d failed %s%s; it stays cordoned for its maintenance: `godwit node uncordon %s` once it is back\n",
+		v.Node, took, v.Moved, plural(int(v.Moved), "container", "containers"), v.Failed, plural(int(v.Failed), "move", "moves"), checkpointed, v.Node)
 	return err
 }
 
@@ -370,6 +377,9 @@ type drainView struct {
 	Left   int32 `json:"left"`
 	Moved  int32 `json:"moved"`
 	Failed int32 `json:"failed"`
+	// Checkpointed counts the containers the deadline's checkpoint
+	// policy kept, stopped, on other nodes.
+	Checkpointed int32 `json:"checkpointed"`
 	// Blocked are the containers that cannot move now, and why.
 	Blocked     []drainBlockedView `json:"blocked"`
 	RequestedBy string             `json:"requested_by,omitempty"`
@@ -387,7 +397,7 @@ func newDrainView(d *pb.Drain) drainView {
 	v := drainView{
 		Node: d.GetNode(), Status: d.GetStatus(), Deadline: timeOrNil(d.GetDeadline()), OnDeadline: d.GetOnDeadline(),
 		MaxParallel: d.GetMaxParallel(), Started: timeOrNil(d.GetStarted()), Ended: timeOrNil(d.GetEnded()), Updated: timeOrNil(d.GetUpdated()),
-		Left: d.GetLeft(), Moved: d.GetMoved(), Failed: d.GetFailed(), Blocked: []drainBlockedView{},
+		Left: d.GetLeft(), Moved: d.GetMoved(), Failed: d.GetFailed(), Checkpointed: d.GetCheckpointed(), Blocked: []drainBlockedView{},
 		RequestedBy: d.GetRequestedBy(), Reason: d.GetReason(),
 	}
 	for _, b := range d.GetBlocked() {

@@ -61,8 +61,6 @@ var (
 	// ErrDrainRefused is what every *DrainRefusedError matches: some
 	// container of the node cannot move anywhere.
 	ErrDrainRefused = errors.New("drain refused")
-	// ErrNotYet: the request asks for what godwit cannot do yet.
-	ErrNotYet = errors.New("not available yet")
 )
 
 // Mover starts a container's move and returns its record once it is
@@ -82,13 +80,26 @@ type Stopper interface {
 	Stop(ctx context.Context, c *state.Container) error
 }
 
+// Checkpointer checkpoints a container away from a draining node at its
+// deadline (--on-deadline checkpoint).
+type Checkpointer interface {
+	// CheckpointAway has c's node checkpoint it (stopping it) and push
+	// the checkpoint to holder, then records the container there
+	// (fsm.CheckpointAway), stopped, for `godwit start` to restore; it
+	// returns the checkpoint's ID. Every call is fenced by c's
+	// generation. Repeated after a failure, it goes on from the
+	// checkpoint already taken.
+	CheckpointAway(ctx context.Context, c *state.Container, holder *state.Node) (string, error)
+}
+
 // DrainConfig wires a Drainer.
 type DrainConfig struct {
-	Store *state.Store
-	Apply Applier
-	Moves Mover
-	Stop  Stopper
-	Log   *slog.Logger
+	Store      *state.Store
+	Apply      Applier
+	Moves      Mover
+	Stop       Stopper
+	Checkpoint Checkpointer
+	Log        *slog.Logger
 	// Attempts is how many moves of one container a drain tries;
 	// DefaultDrainAttempts when 0.
 	Attempts int
@@ -176,8 +187,8 @@ func NewDrainer(cfg DrainConfig) *Drainer {
 // if so, records the drain (the node becomes draining) and has Lead start
 // moving them at once; it returns the stored record. When some cannot
 // move, it refuses with a *DrainRefusedError and changes nothing. Other
-// refusals: ErrNotLeading outside a term, ErrNotYet for the checkpoint
-// policy, ErrInvalid for a request that makes no sense, state.ErrNotFound
+// refusals: ErrNotLeading outside a term, ErrInvalid for a request that
+// makes no sense, state.ErrNotFound
 // for an unknown node, and the FSM's (fsm.ErrDrainRunning,
 // fsm.ErrNodeDown).
 func (d *Drainer) Start(ctx context.Context, req DrainRequest) (*state.Drain, error) {
@@ -237,11 +248,9 @@ func (r DrainRequest) check() error {
 		return fmt.Errorf("%w: --deadline %s is negative", ErrInvalid, r.Deadline)
 	case r.Deadline == 0 && r.OnDeadline != "":
 		return fmt.Errorf("%w: --on-deadline %s without a --deadline: give both, or neither", ErrInvalid, r.OnDeadline)
-	case r.OnDeadline == state.OnDeadlineCheckpoint:
-		return fmt.Errorf("--on-deadline checkpoint is %w: the agents cannot yet keep an exported checkpoint on another node without restoring it; "+
-			"use --on-deadline stop (stop what is left) or fail (leave it running)", ErrNotYet)
 	case r.OnDeadline != "" && !r.OnDeadline.Known():
-		return fmt.Errorf("%w: --on-deadline %q: want %s or %s", ErrInvalid, r.OnDeadline, state.OnDeadlineStop, state.OnDeadlineFail)
+		return fmt.Errorf("%w: --on-deadline %q: want %s, %s or %s", ErrInvalid, r.OnDeadline,
+			state.OnDeadlineCheckpoint, state.OnDeadlineStop, state.OnDeadlineFail)
 	}
 	return nil
 }
@@ -405,6 +414,9 @@ func (d *Drainer) atDeadline(ctx context.Context, log *slog.Logger, snap *state.
 			still = append(still, c)
 		}
 	}
+	if dr.OnDeadline == state.OnDeadlineCheckpoint && d.checkpointAway(ctx, log, snap, dr.Node, still, p) {
+		return false // the state changed: the next pass looks again
+	}
 	if dr.OnDeadline == state.OnDeadlineStop {
 		for _, c := range still {
 			if c.Desired != state.DesiredRunning || !runs(c) {
@@ -433,14 +445,70 @@ func (d *Drainer) atDeadline(ctx context.Context, log *slog.Logger, snap *state.
 		d.end(ctx, log, f, p, state.DrainStopped, fmt.Sprintf("the deadline passed with %d %s on the node (--on-deadline stop): %s stay there, stopped; "+
 			"start them with `godwit start NAME` after the maintenance", len(f.left), plural(len(f.left), "container", "containers"), names(snap, ids(f.left))))
 	default:
-		policy := "--on-deadline fail"
-		if dr.OnDeadline == state.OnDeadlineCheckpoint {
-			policy = "--on-deadline checkpoint is not available yet, so as with fail"
-		}
-		d.end(ctx, log, f, p, state.DrainFailed, fmt.Sprintf("the deadline passed with %d %s on the node (%s): %s",
-			len(f.left), plural(len(f.left), "container", "containers"), policy, leftRunning(f)))
+		d.end(ctx, log, f, p, state.DrainFailed, fmt.Sprintf("the deadline passed with %d %s on the node (--on-deadline %s): %s",
+			len(f.left), plural(len(f.left), "container", "containers"), dr.OnDeadline, leftRunning(f)))
 	}
 	return true
+}
+
+// checkpointAway applies the checkpoint policy to the containers still on
+// a drained node past its deadline: each that runs (or that an earlier
+// try checkpointed and could not keep elsewhere) is checkpointed and
+// kept on another node (Checkpointer). It reports whether it moved any;
+// one that could not go is blocked with why, and tried again.
+func (d *Drainer) checkpointAway(ctx context.Context, log *slog.Logger, snap *state.Snapshot, node string, still []*state.Container, p *drainPlan) bool {
+	src, ok := snap.Node(node)
+	if !ok {
+		return false
+	}
+	moved := false
+	for _, c := range still {
+		if c.Desired != state.DesiredRunning || (c.Reported != state.ReportedRunning && c.Reported != state.ReportedCheckpointed) {
+			continue
+		}
+		holder, why := checkpointHolder(snap, src, c)
+		if holder == nil {
+			p.block(c, "the deadline passed and no other node can keep its checkpoint: "+why)
+			continue
+		}
+		id, err := d.cfg.Checkpoint.CheckpointAway(ctx, c, holder)
+		if err != nil {
+			log.Warn("drain deadline: checkpoint a container away", "container", c.Name, "holder", holder.Name, "err", err)
+			p.block(c, fmt.Sprintf("the deadline passed and keeping its checkpoint on %s failed: %v; tried again shortly", holder.Name, err))
+			continue
+		}
+		log.Info("drain deadline: container checkpointed away", "container", c.Name, "holder", holder.Name, "checkpoint", id)
+		moved = true
+	}
+	return moved
+}
+
+// checkpointHolder is the node that keeps c's checkpoint, taken on src:
+// placement's choice among the other alive, schedulable nodes that hold
+// its image (a node restores a checkpoint only from the image it was
+// taken from) and have every CPU feature src has; room is not needed
+// until the container is started. Nil, and why, when none can.
+func checkpointHolder(snap *state.Snapshot, src *state.Node, c *state.Container) (*state.Node, string) {
+	spec := c.Spec
+	spec.Node = ""
+	spec.Request = state.Resources{} // stopped, it holds no room
+	cpu := src.CPU
+	var exclude []string
+	for _, n := range snap.Nodes() {
+		if n.Name != src.Name && !snap.HasImage(n.Name, spec.Image) {
+			exclude = append(exclude, n.Name)
+		}
+	}
+	d, err := placement.Place(snap, placement.Request{Spec: spec, Exclude: append(exclude, src.Name), RequireCPU: &cpu})
+	if err != nil {
+		var none *placement.NoNodeError
+		if errors.As(err, &none) {
+			return nil, fmt.Sprintf("none holds image %s, or: %s", spec.Image, rejections(none, src.Name))
+		}
+		return nil, err.Error()
+	}
+	n, _ := snap.Node(d.Node)
+	return n, ""
 }
 
 // leftRunning says what the containers left do after a failed drain.
@@ -470,6 +538,10 @@ func (d *Drainer) record(ctx context.Context, log *slog.Logger, f *drainFacts, p
 // ended record keeps the final counts and what was blocked.
 func (d *Drainer) end(ctx context.Context, log *slog.Logger, f *drainFacts, p *drainPlan, status state.DrainStatus, reason string) {
 	dr := f.dr
+	if status == state.DrainDone && dr.Checkpointed > 0 {
+		reason = fmt.Sprintf("the deadline passed: %d %s checkpointed to other nodes (--on-deadline checkpoint), where `godwit start NAME` restores each",
+			dr.Checkpointed, plural(dr.Checkpointed, "container was", "containers were"))
+	}
 	d.record(ctx, log, f, p)
 	if _, err := d.cfg.Apply.Apply(ctx, &fsm.EndDrain{Node: dr.Node, Status: status, Reason: reason, At: d.cfg.Now()}); err != nil {
 		if ctx.Err() == nil {

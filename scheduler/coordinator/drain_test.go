@@ -31,11 +31,16 @@ type drainWorld struct {
 	moves  []Request
 	stops  []string
 	ids    int
+	// checkpointed records each container the fake checkpointer kept
+	// away, as "name->holder"; refuseCheckpoint makes it fail for a
+	// container (by name).
+	checkpointed     []string
+	refuseCheckpoint map[string]error
 }
 
 func newDrainWorld(t *testing.T) *drainWorld {
-	dw := &drainWorld{world: newWorld(t), now: t0.Add(time.Hour), refuse: map[string]error{}}
-	dw.d = NewDrainer(DrainConfig{Store: dw.f.Store(), Apply: dw, Moves: dw, Stop: dw, Log: slog.New(slog.DiscardHandler),
+	dw := &drainWorld{world: newWorld(t), now: t0.Add(time.Hour), refuse: map[string]error{}, refuseCheckpoint: map[string]error{}}
+	dw.d = NewDrainer(DrainConfig{Store: dw.f.Store(), Apply: dw, Moves: dw, Stop: dw, Checkpoint: dw, Log: slog.New(slog.DiscardHandler),
 		Now: func() time.Time { return dw.clock() }})
 	return dw
 }
@@ -108,6 +113,26 @@ func (dw *drainWorld) Stop(ctx context.Context, c *state.Container) error {
 	dw.mu.Unlock()
 	_, err := dw.Apply(ctx, &fsm.SetDesired{ID: c.ID, Desired: state.DesiredStopped, At: dw.clock()})
 	return err
+}
+
+// CheckpointAway is the fake checkpointer: it records the container on
+// the holder in raft, as the scheduler's does once the holder keeps the
+// checkpoint.
+func (dw *drainWorld) CheckpointAway(ctx context.Context, c *state.Container, holder *state.Node) (string, error) {
+	dw.mu.Lock()
+	refused := dw.refuseCheckpoint[c.Name]
+	dw.mu.Unlock()
+	if refused != nil {
+		return "", refused
+	}
+	id := "ck-" + c.Name
+	if _, err := dw.Apply(ctx, &fsm.CheckpointAway{ID: c.ID, Source: c.Node, Generation: c.Generation, Holder: holder.Name, Checkpoint: id, At: dw.clock()}); err != nil {
+		return "", err
+	}
+	dw.mu.Lock()
+	dw.checkpointed = append(dw.checkpointed, c.Name+"->"+holder.Name)
+	dw.mu.Unlock()
+	return id, nil
 }
 
 // leading lets Start run as in a leadership term, for the test.
@@ -285,7 +310,6 @@ func TestDrainRequestRefusals(t *testing.T) {
 		req  DrainRequest
 		want error
 	}{
-		{"checkpoint at the deadline", DrainRequest{Node: "n1", MaxParallel: 1, Deadline: time.Minute, OnDeadline: state.OnDeadlineCheckpoint}, ErrNotYet},
 		{"no parallelism", DrainRequest{Node: "n1"}, ErrInvalid},
 		{"a policy without a deadline", DrainRequest{Node: "n1", MaxParallel: 1, OnDeadline: state.OnDeadlineStop}, ErrInvalid},
 		{"an unknown policy", DrainRequest{Node: "n1", MaxParallel: 1, Deadline: time.Minute, OnDeadline: "pray"}, ErrInvalid},
@@ -490,6 +514,50 @@ func TestDrainDeadlinePolicies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// At the deadline the checkpoint policy keeps what is left on another
+// node that holds its image, stopped there; the drain ends done once the
+// move in flight ends, the node empty. A checkpoint that fails is
+// blocked with why and tried again.
+func TestDrainDeadlineCheckpointsWhatIsLeftAway(t *testing.T) {
+	dw := cluster4(t, map[string]int64{"c1": 300, "c2": 200, "c3": 100})
+	dw.must(&fsm.SetImages{Node: "n3", Images: []state.Image{{Name: "busybox:latest", ID: "sha256:1"}}, At: t0})
+	dw.refuseCheckpoint["c3"] = errors.New("push to n3: disk full")
+	dw.startDrain(t, DrainRequest{Node: "n1", MaxParallel: 1, Deadline: time.Minute, OnDeadline: state.OnDeadlineCheckpoint})
+	ctx := context.Background()
+	dw.d.pass(ctx)
+	moving := dw.open("n1")
+	if len(moving) != 1 {
+		t.Fatalf("%d moves in flight, want 1", len(moving))
+	}
+	dw.advance(2 * time.Minute)
+	dw.d.pass(ctx)
+	if fmt.Sprint(dw.checkpointed) != "[c2->n3]" {
+		t.Errorf("checkpointed away %v, want c2 to n3 (the only other node with its image; c1 moves; c3 fails)", dw.checkpointed)
+	}
+	dw.d.pass(ctx)
+	c3, _ := dw.f.Store().Snapshot().Container("c3")
+	if why := dw.drain("n1").Blocked[c3.ID]; !strings.Contains(why, "disk full") {
+		t.Errorf("c3 blocked for %q, want the checkpoint's failure", why)
+	}
+	c2, _ := dw.f.Store().Snapshot().Container("c2")
+	if c2.Node != "n3" || c2.Reported != state.ReportedCheckpointed || c2.Desired != state.DesiredStopped || c2.Checkpoint != "ck-c2" {
+		t.Errorf("c2 %+v: want checkpointed on n3, desired stopped, waiting in ck-c2", c2)
+	}
+
+	delete(dw.refuseCheckpoint, "c3")
+	dw.d.pass(ctx)
+	dw.finish(moving[0])
+	dw.d.pass(ctx)
+	dw.d.pass(ctx)
+	d := dw.drain("n1")
+	if d.Status != state.DrainDone || d.Moved != 1 || d.Checkpointed != 2 || !strings.Contains(d.Reason, "2 containers were checkpointed") {
+		t.Errorf("drain %+v: want done, 1 moved, 2 checkpointed away, saying so", d)
+	}
+	if got := dw.f.Store().Snapshot().ContainerCount("n1"); got != 0 {
+		t.Errorf("n1 holds %d containers, want none", got)
 	}
 }
 

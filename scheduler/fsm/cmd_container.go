@@ -211,6 +211,10 @@ var reportable = map[state.ReportedState]bool{
 	state.ReportedStopped:   true,
 	state.ReportedExited:    true,
 	state.ReportedMigrating: true,
+	// A node reports a container it checkpointed (stopped) so; a
+	// container whose checkpoint the cluster put on another node is
+	// checkpointed there without being reported (fsm.CheckpointAway).
+	state.ReportedCheckpointed: true,
 }
 
 // ReportContainers records what a node says of its containers. It is
@@ -301,6 +305,9 @@ func (c ReportContainers) apply(tx *state.Txn) (any, error) {
 			if seen[ctr.ID] || reported[ctr.ID] || ctr.Reported == state.ReportedLost || ctr.Reported == state.ReportedPending {
 				continue
 			}
+			if ctr.Checkpoint != "" {
+				continue // the node keeps its checkpoint, not a container
+			}
 			if err := setReported(tx, ctr, state.ReportedLost, c.At); err != nil {
 				return nil, err
 			}
@@ -320,10 +327,15 @@ func movingThrough(tx *state.Txn, id, node string) bool {
 }
 
 // setReported stores ctr with a new reported state and emits the event.
+// A container its node reports in a state of its own (not checkpointed,
+// not lost) no longer waits in a checkpoint there: it was restored.
 func setReported(tx *state.Txn, old *state.Container, reported state.ReportedState, at time.Time) error {
 	ctr := old.Clone()
 	ctr.Reported = reported
 	ctr.ReportedAt = at
+	if reported != state.ReportedCheckpointed && reported != state.ReportedLost {
+		ctr.Checkpoint = ""
+	}
 	if err := tx.PutContainer(ctr); err != nil {
 		return err
 	}

@@ -37,6 +37,7 @@ const (
 	TypeEndDrain             CommandType = 20
 	TypeFenceMigration       CommandType = 21
 	TypeCleanedDestination   CommandType = 22
+	TypeCheckpointAway       CommandType = 23
 )
 
 var commandNames = map[CommandType]string{
@@ -63,6 +64,7 @@ var commandNames = map[CommandType]string{
 	TypeEndDrain:             "end-drain",
 	TypeFenceMigration:       "fence-migration",
 	TypeCleanedDestination:   "cleaned-destination",
+	TypeCheckpointAway:       "checkpoint-away",
 }
 
 func (t CommandType) String() string {
@@ -97,6 +99,7 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	TypeEndDrain:             decodeAs[EndDrain],
 	TypeFenceMigration:       decodeAs[FenceMigration],
 	TypeCleanedDestination:   decodeAs[CleanedDestination],
+	TypeCheckpointAway:       decodeAs[CheckpointAway],
 }
 
 // Command is a change to the cluster state, proposed by the leader and

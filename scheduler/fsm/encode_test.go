@@ -37,6 +37,7 @@ func TestEncodeDecode(t *testing.T) {
 		fsm.AbortMigration{ID: "m", Error: "boom", DestinationCleanup: true, At: t0},
 		fsm.FenceMigration{ID: "m", Why: "destination unreachable", At: t0},
 		fsm.CleanedDestination{ID: "m", At: t0},
+		fsm.CheckpointAway{ID: "c", Source: "n1", Generation: 1, Holder: "n2", Checkpoint: "0123456789ab", At: t0},
 		fsm.StartDrain{Node: "n1", Deadline: t0.Add(time.Hour), OnDeadline: state.OnDeadlineFail, MaxParallel: 2, At: t0},
 		fsm.UpdateDrain{Node: "n1", Blocked: map[string]string{"a": "no room"}, Left: 1, Moved: 2, Failed: 3, At: t0},
 		fsm.EndDrain{Node: "n1", Status: state.DrainDone, Reason: "empty", At: t0},

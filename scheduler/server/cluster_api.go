@@ -222,6 +222,12 @@ func (a *clusterAPI) StopContainer(ctx context.Context, req *pb.StopContainerReq
 
 func (a *clusterAPI) StartContainer(ctx context.Context, ref *pb.ContainerRef) (*pb.Container, error) {
 	return a.setDesired(ctx, "start", ref.GetRef(), state.DesiredRunning, func(ctx context.Context, agent pb.AgentServiceClient, id string) (*pb.Container, error) {
+		// A container checkpointed away (a drain's deadline) waits in a
+		// checkpoint its node keeps: started, it is restored from it.
+		if c, ok := a.s.store.Snapshot().ContainerByID(id); ok && c.Checkpoint != "" {
+			resp, err := agent.Restore(ctx, &pb.RestoreRequest{CheckpointId: c.Checkpoint})
+			return resp.GetContainer(), err
+		}
 		return agent.StartContainer(ctx, &pb.ContainerRef{Ref: id})
 	})
 }

@@ -24,16 +24,17 @@ var reportedToProto = map[state.ReportedState]pb.ContainerState{
 	state.ReportedExited:    pb.ContainerState_CONTAINER_STATE_EXITED,
 	state.ReportedMigrating: pb.ContainerState_CONTAINER_STATE_MIGRATING,
 	state.ReportedLost:      pb.ContainerState_CONTAINER_STATE_LOST,
+
+	state.ReportedCheckpointed: pb.ContainerState_CONTAINER_STATE_CHECKPOINTED,
 }
 
-// reportedFromProto is the state an agent's report means in the cluster;
-// a checkpointed container is stopped as far as placement goes.
+// reportedFromProto is the state an agent's report means in the cluster.
 var reportedFromProto = map[pb.ContainerState]state.ReportedState{
 	pb.ContainerState_CONTAINER_STATE_CREATED:      state.ReportedCreated,
 	pb.ContainerState_CONTAINER_STATE_RUNNING:      state.ReportedRunning,
 	pb.ContainerState_CONTAINER_STATE_STOPPED:      state.ReportedStopped,
 	pb.ContainerState_CONTAINER_STATE_EXITED:       state.ReportedExited,
-	pb.ContainerState_CONTAINER_STATE_CHECKPOINTED: state.ReportedStopped,
+	pb.ContainerState_CONTAINER_STATE_CHECKPOINTED: state.ReportedCheckpointed,
 	pb.ContainerState_CONTAINER_STATE_MIGRATING:    state.ReportedMigrating,
 }
 
@@ -63,6 +64,8 @@ func containerToProto(c *state.Container) *pb.Container {
 		Labels:      c.Spec.Labels,
 		Created:     timestamp(c.Created),
 		Generation:  c.Generation,
+		// A container checkpointed away waits in this checkpoint.
+		LastCheckpoint: c.Checkpoint,
 	}
 	if c.IP.IsValid() {
 		out.Ip = c.IP.String()

@@ -253,7 +253,7 @@ func drainToProto(snap *state.Snapshot, d *state.Drain) *pb.Drain {
 	out := &pb.Drain{
 		Node: d.Node, Status: string(d.Status), Deadline: timestamp(d.Deadline), OnDeadline: string(d.OnDeadline),
 		MaxParallel: int32(d.MaxParallel), Started: timestamp(d.Started), Ended: timestamp(d.Ended), Updated: timestamp(d.Updated),
-		Left: int32(d.Left), Moved: int32(d.Moved), Failed: int32(d.Failed), RequestedBy: d.Requested.Who, Reason: d.Reason,
+		Left: int32(d.Left), Moved: int32(d.Moved), Failed: int32(d.Failed), Checkpointed: int32(d.Checkpointed), RequestedBy: d.Requested.Who, Reason: d.Reason,
 	}
 	if d.Requested.Role != "" {
 		out.RequestedBy += " (" + d.Requested.Role + ")"
@@ -274,8 +274,6 @@ func drainError(err error) error {
 	switch {
 	case errors.Is(err, coordinator.ErrDrainRefused), errors.Is(err, fsm.ErrDrainRunning), errors.Is(err, fsm.ErrNodeDown):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, coordinator.ErrNotYet):
-		return status.Error(codes.Unimplemented, err.Error())
 	case errors.Is(err, coordinator.ErrInvalid), errors.Is(err, fsm.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, coordinator.ErrNotLeading):

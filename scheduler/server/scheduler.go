@@ -134,7 +134,8 @@ func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
 		Store: s.store, Apply: applier{s}, Sides: migrationSides{s.migrationConns}, Log: s.log, Unknown: outcomeUnknown,
 		Drive: migrate.DriveOptions{StepTimeout: cfg.Timing.MigrationStep, Logger: s.log},
 	})
-	s.drains = coordinator.NewDrainer(coordinator.DrainConfig{Store: s.store, Apply: applier{s}, Moves: s.coord, Stop: drainStopper{s}, Log: s.log})
+	s.drains = coordinator.NewDrainer(coordinator.DrainConfig{Store: s.store, Apply: applier{s}, Moves: s.coord, Stop: drainStopper{s},
+		Checkpoint: drainCheckpointer{s}, Log: s.log})
 	if s.raft, err = OpenRaft(RaftConfig{
 		ID:         cfg.Name,
 		DataDir:    cfg.DataDir,

@@ -41,9 +41,10 @@ func (s DrainStatus) Known() bool {
 type DeadlinePolicy string
 
 const (
-	// OnDeadlineCheckpoint checkpoints each container left, exports the
-	// checkpoint to another node (not only the one going into
-	// maintenance) and stops it.
+	// OnDeadlineCheckpoint checkpoints each container left that runs
+	// (stopping it), keeps the checkpoint on another node too (not only
+	// the one going into maintenance), and moves the container's record
+	// there, stopped: `godwit start` restores it on that node.
 	OnDeadlineCheckpoint DeadlinePolicy = "checkpoint"
 	// OnDeadlineStop stops the containers left.
 	OnDeadlineStop DeadlinePolicy = "stop"
@@ -80,10 +81,13 @@ type Drain struct {
 	// (no node has room, a constraint, the CPU ...).
 	Blocked map[string]string `json:"blocked,omitempty"`
 	// Left is how many containers are still on the node; Moved how many
-	// the drain moved; Failed how many moves it gave up on.
+	// the drain moved; Failed how many of its moves failed.
 	Left   int `json:"left"`
 	Moved  int `json:"moved"`
 	Failed int `json:"failed"`
+	// Checkpointed is how many containers the deadline's checkpoint
+	// policy checkpointed away to other nodes.
+	Checkpointed int `json:"checkpointed,omitempty"`
 	// Requested is who started the drain.
 	Requested Requester `json:"requested"`
 	// Reason says why the drain ended when it did not end done (who

@@ -26,6 +26,9 @@ const (
 	EventContainerDesired   = "container-desired"
 	EventContainerState     = "container-state"
 	EventContainerDeleted   = "container-deleted"
+	// EventContainerCheckpointed: a drain's deadline checkpointed a
+	// container and put it on the node that keeps its checkpoint.
+	EventContainerCheckpointed = "container-checkpointed"
 	// EventContainerUnknown: a node runs a container the cluster does not
 	// know; it is reported, never killed silently.
 	EventContainerUnknown = "container-unknown"

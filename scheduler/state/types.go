@@ -178,6 +178,11 @@ const (
 	ReportedStopped   ReportedState = "stopped"
 	ReportedExited    ReportedState = "exited"
 	ReportedMigrating ReportedState = "migrating"
+	// ReportedCheckpointed: the container is stopped with a checkpoint
+	// of it: its node says so (it was checkpointed there), or the
+	// cluster put it on the node that keeps its checkpoint (Checkpoint),
+	// where `godwit start` restores it.
+	ReportedCheckpointed ReportedState = "checkpointed"
 	// ReportedLost: its node is down, or the node no longer has it.
 	ReportedLost ReportedState = "lost"
 )
@@ -224,6 +229,12 @@ type Container struct {
 
 	Desired    DesiredState  `json:"desired"`
 	Reported   ReportedState `json:"reported"`
+	// Checkpoint is the ID of the checkpoint Node keeps of the
+	// container, which holds no container of it yet: set when a drain's
+	// deadline checkpointed it away from its node (fsm.CheckpointAway);
+	// `godwit start` restores it from there. Cleared once the node
+	// reports the container in any other state.
+	Checkpoint string `json:"checkpoint,omitempty"`
 	ReportedAt time.Time     `json:"reported_at"`
 	Created    time.Time     `json:"created"`
 }

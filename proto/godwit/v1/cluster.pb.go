@@ -3077,8 +3077,8 @@ type DrainNodeRequest struct {
 	// starts it; 0 for no deadline.
 	DeadlineMs int64 `protobuf:"varint,2,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
 	// on_deadline is what happens to the containers still on the node at
-	// the deadline: stop or fail (checkpoint is not available yet); empty
-	// with a deadline means fail.
+	// the deadline: checkpoint (kept, stopped, on another node), stop or
+	// fail; empty with a deadline means fail.
 	OnDeadline string `protobuf:"bytes,3,opt,name=on_deadline,json=onDeadline,proto3" json:"on_deadline,omitempty"`
 	// max_parallel is how many containers may move at once; 0 means 1.
 	MaxParallel   int32 `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
@@ -3166,6 +3166,9 @@ type Drain struct {
 	Blocked []*DrainBlocked `protobuf:"bytes,12,rep,name=blocked,proto3" json:"blocked,omitempty"`
 	// requested_by names who started it (certificate name and role).
 	RequestedBy string `protobuf:"bytes,13,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// checkpointed counts the containers the deadline's checkpoint policy
+	// kept on other nodes, stopped.
+	Checkpointed int32 `protobuf:"varint,15,opt,name=checkpointed,proto3" json:"checkpointed,omitempty"`
 	// reason says why it ended when it did not end done.
 	Reason        string `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3291,6 +3294,13 @@ func (x *Drain) GetRequestedBy() string {
 		return x.RequestedBy
 	}
 	return ""
+}
+
+func (x *Drain) GetCheckpointed() int32 {
+	if x != nil {
+		return x.Checkpointed
+	}
+	return 0
 }
 
 func (x *Drain) GetReason() string {
@@ -3806,7 +3816,7 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"deadlineMs\x12\x1f\n" +
 	"\von_deadline\x18\x03 \x01(\tR\n" +
 	"onDeadline\x12!\n" +
-	"\fmax_parallel\x18\x04 \x01(\x05R\vmaxParallel\"\xfd\x03\n" +
+	"\fmax_parallel\x18\x04 \x01(\x05R\vmaxParallel\"\xa1\x04\n" +
 	"\x05Drain\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x126\n" +
@@ -3822,7 +3832,8 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	" \x01(\x05R\x05moved\x12\x16\n" +
 	"\x06failed\x18\v \x01(\x05R\x06failed\x121\n" +
 	"\ablocked\x18\f \x03(\v2\x17.godwit.v1.DrainBlockedR\ablocked\x12!\n" +
-	"\frequested_by\x18\r \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\frequested_by\x18\r \x01(\tR\vrequestedBy\x12\"\n" +
+	"\fcheckpointed\x18\x0f \x01(\x05R\fcheckpointed\x12\x16\n" +
 	"\x06reason\x18\x0e \x01(\tR\x06reason\"g\n" +
 	"\fDrainBlocked\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
