@@ -6,7 +6,7 @@ GO ?= go
 BIN := bin/godwit
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint bench-migrate bench-scheduler clean soak
+.PHONY: all build deps test vet proto proto-check unit demo bench bench-checkpoint bench-migrate bench-scheduler bench-balance clean soak
 
 all: build
 
@@ -80,3 +80,11 @@ bench-migrate: build
 # neither root nor the binary.
 bench-scheduler:
 	$(GO) run ./bench/scheduler --out bench-scheduler.md
+
+# bench-balance simulates the balancer (scheduler/balance) on clusters of
+# 100 and 1,000 nodes whose hot spots move, side by side with a baseline
+# modelled on the Kubernetes descheduler's LowNodeUtilization, and draws
+# the imbalance over time (see docs/benchmarks.md and docs/balance.md);
+# it needs neither root nor the binary, and takes a few minutes.
+bench-balance:
+	$(GO) run ./bench/balance --out bench-balance.md --svg docs/balance-imbalance.svg

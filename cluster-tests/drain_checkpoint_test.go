@@ -155,4 +155,3 @@ func checkpointIDs(t *testing.T, h *devcluster.Host) []string {
 	}
 	return ids
 }
-

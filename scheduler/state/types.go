@@ -227,16 +227,16 @@ type Container struct {
 	// IP is the container's cluster address, allocated once for its life.
 	IP netip.Addr `json:"ip"`
 
-	Desired    DesiredState  `json:"desired"`
-	Reported   ReportedState `json:"reported"`
+	Desired  DesiredState  `json:"desired"`
+	Reported ReportedState `json:"reported"`
 	// Checkpoint is the ID of the checkpoint Node keeps of the
 	// container, which holds no container of it yet: set when a drain's
 	// deadline checkpointed it away from its node (fsm.CheckpointAway);
 	// `godwit start` restores it from there. Cleared once the node
 	// reports the container in any other state.
-	Checkpoint string `json:"checkpoint,omitempty"`
-	ReportedAt time.Time     `json:"reported_at"`
-	Created    time.Time     `json:"created"`
+	Checkpoint string    `json:"checkpoint,omitempty"`
+	ReportedAt time.Time `json:"reported_at"`
+	Created    time.Time `json:"created"`
 }
 
 // Image is an image held by one node.
