@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/devcluster"
-	"github.com/godwit/godwit/devcluster/devclustertest"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -32,24 +31,10 @@ const clusterMoveWithin = 2 * time.Minute
 // shows exactly one copy, on the node the cluster names.
 func TestClusterMovesAContainerThereAndBack(t *testing.T) {
 	testutil.RequireTools(t, "criu", "iptables")
-	c := devclustertest.Start(t, devcluster.Config{Name: "ctcmig", Subnet: cmigSubnet, ContainerCIDR: cmigContainers},
-		"s1", "n1", "n2", "c")
+	c, sched, hosts := oneScheduler(t, devcluster.Config{Name: "ctcmig", Subnet: cmigSubnet, ContainerCIDR: cmigContainers},
+		[]string{"n1", "n2"}, "c")
 	ctx := context.Background()
-	sched, err := c.Host("s1").StartScheduler(ctx, devcluster.SchedulerOptions{BootstrapExpect: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitLeader(ctx, sched); err != nil {
-		t.Fatal(err)
-	}
-	n1, n2 := c.Host("n1"), c.Host("n2")
-	for _, h := range []*devcluster.Host{n1, n2} {
-		if _, err := h.StartAgent(ctx, devcluster.AgentOptions{Join: []string{sched.GossipAddr()}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sc := &schedCluster{c: c, schedulers: []*devcluster.Scheduler{sched}, nodes: []*devcluster.Host{n1, n2}}
-	sc.waitNodes(t, "ready", nodesReadyWithin, n1.Node(), n2.Node())
+	n1, n2 := hosts[0], hosts[1]
 	// The image is on n1 only: the run lands there, and the move fetches
 	// its layers from n1.
 	tarball := filepath.Join(t.TempDir(), "workload.tar")
@@ -71,7 +56,6 @@ func TestClusterMovesAContainerThereAndBack(t *testing.T) {
 	}
 	wc := dialFrom(t, c.Host("c"), ip)
 	m := &moveCluster{c: c, a: n1, b: n2, ip: ip, client: wc}
-	hosts := []*devcluster.Host{n1, n2}
 
 	for i, step := range []struct {
 		to   string // "" lets placement choose

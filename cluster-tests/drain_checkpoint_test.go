@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/devcluster"
-	"github.com/godwit/godwit/devcluster/devclustertest"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
 )
@@ -30,25 +29,10 @@ var (
 // goes on from where it was, not from zero, its memory the same bytes.
 func TestDrainDeadlineCheckpointsWhatIsLeft(t *testing.T) {
 	testutil.RequireTools(t, "criu", "iptables")
-	c := devclustertest.Start(t, devcluster.Config{Name: "ctdrck", Subnet: drainCkptSubnet, ContainerCIDR: drainCkptContainers},
-		"s1", "n1", "n2", "n3", "c")
+	c, sched, hosts := oneScheduler(t, devcluster.Config{Name: "ctdrck", Subnet: drainCkptSubnet, ContainerCIDR: drainCkptContainers},
+		[]string{"n1", "n2", "n3"}, "c")
 	ctx := context.Background()
-	sched, err := c.Host("s1").StartScheduler(ctx, devcluster.SchedulerOptions{BootstrapExpect: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitLeader(ctx, sched); err != nil {
-		t.Fatal(err)
-	}
-	n1, n2, n3 := c.Host("n1"), c.Host("n2"), c.Host("n3")
-	hosts := []*devcluster.Host{n1, n2, n3}
-	for _, h := range hosts {
-		if _, err := h.StartAgent(ctx, devcluster.AgentOptions{Join: []string{sched.GossipAddr()}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sc := &schedCluster{c: c, schedulers: []*devcluster.Scheduler{sched}, nodes: hosts}
-	sc.waitNodes(t, "ready", nodesReadyWithin, n1.Node(), n2.Node(), n3.Node())
+	n1, n3 := hosts[0], hosts[2]
 	client := sched.Client()
 
 	// Only n1 has the image when they run; then n3 gets it, n2 never.

@@ -44,25 +44,10 @@ const (
 // moves ran at once, and the drain's record is done.
 func TestDrainEmptiesANodeAndARefusedOneChangesNothing(t *testing.T) {
 	testutil.RequireTools(t, "criu", "iptables")
-	c := devclustertest.Start(t, devcluster.Config{Name: "ctdrain", Subnet: drainSubnet, ContainerCIDR: drainContainers},
-		"s1", "n1", "n2", "n3")
+	c, sched, hosts := oneScheduler(t, devcluster.Config{Name: "ctdrain", Subnet: drainSubnet, ContainerCIDR: drainContainers},
+		[]string{"n1", "n2", "n3"})
 	ctx := context.Background()
-	sched, err := c.Host("s1").StartScheduler(ctx, devcluster.SchedulerOptions{BootstrapExpect: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitLeader(ctx, sched); err != nil {
-		t.Fatal(err)
-	}
-	n1, n2, n3 := c.Host("n1"), c.Host("n2"), c.Host("n3")
-	hosts := []*devcluster.Host{n1, n2, n3}
-	for _, h := range hosts {
-		if _, err := h.StartAgent(ctx, devcluster.AgentOptions{Join: []string{sched.GossipAddr()}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sc := &schedCluster{c: c, schedulers: []*devcluster.Scheduler{sched}, nodes: hosts}
-	sc.waitNodes(t, "ready", nodesReadyWithin, n1.Node(), n2.Node(), n3.Node())
+	n1, n2, n3 := hosts[0], hosts[1], hosts[2]
 	client := sched.Client()
 
 	// Only n1 has busybox when they run, so all three land there; a

@@ -144,6 +144,38 @@ func (sc *schedCluster) waitNodes(t *testing.T, want string, within time.Duratio
 	t.Fatalf("nodes %v are not all %s after %s; last answer: %s", nodes, want, within, last)
 }
 
+// oneScheduler starts cluster cfg with hosts s1 (a single scheduler,
+// leader) and nodes (an agent on each, joined to it, ready), and more
+// hosts without anything on them (clients). It returns the cluster, the
+// scheduler and the nodes' hosts.
+func oneScheduler(t *testing.T, cfg devcluster.Config, nodes []string, more ...string) (*devcluster.Cluster, *devcluster.Scheduler, []*devcluster.Host) {
+	t.Helper()
+	c := devclustertest.Start(t, cfg, append(append([]string{"s1"}, nodes...), more...)...)
+	ctx := context.Background()
+	sched, err := c.Host("s1").StartScheduler(ctx, devcluster.SchedulerOptions{BootstrapExpect: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitLeader(ctx, sched); err != nil {
+		t.Fatal(err)
+	}
+	var hosts []*devcluster.Host
+	for _, name := range nodes {
+		h := c.Host(name)
+		if _, err := h.StartAgent(ctx, devcluster.AgentOptions{Join: []string{sched.GossipAddr()}}); err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	sc := &schedCluster{c: c, schedulers: []*devcluster.Scheduler{sched}, nodes: hosts}
+	var names []string
+	for _, h := range hosts {
+		names = append(names, h.Node())
+	}
+	sc.waitNodes(t, "ready", nodesReadyWithin, names...)
+	return c, sched, hosts
+}
+
 // epoch is node's registration count as the cluster records it.
 func (sc *schedCluster) epoch(t *testing.T, node string) uint64 {
 	t.Helper()
