@@ -35,7 +35,7 @@ var placementFlagNames = []string{"node", "constraint", "pin", "spread", "dry-ru
 func addPlacementFlags(cmd *cobra.Command) *placementFlags {
 	p := &placementFlags{}
 	f := cmd.Flags()
-	f.StringVar(&p.node, "node", "", "cluster: run on this node")
+	f.StringVar(&p.node, "node", "", "cluster: start on this node (the balancer may move it later; add --pin to keep it there)")
 	f.StringArrayVar(&p.constraints, "constraint", nil, "cluster: only on a node with the label K=V (repeatable)")
 	f.BoolVar(&p.pin, "pin", false, "cluster: keep the balancer from moving the container")
 	f.BoolVar(&p.spread, "spread", false, "cluster: prefer the emptiest node (default: bin-pack, the fullest node the container fits)")

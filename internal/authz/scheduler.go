@@ -8,9 +8,9 @@ import (
 // SchedulerPolicy is the policy of the scheduler's APIs:
 //
 //   - ClusterService, for operators: the viewer may read (status, list,
-//     inspect, logs, events, the audit record); the operator may do
-//     everything; the scheduler may too, so that a replica can forward a
-//     call to the leader;
+//     inspect, logs, events, the audit record, the balancer's status,
+//     plan and history); the operator may do everything; the scheduler
+//     may too, so that a replica can forward a call to the leader;
 //   - NodeService, for agents: an agent registers and renews its lease,
 //     and a scheduler may forward those calls to the leader.
 //
@@ -33,6 +33,9 @@ func SchedulerPolicy() Policy {
 			pb.ClusterService_WatchDrain_FullMethodName,
 			pb.ClusterService_InspectDrain_FullMethodName,
 			pb.ClusterService_Audit_FullMethodName,
+			pb.ClusterService_BalanceStatus_FullMethodName,
+			pb.ClusterService_BalancePlan_FullMethodName,
+			pb.ClusterService_BalanceHistory_FullMethodName,
 		),
 		Operate(
 			pb.ClusterService_RemovePeer_FullMethodName,
@@ -48,6 +51,7 @@ func SchedulerPolicy() Policy {
 			pb.ClusterService_Migrate_FullMethodName,
 			pb.ClusterService_CancelMigration_FullMethodName,
 			pb.ClusterService_DrainNode_FullMethodName,
+			pb.ClusterService_SetBalance_FullMethodName,
 		),
 		Grant([]pki.Role{pki.RoleAgent, pki.RoleScheduler},
 			pb.NodeService_Register_FullMethodName,

@@ -53,7 +53,8 @@
 //
 // Candidates are the running containers on the nodes loaded above the
 // mean. A container stays (Rejection.Rule) when it is migrating, pinned
-// (run --pin, run --node, or PinLabel), moved less than Policy.Cooldown
+// (run --pin, or PinLabel: run --node only chooses where a container
+// starts), moved less than Policy.Cooldown
 // ago, or has no sample; a destination refuses it when the container
 // left it less than Policy.ReturnAfter ago (the ping-pong guard), when
 // its measured use or its requests would pass (1 - Policy.Headroom) of

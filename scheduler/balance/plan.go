@@ -19,7 +19,10 @@ import (
 const (
 	// RuleMigrating: the container has an open migration.
 	RuleMigrating = "migrating"
-	// RulePinned: run --pin, run --node, or the PinLabel label.
+	// RulePinned: run --pin, or the PinLabel label. run --node (Spec.Node)
+	// only chooses where a container starts: the balancer may move it,
+	// choosing its destination as if Spec.Node were not set (refuse), as
+	// `godwit migrate` does.
 	RulePinned = "pinned"
 	// RuleCooldown: it moved less than Policy.Cooldown ago.
 	RuleCooldown = "cooldown"
@@ -531,8 +534,6 @@ func (p *planner) preReject(cd *cand) {
 	switch {
 	case c.Spec.Pinned:
 		cd.rule, cd.reason = RulePinned, "pinned (run --pin): the balancer never moves it"
-	case c.Spec.Node != "":
-		cd.rule, cd.reason = RulePinned, fmt.Sprintf("pinned to node %s (run --node): the balancer never moves it; an operator can with godwit migrate --to", c.Spec.Node)
 	case c.Spec.Labels[PinLabel] == "true":
 		cd.rule, cd.reason = RulePinned, fmt.Sprintf("labelled %s=true: the balancer never moves it", PinLabel)
 	}

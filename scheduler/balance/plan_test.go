@@ -103,15 +103,34 @@ func TestPlan(t *testing.T) {
 			want:  bt.Want{Stop: balance.StopTooFewNodes},
 		},
 		{
-			name: "pinned containers stay: run --pin, run --node and the pin label",
+			name: "pinned containers stay: run --pin and the pin label",
 			nodes: []*bt.NodeSpec{
-				node("a").Run(ctr("c1", 800).Pin(), ctr("c2", 800).PinTo("a"), ctr("c3", 800).Label(balance.PinLabel+"=true"), ctr("c4", 800)),
+				node("a").Run(ctr("c1", 800).Pin(), ctr("c2", 800).Pin(), ctr("c3", 800).Label(balance.PinLabel+"=true"), ctr("c4", 800)),
 				node("b").Run(ctr("c5", 400)),
 				node("c").Run(ctr("c6", 600)),
 			},
 			want: bt.Want{Triggered: true, Stop: balance.StopNoMovePays, Moves: []string{"c4:a>b"},
 				Rejected: map[string]string{"c1": balance.RulePinned, "c2": balance.RulePinned, "c3": balance.RulePinned},
-				Reasons:  map[string]string{"c1": "run --pin", "c2": "run --node", "c3": balance.PinLabel}},
+				Reasons:  map[string]string{"c1": "run --pin", "c2": "run --pin", "c3": balance.PinLabel}},
+		},
+		{
+			// run --node chooses where a container starts: the balancer
+			// moves it as any other, its destination chosen as if it had
+			// not been placed by hand (the cluster test starts
+			// every burner on one node so).
+			name:  "run --node is not a pin: containers started on a node by hand are moved",
+			nodes: hot(node("a"), node("b"), node("c")),
+			edit: func(s *bt.State, in *balance.Input) {
+				for _, c := range s.Containers() {
+					if c.Node == "a" {
+						c = c.Clone()
+						c.Spec.Node = "a"
+						s.PutContainer(c)
+					}
+				}
+			},
+			want: bt.Want{Triggered: true, Stop: balance.StopTarget, Moves: []string{"c1:a>b", "c2:a>c"},
+				Rejected: map[string]string{"c3": balance.RuleTargetReached, "c4": balance.RuleTargetReached}},
 		},
 		{
 			name:  "a container moved within the cooldown stays",

@@ -271,8 +271,9 @@ func (c RecordMigrationPhase) apply(tx *state.Txn) (any, error) {
 
 // CommitMove is the commit point of a migration: atomically, the
 // migration becomes committed and its container moves to Dest, with its
-// generation bumped by one and its reported state migrating until the
-// destination runs it. It is refused unless the migration is ready
+// generation bumped by one, its reported state migrating until the
+// destination runs it, and its `run --node` placement (Spec.Node)
+// dropped unless it names Dest. It is refused unless the migration is ready
 // (ErrNotReady; ErrAborted after an abort) and the container still has
 // the generation the migration began at (ErrStaleGeneration), and while
 // the destination is down (ErrNodeDown: abort instead, the source still
@@ -324,6 +325,12 @@ func (c CommitMove) apply(tx *state.Txn) (any, error) {
 	}
 	moved := ctr.Clone()
 	moved.Node = old.Dest
+	if moved.Spec.Node != old.Dest {
+		// `run --node` placed it and kept it there until something
+		// moved it on purpose (an operator's --to, the balancer): the
+		// placement no longer holds it.
+		moved.Spec.Node = ""
+	}
 	moved.Generation = newGen
 	moved.Reported = state.ReportedMigrating
 	moved.ReportedAt = c.At

@@ -235,6 +235,23 @@ func TestRecordMigrationPhase(t *testing.T) {
 	})
 }
 
+// A container `run --node` placed keeps that placement only while it
+// stays there: a committed move elsewhere drops it.
+func TestCommitMoveDropsARunNodePlacement(t *testing.T) {
+	h := cluster(t)
+	h.must(fsm.RegisterNode{Node: testNode("n3"), At: t0})
+	s := spec(100)
+	s.Node = "n1"
+	h.must(fsm.PlaceContainers{Containers: []fsm.NewContainer{{ID: "c9", Name: "pinned", Node: "n1", Spec: s}}, At: t0})
+	h.must(fsm.ReportContainers{Node: "n1", Epoch: 1, At: t0, Reports: []fsm.Report{{ID: "c9", State: state.ReportedRunning}}})
+	h.must(move("m9", "c9", "n3"))
+	h.must(phase("m9", state.MigrationReady))
+	h.must(fsm.CommitMove{ID: "m9", At: t1})
+	if c := h.container("c9"); c.Node != "n3" || c.Spec.Node != "" {
+		t.Errorf("container %+v: want on n3 with its run --node placement dropped", c)
+	}
+}
+
 func TestCommitMove(t *testing.T) {
 	base := func(tb testing.TB) *harness {
 		h := moving(tb)

@@ -38,6 +38,9 @@ const (
 	TypeFenceMigration       CommandType = 21
 	TypeCleanedDestination   CommandType = 22
 	TypeCheckpointAway       CommandType = 23
+	// Issue 7: the balancer.
+	TypeSetBalancePolicy      CommandType = 24
+	TypeRecordBalanceDecision CommandType = 25
 )
 
 var commandNames = map[CommandType]string{
@@ -65,6 +68,9 @@ var commandNames = map[CommandType]string{
 	TypeFenceMigration:       "fence-migration",
 	TypeCleanedDestination:   "cleaned-destination",
 	TypeCheckpointAway:       "checkpoint-away",
+
+	TypeSetBalancePolicy:      "set-balance-policy",
+	TypeRecordBalanceDecision: "record-balance-decision",
 }
 
 func (t CommandType) String() string {
@@ -100,6 +106,9 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	TypeFenceMigration:       decodeAs[FenceMigration],
 	TypeCleanedDestination:   decodeAs[CleanedDestination],
 	TypeCheckpointAway:       decodeAs[CheckpointAway],
+
+	TypeSetBalancePolicy:      decodeAs[SetBalancePolicy],
+	TypeRecordBalanceDecision: decodeAs[RecordBalanceDecision],
 }
 
 // Command is a change to the cluster state, proposed by the leader and

@@ -29,8 +29,9 @@
 //     newline-separated JSON: a header {"format":"godwit-state",
 //     "version":1,"index":N,"table_indexes":{...}}, one line per record
 //     ({"table":T,"record":R}) for the tables config, nodes, containers,
-//     images, audit, migrations and drains, in that order (a snapshot
-//     from before migrations and drains simply has none), and an end line
+//     images, audit, migrations, drains, balance_policy and
+//     balance_decisions, in that order (a snapshot from before a table
+//     existed simply has none of its records), and an end line
 //     {"end":true,"records":COUNT}. Restore reads it into a fresh store
 //     and swaps it in only when it read all of it; another format, a
 //     newer version, a missing end line or a count that does not match is

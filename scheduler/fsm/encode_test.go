@@ -41,6 +41,8 @@ func TestEncodeDecode(t *testing.T) {
 		fsm.StartDrain{Node: "n1", Deadline: t0.Add(time.Hour), OnDeadline: state.OnDeadlineFail, MaxParallel: 2, At: t0},
 		fsm.UpdateDrain{Node: "n1", Blocked: map[string]string{"a": "no room"}, Left: 1, Moved: 2, Failed: 3, At: t0},
 		fsm.EndDrain{Node: "n1", Status: state.DrainDone, Reason: "empty", At: t0},
+		enabled(),
+		fsm.RecordBalanceDecision{Decision: decision(), At: t0},
 	}
 	seen := map[fsm.CommandType]bool{}
 	for _, cmd := range cmds {

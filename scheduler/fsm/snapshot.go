@@ -105,6 +105,12 @@ func writeSnapshot(w io.Writer, snap *state.Snapshot) error {
 			err = putAll(table, snap.Migrations(state.MigrationFilter{}), put)
 		case state.TableDrains:
 			err = putAll(table, snap.Drains(), put)
+		case state.TableBalancePolicy:
+			if p, ok := snap.BalancePolicy(); ok {
+				err = put(table, p)
+			}
+		case state.TableBalanceDecisions:
+			err = putAll(table, snap.BalanceDecisions(0), put)
 		default:
 			err = fmt.Errorf("table %q has no snapshot writer", table)
 		}
@@ -215,6 +221,10 @@ func loadRecord(load *state.Restore, table string, raw json.RawMessage) error {
 		return loadAs(raw, load.Migration)
 	case state.TableDrains:
 		return loadAs(raw, load.Drain)
+	case state.TableBalancePolicy:
+		return loadAs(raw, load.BalancePolicy)
+	case state.TableBalanceDecisions:
+		return loadAs(raw, load.BalanceDecision)
 	}
 	return fmt.Errorf("unknown table %q (written by a newer godwit?)", table)
 }

@@ -106,6 +106,12 @@ func filled(t testing.TB) *harness {
 		DrainNode: "n1", At: t0.Add(time.Second)})
 	h.must(fsm.RecordMigrationPhase{ID: "m2", Phase: state.MigrationTransfer, Error: "retried", At: t0.Add(2 * time.Second)})
 	h.must(fsm.UpdateDrain{Node: "n1", Blocked: map[string]string{"b2": "stopped: moves cold later"}, Left: 2, At: t0.Add(3 * time.Second)})
+
+	// The balancer: its policy, and a decision that moved cache (m1).
+	h.must(enabled())
+	d := decision()
+	d.Moves[0].Container, d.Moves[0].Name, d.Moves[0].From, d.Moves[0].To = "c3", "cache", "n2", "n4"
+	h.must(fsm.RecordBalanceDecision{Decision: d, At: t0.Add(time.Second)})
 	return h
 }
 
@@ -131,6 +137,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{state.TableAudit, want.Audit(0), have.Audit(0)},
 		{state.TableMigrations, want.Migrations(state.MigrationFilter{}), have.Migrations(state.MigrationFilter{})},
 		{state.TableDrains, want.Drains(), have.Drains()},
+		{state.TableBalancePolicy, func() *state.BalancePolicy { p, _ := want.BalancePolicy(); return p }(),
+			func() *state.BalancePolicy { p, _ := have.BalancePolicy(); return p }()},
+		{state.TableBalanceDecisions, want.BalanceDecisions(0), have.BalanceDecisions(0)},
 	}
 	if len(tables) != len(state.Tables()) {
 		t.Fatalf("the test checks %d tables, the state has %d: check the new one too", len(tables), len(state.Tables()))

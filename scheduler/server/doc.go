@@ -25,6 +25,11 @@
 //     container under the cluster's ID and address.
 //   - Migrations and drains are the coordinator's (scheduler/coordinator),
 //     which runs for each leadership term beside the leader's duties.
+//   - The balancer (balancer.go) plans every interval while its policy,
+//     in raft, is enabled (scheduler/balance), from the containers' load
+//     samples the heartbeats bring (soft state), and starts its moves
+//     through the coordinator; balance_api.go serves its status, a dry
+//     run, its policy and its history.
 //
 // The first --bootstrap-expect replicas bootstrap raft together once
 // they have met in the gossip pool, with the same server list on each.

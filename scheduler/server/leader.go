@@ -178,6 +178,13 @@ func (s *Scheduler) lead(ctx context.Context, reconcile <-chan struct{}) {
 		s.drains.Lead(ctx)
 	}()
 	defer func() { <-drainsDone }()
+	// The balancer plans every interval while its policy is enabled.
+	balanceDone := make(chan struct{})
+	go func() {
+		defer close(balanceDone)
+		s.balancer.lead(ctx)
+	}()
+	defer func() { <-balanceDone }()
 
 	leaseTick := time.NewTicker(s.cfg.Timing.LeaseCheck)
 	defer leaseTick.Stop()

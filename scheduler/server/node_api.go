@@ -68,6 +68,7 @@ func (a *nodeAPI) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 	}
 	s.leases.renew(n.Name, now)
 	s.loads.set(n.Name, req.GetLoad())
+	s.balancer.observe(req.GetLoad(), now)
 	if n.Health == state.HealthSuspect {
 		s.setHealth(ctx, n.Name, state.HealthAlive, now, "heartbeat received")
 	}

@@ -96,6 +96,9 @@ type Scheduler struct {
 	migrationConns *connPool
 	// drains drives the leader's node drains, through coord (drains.go).
 	drains *coordinator.Drainer
+	// balancer plans and starts the leader's balancing moves, through
+	// coord, from the load samples heartbeats bring (balancer.go).
+	balancer *balancer
 
 	closedc  chan struct{}
 	cancel   context.CancelFunc
@@ -136,6 +139,7 @@ func Start(ctx context.Context, cfg Config) (_ *Scheduler, err error) {
 	})
 	s.drains = coordinator.NewDrainer(coordinator.DrainConfig{Store: s.store, Apply: applier{s}, Moves: s.coord, Stop: drainStopper{s},
 		Checkpoint: drainCheckpointer{s}, Log: s.log})
+	s.balancer = newBalancer(balancerConfig{Store: s.store, Apply: applier{s}, Moves: s.coord, Log: s.log})
 	if s.raft, err = OpenRaft(RaftConfig{
 		ID:         cfg.Name,
 		DataDir:    cfg.DataDir,

@@ -38,6 +38,9 @@
 //     MigrationHistory (Txn.PruneMigrations drops the oldest).
 //   - A node has one drain record: the running drain, or the last that
 //     ended.
+//   - The balancer's policy is stored as JSON (balance.Policy's; fsm
+//     converts and validates it); its executed decisions are kept up to
+//     BalanceHistory (balance.go).
 //   - Every write records Events; the store keeps the last EventRingSize
 //     and wakes watchers (Store.EventsSince). Events are not replicated
 //     state: a restored store starts with an empty ring.

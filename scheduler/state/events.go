@@ -54,6 +54,12 @@ const (
 	EventDrainStarted = "drain-started"
 	EventDrainUpdated = "drain-updated"
 	EventDrainEnded   = "drain-ended"
+
+	// Balancer: balance-policy when an operator changes the policy (the
+	// message says what changed); balance-decision once per executed
+	// decision (the imbalance, the moves started and refused).
+	EventBalancePolicy   = "balance-policy"
+	EventBalanceDecision = "balance-decision"
 )
 
 // Event is one change to the state, recorded by the write that made it.

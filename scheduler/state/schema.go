@@ -48,7 +48,8 @@ const configKey = "cluster"
 
 // replicatedTables are the tables whose indexes Index reports, in the
 // order a snapshot writes them.
-var replicatedTables = []string{TableConfig, TableNodes, TableContainers, TableImages, TableAudit, TableMigrations, TableDrains}
+var replicatedTables = []string{TableConfig, TableNodes, TableContainers, TableImages, TableAudit, TableMigrations, TableDrains,
+	TableBalancePolicy, TableBalanceDecisions}
 
 // configRecord is the config table's single row.
 type configRecord struct {
@@ -128,6 +129,14 @@ func schema() *memdb.DBSchema {
 		TableDrains: {
 			Name:    TableDrains,
 			Indexes: map[string]*memdb.IndexSchema{indexID: {Name: indexID, Unique: true, Indexer: str("Node")}},
+		},
+		TableBalancePolicy: {
+			Name:    TableBalancePolicy,
+			Indexes: map[string]*memdb.IndexSchema{indexID: {Name: indexID, Unique: true, Indexer: str("Key")}},
+		},
+		TableBalanceDecisions: {
+			Name:    TableBalanceDecisions,
+			Indexes: map[string]*memdb.IndexSchema{indexID: {Name: indexID, Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Index"}}},
 		},
 		tableUsage: {
 			Name:    tableUsage,

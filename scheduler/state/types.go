@@ -207,7 +207,9 @@ type ContainerSpec struct {
 	Request Resources `json:"request"`
 	// Constraints are node labels the container's node must have.
 	Constraints []Constraint `json:"constraints,omitempty"`
-	// Node pins the container to one node when set (run --node).
+	// Node is the node `run --node` placed the container on: placement,
+	// drains and moves without --to keep it there; the balancer may move
+	// it (Pinned keeps it off), and a move elsewhere drops it.
 	Node string `json:"node,omitempty"`
 	// Pinned keeps the balancer from moving the container (run --pin).
 	Pinned bool `json:"pinned,omitempty"`

@@ -8,8 +8,8 @@
 //     sizes and times are those of real memory), every page touched, with a
 //     checksum taken at start-up that can be compared with one taken now;
 //   - optionally a file in its root filesystem (-file), written at start-up;
-//   - optionally -burn goroutines that keep a CPU busy each, as a
-//     balancer's test load;
+//   - optionally a CPU load (-burn, a fraction of one CPU kept busy), as
+//     a balancer's test load;
 //   - a TCP server on -listen speaking one line per request:
 //     COUNT answers the counter, PID the process id, CHECKSUM "<at start>
 //     <now>" of the memory, anything else is echoed back.
@@ -46,16 +46,16 @@ func main() {
 	memMiB := flag.Int("mem", 0, "MiB of incompressible memory to allocate and keep")
 	file := flag.String("file", "", "write \"pid=<pid> started=<time>\" to this file at start-up")
 	tick := flag.Duration("tick", 100*time.Millisecond, "how often the counter increments")
-	burn := flag.Int("burn", 0, "goroutines that spin, each keeping a CPU busy")
+	burn := flag.Float64("burn", 0, "fraction of one CPU to keep busy (0 to 1)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("workload: ")
 
-	if *memMiB < 0 || *tick <= 0 || *burn < 0 {
-		log.Fatal("-mem and -burn must be >= 0 and -tick > 0")
+	if *memMiB < 0 || *tick <= 0 || *burn < 0 || *burn > 1 {
+		log.Fatal("-mem must be >= 0, -burn between 0 and 1, -tick > 0")
 	}
-	for range *burn {
-		go spin()
+	if *burn > 0 {
+		go burnCPU(*burn)
 	}
 	mem := fillMemory(*memMiB)
 	startSum := crc32.ChecksumIEEE(mem)
@@ -95,15 +95,24 @@ func main() {
 	}
 }
 
-// spin keeps a CPU busy for ever; the scheduler preempts it, so the
-// counter and the server go on beside it.
-func spin() {
+// burnPeriod is the duty cycle of -burn: busy for the fraction of each
+// period, idle for the rest.
+const burnPeriod = 100 * time.Millisecond
+
+// burnCPU keeps fraction of one CPU busy for ever, spinning for that
+// share of every burnPeriod and sleeping the rest.
+func burnCPU(fraction float64) {
+	busy := time.Duration(fraction * float64(burnPeriod))
 	var x uint64
 	for {
-		x = x*6364136223846793005 + 1442695040888963407
-		if x == 0 {
+		start := time.Now()
+		for time.Since(start) < busy {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		if x == 1 {
 			fmt.Print("") // never: keeps the loop from being optimised away
 		}
+		time.Sleep(burnPeriod - busy)
 	}
 }
 

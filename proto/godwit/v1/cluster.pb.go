@@ -464,7 +464,9 @@ func (x *SnapshotRestoreResponse) GetIndex() uint64 {
 type RunRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Container *RunContainerRequest   `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
-	// node pins the container to a node.
+	// node places the container on that node and keeps it there (drains
+	// and moves without a destination leave it); the balancer may still
+	// move it unless pin is set.
 	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	// constraints are node labels the node must have, each "key=value".
 	Constraints []string `protobuf:"bytes,3,rep,name=constraints,proto3" json:"constraints,omitempty"`
@@ -3548,7 +3550,7 @@ var File_godwit_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17godwit/v1/cluster.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15godwit/v1/agent.proto\",\n" +
+	"\x17godwit/v1/cluster.proto\x12\tgodwit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15godwit/v1/agent.proto\x1a\x17godwit/v1/balance.proto\",\n" +
 	"\x14ClusterStatusRequest\x12\x14\n" +
 	"\x05local\x18\x01 \x01(\bR\x05local\"\xb2\x01\n" +
 	"\x15ClusterStatusResponse\x12\x16\n" +
@@ -3856,7 +3858,7 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"bytes_done\x18\x05 \x01(\x03R\tbytesDone\x12\x1f\n" +
 	"\vbytes_total\x18\x06 \x01(\x03R\n" +
-	"bytesTotal2\xcd\x0e\n" +
+	"bytesTotal2\x8d\x11\n" +
 	"\x0eClusterService\x12R\n" +
 	"\rClusterStatus\x12\x1f.godwit.v1.ClusterStatusRequest\x1a .godwit.v1.ClusterStatusResponse\x12I\n" +
 	"\n" +
@@ -3886,7 +3888,12 @@ const file_godwit_v1_cluster_proto_rawDesc = "" +
 	"\tDrainNode\x12\x1b.godwit.v1.DrainNodeRequest\x1a\x10.godwit.v1.Drain\x12<\n" +
 	"\n" +
 	"WatchDrain\x12\x12.godwit.v1.NodeRef\x1a\x18.godwit.v1.DrainProgress0\x01\x124\n" +
-	"\fInspectDrain\x12\x12.godwit.v1.NodeRef\x1a\x10.godwit.v1.Drain\x126\n" +
+	"\fInspectDrain\x12\x12.godwit.v1.NodeRef\x1a\x10.godwit.v1.Drain\x12R\n" +
+	"\rBalanceStatus\x12\x1f.godwit.v1.BalanceStatusRequest\x1a .godwit.v1.BalanceStatusResponse\x12H\n" +
+	"\vBalancePlan\x12\x1d.godwit.v1.BalancePlanRequest\x1a\x1a.godwit.v1.BalanceDecision\x12I\n" +
+	"\n" +
+	"SetBalance\x12\x1c.godwit.v1.SetBalanceRequest\x1a\x1d.godwit.v1.SetBalanceResponse\x12U\n" +
+	"\x0eBalanceHistory\x12 .godwit.v1.BalanceHistoryRequest\x1a!.godwit.v1.BalanceHistoryResponse\x126\n" +
 	"\x06Events\x12\x18.godwit.v1.EventsRequest\x1a\x10.godwit.v1.Event0\x01\x12:\n" +
 	"\x05Audit\x12\x17.godwit.v1.AuditRequest\x1a\x18.godwit.v1.AuditResponse2\x9a\x01\n" +
 	"\vNodeService\x12C\n" +
@@ -3970,9 +3977,17 @@ var file_godwit_v1_cluster_proto_goTypes = []any{
 	(*StopContainerRequest)(nil),      // 60: godwit.v1.StopContainerRequest
 	(*RemoveContainerRequest)(nil),    // 61: godwit.v1.RemoveContainerRequest
 	(*LogsRequest)(nil),               // 62: godwit.v1.LogsRequest
-	(*ListContainersResponse)(nil),    // 63: godwit.v1.ListContainersResponse
-	(*RemoveContainerResponse)(nil),   // 64: godwit.v1.RemoveContainerResponse
-	(*LogsChunk)(nil),                 // 65: godwit.v1.LogsChunk
+	(*BalanceStatusRequest)(nil),      // 63: godwit.v1.BalanceStatusRequest
+	(*BalancePlanRequest)(nil),        // 64: godwit.v1.BalancePlanRequest
+	(*SetBalanceRequest)(nil),         // 65: godwit.v1.SetBalanceRequest
+	(*BalanceHistoryRequest)(nil),     // 66: godwit.v1.BalanceHistoryRequest
+	(*ListContainersResponse)(nil),    // 67: godwit.v1.ListContainersResponse
+	(*RemoveContainerResponse)(nil),   // 68: godwit.v1.RemoveContainerResponse
+	(*LogsChunk)(nil),                 // 69: godwit.v1.LogsChunk
+	(*BalanceStatusResponse)(nil),     // 70: godwit.v1.BalanceStatusResponse
+	(*BalanceDecision)(nil),           // 71: godwit.v1.BalanceDecision
+	(*SetBalanceResponse)(nil),        // 72: godwit.v1.SetBalanceResponse
+	(*BalanceHistoryResponse)(nil),    // 73: godwit.v1.BalanceHistoryResponse
 }
 var file_godwit_v1_cluster_proto_depIdxs = []int32{
 	2,  // 0: godwit.v1.ClusterStatusResponse.peers:type_name -> godwit.v1.RaftPeer
@@ -4045,41 +4060,49 @@ var file_godwit_v1_cluster_proto_depIdxs = []int32{
 	45, // 67: godwit.v1.ClusterService.DrainNode:input_type -> godwit.v1.DrainNodeRequest
 	22, // 68: godwit.v1.ClusterService.WatchDrain:input_type -> godwit.v1.NodeRef
 	22, // 69: godwit.v1.ClusterService.InspectDrain:input_type -> godwit.v1.NodeRef
-	24, // 70: godwit.v1.ClusterService.Events:input_type -> godwit.v1.EventsRequest
-	26, // 71: godwit.v1.ClusterService.Audit:input_type -> godwit.v1.AuditRequest
-	29, // 72: godwit.v1.NodeService.Register:input_type -> godwit.v1.RegisterRequest
-	33, // 73: godwit.v1.NodeService.Heartbeat:input_type -> godwit.v1.HeartbeatRequest
-	1,  // 74: godwit.v1.ClusterService.ClusterStatus:output_type -> godwit.v1.ClusterStatusResponse
-	4,  // 75: godwit.v1.ClusterService.RemovePeer:output_type -> godwit.v1.RemovePeerResponse
-	6,  // 76: godwit.v1.ClusterService.SnapshotSave:output_type -> godwit.v1.SnapshotChunk
-	7,  // 77: godwit.v1.ClusterService.SnapshotRestore:output_type -> godwit.v1.SnapshotRestoreResponse
-	9,  // 78: godwit.v1.ClusterService.Run:output_type -> godwit.v1.RunResponse
-	63, // 79: godwit.v1.ClusterService.ListContainers:output_type -> godwit.v1.ListContainersResponse
-	53, // 80: godwit.v1.ClusterService.InspectContainer:output_type -> godwit.v1.Container
-	53, // 81: godwit.v1.ClusterService.StopContainer:output_type -> godwit.v1.Container
-	53, // 82: godwit.v1.ClusterService.StartContainer:output_type -> godwit.v1.Container
-	64, // 83: godwit.v1.ClusterService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
-	65, // 84: godwit.v1.ClusterService.Logs:output_type -> godwit.v1.LogsChunk
-	16, // 85: godwit.v1.ClusterService.ImportImage:output_type -> godwit.v1.ClusterImage
-	18, // 86: godwit.v1.ClusterService.ListImages:output_type -> godwit.v1.ClusterListImagesResponse
-	21, // 87: godwit.v1.ClusterService.ListNodes:output_type -> godwit.v1.ListNodesResponse
-	23, // 88: godwit.v1.ClusterService.InspectNode:output_type -> godwit.v1.Node
-	23, // 89: godwit.v1.ClusterService.CordonNode:output_type -> godwit.v1.Node
-	23, // 90: godwit.v1.ClusterService.UncordonNode:output_type -> godwit.v1.Node
-	41, // 91: godwit.v1.ClusterService.Migrate:output_type -> godwit.v1.Migration
-	44, // 92: godwit.v1.ClusterService.WatchMigration:output_type -> godwit.v1.MigrationProgress
-	40, // 93: godwit.v1.ClusterService.ListMigrations:output_type -> godwit.v1.ListMigrationsResponse
-	41, // 94: godwit.v1.ClusterService.InspectMigration:output_type -> godwit.v1.Migration
-	41, // 95: godwit.v1.ClusterService.CancelMigration:output_type -> godwit.v1.Migration
-	46, // 96: godwit.v1.ClusterService.DrainNode:output_type -> godwit.v1.Drain
-	48, // 97: godwit.v1.ClusterService.WatchDrain:output_type -> godwit.v1.DrainProgress
-	46, // 98: godwit.v1.ClusterService.InspectDrain:output_type -> godwit.v1.Drain
-	25, // 99: godwit.v1.ClusterService.Events:output_type -> godwit.v1.Event
-	27, // 100: godwit.v1.ClusterService.Audit:output_type -> godwit.v1.AuditResponse
-	30, // 101: godwit.v1.NodeService.Register:output_type -> godwit.v1.RegisterResponse
-	34, // 102: godwit.v1.NodeService.Heartbeat:output_type -> godwit.v1.HeartbeatResponse
-	74, // [74:103] is the sub-list for method output_type
-	45, // [45:74] is the sub-list for method input_type
+	63, // 70: godwit.v1.ClusterService.BalanceStatus:input_type -> godwit.v1.BalanceStatusRequest
+	64, // 71: godwit.v1.ClusterService.BalancePlan:input_type -> godwit.v1.BalancePlanRequest
+	65, // 72: godwit.v1.ClusterService.SetBalance:input_type -> godwit.v1.SetBalanceRequest
+	66, // 73: godwit.v1.ClusterService.BalanceHistory:input_type -> godwit.v1.BalanceHistoryRequest
+	24, // 74: godwit.v1.ClusterService.Events:input_type -> godwit.v1.EventsRequest
+	26, // 75: godwit.v1.ClusterService.Audit:input_type -> godwit.v1.AuditRequest
+	29, // 76: godwit.v1.NodeService.Register:input_type -> godwit.v1.RegisterRequest
+	33, // 77: godwit.v1.NodeService.Heartbeat:input_type -> godwit.v1.HeartbeatRequest
+	1,  // 78: godwit.v1.ClusterService.ClusterStatus:output_type -> godwit.v1.ClusterStatusResponse
+	4,  // 79: godwit.v1.ClusterService.RemovePeer:output_type -> godwit.v1.RemovePeerResponse
+	6,  // 80: godwit.v1.ClusterService.SnapshotSave:output_type -> godwit.v1.SnapshotChunk
+	7,  // 81: godwit.v1.ClusterService.SnapshotRestore:output_type -> godwit.v1.SnapshotRestoreResponse
+	9,  // 82: godwit.v1.ClusterService.Run:output_type -> godwit.v1.RunResponse
+	67, // 83: godwit.v1.ClusterService.ListContainers:output_type -> godwit.v1.ListContainersResponse
+	53, // 84: godwit.v1.ClusterService.InspectContainer:output_type -> godwit.v1.Container
+	53, // 85: godwit.v1.ClusterService.StopContainer:output_type -> godwit.v1.Container
+	53, // 86: godwit.v1.ClusterService.StartContainer:output_type -> godwit.v1.Container
+	68, // 87: godwit.v1.ClusterService.RemoveContainer:output_type -> godwit.v1.RemoveContainerResponse
+	69, // 88: godwit.v1.ClusterService.Logs:output_type -> godwit.v1.LogsChunk
+	16, // 89: godwit.v1.ClusterService.ImportImage:output_type -> godwit.v1.ClusterImage
+	18, // 90: godwit.v1.ClusterService.ListImages:output_type -> godwit.v1.ClusterListImagesResponse
+	21, // 91: godwit.v1.ClusterService.ListNodes:output_type -> godwit.v1.ListNodesResponse
+	23, // 92: godwit.v1.ClusterService.InspectNode:output_type -> godwit.v1.Node
+	23, // 93: godwit.v1.ClusterService.CordonNode:output_type -> godwit.v1.Node
+	23, // 94: godwit.v1.ClusterService.UncordonNode:output_type -> godwit.v1.Node
+	41, // 95: godwit.v1.ClusterService.Migrate:output_type -> godwit.v1.Migration
+	44, // 96: godwit.v1.ClusterService.WatchMigration:output_type -> godwit.v1.MigrationProgress
+	40, // 97: godwit.v1.ClusterService.ListMigrations:output_type -> godwit.v1.ListMigrationsResponse
+	41, // 98: godwit.v1.ClusterService.InspectMigration:output_type -> godwit.v1.Migration
+	41, // 99: godwit.v1.ClusterService.CancelMigration:output_type -> godwit.v1.Migration
+	46, // 100: godwit.v1.ClusterService.DrainNode:output_type -> godwit.v1.Drain
+	48, // 101: godwit.v1.ClusterService.WatchDrain:output_type -> godwit.v1.DrainProgress
+	46, // 102: godwit.v1.ClusterService.InspectDrain:output_type -> godwit.v1.Drain
+	70, // 103: godwit.v1.ClusterService.BalanceStatus:output_type -> godwit.v1.BalanceStatusResponse
+	71, // 104: godwit.v1.ClusterService.BalancePlan:output_type -> godwit.v1.BalanceDecision
+	72, // 105: godwit.v1.ClusterService.SetBalance:output_type -> godwit.v1.SetBalanceResponse
+	73, // 106: godwit.v1.ClusterService.BalanceHistory:output_type -> godwit.v1.BalanceHistoryResponse
+	25, // 107: godwit.v1.ClusterService.Events:output_type -> godwit.v1.Event
+	27, // 108: godwit.v1.ClusterService.Audit:output_type -> godwit.v1.AuditResponse
+	30, // 109: godwit.v1.NodeService.Register:output_type -> godwit.v1.RegisterResponse
+	34, // 110: godwit.v1.NodeService.Heartbeat:output_type -> godwit.v1.HeartbeatResponse
+	78, // [78:111] is the sub-list for method output_type
+	45, // [45:78] is the sub-list for method input_type
 	45, // [45:45] is the sub-list for extension type_name
 	45, // [45:45] is the sub-list for extension extendee
 	0,  // [0:45] is the sub-list for field type_name
@@ -4091,6 +4114,7 @@ func file_godwit_v1_cluster_proto_init() {
 		return
 	}
 	file_godwit_v1_agent_proto_init()
+	file_godwit_v1_balance_proto_init()
 	file_godwit_v1_cluster_proto_msgTypes[14].OneofWrappers = []any{
 		(*ClusterImportImageRequest_Header)(nil),
 		(*ClusterImportImageRequest_Chunk)(nil),

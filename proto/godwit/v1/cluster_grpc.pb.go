@@ -49,6 +49,10 @@ const (
 	ClusterService_DrainNode_FullMethodName        = "/godwit.v1.ClusterService/DrainNode"
 	ClusterService_WatchDrain_FullMethodName       = "/godwit.v1.ClusterService/WatchDrain"
 	ClusterService_InspectDrain_FullMethodName     = "/godwit.v1.ClusterService/InspectDrain"
+	ClusterService_BalanceStatus_FullMethodName    = "/godwit.v1.ClusterService/BalanceStatus"
+	ClusterService_BalancePlan_FullMethodName      = "/godwit.v1.ClusterService/BalancePlan"
+	ClusterService_SetBalance_FullMethodName       = "/godwit.v1.ClusterService/SetBalance"
+	ClusterService_BalanceHistory_FullMethodName   = "/godwit.v1.ClusterService/BalanceHistory"
 	ClusterService_Events_FullMethodName           = "/godwit.v1.ClusterService/Events"
 	ClusterService_Audit_FullMethodName            = "/godwit.v1.ClusterService/Audit"
 )
@@ -108,6 +112,17 @@ type ClusterServiceClient interface {
 	// InspectDrain returns the node's drain: the running one, or the last
 	// one that ended.
 	InspectDrain(ctx context.Context, in *NodeRef, opts ...grpc.CallOption) (*Drain, error)
+	// BalanceStatus reports the balancer: enabled or not, the imbalance
+	// now, its target and trigger, its moves in flight, its last decision
+	// and its policy. BalancePlan is a dry run on the leader's state and
+	// load samples: the moves it would start and why every other candidate
+	// stays. SetBalance changes the policy (enable, disable, KEY=VALUE;
+	// all or nothing). BalanceHistory lists the executed decisions, each
+	// move joined with its migration's outcome.
+	BalanceStatus(ctx context.Context, in *BalanceStatusRequest, opts ...grpc.CallOption) (*BalanceStatusResponse, error)
+	BalancePlan(ctx context.Context, in *BalancePlanRequest, opts ...grpc.CallOption) (*BalanceDecision, error)
+	SetBalance(ctx context.Context, in *SetBalanceRequest, opts ...grpc.CallOption) (*SetBalanceResponse, error)
+	BalanceHistory(ctx context.Context, in *BalanceHistoryRequest, opts ...grpc.CallOption) (*BalanceHistoryResponse, error)
 	// Events streams the cluster's state changes from an index on.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 	// Audit lists the operator actions recorded in raft, newest last.
@@ -414,6 +429,46 @@ func (c *clusterServiceClient) InspectDrain(ctx context.Context, in *NodeRef, op
 	return out, nil
 }
 
+func (c *clusterServiceClient) BalanceStatus(ctx context.Context, in *BalanceStatusRequest, opts ...grpc.CallOption) (*BalanceStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BalanceStatusResponse)
+	err := c.cc.Invoke(ctx, ClusterService_BalanceStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) BalancePlan(ctx context.Context, in *BalancePlanRequest, opts ...grpc.CallOption) (*BalanceDecision, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BalanceDecision)
+	err := c.cc.Invoke(ctx, ClusterService_BalancePlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) SetBalance(ctx context.Context, in *SetBalanceRequest, opts ...grpc.CallOption) (*SetBalanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetBalanceResponse)
+	err := c.cc.Invoke(ctx, ClusterService_SetBalance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) BalanceHistory(ctx context.Context, in *BalanceHistoryRequest, opts ...grpc.CallOption) (*BalanceHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BalanceHistoryResponse)
+	err := c.cc.Invoke(ctx, ClusterService_BalanceHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[6], ClusterService_Events_FullMethodName, cOpts...)
@@ -498,6 +553,17 @@ type ClusterServiceServer interface {
 	// InspectDrain returns the node's drain: the running one, or the last
 	// one that ended.
 	InspectDrain(context.Context, *NodeRef) (*Drain, error)
+	// BalanceStatus reports the balancer: enabled or not, the imbalance
+	// now, its target and trigger, its moves in flight, its last decision
+	// and its policy. BalancePlan is a dry run on the leader's state and
+	// load samples: the moves it would start and why every other candidate
+	// stays. SetBalance changes the policy (enable, disable, KEY=VALUE;
+	// all or nothing). BalanceHistory lists the executed decisions, each
+	// move joined with its migration's outcome.
+	BalanceStatus(context.Context, *BalanceStatusRequest) (*BalanceStatusResponse, error)
+	BalancePlan(context.Context, *BalancePlanRequest) (*BalanceDecision, error)
+	SetBalance(context.Context, *SetBalanceRequest) (*SetBalanceResponse, error)
+	BalanceHistory(context.Context, *BalanceHistoryRequest) (*BalanceHistoryResponse, error)
 	// Events streams the cluster's state changes from an index on.
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	// Audit lists the operator actions recorded in raft, newest last.
@@ -586,6 +652,18 @@ func (UnimplementedClusterServiceServer) WatchDrain(*NodeRef, grpc.ServerStreami
 }
 func (UnimplementedClusterServiceServer) InspectDrain(context.Context, *NodeRef) (*Drain, error) {
 	return nil, status.Error(codes.Unimplemented, "method InspectDrain not implemented")
+}
+func (UnimplementedClusterServiceServer) BalanceStatus(context.Context, *BalanceStatusRequest) (*BalanceStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BalanceStatus not implemented")
+}
+func (UnimplementedClusterServiceServer) BalancePlan(context.Context, *BalancePlanRequest) (*BalanceDecision, error) {
+	return nil, status.Error(codes.Unimplemented, "method BalancePlan not implemented")
+}
+func (UnimplementedClusterServiceServer) SetBalance(context.Context, *SetBalanceRequest) (*SetBalanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetBalance not implemented")
+}
+func (UnimplementedClusterServiceServer) BalanceHistory(context.Context, *BalanceHistoryRequest) (*BalanceHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BalanceHistory not implemented")
 }
 func (UnimplementedClusterServiceServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
@@ -1014,6 +1092,78 @@ func _ClusterService_InspectDrain_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_BalanceStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BalanceStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).BalanceStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_BalanceStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).BalanceStatus(ctx, req.(*BalanceStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_BalancePlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BalancePlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).BalancePlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_BalancePlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).BalancePlan(ctx, req.(*BalancePlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_SetBalance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBalanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).SetBalance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_SetBalance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).SetBalance(ctx, req.(*SetBalanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_BalanceHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BalanceHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).BalanceHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_BalanceHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).BalanceHistory(ctx, req.(*BalanceHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(EventsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -1125,6 +1275,22 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InspectDrain",
 			Handler:    _ClusterService_InspectDrain_Handler,
+		},
+		{
+			MethodName: "BalanceStatus",
+			Handler:    _ClusterService_BalanceStatus_Handler,
+		},
+		{
+			MethodName: "BalancePlan",
+			Handler:    _ClusterService_BalancePlan_Handler,
+		},
+		{
+			MethodName: "SetBalance",
+			Handler:    _ClusterService_SetBalance_Handler,
+		},
+		{
+			MethodName: "BalanceHistory",
+			Handler:    _ClusterService_BalanceHistory_Handler,
 		},
 		{
 			MethodName: "Audit",

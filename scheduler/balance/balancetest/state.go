@@ -117,7 +117,8 @@ func (c *ContainerSpec) Request(milliCPU, memoryBytes int64) *ContainerSpec {
 // Pin sets run --pin.
 func (c *ContainerSpec) Pin() *ContainerSpec { c.c.Spec.Pinned = true; return c }
 
-// PinTo sets run --node.
+// PinTo sets run --node: where the container started, which does not
+// keep the balancer off it (Pin and PinLabel do).
 func (c *ContainerSpec) PinTo(node string) *ContainerSpec { c.c.Spec.Node = node; return c }
 
 // Label sets container labels given as "key=value".
