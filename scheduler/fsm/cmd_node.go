@@ -181,9 +181,12 @@ func setSchedulability(tx *state.Txn, old *state.Node, to state.Schedulability) 
 }
 
 // RemoveNode forgets a node and its images. It is refused while any
-// container is on the node (ErrNodeNotEmpty), whatever its state. A drain
-// of the node that still runs ends done, since the node is empty; its
-// record stays as the node's last drain. Result value: nil.
+// container is on the node (ErrNodeNotEmpty), whatever its state, and
+// while a migration from or to it is open (state.ErrMigrationOpen: the
+// leader could then neither finish nor abort it). A drain of the node
+// that still runs ends done, since the node is empty; its record stays as
+// the node's last drain. Aborted migrations that still owed the node a
+// cleanup owe nothing more: what it held goes with it. Result value: nil.
 type RemoveNode struct {
 	Name string    `json:"name"`
 	At   time.Time `json:"at"`
@@ -198,6 +201,22 @@ func (c RemoveNode) apply(tx *state.Txn) (any, error) {
 	}
 	if n := tx.ContainerCount(c.Name); n > 0 {
 		return nil, fmt.Errorf("remove node %q: %w (%d): remove them or drain the node first", c.Name, ErrNodeNotEmpty, n)
+	}
+	for _, m := range tx.Migrations(state.MigrationFilter{Open: true}) {
+		if m.Source == c.Name || m.Dest == c.Name {
+			return nil, fmt.Errorf("remove node %q: migration %s of %s from %s to %s: %w: wait for it to end, or `godwit migration cancel %s`",
+				c.Name, m.ID, m.ContainerName, m.Source, m.Dest, state.ErrMigrationOpen, m.ID)
+		}
+	}
+	for _, m := range tx.Migrations(state.MigrationFilter{}) {
+		if m.DestinationCleanup && m.Dest == c.Name {
+			clean := m.Clone()
+			clean.DestinationCleanup = false
+			clean.Updated = c.At
+			if err := tx.PutMigration(clean); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := tx.DeleteNode(c.Name); err != nil {
 		return nil, err

@@ -246,6 +246,25 @@ func TestRemoveNode(t *testing.T) {
 			cmd:     fsm.RemoveNode{Name: "n1"},
 			wantErr: fsm.ErrNodeNotEmpty},
 		{name: "unknown node", cmd: fsm.RemoveNode{Name: "n9"}, wantErr: state.ErrNotFound},
+		{name: "refused while a move to it is open",
+			setup: func(h *harness) {
+				h.place("c1", "web", "n1", 100)
+				h.must(fsm.CreateMigration{ID: "m1", Container: "c1", Source: "n1", Dest: "n2", Strategy: "stop-copy", Reason: "operator", At: t1})
+			},
+			cmd:     fsm.RemoveNode{Name: "n2"},
+			wantErr: state.ErrMigrationOpen},
+		{name: "an aborted move's cleanup is owed no more",
+			setup: func(h *harness) {
+				h.place("c1", "web", "n1", 100)
+				h.must(fsm.CreateMigration{ID: "m1", Container: "c1", Source: "n1", Dest: "n2", Strategy: "stop-copy", Reason: "operator", At: t1})
+				h.must(fsm.AbortMigration{ID: "m1", Error: "n2 did not answer", DestinationCleanup: true, At: t1})
+			},
+			cmd: fsm.RemoveNode{Name: "n2"},
+			check: func(t *testing.T, h *harness, _ any) {
+				if m, _ := h.snap().Migration("m1"); m.DestinationCleanup {
+					t.Error("m1 still owes n2, removed, a cleanup")
+				}
+			}},
 	})
 }
 
