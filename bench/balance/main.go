@@ -150,7 +150,7 @@ func run(o options, log *slog.Logger) error {
 		log.Info("simulated", "nodes", n, "took", time.Since(begin).Round(time.Millisecond))
 		all = append(all, rs)
 	}
-	c.loadEnd = loadAverage()
+	c.loadEnd = benchutil.LoadAverage()
 	report := markdown(o, c, all)
 	fmt.Print(report)
 	if o.out != "" {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -37,45 +35,8 @@ type conditions struct {
 func hostConditions() conditions {
 	return conditions{
 		date: time.Now().UTC(), cpu: benchutil.CPUModel(), cores: runtime.NumCPU(),
-		goVersion: runtime.Version(), revision: revision(), loadStart: loadAverage(),
+		goVersion: runtime.Version(), revision: benchutil.Revision(), loadStart: benchutil.LoadAverage(),
 	}
-}
-
-// loadAverage is the 1, 5 and 15 minute load averages, or "unknown".
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-// revision is the commit this program was built from, or "the working
-// tree" when the go command did not stamp it (go run does not).
-func revision() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "the working tree"
-	}
-	var rev, modified string
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			modified = s.Value
-		}
-	}
-	if rev == "" {
-		return "the working tree"
-	}
-	if len(rev) > 7 {
-		rev = rev[:7]
-	}
-	if modified == "true" {
-		rev += " + changes"
-	}
-	return "commit " + rev
 }
 
 // markdown is the report: conditions, one table per size, the targets.

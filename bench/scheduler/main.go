@@ -210,7 +210,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 	if rep.placement, err = measureAllPlacement(ctx, o, log); err != nil {
 		return err
 	}
-	rep.cond.loadEnd = loadAverage()
+	rep.cond.loadEnd = benchutil.LoadAverage()
 
 	text := rep.render()
 	fmt.Print(text)

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -49,50 +47,12 @@ func hostConditions(work string, o options) conditions {
 		memory:           benchutil.MemoryTotal(),
 		kernel:           benchutil.Kernel(),
 		goVersion:        runtime.Version(),
-		revision:         revision(),
+		revision:         benchutil.Revision(),
 		workDir:          work,
 		workFS:           benchutil.Filesystem(work),
-		loadStart:        loadAverage(),
+		loadStart:        benchutil.LoadAverage(),
 		productionTiming: o.timing == server.DefaultRaftTiming(),
 	}
-}
-
-// loadAverage is the 1, 5 and 15 minute load averages, or "unknown".
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-// revision is the commit this program was built from, as the go command
-// stamped it ("+ changes" when the tree was modified), or "the working
-// tree" when it did not (go run does not stamp).
-func revision() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "the working tree"
-	}
-	var rev, modified string
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			modified = s.Value
-		}
-	}
-	if rev == "" {
-		return "the working tree"
-	}
-	if len(rev) > 7 {
-		rev = rev[:7]
-	}
-	if modified == "true" {
-		rev += " + changes"
-	}
-	return "commit " + rev
 }
 
 // report is the whole benchmark's outcome.

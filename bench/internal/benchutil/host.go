@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -98,4 +99,43 @@ func Filesystem(dir string) string {
 		return unknown + " (" + err.Error() + ")"
 	}
 	return doctor.FilesystemName(int64(st.Type))
+}
+
+// LoadAverage is the 1, 5 and 15 minute load averages, or "unknown": a
+// report says how busy the machine was around a measurement.
+func LoadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
+
+// Revision is the commit the running program was built from, as the go
+// command stamped it ("+ changes" when the tree was modified), or "the
+// working tree" when it did not (go run does not stamp).
+func Revision() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "the working tree"
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return "the working tree"
+	}
+	if len(rev) > 7 {
+		rev = rev[:7]
+	}
+	if modified == "true" {
+		rev += " + changes"
+	}
+	return "commit " + rev
 }
