@@ -2,9 +2,13 @@ package clustertests
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +42,6 @@ var balanceTestPolicy = map[string]string{
 	"stable_for": "4s",
 	"mean_floor": "0",
 	"cooldown":   balanceCooldown.String(),
-	"enabled":    "true",
 }
 
 // TestBalancerSpreadsBurnersFromOneNode places three CPU-burning
@@ -87,10 +90,55 @@ func TestBalancerSpreadsBurnersFromOneNode(t *testing.T) {
 		t.Fatalf("set the balance policy: %v", err)
 	}
 
+	// Disabled, the balancer plans and moves nothing: once the burners'
+	// load is steady, `godwit balance plan -o json` shows the moves it
+	// would make, each with where from and to, gain and cost.
+	cli := func(args ...string) []byte {
+		t.Helper()
+		cmd := exec.Command(testutil.Godwit(t), append([]string{"--addr", sched.Addr()}, args...)...)
+		cmd.Env = append(os.Environ(), c.TLSEnv()...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("godwit %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	var plan struct {
+		Moves []struct {
+			Container, From, To string
+			Gain, Cost          float64
+		} `json:"moves"`
+		Rejected []struct{ Container, Reason string } `json:"rejected"`
+	}
+	deadline := time.Now().Add(balanceRounds * balanceInterval)
+	for len(plan.Moves) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no move planned within %s: %s", balanceRounds*balanceInterval, cli("balance", "plan"))
+		}
+		time.Sleep(balanceInterval)
+		if err := json.Unmarshal(cli("balance", "plan", "-o", "json"), &plan); err != nil {
+			t.Fatalf("balance plan -o json: %v", err)
+		}
+	}
+	for _, m := range plan.Moves {
+		if m.From != hosts[0].Node() || m.To == m.From || m.Container == "" || m.Gain <= 0 || m.Cost <= 0 || m.Gain <= m.Cost {
+			t.Errorf("planned move %+v: want a burner from %s elsewhere, its gain above its cost", m, hosts[0].Node())
+		}
+	}
+	for _, r := range plan.Rejected {
+		if r.Container == "" || r.Reason == "" {
+			t.Errorf("rejected candidate %+v: want the container and why", r)
+		}
+	}
+	if ms, err := client.ListMigrations(ctx, &pb.ListMigrationsRequest{All: true}); err != nil || len(ms.GetMigrations()) != 0 {
+		t.Fatalf("migrations %v (%v) while the balancer is disabled, want none", ms.GetMigrations(), err)
+	}
+	cli("balance", "enable")
+
 	// Follow the burners until they spread and the imbalance reaches the
 	// target, routing each to where the cluster says it runs.
 	where := map[string]string{}
-	deadline := time.Now().Add(balanceRounds * balanceInterval)
+	deadline = time.Now().Add(balanceRounds * balanceInterval)
 	for {
 		list, err := client.ListContainers(ctx, &pb.ListContainersRequest{All: true})
 		if err != nil {
@@ -125,6 +173,16 @@ func TestBalancerSpreadsBurnersFromOneNode(t *testing.T) {
 		time.Sleep(balanceInterval / 2)
 	}
 
+	var status struct {
+		Enabled           bool
+		Imbalance, Target float64
+	}
+	if err := json.Unmarshal(cli("balance", "status", "-o", "json"), &status); err != nil {
+		t.Fatalf("balance status -o json: %v", err)
+	}
+	if !status.Enabled || status.Imbalance > status.Target {
+		t.Errorf("balance status: %+v, want enabled with the imbalance at most the target", status)
+	}
 	for _, name := range burners {
 		assertOneCopy(t, name, hostOfNode(t, hosts, where[name]), hosts)
 		if got := clients[name].Count(); got < counts[name] {
