@@ -727,7 +727,7 @@ func (fc *faultCluster) armAgent(t *testing.T, h *devcluster.Host, env ...string
 	armed := h.Agent()
 	t.Cleanup(func() {
 		if h.Agent() == armed {
-			_ = syscall.Kill(armed.Pid(), syscall.SIGCONT)
+			_ = armed.Signal(syscall.SIGCONT)
 			fc.restartAgent(t, h)
 		}
 	})

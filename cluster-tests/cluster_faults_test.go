@@ -472,8 +472,9 @@ func (fc *faultCluster) linkCut(t *testing.T, rng *rand.Rand) bool {
 	from, to := fc.pickDestination(t, rng)
 	strategy := "stop-copy"
 	fc.armAgent(t, to, failpoint.Arm(agent.FailpointDestinationReceive, failpoint.ActionPause))
-	pid := to.Agent().Pid()
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	daemon := to.Agent()
+	pid := daemon.Pid()
+	t.Cleanup(func() { _ = daemon.Signal(syscall.SIGCONT) })
 	t.Cleanup(func() {
 		if err := fc.c.Heal(context.Background(), from, to); err != nil {
 			t.Errorf("heal the link between %s and %s: %v", from.Name(), to.Name(), err)
@@ -489,7 +490,7 @@ func (fc *faultCluster) linkCut(t *testing.T, rng *rand.Rand) bool {
 	if err := fc.c.Cut(context.Background(), from, to); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+	if err := daemon.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	end := fc.waitSettled(t, m.GetId())
@@ -556,11 +557,11 @@ func (fc *faultCluster) pausedAfterTheCommit(t *testing.T, rng *rand.Rand, side 
 	if early := fc.waitFault(t, "the leader "+leader.Name()+" at "+coordinator.FailpointAfterCommit, stopped(leader.Pid()), m.GetId(), term); early {
 		return false
 	}
-	pid := paused.Agent().Pid()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+	daemon := paused.Agent()
+	if err := daemon.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	t.Cleanup(func() { _ = daemon.Signal(syscall.SIGCONT) })
 	leader.Kill()
 	fc.waitLeader(t)
 
@@ -605,7 +606,7 @@ func (fc *faultCluster) pausedAfterTheCommit(t *testing.T, rng *rand.Rand, side 
 		t.Logf("the destination refused the old generation: %v", err)
 	}
 
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+	if err := daemon.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	if side == "source" {
@@ -696,8 +697,9 @@ func (fc *faultCluster) destinationCut(t *testing.T, rng *rand.Rand) bool {
 	from, to := fc.pickDestination(t, rng)
 	strategy := faultStrategies[rng.IntN(len(faultStrategies))]
 	fc.armAgent(t, to, failpoint.Arm(agent.FailpointDestinationRestored, failpoint.ActionPause))
-	pid := to.Agent().Pid()
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	daemon := to.Agent()
+	pid := daemon.Pid()
+	t.Cleanup(func() { _ = daemon.Signal(syscall.SIGCONT) })
 	var schedulers []*devcluster.Host
 	for _, s := range fc.c.Schedulers() {
 		schedulers = append(schedulers, s.Host())
@@ -726,7 +728,7 @@ func (fc *faultCluster) destinationCut(t *testing.T, rng *rand.Rand) bool {
 			t.Fatal(err)
 		}
 	}
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+	if err := daemon.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	// Aborted while the destination is still cut off: the source runs

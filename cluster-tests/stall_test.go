@@ -69,8 +69,8 @@ var pausedAtReceive = devcluster.AgentOptions{
 // continueOnCleanup makes sure h's agent is not left stopped, so that the
 // cluster's Close can stop it.
 func continueOnCleanup(t *testing.T, h *devcluster.Host) {
-	pid := h.Agent().Pid()
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	daemon := h.Agent()
+	t.Cleanup(func() { _ = daemon.Signal(syscall.SIGCONT) })
 }
 
 // waitStopped waits until process pid is stopped (state T), or done is
@@ -150,7 +150,7 @@ func TestDestinationStoppedInTheTransferIsHeldThenAborted(t *testing.T) {
 	t.Logf("held %s after the transfer started: %v", took, err)
 	assertNoCopy(t, "w", hosts)
 
-	if err := syscall.Kill(m.b.Agent().Pid(), syscall.SIGCONT); err != nil {
+	if err := m.b.Agent().Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	waitAnswers(t, m.b)
@@ -199,7 +199,7 @@ func TestLinkCutInTheTransferAborts(t *testing.T) {
 	if err := m.c.Cut(context.Background(), m.a, m.b); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+	if err := m.b.Agent().Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	var o outcome

@@ -260,6 +260,13 @@ func (a *Agent) Node() string { return a.host.Node() }
 // Pid is the agent's process id.
 func (a *Agent) Pid() int { return a.cmd.Process.Pid }
 
+// Signal sends sig to the agent's process; once it has exited it sends
+// nothing (and says so). Tests stop and continue agents with it rather
+// than with kill(2) on Pid: the process handle cannot reach another
+// process that reused the pid, which a late SIGCONT from a test's
+// cleanup once did to an unrelated stopped process.
+func (a *Agent) Signal(sig os.Signal) error { return a.cmd.Process.Signal(sig) }
+
 // Client is a gRPC client of the agent's API, valid until the agent is
 // stopped or killed: over mutual TLS with the operator's certificate
 // (the cluster's, or AgentOptions.CA's), or in plaintext for an

@@ -420,6 +420,9 @@ func (s *Scheduler) GossipAddr() string { return s.gossipAddr }
 // Pid is the scheduler's process id.
 func (s *Scheduler) Pid() int { return s.cmd.Process.Pid }
 
+// Signal sends sig to the scheduler's process, as Agent.Signal does.
+func (s *Scheduler) Signal(sig os.Signal) error { return s.cmd.Process.Signal(sig) }
+
 // Client is a gRPC client of the scheduler's API, valid until the
 // scheduler is stopped or killed: over mutual TLS with the operator's
 // certificate, or in plaintext for an --insecure scheduler.

@@ -39,8 +39,9 @@ func TestHitKillsWhenArmed(t *testing.T) {
 }
 
 // TestHitPausesUntilContinued runs this test binary again with a point
-// armed to pause: the child must stop (state T) at the point, and go on
-// past it, to a clean exit, only once it is sent SIGCONT.
+// armed to pause: the child must stop at the point, and go on past it, to
+// a clean exit, only once it is sent SIGCONT. The stop is learned from
+// the kernel (wait4 with WUNTRACED), not by polling its state.
 func TestHitPausesUntilContinued(t *testing.T) {
 	if os.Getenv("FAILPOINT_CHILD") == "1" {
 		Hit("test/pause")
@@ -48,42 +49,50 @@ func TestHitPausesUntilContinued(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=TestHitPausesUntilContinued")
 	cmd.Env = append(os.Environ(), "FAILPOINT_CHILD=1", Arm("test/pause", ActionPause))
+	// A process group of its own: when the test runs in an orphaned
+	// process group (no member's parent in another group of the
+	// session, as under some CI runners), the kernel sends SIGCONT to
+	// every stopped member each time a member exits, such as another
+	// package's test binary.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	pid := cmd.Process.Pid
-	deadline := time.Now().Add(10 * time.Second)
-	for procState(pid) != "T" {
-		select {
-		case err := <-exited:
-			t.Fatalf("the child exited (%v) instead of stopping at the point", err)
-		default:
+	reaped := false
+	t.Cleanup(func() {
+		if !reaped { // a failed test leaves the child: end it
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			_, _ = syscall.Wait4(pid, nil, 0, nil)
 		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("the child never stopped at the point (state %q)", procState(pid))
-		}
-		time.Sleep(10 * time.Millisecond)
+	})
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, syscall.WUNTRACED, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !ws.Stopped() {
+		reaped = true
+		t.Fatalf("the child ended (%v) instead of stopping at the point", ws)
 	}
 	// Stopped: it must stay so until continued.
-	select {
-	case err := <-exited:
-		t.Fatalf("the stopped child exited (%v) before SIGCONT", err)
-	case <-time.After(200 * time.Millisecond):
+	time.Sleep(200 * time.Millisecond)
+	if st := procState(pid); st != "T" {
+		t.Fatalf("the stopped child is in state %q before SIGCONT, want T", st)
 	}
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("the continued child: %v, want a clean exit past the point", err)
+	for {
+		if _, err := syscall.Wait4(pid, &ws, syscall.WCONTINUED, nil); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatal("the child did not go on after SIGCONT")
+		if ws.Exited() || ws.Signaled() {
+			reaped = true
+			break
+		}
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("the continued child ended %v, want a clean exit past the point", ws)
 	}
 }
 
