@@ -567,7 +567,10 @@ func runsOn(h *devcluster.Host, name string) (bool, error) {
 		if state == "" || parent == "" {
 			return false, fmt.Errorf("the state of pid %d is gone", s.Pid)
 		}
-		if !strings.EqualFold(state, "T") && !slices.Contains(restoringParents, parent) {
+		// Stopped (T, t: a held copy, or CRIU's), dying (Z, X: a held copy
+		// an abort killed, not reaped yet) or still being restored: not a
+		// copy that runs.
+		if !strings.ContainsAny(state, "TtZX") && !slices.Contains(restoringParents, parent) {
 			return true, nil
 		}
 	}

@@ -210,8 +210,9 @@ func runningOn(t *testing.T, name string, hosts []*devcluster.Host) []string {
 			// A copy restored held stopped is "running" to runc, but its
 			// processes are stopped (T): it does not run. Nor does one
 			// whose processes a tracer holds (t): a post-copy source's,
-			// while CRIU serves its pages (strategies_test.go).
-			if s.Annotations["org.godwit.name"] == name && s.Status == "running" && !strings.EqualFold(procState(t, s.Pid), "T") {
+			// while CRIU serves its pages (strategies_test.go); nor one
+			// killed and not reaped yet (Z, X).
+			if s.Annotations["org.godwit.name"] == name && s.Status == "running" && !strings.ContainsAny(procState(t, s.Pid), "TtZX") {
 				running = append(running, h.Name())
 			}
 		}
