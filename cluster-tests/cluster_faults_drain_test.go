@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/godwit/godwit/cluster-tests/history"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/internal/testutil"
 	pb "github.com/godwit/godwit/proto/godwit/v1"
@@ -176,11 +175,7 @@ func (fc *faultCluster) recordDrainMoves(t *testing.T, started time.Time) {
 			continue
 		}
 		fc.hist.MoveAcknowledged(faultWorkload, m.GetId(), m.GetSource(), m.GetDestination(), m.GetGeneration(), started)
-		outcome := history.RolledBack
-		if m.GetPhase() == "done" {
-			outcome = history.Committed
-		}
-		if err := fc.hist.MoveSettled(m.GetId(), outcome); err != nil {
+		if err := fc.hist.MoveSettled(m.GetId(), outcomeOf(m)); err != nil {
 			t.Error(err)
 		}
 	}

@@ -132,18 +132,22 @@ func (fc *faultCluster) inspect(t *testing.T, id string) *pb.Migration {
 // its outcome in the history.
 func (fc *faultCluster) waitSettled(t *testing.T, id string) *pb.Migration {
 	t.Helper()
+	m := fc.waitEnded(t, id)
+	if err := fc.hist.MoveSettled(id, outcomeOf(m)); err != nil {
+		t.Error(err)
+	}
+	return m
+}
+
+// waitEnded waits until migration id is done or aborted; for a move the
+// running seed did not ask for (its history does not hold it), it is all
+// waitSettled does.
+func (fc *faultCluster) waitEnded(t *testing.T, id string) *pb.Migration {
+	t.Helper()
 	deadline := time.Now().Add(faultSettleWithin)
 	for {
 		m := fc.inspect(t, id)
-		switch m.GetPhase() {
-		case "done", "aborted":
-			outcome := history.RolledBack
-			if m.GetPhase() == "done" {
-				outcome = history.Committed
-			}
-			if err := fc.hist.MoveSettled(id, outcome); err != nil {
-				t.Error(err)
-			}
+		if m.GetPhase() == "done" || m.GetPhase() == "aborted" {
 			return m
 		}
 		if time.Now().After(deadline) {
@@ -153,22 +157,12 @@ func (fc *faultCluster) waitSettled(t *testing.T, id string) *pb.Migration {
 	}
 }
 
-// waitSettledQuietly waits until migration id is done or aborted, like
-// waitSettled, for a move the running seed did not ask for (its
-// history does not hold it).
-func (fc *faultCluster) waitSettledQuietly(t *testing.T, id string) {
-	t.Helper()
-	deadline := time.Now().Add(faultSettleWithin)
-	for {
-		m := fc.inspect(t, id)
-		if m.GetPhase() == "done" || m.GetPhase() == "aborted" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("migration %s is still %s after %s (error: %q)", id, m.GetPhase(), faultSettleWithin, m.GetError())
-		}
-		time.Sleep(200 * time.Millisecond)
+// outcomeOf is how an ended migration ends in the history.
+func outcomeOf(m *pb.Migration) history.Outcome {
+	if m.GetPhase() == "done" {
+		return history.Committed
 	}
+	return history.RolledBack
 }
 
 // waitPhase waits until migration id's record has reached phase.
@@ -475,7 +469,7 @@ func (fc *faultCluster) healthy(t *testing.T) {
 	for _, m := range fc.migrations(t) {
 		if m.GetContainerId() == fc.id && m.GetPhase() != "done" && m.GetPhase() != "aborted" {
 			t.Logf("migration %s of %s is still %s: waiting for the leader to settle it", m.GetId(), faultWorkload, m.GetPhase())
-			fc.waitSettledQuietly(t, m.GetId())
+			fc.waitEnded(t, m.GetId())
 		}
 	}
 	c := fc.clusterSays(t)
@@ -551,11 +545,7 @@ func (fc *faultCluster) sampleCluster(ctx context.Context) {
 // runc's or CRIU's children until it ends, and run CRIU's restorer,
 // not the workload), or an error when it cannot say for certain.
 func runsOn(h *devcluster.Host, name string) (bool, error) {
-	root := filepath.Join(h.DataDir(), "run", "runc")
-	if _, err := os.Stat(root); os.IsNotExist(err) {
-		return false, nil
-	}
-	states, err := runcList(root)
+	states, err := hostContainers(h)
 	if err != nil {
 		return false, err
 	}
@@ -567,24 +557,32 @@ func runsOn(h *devcluster.Host, name string) (bool, error) {
 		if state == "" || parent == "" {
 			return false, fmt.Errorf("the state of pid %d is gone", s.Pid)
 		}
-		// Stopped (T, t: a held copy, or CRIU's), dying (Z, X: a held copy
-		// an abort killed, not reaped yet) or still being restored: not a
-		// copy that runs.
-		if !strings.ContainsAny(state, "TtZX") && !slices.Contains(restoringParents, parent) {
+		if !stoppedOrDying(state) && !slices.Contains(restoringParents, parent) {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
+// hostContainers is what runc on host h lists; nothing before runc ran
+// anything there.
+func hostContainers(h *devcluster.Host) ([]runcState, error) {
+	root := filepath.Join(h.DataDir(), "run", "runc")
+	if _, err := os.Stat(root); os.IsNotExist(err) {
+		return nil, nil
+	}
+	return runcList(root)
+}
+
+// stoppedOrDying reports whether a process in state (/proc's letter)
+// runs nothing: stopped (T, t: a held copy, or one CRIU holds) or dying
+// (Z, X: a copy killed and not reaped yet).
+func stoppedOrDying(state string) bool { return strings.ContainsAny(state, "TtZX") }
+
 // holds reports whether runc on host h knows a container of the
 // workload name, in any state.
 func holds(h *devcluster.Host, name string) (bool, error) {
-	root := filepath.Join(h.DataDir(), "run", "runc")
-	if _, err := os.Stat(root); os.IsNotExist(err) {
-		return false, nil
-	}
-	states, err := runcList(root)
+	states, err := hostContainers(h)
 	if err != nil {
 		return false, err
 	}

@@ -208,11 +208,11 @@ func runningOn(t *testing.T, name string, hosts []*devcluster.Host) []string {
 		}
 		for _, s := range states {
 			// A copy restored held stopped is "running" to runc, but its
-			// processes are stopped (T): it does not run. Nor does one
-			// whose processes a tracer holds (t): a post-copy source's,
-			// while CRIU serves its pages (strategies_test.go); nor one
-			// killed and not reaped yet (Z, X).
-			if s.Annotations["org.godwit.name"] == name && s.Status == "running" && !strings.ContainsAny(procState(t, s.Pid), "TtZX") {
+			// processes are stopped: it does not run. Nor does one whose
+			// processes a tracer holds (a post-copy source's, while CRIU
+			// serves its pages: strategies_test.go), nor one killed and
+			// not reaped yet.
+			if s.Annotations["org.godwit.name"] == name && s.Status == "running" && !stoppedOrDying(procState(t, s.Pid)) {
 				running = append(running, h.Name())
 			}
 		}

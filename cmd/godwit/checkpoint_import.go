@@ -41,6 +41,16 @@ func newImportedView(r *pb.ImportCheckpointResponse) importedView {
 	}
 }
 
+// reportImported prints what an import or a push kept, in the output
+// format asked for.
+func reportImported(cmd *cobra.Command, out outputFormat, resp *pb.ImportCheckpointResponse) error {
+	v := newImportedView(resp)
+	if out == outputJSON {
+		return printJSON(cmd.OutOrStdout(), v)
+	}
+	return writeImported(cmd.OutOrStdout(), cmd.ErrOrStderr(), v)
+}
+
 // writeImported prints what a node kept on stdout and the warnings on
 // stderr.
 func writeImported(stdout, stderr io.Writer, v importedView) error {
@@ -99,11 +109,7 @@ warnings). Progress goes to standard error.`,
 			if err != nil {
 				return err
 			}
-			v := newImportedView(resp)
-			if *out == outputJSON {
-				return printJSON(cmd.OutOrStdout(), v)
-			}
-			return writeImported(cmd.OutOrStdout(), cmd.ErrOrStderr(), v)
+			return reportImported(cmd, *out, resp)
 		},
 	}
 	cmd.Flags().StringVar(&decryptKey, "decrypt-key", "", "age key FILE that the archive was encrypted with")
@@ -153,11 +159,7 @@ pages hardly compress). Output is as for ` + "`godwit checkpoint import`" + `.`,
 			if err != nil {
 				return err
 			}
-			v := newImportedView(resp)
-			if *out == outputJSON {
-				return printJSON(cmd.OutOrStdout(), v)
-			}
-			return writeImported(cmd.OutOrStdout(), cmd.ErrOrStderr(), v)
+			return reportImported(cmd, *out, resp)
 		},
 	}
 	f := cmd.Flags()
