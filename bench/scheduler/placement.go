@@ -19,14 +19,16 @@ var algorithms = []placement.Algorithm{placement.BinPack, placement.Spread}
 type view string
 
 const (
-	// viewSnapshot: a state.Snapshot taken for each decision, as the
-	// leader takes one for a Run that has a batch to itself.
-	viewSnapshot view = "state.Snapshot, one per decision"
-	// viewBatch: one state.Snapshot for server.DefaultMaxPlaceBatch
-	// decisions, as the leader's Placer takes one for a full batch.
-	viewBatch view = "state.Snapshot, one per 256 decisions"
-	// viewMaps: the same state copied once into Go maps (untimed): what
-	// placement costs when reading the state costs next to nothing.
+	// viewSnapshot: a placement.Table read from a state.Snapshot taken
+	// for each decision, as the leader's Placer reads one for a Run that
+	// has a batch to itself.
+	viewSnapshot view = "placement.Table of a state.Snapshot, one per decision"
+	// viewBatch: one Table for server.DefaultMaxPlaceBatch decisions, as
+	// the leader's Placer reads one for a full batch.
+	viewBatch view = "placement.Table of a state.Snapshot, one per 256 decisions"
+	// viewMaps: the same state copied once into Go maps (untimed), placed
+	// on directly: what placement costs when reading the state costs next
+	// to nothing.
 	viewMaps view = "Go maps (floor)"
 )
 
@@ -63,16 +65,16 @@ func measureAllPlacement(ctx context.Context, o options, log *slog.Logger) (map[
 		return nil, err
 	}
 	maps := newMapView(c.store().Snapshot())
-	var batchSnap *state.Snapshot
+	var batchTable *placement.Table
 	var batchUsed int
 	read := map[view]func() placement.State{
-		viewSnapshot: func() placement.State { return c.store().Snapshot() },
+		viewSnapshot: func() placement.State { return placement.NewTable(c.store().Snapshot()) },
 		viewBatch: func() placement.State {
 			if batchUsed%server.DefaultMaxPlaceBatch == 0 {
-				batchSnap = c.store().Snapshot()
+				batchTable = placement.NewTable(c.store().Snapshot())
 			}
 			batchUsed++
-			return batchSnap
+			return batchTable
 		},
 		viewMaps: func() placement.State { return maps },
 	}

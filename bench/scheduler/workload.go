@@ -204,10 +204,12 @@ func (p *placer) place(first int, specs []state.ContainerSpec) (_ []fsm.NewConta
 		p.mu.Unlock()
 	}()
 	snap := p.store.Snapshot()
-	view := placement.Reserve(snap, &p.held)
+	// As the scheduler's Placer does, the batch is decided on one table
+	// read from the snapshot, each decision reserved on it too.
+	table := placement.NewTable(placement.Reserve(snap, &p.held))
 	out := make([]fsm.NewContainer, len(specs))
 	for i, spec := range specs {
-		d, err := placement.Place(view, placement.Request{Spec: spec, Algorithm: p.alg})
+		d, err := placement.Place(table, placement.Request{Spec: spec, Algorithm: p.alg})
 		if err != nil {
 			p.releaseLocked(out[:i])
 			return nil, 0, fmt.Errorf("place container %d: %w", first+i, err)
@@ -222,6 +224,7 @@ func (p *placer) place(first int, specs []state.ContainerSpec) (_ []fsm.NewConta
 		k := first + i
 		out[i] = fsm.NewContainer{ID: containerID(k), Name: containerName(k), Spec: spec, Node: node}
 		p.held.Add(node, spec.Request)
+		table.Add(node, spec.Request)
 	}
 	return out, 0, nil
 }

@@ -49,6 +49,10 @@ var filters = [...]struct {
 // filter returns the name of the first filter that refuses the current
 // node and its reason, or "" when the node passes them all.
 func (p *placer) filter() (name, reason string) {
+	// Most nodes of most requests pass, which is told without a call.
+	if p.onlyStatusAndCapacity && p.cur.status == state.NodeReady && p.need.Fits(p.free) {
+		return "", ""
+	}
 	for _, f := range filters {
 		if r := f.check(p); r != "" {
 			return f.name, r
@@ -60,14 +64,17 @@ func (p *placer) filter() (name, reason string) {
 // filterStatus admits only ready nodes: the operator's cordon and drain,
 // and a node whose lease lapsed, all mean nothing new goes there.
 func filterStatus(p *placer) string {
-	e := &p.cur
-	switch st := e.node.Status(); st {
+	switch st := p.cur.status; st {
 	case state.NodeReady:
 		return ""
 	case state.NodeSuspect:
 		return "node is suspect: its agent missed its heartbeats"
 	case state.NodeDown:
 		return "node is down: its agent has been unreachable past the down threshold"
+	case state.NodeCordoned:
+		return "node is cordoned"
+	case state.NodeDraining:
+		return "node is draining"
 	default:
 		return "node is " + string(st)
 	}
@@ -75,8 +82,7 @@ func filterStatus(p *placer) string {
 
 // filterPinned admits only the node the container is pinned to, if any.
 func filterPinned(p *placer) string {
-	e := &p.cur
-	if pin := p.req.Spec.Node; pin != "" && e.node.Name != pin {
+	if pin := p.req.Spec.Node; pin != "" && p.cur.node.Name != pin {
 		return p.pinnedReason
 	}
 	return ""
@@ -84,8 +90,7 @@ func filterPinned(p *placer) string {
 
 // filterExcluded refuses the nodes the caller excluded.
 func filterExcluded(p *placer) string {
-	e := &p.cur
-	if slices.Contains(p.req.Exclude, e.node.Name) {
+	if slices.Contains(p.req.Exclude, p.cur.node.Name) {
 		return "excluded from this placement (a move never lands where it starts)"
 	}
 	return ""
@@ -94,10 +99,9 @@ func filterExcluded(p *placer) string {
 // filterConstraint admits a node that has every constrained label with
 // the constrained value, and names every one it lacks otherwise.
 func filterConstraint(p *placer) string {
-	e := &p.cur
 	var missing []string
 	for _, c := range p.req.Spec.Constraints {
-		v, ok := e.node.Labels[c.Key]
+		v, ok := p.cur.node.Labels[c.Key]
 		// Concatenation, not fmt: with a constraint, a large share of a
 		// cluster's nodes may be refused here on every placement.
 		switch {
@@ -112,11 +116,10 @@ func filterConstraint(p *placer) string {
 
 // filterCPU admits a node whose CPU has every required feature flag.
 func filterCPU(p *placer) string {
-	e := &p.cur
 	if p.req.RequireCPU == nil {
 		return ""
 	}
-	missing := missingFlags(p.cpuFlags, e.node.CPU.Flags)
+	missing := missingFlags(p.cpuFlags, p.cur.node.CPU.Flags)
 	if len(missing) == 0 {
 		return ""
 	}
@@ -161,24 +164,30 @@ func missingFlags(need, have []string) []string {
 }
 
 // filterCapacity admits a node whose free capacity holds the effective
-// request, and records the free capacity for the scores.
+// request. On a cluster filling up, most nodes may be refused here on
+// every decision, so the reason's words are kept in the node's row and
+// written again only when the request or the node's allocation changed.
 func filterCapacity(p *placer) string {
-	e := &p.cur
-	capacity := e.node.Capacity
-	e.free = capacity.Sub(p.s.Allocated(e.node.Name))
-	if p.need.Fits(e.free) {
+	if p.need.Fits(p.free) {
 		return ""
 	}
+	r, given := p.cur, p.req.Spec.Request
+	if m := &r.capacityMemo; m.reason != "" && m.request == given && m.allocated == r.allocated {
+		return m.reason
+	}
+	capacity := r.node.Capacity
 	var short []string
-	if p.need.MemoryBytes > e.free.MemoryBytes {
-		short = append(short, shortfall(formatBytes(p.need.MemoryBytes)+" memory", p.req.Spec.Request.MemoryBytes == 0,
-			e.free.MemoryBytes, capacity.MemoryBytes, formatBytes))
+	if p.need.MemoryBytes > p.free.MemoryBytes {
+		short = append(short, shortfall(formatBytes(p.need.MemoryBytes)+" memory", given.MemoryBytes == 0,
+			p.free.MemoryBytes, capacity.MemoryBytes, formatBytes))
 	}
-	if p.need.MilliCPU > e.free.MilliCPU {
-		short = append(short, shortfall(formatCPU(p.need.MilliCPU), p.req.Spec.Request.MilliCPU == 0,
-			e.free.MilliCPU, capacity.MilliCPU, formatCPU))
+	if p.need.MilliCPU > p.free.MilliCPU {
+		short = append(short, shortfall(formatCPU(p.need.MilliCPU), given.MilliCPU == 0,
+			p.free.MilliCPU, capacity.MilliCPU, formatCPU))
 	}
-	return strings.Join(short, " and ")
+	reason := strings.Join(short, " and ")
+	r.capacityMemo = capacityMemo{request: given, allocated: r.allocated, reason: reason}
+	return reason
 }
 
 // shortfall says what one dimension of a request lacks on a node:

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/godwit/godwit/scheduler/state"
 )
@@ -157,25 +156,26 @@ type Rejection struct {
 // large cluster nearly all nodes are feasible, and building a Candidate
 // for each would cost more than deciding.
 func Place(s State, req Request) (Decision, error) {
-	p, err := newPlacer(s, req)
+	p, err := newPlacer(req)
 	if err != nil {
 		return Decision{}, err
 	}
-	nodes := byName(s.Nodes())
+	t, release := tableOf(s)
+	defer release()
+	p.held = t.holders(req.Spec.Image)
 	best := ranking{limit: RetainedCandidates}
 	if req.Explain {
-		best = ranking{all: true, keys: make([]uint64, 0, len(nodes))}
+		best = ranking{all: true, keys: make([]uint64, 0, len(t.rows))}
 	}
 	var d Decision
-	var scratch [maxParts]ScorePart
-	for i, n := range nodes {
-		p.cur = eval{node: n}
+	for i := range t.rows {
+		p.at(i, &t.rows[i])
 		if f, reason := p.filter(); f != "" {
-			d.Rejected = append(d.Rejected, Rejection{Node: n.Name, Filter: f, Reason: reason, Advice: advice(f, n)})
+			d.Rejected = append(d.Rejected, Rejection{Node: p.cur.node.Name, Filter: f, Reason: reason, Advice: p.cur.adviceFor(f)})
 			continue
 		}
 		d.Feasible++
-		best.add(rankKey(scoreUnits(p.score(scratch[:0], false)), i))
+		best.add(rankKey(p.units(p.terms()), i))
 	}
 	if d.Feasible == 0 {
 		return d, &NoNodeError{Pinned: req.Spec.Node, Rejected: d.Rejected}
@@ -185,32 +185,18 @@ func Place(s State, req Request) (Decision, error) {
 	parts := make([]ScorePart, 0, len(keys)*maxParts)
 	d.Candidates = make([]Candidate, 0, len(keys))
 	for _, k := range keys {
-		n := nodes[uint32(k)]
-		p.cur = eval{node: n, free: n.Capacity.Sub(s.Allocated(n.Name))}
+		i := int(uint32(k))
+		p.at(i, &t.rows[i])
 		start := len(parts)
-		parts = p.score(parts, req.Explain)
+		parts = p.parts(parts, p.terms(), req.Explain)
 		d.Candidates = append(d.Candidates, Candidate{
-			Node:  n.Name,
+			Node:  p.cur.node.Name,
 			Score: float64(maxScoreUnits-k>>32) * ScorePrecision,
 			Parts: parts[start:len(parts):len(parts)],
 		})
 	}
 	d.Node = d.Candidates[0].Node
 	return d, nil
-}
-
-// byName returns nodes sorted by name: a State that lists them so (a
-// table indexed by name does) costs one pass to check; any other order is
-// sorted in a copy. In name order, the rejections come out sorted and a
-// node's index breaks score ties by name.
-func byName(nodes []*state.Node) []*state.Node {
-	cmpName := func(a, b *state.Node) int { return strings.Compare(a.Name, b.Name) }
-	if slices.IsSortedFunc(nodes, cmpName) {
-		return nodes
-	}
-	sorted := slices.Clone(nodes)
-	slices.SortFunc(sorted, cmpName)
-	return sorted
 }
 
 // maxScoreUnits bounds a score in ScorePrecision units: the weights sum to
@@ -263,9 +249,9 @@ func (r *ranking) ranked() []uint64 {
 	return r.keys
 }
 
-// placer is one Place call's request, checked and prepared once.
+// placer is one Place call's request, checked and prepared once, and the
+// node being evaluated.
 type placer struct {
-	s   State
 	req Request
 	alg Algorithm
 	// need is the request with the defaults for a zero request applied.
@@ -275,13 +261,23 @@ type placer struct {
 	// pinnedReason is the pinned filter's reason, the same for every node
 	// it refuses.
 	pinnedReason string
-	// cur is the node being evaluated. It lives in the placer, not on
-	// Place's stack, because the filters are called through function
-	// values, which would move a fresh one to the heap for every node.
-	cur eval
+	// onlyStatusAndCapacity is set when the request is not pinned and has
+	// no exclusions, constraints or CPU features, so that only the status
+	// and capacity filters can refuse a node.
+	onlyStatusAndCapacity bool
+
+	// held says whether each node holds the request's image (nil when it
+	// names none).
+	held []bool
+	// index and cur are the node being evaluated: its index in the Table
+	// and its row. free is its capacity less its allocation, which the
+	// capacity filter checks and the scores use.
+	index int
+	cur   *row
+	free  state.Resources
 }
 
-func newPlacer(s State, req Request) (*placer, error) {
+func newPlacer(req Request) (*placer, error) {
 	alg, err := ParseAlgorithm(string(req.Algorithm))
 	if err != nil {
 		return nil, err
@@ -295,7 +291,8 @@ func newPlacer(s State, req Request) (*placer, error) {
 			return nil, fmt.Errorf("constraint %q=%q: %w: a constraint needs a label key (--constraint KEY=VALUE)", c.Key, c.Value, ErrInvalidRequest)
 		}
 	}
-	p := &placer{s: s, req: req, alg: alg, need: EffectiveRequest(r)}
+	p := &placer{req: req, alg: alg, need: EffectiveRequest(r)}
+	p.onlyStatusAndCapacity = req.Spec.Node == "" && len(req.Exclude) == 0 && len(req.Spec.Constraints) == 0 && req.RequireCPU == nil
 	if req.Spec.Node != "" {
 		p.pinnedReason = "container is pinned to node " + req.Spec.Node
 	}
@@ -307,10 +304,8 @@ func newPlacer(s State, req Request) (*placer, error) {
 	return p, nil
 }
 
-// eval is what the filters learn of one node and the scores reuse.
-type eval struct {
-	node *state.Node
-	// free is the node's capacity less its allocations, set by the
-	// capacity filter.
-	free state.Resources
+// at makes node index, whose row is r, the one being evaluated.
+func (p *placer) at(index int, r *row) {
+	p.index, p.cur = index, r
+	p.free = r.node.Capacity.Sub(r.allocated)
 }

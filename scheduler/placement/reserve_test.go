@@ -2,6 +2,7 @@ package placement_test
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -68,15 +69,24 @@ func TestReserveBatchNeverOvercommits(t *testing.T) {
 			s := pt.NewState(tc.nodes...)
 			var r placement.Reservations
 			view := placement.Reserve(s, &r)
+			// The scheduler's Placer decides its batches on a Table,
+			// reserving on the Table itself: it must decide exactly as
+			// Reserve does, rejections' words included.
+			table := placement.NewTable(s)
 			var got []string
-			for range tc.batch {
+			for i := range tc.batch {
 				d, err := placement.Place(view, tc.req)
 				if err != nil && !errors.Is(err, placement.ErrNoNode) {
 					t.Fatalf("place: %v", err)
 				}
+				onTable, tableErr := placement.Place(table, tc.req)
+				if !reflect.DeepEqual(onTable, d) || (tableErr == nil) != (err == nil) {
+					t.Fatalf("container %d: on the Table, Place decided %+v (err %v), not %+v (err %v)", i, onTable, tableErr, d, err)
+				}
 				got = append(got, d.Node)
 				if d.Node != "" {
 					r.Add(d.Node, tc.req.Spec.Request)
+					table.Add(d.Node, tc.req.Spec.Request)
 				}
 			}
 			if !slices.Equal(got, tc.want) {

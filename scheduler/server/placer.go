@@ -340,15 +340,17 @@ func (p *Placer) decideBatch(ctx context.Context, calls []*placeCall, flying []*
 			}
 		}
 	}
-	view := placement.Reserve(snap, held)
+	// Every call of the batch is decided on one table read from the
+	// snapshot, each decision reserved on it before the next.
+	table := placement.NewTable(placement.Reserve(snap, held))
 	f := &flight{cmd: &fsm.PlaceContainers{Containers: make([]fsm.NewContainer, 0, len(live))}}
 	for _, c := range live {
-		placed, err := decide(snap, view, names, c.req)
+		placed, err := decide(snap, table, names, c.req)
 		if err != nil {
 			c.answer(placed, err)
 			continue
 		}
-		held.Add(placed.Decision.Node, c.req.Spec.Request)
+		table.Add(placed.Decision.Node, c.req.Spec.Request)
 		names[placed.Name] = true
 		f.cmd.Containers = append(f.cmd.Containers, fsm.NewContainer{ID: placed.ID, Name: placed.Name, Spec: c.req.Spec, Node: placed.Decision.Node})
 		f.batch = append(f.batch, decided{call: c, placed: placed})

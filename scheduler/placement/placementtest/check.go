@@ -34,7 +34,8 @@ type Want struct {
 // and are sorted by node; candidates are sorted by score then name and
 // each score is the rounded weighted sum of its parts; the error is a
 // *NoNodeError with the Decision's rejections exactly when nothing fits;
-// the same request on the nodes in reverse order decides the same; and
+// the same request on the nodes in reverse order, and on a placement.Table
+// read from s, decides the same; and
 // flipping Request.Explain changes nothing but how many candidates are
 // kept and whether their parts carry Details.
 func Check(t testing.TB, s *State, req placement.Request, want Want) placement.Decision {
@@ -82,6 +83,10 @@ func Check(t testing.TB, s *State, req placement.Request, want Want) placement.D
 	}
 
 	checkInvariants(t, s, req, d)
+	onTable, onTableErr := placement.Place(placement.NewTable(s), req)
+	if !reflect.DeepEqual(onTable, d) || (onTableErr == nil) != (err == nil) {
+		t.Errorf("on a placement.Table of the same state, Place decided %+v (err %v), not %+v (err %v)", onTable, onTableErr, d, err)
+	}
 	again, againErr := placement.Place(reversed{s}, req)
 	if !reflect.DeepEqual(again, d) || (againErr == nil) != (err == nil) {
 		t.Errorf("with the nodes in reverse order, Place decided %+v (err %v), not %+v (err %v)", again, againErr, d, err)
