@@ -3,6 +3,8 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/godwit/godwit/scheduler/state"
@@ -22,7 +24,8 @@ type NewContainer struct {
 }
 
 // PlaceOutcome is what became of one container of a batch: the stored
-// container, with its address, or why it was refused. With
+// container, with its address (the store's record: read it, never change
+// it), or why it was refused. With
 // ErrContainerExists, Container is the one already stored under the ID,
 // so a proposer that retried a batch can tell that it committed before.
 type PlaceOutcome struct {
@@ -127,12 +130,28 @@ func placeOne(tx *state.Txn, nc NewContainer, at time.Time) (*state.Container, e
 		ReportedAt: at,
 		Created:    at,
 	}
-	if err := tx.PutContainer(ctr); err != nil {
+	// ctr and its spec (decoded for this apply) are the store's from here.
+	if err := tx.PutContainerOwned(ctr); err != nil {
 		return nil, fmt.Errorf("place container %q: %w", nc.Name, err)
 	}
-	tx.Emit(state.EventContainerPlaced, nc.Node, nc.ID, fmt.Sprintf("%s placed on %s with address %s", nc.Name, nc.Node, ip))
-	// The store keeps its own copy: ctr is the caller's.
+	tx.Emit(state.EventContainerPlaced, nc.Node, nc.ID, placedMessage(nc.Name, nc.Node, ip))
 	return ctr, nil
+}
+
+// placedMessage is the message of a container-placed event, "NAME placed
+// on NODE with address IP", built in one allocation: one per placement.
+func placedMessage(name, node string, ip netip.Addr) string {
+	const placedOn, withAddress = " placed on ", " with address "
+	var buf [64]byte // the longest IPv6 address is 45 bytes
+	addr := ip.AppendTo(buf[:0])
+	var b strings.Builder
+	b.Grow(len(name) + len(placedOn) + len(node) + len(withAddress) + len(addr))
+	b.WriteString(name)
+	b.WriteString(placedOn)
+	b.WriteString(node)
+	b.WriteString(withAddress)
+	b.Write(addr)
+	return b.String()
 }
 
 // lookupContainer returns the container with the ID or an error wrapping
@@ -174,7 +193,7 @@ func (c SetDesired) apply(tx *state.Txn) (any, error) {
 	}
 	ctr := old.Clone()
 	ctr.Desired = c.Desired
-	if err := tx.PutContainer(ctr); err != nil {
+	if err := tx.PutContainerOwned(ctr); err != nil {
 		return nil, err
 	}
 	tx.Emit(state.EventContainerDesired, ctr.Node, ctr.ID, fmt.Sprintf("%s desired %s -> %s", ctr.Name, old.Desired, ctr.Desired))
@@ -336,7 +355,7 @@ func setReported(tx *state.Txn, old *state.Container, reported state.ReportedSta
 	if reported != state.ReportedCheckpointed && reported != state.ReportedLost {
 		ctr.Checkpoint = ""
 	}
-	if err := tx.PutContainer(ctr); err != nil {
+	if err := tx.PutContainerOwned(ctr); err != nil {
 		return err
 	}
 	tx.Emit(state.EventContainerState, ctr.Node, ctr.ID, fmt.Sprintf("%s %s -> %s", ctr.Name, old.Reported, ctr.Reported))

@@ -87,7 +87,7 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	TypeSetNodeHealth:     decodeAs[SetNodeHealth],
 	TypeSetSchedulability: decodeAs[SetSchedulability],
 	TypeRemoveNode:        decodeAs[RemoveNode],
-	TypePlaceContainers:   decodeAs[PlaceContainers],
+	TypePlaceContainers:   decodePlaceContainers, // decode_place.go
 	TypeSetDesired:        decodeAs[SetDesired],
 	TypeReportContainers:  decodeAs[ReportContainers],
 	TypeMarkNodeLost:      decodeAs[MarkNodeLost],

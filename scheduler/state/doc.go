@@ -23,7 +23,14 @@
 //   - Records are immutable once stored: they are shared by every snapshot
 //     that sees them. Readers must not modify what they get; writers
 //     clone, change the clone and put it (Txn's Put methods store a deep
-//     copy of what they are given).
+//     copy of what they are given, except PutContainerOwned, which keeps
+//     the caller's).
+//   - A write transaction buffers the containers it creates and the usage
+//     rows it changes, reads them from its buffer, and writes them to
+//     memdb when it commits (pending.go): memdb keeps the radix nodes a
+//     transaction copied writable only until that index is read, and a
+//     placement reads before each write. The store's memdb tracks no
+//     watch channels: nothing waits on them.
 //   - Container addresses come from Config.ClusterCIDR: the lowest usable
 //     address that no container holds (not the network address, not the
 //     first host address, which is the gateway, and for IPv4 not the

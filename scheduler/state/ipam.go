@@ -35,7 +35,10 @@ func UsableRange(p netip.Prefix) (first, last netip.Addr, ok bool) {
 // before allocating for the next. The result depends only on which
 // addresses the containers hold, so every replica allocates the same.
 func (t *Txn) AllocateIP() (netip.Addr, error) {
-	cidr := t.Config().ClusterCIDR
+	if !t.p.configRead {
+		t.p.config, t.p.configRead = t.Config(), true
+	}
+	cidr := t.p.config.ClusterCIDR
 	if !cidr.IsValid() {
 		return netip.Addr{}, fmt.Errorf("allocate a container address: %w: the scheduler leader sets it when the cluster starts; check the scheduler's --cluster-cidr", ErrNoClusterCIDR)
 	}
@@ -51,16 +54,28 @@ func (t *Txn) AllocateIP() (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("scan container addresses: %w", err)
 	}
+	// Walk the stored containers' addresses from start, and the
+	// transaction's buffered ones (pending), until an address neither
+	// holds.
 	cand := start
-	for obj := it.Next(); obj != nil && cand.IsValid() && !last.Less(cand); obj = it.Next() {
-		held := obj.(*Container).IP
-		if held.Less(cand) || held.BitLen() != cand.BitLen() {
+	obj := it.Next()
+	for cand.IsValid() && !last.Less(cand) {
+		if _, held := t.p.byIP[cand]; held {
+			cand = cand.Next()
 			continue
 		}
-		if held != cand {
+		for obj != nil {
+			if held := obj.(*Container).IP; held.Less(cand) || held.BitLen() != cand.BitLen() {
+				obj = it.Next()
+				continue
+			}
+			break
+		}
+		if obj == nil || obj.(*Container).IP != cand {
 			break
 		}
 		cand = cand.Next()
+		obj = it.Next()
 	}
 	// Every address from start up to cand is held: later walks may
 	// start at cand.
@@ -68,6 +83,7 @@ func (t *Txn) AllocateIP() (netip.Addr, error) {
 	if !cand.IsValid() || last.Less(cand) {
 		return netip.Addr{}, fmt.Errorf("allocate a container address: %w: all %s are in use; remove containers or grow the cluster CIDR", ErrCIDRFull, cidr)
 	}
+	t.p.freeIP = cand
 	return cand, nil
 }
 

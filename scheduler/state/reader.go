@@ -19,6 +19,9 @@ const maxAmbiguousListed = 5
 type reader struct {
 	db *memdb.MemDB
 	tx *memdb.Txn
+	// p is a write transaction's buffer of writes not yet in tx
+	// (pending.go); nil for a snapshot.
+	p *pending
 }
 
 func (r reader) txn() *memdb.Txn {
@@ -30,11 +33,19 @@ func (r reader) txn() *memdb.Txn {
 
 // first returns the one object of table the index maps args to, or nil.
 func (r reader) first(table, index string, args ...any) any {
+	if r.p != nil {
+		if obj, ok := r.p.lookup(r.tx, table, index, args); ok {
+			return obj
+		}
+	}
 	obj, err := r.txn().First(table, index, args...)
 	if err != nil {
 		// The tables and indexes are constants of this package: an error
 		// here is a programming mistake, not a condition to handle.
 		panic(fmt.Sprintf("state: lookup %s.%s: %v", table, index, err))
+	}
+	if r.p != nil {
+		r.p.found(table, index, args, obj)
 	}
 	return obj
 }
@@ -42,6 +53,9 @@ func (r reader) first(table, index string, args ...any) any {
 // all returns every object of table the index maps args to, in index
 // order.
 func all[T any](r reader, table, index string, args ...any) []T {
+	if r.p != nil {
+		r.p.scanning(r.tx, table)
+	}
 	it, err := r.txn().Get(table, index, args...)
 	if err != nil {
 		panic(fmt.Sprintf("state: scan %s.%s: %v", table, index, err))

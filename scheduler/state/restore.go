@@ -19,7 +19,7 @@ type Restore struct {
 // Restore starts loading s, which should be new and not yet shared.
 func (s *Store) Restore() *Restore {
 	s.wmu.Lock()
-	return &Restore{s: s, t: &Txn{reader: reader{tx: s.db.Load().Txn(true)}}}
+	return &Restore{s: s, t: &Txn{reader: reader{tx: s.db.Load().Txn(true), p: &pending{}}}}
 }
 
 // Config sets the cluster's settings.
@@ -66,6 +66,7 @@ func (r *Restore) Commit() {
 		return
 	}
 	r.done = true
+	r.t.p.flush(r.t.tx)
 	r.t.tx.Commit()
 	r.s.events.reset(reader{db: r.s.db.Load()}.Index())
 	r.s.wmu.Unlock()

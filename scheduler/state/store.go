@@ -42,6 +42,12 @@ type Store struct {
 	events *eventLog
 	// viewHint sizes the next snapshot's node view (nodeview.go).
 	viewHint viewHint
+
+	// pend and emitted are every write's buffers, guarded by wmu: reset
+	// and reused by each write, so that their maps and slices are grown
+	// once rather than once per write.
+	pend    pending
+	emitted []Event
 }
 
 // NewStore returns an empty store at index 0.
@@ -57,7 +63,14 @@ func newStore(ringSize int) *Store {
 		panic(fmt.Sprintf("state: invalid memdb schema: %v", err))
 	}
 	s := &Store{events: newEventLog(ringSize)}
-	s.db.Store(db)
+	// The store writes through a memdb "snapshot" of the database it made:
+	// the same tables, but without mutation tracking. A primary memdb
+	// records, for every radix node a write copies, the watch channel that
+	// readers of the old node could wait on, and closes them all at commit
+	// (a map insert and a close per node). godwit waits on none of them
+	// (watchers wait on EventsSince), and on the FSM's write path that
+	// bookkeeping cost more than a tenth of an apply.
+	s.db.Store(db.Snapshot())
 	return s
 }
 
@@ -100,13 +113,25 @@ func (s *Store) Write(index uint64, at time.Time, fn func(*Txn) error) error {
 			mt.Abort()
 		}
 	}()
-	t := &Txn{reader: reader{tx: mt}, index: index, at: at, ipHint: s.ipHint}
+	t := &Txn{reader: reader{tx: mt, p: &s.pend}, index: index, at: at, ipHint: s.ipHint, events: s.emitted[:0]}
+	defer func() {
+		// Keep the buffers' room, not what they hold: the committed
+		// records are in memdb, the events in the ring, and a write that
+		// failed leaves nothing.
+		s.pend.reset()
+		clear(t.events)
+		s.emitted = t.events[:0]
+		if cap(t.events) > keepRoom {
+			s.emitted = nil
+		}
+	}()
 	if err := fn(t); err != nil {
 		return err
 	}
 	if len(t.touched) == 0 && len(t.events) == 0 {
 		return nil
 	}
+	t.p.flush(mt)
 	for _, table := range t.touched {
 		if err := mt.Insert(tableIndexes, &indexRecord{Table: table, Index: index}); err != nil {
 			return fmt.Errorf("record index of table %s: %w", table, err)

@@ -8,9 +8,11 @@ import (
 )
 
 // Txn is a write transaction, handed to the function given to
-// Store.Write. It reads its own writes. Every Put stores a deep copy of
-// what it is given, so the caller may keep and reuse its value; records
-// read from the Txn are shared and must not be modified (Clone first).
+// Store.Write. It reads its own writes (new containers and usage rows
+// wait in a buffer until the write commits: see pending). Every Put but
+// PutContainerOwned stores a deep copy of what it is given, so the caller
+// may keep and reuse its value; records read from the Txn are shared and
+// must not be modified (Clone first).
 //
 // A method that refuses (an error wrapping ErrNotFound, ErrNameTaken,
 // ErrAddressTaken, ErrNoClusterCIDR or ErrCIDRFull) has changed nothing,
@@ -59,6 +61,7 @@ func (t *Txn) SetConfig(c Config) error {
 	if err := t.tx.Insert(TableConfig, &configRecord{Key: configKey, Config: c}); err != nil {
 		return fmt.Errorf("store config: %w", err)
 	}
+	t.p.config, t.p.configRead = c, true
 	// The hint belongs to the old CIDR.
 	t.ipHint = netip.Addr{}
 	t.touch(TableConfig)
@@ -98,19 +101,57 @@ func (t *Txn) DeleteNode(name string) error {
 // PutContainer inserts or replaces the container with c's ID. It refuses
 // a name or an address that another container holds.
 func (t *Txn) PutContainer(c *Container) error {
+	old, err := t.checkContainer(c)
+	if err != nil {
+		return err
+	}
+	return t.storeContainer(old, c.Clone())
+}
+
+// PutContainerOwned is PutContainer without the copy: the store keeps c
+// itself, shared from then on by every snapshot that sees it, so neither
+// c nor anything it refers to (its spec's slices and maps) may be
+// changed afterwards, by the caller or anyone it hands c to. For a
+// container the caller has just built or cloned.
+func (t *Txn) PutContainerOwned(c *Container) error {
+	old, err := t.checkContainer(c)
+	if err != nil {
+		return err
+	}
+	return t.storeContainer(old, c)
+}
+
+// checkContainer refuses c's name or address when another container
+// holds it, and returns the container c replaces, if any.
+func (t *Txn) checkContainer(c *Container) (*Container, error) {
 	if other, ok := t.ContainerByName(c.Name); ok && other.ID != c.ID {
-		return fmt.Errorf("container name %q %w by %s: choose another name or remove that container", c.Name, ErrNameTaken, other.ID)
+		return nil, fmt.Errorf("container name %q %w by %s: choose another name or remove that container", c.Name, ErrNameTaken, other.ID)
 	}
 	if c.IP.IsValid() {
 		if other, ok := t.first(TableContainers, indexIP, c.IP).(*Container); ok && other.ID != c.ID {
-			return fmt.Errorf("address %s %w by container %s", c.IP, ErrAddressTaken, other.ID)
+			return nil, fmt.Errorf("address %s %w by container %s", c.IP, ErrAddressTaken, other.ID)
 		}
 	}
 	old, _ := t.ContainerByID(c.ID)
-	stored := c.Clone()
-	if err := t.tx.Insert(TableContainers, stored); err != nil {
-		return fmt.Errorf("store container %s: %w", c.ID, err)
+	return old, nil
+}
+
+// storeContainer puts stored, which replaces old (nil for a new
+// container): a new container waits in the buffer until the transaction
+// commits (see pending), a changed one goes to memdb at once.
+func (t *Txn) storeContainer(old, stored *Container) error {
+	switch {
+	case old == nil && bufferable(stored):
+		t.p.add(stored)
+	default:
+		if old != nil && t.p.holds(old.ID) {
+			t.p.flush(t.tx)
+		}
+		if err := t.tx.Insert(TableContainers, stored); err != nil {
+			return fmt.Errorf("store container %s: %w", stored.ID, err)
+		}
 	}
+	t.p.stored()
 	t.touch(TableContainers)
 	if old != nil && old.IP.IsValid() && old.IP != stored.IP {
 		t.addressFreed(old.IP)
@@ -118,7 +159,8 @@ func (t *Txn) PutContainer(c *Container) error {
 	if stored.IP.IsValid() && stored.IP == t.ipHint {
 		t.ipHint = stored.IP.Next()
 	}
-	return t.updateUsage(old, stored)
+	t.updateUsage(old, stored)
+	return nil
 }
 
 // DeleteContainer removes the container; its address is free again.
@@ -127,6 +169,9 @@ func (t *Txn) DeleteContainer(id string) error {
 	if !ok {
 		return fmt.Errorf("container %s %w", id, ErrNotFound)
 	}
+	if t.p.holds(id) {
+		t.p.flush(t.tx)
+	}
 	if err := t.tx.Delete(TableContainers, old); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
@@ -134,7 +179,8 @@ func (t *Txn) DeleteContainer(id string) error {
 	if old.IP.IsValid() {
 		t.addressFreed(old.IP)
 	}
-	return t.updateUsage(old, nil)
+	t.updateUsage(old, nil)
+	return nil
 }
 
 // reserves reports whether c holds its request on its node (see
@@ -144,40 +190,25 @@ func reserves(c *Container) bool {
 }
 
 // updateUsage moves the usage of the node(s) from what old added to what
-// c adds (either may be nil).
-func (t *Txn) updateUsage(old, c *Container) error {
+// c adds (either may be nil). The rows change in the transaction's buffer
+// (pending), which writes each changed row once, at commit.
+func (t *Txn) updateUsage(old, c *Container) {
 	if old != nil {
-		if err := t.addUsage(old, -1); err != nil {
-			return err
-		}
+		t.addUsage(old, -1)
 	}
 	if c != nil {
-		return t.addUsage(c, 1)
+		t.addUsage(c, 1)
 	}
-	return nil
 }
 
-func (t *Txn) addUsage(c *Container, sign int64) error {
-	u := usageRecord{Node: c.Node}
-	if cur, ok := t.first(tableUsage, indexID, c.Node).(*usageRecord); ok {
-		u = *cur
-	}
+func (t *Txn) addUsage(c *Container, sign int64) {
+	u := t.p.usageRow(t.tx, c.Node)
 	u.Count += int(sign)
 	if reserves(c) {
 		req := c.Spec.Request.Effective()
 		u.Reserved.MilliCPU += sign * req.MilliCPU
 		u.Reserved.MemoryBytes += sign * req.MemoryBytes
 	}
-	var err error
-	if u.Count == 0 {
-		_, err = t.tx.DeleteAll(tableUsage, indexID, c.Node)
-	} else {
-		err = t.tx.Insert(tableUsage, &u)
-	}
-	if err != nil {
-		return fmt.Errorf("update usage of node %q: %w", c.Node, err)
-	}
-	return nil
 }
 
 // SetImages makes images the node's whole list of images (each one's
