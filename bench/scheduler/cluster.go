@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -144,7 +145,10 @@ type replica struct {
 	addr  string
 	store *state.Store
 	// apply commits on this replica (it must lead).
-	apply    func(ctx context.Context, data []byte) (any, error)
+	apply func(ctx context.Context, data []byte) (any, error)
+	// verify is what the scheduler's Placer checks before each batch:
+	// that this replica leads and has applied its term's barrier
+	// (server.RaftNode.LeaderCaughtUp).
 	verify   func(ctx context.Context) error
 	isLeader func() bool
 	// snapshot takes a raft snapshot and returns the FSM state's size in
@@ -316,7 +320,7 @@ func startBoltCluster(ctx context.Context, dir string, n int, timing server.Raft
 		c.replicas = append(c.replicas, &replica{
 			id: name, addr: node.Addr(), store: f.Store(),
 			apply:    node.Apply,
-			verify:   node.VerifyLeader,
+			verify:   node.LeaderCaughtUp,
 			isLeader: node.IsLeader,
 			snapshot: func(ctx context.Context) (int64, error) {
 				info, err := node.SaveSnapshot(ctx, io.Discard)
@@ -450,7 +454,7 @@ func startMemoryCluster(ctx context.Context, dir string, timing server.RaftTimin
 				}
 				return fut.Response(), nil
 			},
-			verify:   func(context.Context) error { return r.VerifyLeader().Error() },
+			verify:   leaderCaughtUp(r),
 			isLeader: func() bool { return r.State() == raft.Leader },
 			shutdown: func() error { return errors.Join(r.Shutdown().Error(), transport.Close()) },
 		})
@@ -480,4 +484,22 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// leaderCaughtUp returns RaftNode.LeaderCaughtUp for a bare raft: nil
+// while r leads, once a barrier of the current term has applied.
+func leaderCaughtUp(r *raft.Raft) func(context.Context) error {
+	var barrierTerm atomic.Uint64
+	return func(context.Context) error {
+		if r.State() != raft.Leader {
+			return raft.ErrNotLeader
+		}
+		if term := r.CurrentTerm(); barrierTerm.Load() != term {
+			if err := r.Barrier(commitTimeout).Error(); err != nil {
+				return err
+			}
+			barrierTerm.Store(term)
+		}
+		return nil
+	}
 }

@@ -94,6 +94,8 @@ type options struct {
 }
 
 func main() {
+	// The replicas' collector runs as a scheduler process's does.
+	server.TuneGC()
 	// The memory measurement runs in a child process: this same binary.
 	if code, ok := runChild(); ok {
 		os.Exit(code)

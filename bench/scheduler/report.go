@@ -29,9 +29,12 @@ type conditions struct {
 	memory    int64
 	kernel    string
 	goVersion string
-	revision  string
-	workDir   string
-	workFS    string
+	// gogc is the collector's target the replicas ran with
+	// (server.TuneGC).
+	gogc     string
+	revision string
+	workDir  string
+	workFS   string
 	// loadStart and loadEnd are /proc/loadavg's three averages when the
 	// benchmark started and ended: the machine is shared.
 	loadStart, loadEnd string
@@ -47,6 +50,7 @@ func hostConditions(work string, o options) conditions {
 		memory:           benchutil.MemoryTotal(),
 		kernel:           benchutil.Kernel(),
 		goVersion:        runtime.Version(),
+		gogc:             server.TuneGC(),
 		revision:         benchutil.Revision(),
 		workDir:          work,
 		workFS:           benchutil.Filesystem(work),
@@ -119,8 +123,8 @@ func (r report) render() string {
 	o := r.opts
 	c := r.cond
 	fmt.Fprintf(&b, "## Scheduler (issue 5)\n\n")
-	fmt.Fprintf(&b, "Conditions: %s, %s, %d CPUs, %.1f GiB, kernel %s, %s; godwit from %s;\n",
-		c.date.Format("2006-01-02 15:04 MST"), c.cpu, c.cores, float64(c.memory)/(1<<30), c.kernel, c.goVersion, c.revision)
+	fmt.Fprintf(&b, "Conditions: %s, %s, %d CPUs, %.1f GiB, kernel %s, %s (GOGC %s, as a scheduler runs); godwit from %s;\n",
+		c.date.Format("2006-01-02 15:04 MST"), c.cpu, c.cores, float64(c.memory)/(1<<30), c.kernel, c.goVersion, c.gogc, c.revision)
 	fmt.Fprintf(&b, "raft data dirs on %s (%s); load average %s at the start, %s at the end.\n",
 		c.workFS, c.workDir, c.loadStart, c.loadEnd)
 	timing := "production's (DefaultRaftTiming)"
@@ -162,7 +166,7 @@ func (r report) render() string {
 	b.WriteString("\n")
 
 	if len(o.callers) > 0 {
-		fmt.Fprintf(&b, "The scheduler's placement queue (server.Placer, what Run calls): callers in parallel, one container per call; the Placer takes every waiting call (up to %d) into one entry, decided on one snapshot, each decision reserved before the next; %s per measurement. Latency is a call's, from Place to its answer; \"deciding\" and \"leader check\" are the shares of the time the Placer's one goroutine spent deciding and confirming its leadership (a quorum round trip before each batch):\n\n",
+		fmt.Fprintf(&b, "The scheduler's placement queue (server.Placer, what Run calls): callers in parallel, one container per call; the Placer takes every waiting call (up to %d) into one entry, decided on one snapshot, each decision reserved before the next; %s per measurement. Latency is a call's, from Place to its answer; \"deciding\" and \"leader check\" are the shares of the time the Placer's one goroutine spent deciding and confirming its leadership before each batch (RaftNode.LeaderCaughtUp: it leads, and a barrier of its term has applied; one barrier per term):\n\n",
 			server.DefaultMaxPlaceBatch, o.wholeDuration)
 		b.WriteString("| callers | committed by | placements/s | runs (min–max) | call p50 | call p99 | CPU per placement | containers per entry | deciding | leader check |\n")
 		b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")

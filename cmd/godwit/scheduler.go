@@ -101,6 +101,7 @@ Raft listens on the --listen port + 1 and gossip on + 2 unless given.`,
 			}
 			cfg.Join = join
 			cfg.Logger = log
+			log.Debug("garbage collector target", "gogc", server.TuneGC())
 			cfg.Timing = server.LANTiming
 			if fastTimings {
 				cfg.Timing = server.TestTiming
