@@ -160,28 +160,34 @@ func Place(s State, req Request) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	t, release := tableOf(s)
+	t, release := tableOf(s, p.alg == Spread)
 	defer release()
 	p.held = t.holders(req.Spec.Image)
-	best := ranking{limit: RetainedCandidates}
-	if req.Explain {
-		best = ranking{all: true, keys: make([]uint64, 0, len(t.rows))}
-	}
 	var d Decision
-	for i := range t.rows {
-		p.at(i, &t.rows[i])
-		if f, reason := p.filter(); f != "" {
-			d.Rejected = append(d.Rejected, Rejection{Node: p.cur.node.Name, Filter: f, Reason: reason, Advice: p.cur.adviceFor(f)})
-			continue
+	var keys []uint64
+	if o := t.outcomesFor(p); o != nil {
+		d.Feasible, d.Rejected = len(o.keys), o.rejections()
+		keys = o.keys[:min(len(o.keys), RetainedCandidates)]
+	} else {
+		best := ranking{limit: RetainedCandidates}
+		if req.Explain {
+			best = ranking{all: true, keys: make([]uint64, 0, len(t.rows))}
 		}
-		d.Feasible++
-		best.add(rankKey(p.units(p.terms()), i))
+		for i := range t.rows {
+			key, r, ok := p.evaluate(t, i)
+			if !ok {
+				d.Rejected = append(d.Rejected, r)
+				continue
+			}
+			d.Feasible++
+			best.add(key)
+		}
+		keys = best.ranked()
 	}
 	if d.Feasible == 0 {
 		return d, &NoNodeError{Pinned: req.Spec.Node, Rejected: d.Rejected}
 	}
 
-	keys := best.ranked()
 	parts := make([]ScorePart, 0, len(keys)*maxParts)
 	d.Candidates = make([]Candidate, 0, len(keys))
 	for _, k := range keys {
@@ -302,6 +308,16 @@ func newPlacer(req Request) (*placer, error) {
 		p.cpuFlags = slices.Compact(p.cpuFlags)
 	}
 	return p, nil
+}
+
+// evaluate runs the filters on row i of t: a feasible node's rank key and
+// true, or the node's Rejection and false.
+func (p *placer) evaluate(t *Table, i int) (uint64, Rejection, bool) {
+	p.at(i, &t.rows[i])
+	if f, reason := p.filter(); f != "" {
+		return 0, Rejection{Node: p.cur.node.Name, Filter: f, Reason: reason, Advice: p.cur.adviceFor(f)}, false
+	}
+	return rankKey(p.units(p.terms()), i), Rejection{}, true
 }
 
 // at makes node index, whose row is r, the one being evaluated.

@@ -30,6 +30,13 @@ type Table struct {
 	// images holds, per image reference asked about, whether each row's
 	// node holds it.
 	images map[string][]bool
+
+	// keepsOutcomes is set on a Table of NewTable's, which decides a
+	// batch; outcomes are what it keeps of each kind of decision, and
+	// changed the rows Add changed, in order (batch.go).
+	keepsOutcomes bool
+	outcomes      map[kind]*outcomes
+	changed       []int
 }
 
 // row is what placement reads of one node.
@@ -58,20 +65,25 @@ type capacityMemo struct {
 // NewTable reads every node of s, sorted by name, with its allocation and
 // container count.
 func NewTable(s State) *Table {
-	t := &Table{}
-	t.read(s)
+	t := &Table{keepsOutcomes: true}
+	t.read(s, true)
 	return t
 }
 
-// read makes t a copy of s, reusing t's rows.
-func (t *Table) read(s State) {
+// read makes t a copy of s, reusing t's rows; the container counts only
+// when counts is set (only spread reads them).
+func (t *Table) read(s State, counts bool) {
 	nodes := byName(s.Nodes())
 	t.rows = slices.Grow(t.rows[:0], len(nodes))[:len(nodes)]
 	for i, n := range nodes {
-		t.rows[i] = row{node: n, status: n.Status(), allocated: s.Allocated(n.Name), count: s.ContainerCount(n.Name)}
+		t.rows[i] = row{node: n, status: n.Status(), allocated: s.Allocated(n.Name)}
+		if counts {
+			t.rows[i].count = s.ContainerCount(n.Name)
+		}
 	}
 	t.src, t.byName = s, nil
 	clear(t.images)
+	t.outcomes, t.changed = nil, t.changed[:0]
 }
 
 // scratchTables are the Tables Place reads a State that is not one into,
@@ -79,13 +91,14 @@ func (t *Table) read(s State) {
 var scratchTables = sync.Pool{New: func() any { return &Table{} }}
 
 // tableOf returns s as a Table, reading it into a scratch Table unless it
-// is one, and the function to call once the Table is no longer used.
-func tableOf(s State) (*Table, func()) {
+// is one (with the container counts when counts is set), and the function
+// to call once the Table is no longer used.
+func tableOf(s State, counts bool) (*Table, func()) {
 	if t, ok := s.(*Table); ok {
 		return t, func() {}
 	}
 	t := scratchTables.Get().(*Table)
-	t.read(s)
+	t.read(s, counts)
 	return t, func() {
 		t.src = nil
 		clear(t.rows) // drop the nodes for the collector
@@ -116,6 +129,7 @@ func (t *Table) Add(node string, request state.Resources) {
 	r := &t.rows[i]
 	r.allocated = r.allocated.Add(EffectiveRequest(request))
 	r.count++
+	t.changed = append(t.changed, i)
 }
 
 // Nodes returns the Table's nodes, sorted by name, in a slice of the
