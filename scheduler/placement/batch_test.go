@@ -66,7 +66,7 @@ func randomCluster(r *rand.Rand) *pt.State {
 	nodes := make([]*pt.NodeSpec, 0, 12)
 	for i := range 8 + r.IntN(5) {
 		n := pt.Node(fmt.Sprintf("n%02d", i), int64(2000*(1+r.IntN(4))), int64(1+r.IntN(8))*pt.GiB).
-			Labels("zone=" + []string{"eu", "us"}[r.IntN(2)]).
+			Labels("zone="+[]string{"eu", "us"}[r.IntN(2)]).
 			Running(r.IntN(6), 250, 256*pt.MiB)
 		if r.IntN(8) == 0 {
 			n.Status(state.NodeCordoned)
