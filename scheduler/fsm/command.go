@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -9,7 +8,7 @@ import (
 )
 
 // CommandType is the first byte of a raft log entry: which command the
-// JSON after it holds. The values live in raft logs and snapshots of
+// payload after it holds. The values live in raft logs and snapshots of
 // running clusters: never renumber or reuse one; add new ones at the end.
 type CommandType uint8
 
@@ -87,7 +86,7 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	TypeSetNodeHealth:     decodeAs[SetNodeHealth],
 	TypeSetSchedulability: decodeAs[SetSchedulability],
 	TypeRemoveNode:        decodeAs[RemoveNode],
-	TypePlaceContainers:   decodePlaceContainers, // decode_place.go
+	TypePlaceContainers:   decodeAs[PlaceContainers],
 	TypeSetDesired:        decodeAs[SetDesired],
 	TypeReportContainers:  decodeAs[ReportContainers],
 	TypeMarkNodeLost:      decodeAs[MarkNodeLost],
@@ -125,9 +124,10 @@ type Command interface {
 	apply(tx *state.Txn) (any, error)
 }
 
-// Encode returns the log entry for cmd: its type byte, then its JSON.
+// Encode returns the log entry for cmd: its type byte, then its payload
+// (encoding.go: JSON, or MessagePack for PlaceContainers).
 func Encode(cmd Command) ([]byte, error) {
-	payload, err := json.Marshal(cmd)
+	payload, err := encodePayload(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s command: %w", cmd.Type(), err)
 	}
@@ -146,12 +146,4 @@ func Decode(data []byte) (Command, error) {
 		return nil, fmt.Errorf("decode command: type %d: %w: a newer godwit wrote it; upgrade every scheduler to the same version", data[0], ErrUnknownCommand)
 	}
 	return decode(data[1:])
-}
-
-func decodeAs[C Command](payload []byte) (Command, error) {
-	var c C
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return nil, fmt.Errorf("decode %s command: %w: %v", c.Type(), ErrBadCommand, err)
-	}
-	return c, nil
 }

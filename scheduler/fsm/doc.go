@@ -12,9 +12,9 @@
 //     Record.Time), so applying reads no clock, no randomness and no map
 //     order. Replicas that apply the same log hold the same state.
 //   - Encoding: one type byte (CommandType, never renumbered) and the
-//     command's JSON (PlaceContainers, most of the log, has a decoder of
-//     its own for speed, which reads that JSON as encoding/json does:
-//     decode_place.go). An unknown type or a payload that does not decode
+//     command's JSON, or for PlaceContainers, most of the log, its
+//     MessagePack (encoding.go: faster to decode; entries written as JSON
+//     before still decode). An unknown type or a payload that does not decode
 //     is refused loudly: Apply returns a Result whose Err wraps
 //     ErrUnknownCommand or ErrBadCommand and logs at error level. Apply
 //     never panics: a panic in a command is recovered, changes nothing and

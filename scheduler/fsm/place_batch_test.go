@@ -121,9 +121,8 @@ func stateString(h *harness) string {
 }
 
 // TestPlaceContainersEntriesAsWritten applies PlaceContainers entries as
-// godwit has written them (its JSON, which the fast decoder reads, and
-// JSON with escapes, which encoding/json decodes): both place their
-// container.
+// godwit wrote them before they were MessagePack (its JSON, with and
+// without escapes): both place their container.
 func TestPlaceContainersEntriesAsWritten(t *testing.T) {
 	entries := []struct {
 		name, payload, wantName string
