@@ -72,4 +72,18 @@
 //
 // When no node passes, Place returns a *NoNodeError (errors.Is ErrNoNode)
 // that lists each node's rejection with what an operator can do about it.
+//
+// # Deciding a batch
+//
+// The scheduler leader decides the runs waiting for it as one batch on one
+// snapshot, each decision reserved before the next (Reservations, Reserve)
+// so that no two count on the same room. It reads the snapshot into a
+// Table once (NewTable) and reserves each decision on the Table (Add).
+// Place walks a Table's rows in name order without a lookup; and from the
+// second decision of a kind (the same request, algorithm and image, only
+// the status and capacity filters, no Explain) a Table keeps that kind's
+// outcome on every node and re-evaluates only the nodes Add changed since
+// (batch.go): a batch of replicas alike costs a pass over the nodes once,
+// then a few microseconds a decision (BenchmarkPlaceBatch). Every Decision
+// is exactly the one a pass over every node gives; the tests compare both.
 package placement
