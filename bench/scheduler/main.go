@@ -19,10 +19,11 @@
 //     snapshotted, measured in a child process of its own, against the
 //     same process before the fill;
 //   - placement alone, per decision, on that state (binpack and spread),
-//     read through a fresh state.Snapshot per decision, one per 256
-//     decisions (a full batch of the Placer) and, as a floor, from plain
-//     Go maps holding the same state, against the time a placement may
-//     take at the target rate.
+//     on a placement.Table of a fresh state.Snapshot per decision, on one
+//     per 256 decisions (a full batch of the Placer, each decision
+//     reserved on it), and on plain Go maps holding the same state (every
+//     node evaluated anew, reading the state costing next to nothing),
+//     against the time a placement may take at the target rate.
 //
 // It needs neither root nor a godwit binary, and removes what it wrote:
 //

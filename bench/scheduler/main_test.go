@@ -195,7 +195,7 @@ func TestPlacementAlone(t *testing.T) {
 	}
 }
 
-// TestMapViewDecidesAsTheSnapshot checks the floor measures the same
+// TestMapViewDecidesAsTheSnapshot checks the maps' row measures the same
 // decisions: placement on the map copy and on the snapshot choose the
 // same nodes.
 func TestMapViewDecidesAsTheSnapshot(t *testing.T) {

@@ -211,7 +211,7 @@ func (r report) render() string {
 
 	budget := time.Second / throughputTarget
 	if len(r.placement) > 0 {
-		fmt.Fprintf(&b, "Placement alone on %d nodes holding %d containers (placement.Place, one decision at a time, nothing committed); the target rate leaves %s per placement:\n\n",
+		fmt.Fprintf(&b, "Placement alone on %d nodes holding %d containers (placement.Place, one decision at a time, nothing committed; on a Table each decision is reserved before the next, as the Placer does); the target rate leaves %s per placement:\n\n",
 			o.nodes, o.containers, us(budget))
 		b.WriteString("| algorithm | state read through | per decision | decisions/s | of the budget | allocations per decision | bytes per decision |\n")
 		b.WriteString("|---|---|---:|---:|---:|---:|---:|\n")
