@@ -220,7 +220,8 @@ const (
 	// restore fail before CRIU runs.
 	FailpointDestinationRestore = "migrate/destination/restore"
 	// FailpointDestinationRestored stops (or kills) the destination
-	// agent once it holds the restored copy, before it answers: the
+	// agent once it holds the restored copy, before its record says ready
+	// and before it answers: the
 	// fault test of a destination cut from the schedulers between its
 	// restore and the commit.
 	FailpointDestinationRestored = "migrate/destination/restored"
@@ -495,10 +496,12 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 	if err := a.raiseGeneration(rec.Container, given); err != nil {
 		return rec.Phase, err
 	}
+	// Before the record says ready: a driver that asks for the record
+	// meanwhile must not learn it from there either.
+	failpoint.Hit(FailpointDestinationRestored)
 	if err := a.advance(rec, migrate.PhaseReady); err != nil {
 		return rec.Phase, err
 	}
-	failpoint.Hit(FailpointDestinationRestored)
 	return migrate.PhaseReady, nil
 }
 
