@@ -164,7 +164,7 @@ func (t *Table) ContainerCount(node string) int {
 // read from answers.
 func (t *Table) HasImage(node, image string) bool {
 	i, ok := t.index(node)
-	return ok && t.holders(image)[i]
+	return ok && image != "" && t.holders(image)[i]
 }
 
 // holders returns whether each row's node holds image (nil for no image),
