@@ -74,6 +74,8 @@ const (
 )
 
 type options struct {
+	// gogc is the collector's target in force (server.TuneGC).
+	gogc    string
 	batches []int
 	// callers are the numbers of concurrent callers of the Placer.
 	callers    []int
@@ -96,12 +98,12 @@ type options struct {
 
 func main() {
 	// The replicas' collector runs as a scheduler process's does.
-	server.TuneGC()
+	gogc := server.TuneGC()
 	// The memory measurement runs in a child process: this same binary.
 	if code, ok := runChild(); ok {
 		os.Exit(code)
 	}
-	o := options{timing: server.DefaultRaftTiming()}
+	o := options{timing: server.DefaultRaftTiming(), gogc: gogc}
 	var batches, callers, paths string
 	flag.StringVar(&batches, "batches", defaultBatches, "containers per raft entry, comma-separated")
 	flag.StringVar(&callers, "callers", defaultCallers, "concurrent callers of the scheduler's placement queue (server.Placer), comma-separated")

@@ -50,7 +50,7 @@ func hostConditions(work string, o options) conditions {
 		memory:           benchutil.MemoryTotal(),
 		kernel:           benchutil.Kernel(),
 		goVersion:        runtime.Version(),
-		gogc:             server.TuneGC(),
+		gogc:             o.gogc,
 		revision:         benchutil.Revision(),
 		workDir:          work,
 		workFS:           benchutil.Filesystem(work),
