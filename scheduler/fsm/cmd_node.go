@@ -85,13 +85,28 @@ func healthMove(name string, from, to state.Health) error {
 	return nil
 }
 
+// checkEpoch refuses a health decision the leader took about an older
+// registration of the node (ErrStaleEpoch): the node registered again
+// between the leader's look at its lease and the command's commit, so
+// the decision is about a lease that no longer exists. epoch 0: any
+// registration (entries written before commands carried one).
+func checkEpoch(n *state.Node, epoch uint64) error {
+	if epoch != 0 && epoch != n.Epoch {
+		return fmt.Errorf("node %q: the decision was about epoch %d, the node registered again since (epoch %d): %w",
+			n.Name, epoch, n.Epoch, ErrStaleEpoch)
+	}
+	return nil
+}
+
 // SetNodeHealth records the leader's view of a node's liveness (lease
 // and gossip). A down node stays down until it registers again
-// (ErrNodeDown). Setting the health it has changes nothing. Result
-// value: the stored *state.Node.
+// (ErrNodeDown). Setting the health it has changes nothing. Epoch, when
+// set, is the registration the decision was about (ErrStaleEpoch once
+// the node registered again). Result value: the stored *state.Node.
 type SetNodeHealth struct {
 	Name   string       `json:"name"`
 	Health state.Health `json:"health"`
+	Epoch  uint64       `json:"epoch,omitempty"`
 	At     time.Time    `json:"at"`
 }
 
@@ -101,6 +116,9 @@ func (c SetNodeHealth) when() time.Time { return c.At }
 func (c SetNodeHealth) apply(tx *state.Txn) (any, error) {
 	old, err := lookupNode(tx, c.Name)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkEpoch(old, c.Epoch); err != nil {
 		return nil, err
 	}
 	if err := healthMove(c.Name, old.Health, c.Health); err != nil {
@@ -233,11 +251,13 @@ func (c RemoveNode) apply(tx *state.Txn) (any, error) {
 // MarkNodeLost records that a node is down and that its containers are
 // lost: the node's health becomes down (if it was not) and every
 // container on it that was not lost yet becomes lost, giving back its
-// reservation. Result value: the IDs of the containers it marked lost,
-// sorted by container name.
+// reservation. Epoch, when set, is the registration the decision was
+// about (ErrStaleEpoch once the node registered again). Result value:
+// the IDs of the containers it marked lost, sorted by container name.
 type MarkNodeLost struct {
-	Name string    `json:"name"`
-	At   time.Time `json:"at"`
+	Name  string    `json:"name"`
+	Epoch uint64    `json:"epoch,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 func (MarkNodeLost) Type() CommandType { return TypeMarkNodeLost }
@@ -246,6 +266,9 @@ func (c MarkNodeLost) when() time.Time { return c.At }
 func (c MarkNodeLost) apply(tx *state.Txn) (any, error) {
 	old, err := lookupNode(tx, c.Name)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkEpoch(old, c.Epoch); err != nil {
 		return nil, err
 	}
 	if old.Health != state.HealthDown {

@@ -184,7 +184,40 @@ func TestSetNodeHealth(t *testing.T) {
 			wantErr: fsm.ErrNodeDown},
 		{name: "unknown node", cmd: health("n9", state.HealthSuspect), wantErr: state.ErrNotFound},
 		{name: "unknown health", cmd: health("n1", "sleepy"), wantErr: fsm.ErrInvalid},
+		{name: "decided on the current registration",
+			cmd: fsm.SetNodeHealth{Name: "n1", Health: state.HealthSuspect, Epoch: 1, At: t1},
+			check: func(t *testing.T, h *harness, _ any) {
+				if h.node("n1").Health != state.HealthSuspect {
+					t.Error("node is not suspect")
+				}
+			}},
+		{name: "decided on a registration the node has replaced",
+			setup:   func(h *harness) { h.must(fsm.RegisterNode{Node: testNode("n1"), At: t1}) },
+			cmd:     fsm.SetNodeHealth{Name: "n1", Health: state.HealthSuspect, Epoch: 1, At: t1},
+			wantErr: fsm.ErrStaleEpoch},
 	})
+}
+
+// A leader that decided a node was down before the node registered
+// again must not put the fresh registration down, nor lose its
+// containers.
+func TestMarkNodeLostOnAReplacedRegistration(t *testing.T) {
+	h := cluster(t)
+	h.place("a", "web", "n1", 100)
+	h.must(fsm.RegisterNode{Node: testNode("n1"), At: t1})
+	if res := h.apply(fsm.MarkNodeLost{Name: "n1", Epoch: 1, At: t1}); !errors.Is(res.Err, fsm.ErrStaleEpoch) {
+		t.Fatalf("mark lost on epoch 1 after epoch 2 registered: %v, want ErrStaleEpoch", res.Err)
+	}
+	if n := h.node("n1"); n.Health != state.HealthAlive {
+		t.Errorf("node is %s, want alive", n.Health)
+	}
+	if c := h.container("a"); c.Reported == state.ReportedLost {
+		t.Error("its container was marked lost")
+	}
+	h.must(fsm.MarkNodeLost{Name: "n1", Epoch: 2, At: t1})
+	if c := h.container("a"); c.Reported != state.ReportedLost {
+		t.Errorf("container is %s after its node was marked lost, want lost", c.Reported)
+	}
 }
 
 func TestSetSchedulability(t *testing.T) {

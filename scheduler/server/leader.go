@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -249,33 +250,45 @@ func (s *Scheduler) reconcileMembers(ctx context.Context) {
 }
 
 // checkLeases moves nodes whose lease ran out to suspect, and suspect
-// ones past DownAfter to down, with their containers lost.
+// ones past DownAfter to down, with their containers lost. Each decision
+// names the registration (epoch) it was taken on, so that a node that
+// registers again meanwhile is not put down with its fresh lease
+// (Register renews the lease before it commits the new epoch).
 func (s *Scheduler) checkLeases(ctx context.Context) {
 	now := time.Now()
 	for _, n := range s.store.Snapshot().Nodes() {
 		expired, since := s.leases.expired(n.Name, now, s.cfg.Timing.LeaseTTL)
 		switch {
 		case n.Health == state.HealthAlive && expired:
-			s.setHealth(ctx, n.Name, state.HealthSuspect, now, fmt.Sprintf("no heartbeat since %s", since.Format(time.RFC3339Nano)))
+			s.setHealth(ctx, n, state.HealthSuspect, now, fmt.Sprintf("no heartbeat since %s", since.Format(time.RFC3339Nano)))
 		case n.Health == state.HealthSuspect && expired && now.Sub(since) >= s.cfg.Timing.LeaseTTL+s.cfg.Timing.DownAfter:
 			// One command: the node is never seen down with containers
 			// that are not lost yet.
-			lost, err := s.apply(ctx, &fsm.MarkNodeLost{Name: n.Name, At: now})
-			if err != nil {
+			lost, err := s.apply(ctx, &fsm.MarkNodeLost{Name: n.Name, Epoch: n.Epoch, At: now})
+			switch {
+			case errors.Is(err, fsm.ErrStaleEpoch):
+				s.log.Info("node not put down: it registered again", "node", n.Name, "err", err)
+			case err != nil:
 				s.log.Error("mark a node down and its containers lost", "node", n.Name, "err", err)
-				continue
+			default:
+				s.log.Warn("node down: suspect for longer than the down threshold; its containers are lost", "node", n.Name, "lost", lost)
 			}
-			s.log.Warn("node down: suspect for longer than the down threshold; its containers are lost", "node", n.Name, "lost", lost)
 		}
 	}
 }
 
-func (s *Scheduler) setHealth(ctx context.Context, node string, h state.Health, at time.Time, why string) bool {
-	if _, err := s.apply(ctx, &fsm.SetNodeHealth{Name: node, Health: h, At: at}); err != nil {
-		s.log.Error("set node health", "node", node, "health", h, "err", err)
+// setHealth records n's health, as decided on the registration n is.
+func (s *Scheduler) setHealth(ctx context.Context, n *state.Node, h state.Health, at time.Time, why string) bool {
+	_, err := s.apply(ctx, &fsm.SetNodeHealth{Name: n.Name, Health: h, Epoch: n.Epoch, At: at})
+	switch {
+	case errors.Is(err, fsm.ErrStaleEpoch):
+		s.log.Info("node health left as is: it registered again", "node", n.Name, "health", h, "err", err)
+		return false
+	case err != nil:
+		s.log.Error("set node health", "node", n.Name, "health", h, "err", err)
 		return false
 	}
-	s.log.Warn("node health changed", "node", node, "health", h, "why", why)
+	s.log.Warn("node health changed", "node", n.Name, "health", h, "why", why)
 	return true
 }
 

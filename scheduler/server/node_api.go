@@ -26,6 +26,10 @@ func (a *nodeAPI) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 		return nil, err
 	}
 	now := time.Now()
+	// The lease first: from the moment the new epoch is committed the
+	// node is alive, and the leader's lease check must not find the old,
+	// long expired lease on it (checkLeases).
+	s.leases.renew(req.GetName(), now)
 	v, err := s.apply(ctx, &fsm.RegisterNode{Node: nodeFromRegister(req), At: now})
 	if err != nil {
 		return nil, stateError(err)
@@ -39,7 +43,6 @@ func (a *nodeAPI) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 		return nil, stateError(err)
 	}
 	a.reconcile(ctx, n, req.GetContainers(), true)
-	s.leases.renew(n.Name, now)
 	s.log.Info("node registered", "node", n.Name, "address", n.Address, "epoch", n.Epoch)
 
 	resp := &pb.RegisterResponse{
@@ -70,7 +73,7 @@ func (a *nodeAPI) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 	s.loads.set(n.Name, req.GetLoad())
 	s.balancer.observe(req.GetLoad(), now)
 	if n.Health == state.HealthSuspect {
-		s.setHealth(ctx, n.Name, state.HealthAlive, now, "heartbeat received")
+		s.setHealth(ctx, n, state.HealthAlive, now, "heartbeat received")
 	}
 	a.reconcile(ctx, n, req.GetContainers(), false)
 	s.enforceDesired(n)

@@ -335,6 +335,39 @@ func TestASilentNodeIsSuspectThenDownAndMustRegisterAgain(t *testing.T) {
 	}
 }
 
+// A node that registers again while the leader checks leases comes back
+// ready: the check must not find the old, expired lease on the new
+// registration and put the node down again (with its containers lost)
+// while the agent, told it is registered, goes on acting.
+func TestARegistrationRacingTheLeaseCheckStaysReady(t *testing.T) {
+	c := newSchedCluster(t)
+	s := c.start("solo", 1)
+	c.leader()
+	register(t, c, s, "n1")
+	ops := pb.NewClusterServiceClient(c.dial(s, "op", pki.RoleOperator))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	checking := make(chan struct{})
+	go func() {
+		defer close(checking)
+		for ctx.Err() == nil {
+			s.checkLeases(ctx)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	defer func() { cancel(); <-checking }()
+
+	for round := range 5 {
+		// The node went silent long ago: the leader puts it down.
+		s.leases.renew("n1", time.Now().Add(-time.Hour))
+		waitStatus(t, ops, "n1", "down", 5*time.Second)
+		register(t, c, s, "n1")
+		if got := nodeStatus(t, ops, "n1"); got != "ready" {
+			t.Fatalf("round %d: the node is %q right after it registered again, want ready", round, got)
+		}
+	}
+}
+
 func waitStatus(t *testing.T, client pb.ClusterServiceClient, node, want string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
