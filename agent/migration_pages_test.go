@@ -76,19 +76,33 @@ func TestCheckPageFiles(t *testing.T) {
 	}
 }
 
-// TestCompleteStream: the pages a stream dump sent join the checkpoint
-// that came without them, with digests taken here, so that the restore's
-// verification covers them; a repeated call changes nothing.
-func TestCompleteStream(t *testing.T) {
-	a := pagesTestAgent(t)
+// streamCheckpoint writes migration m1's checkpoint as a stream's
+// source sends it (no page) on a's side, with the transfer's receipt
+// unless noReceipt.
+func streamCheckpoint(t *testing.T, a *Agent, noReceipt bool) string {
+	t.Helper()
 	dir := a.checkpointDir("m1")
 	writeFiles(t, filepath.Join(dir, bundle.CRIUDir), map[string]string{"core-1.img": "core", "pstree.img": "tree"})
 	writeFiles(t, dir, map[string]string{bundle.SpecName: "{}"})
 	m := &bundle.Manifest{ID: "m1", Container: bundle.Container{Name: "web"}, Image: bundle.Image{Name: "busybox"},
 		Host: bundle.HostInfo{Node: "a", Kernel: "6.18.44", CRIUVersion: "4.2.1", RuncVersion: "1.3.6"}, Spec: bundle.SpecName}
-	if err := bundle.WriteManifest(dir, m); err != nil {
+	receipt, err := bundle.WriteManifestWithReceipt(dir, m)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if !noReceipt {
+		a.mig.receipts = map[string]*bundle.Receipt{"m1": receipt}
+	}
+	return dir
+}
+
+// TestCompleteStream: the pages a stream dump sent join the checkpoint
+// that came without them, admitted by the transfer's receipt, so that
+// this agent's restore takes them without a pass over them and nothing
+// else does; a repeated call changes nothing.
+func TestCompleteStream(t *testing.T) {
+	a := pagesTestAgent(t)
+	dir := streamCheckpoint(t, a, false)
 	writeFiles(t, a.streamPagesDir("m1"), map[string]string{"pagemap-1.img": "map", "pages-65537.img": "memory"})
 
 	for i := range 2 {
@@ -96,50 +110,62 @@ func TestCompleteStream(t *testing.T) {
 			t.Fatalf("completeStream (call %d): %v", i+1, err)
 		}
 	}
-	got, err := bundle.Verify(dir)
-	if err != nil {
-		t.Fatalf("the completed checkpoint does not verify: %v", err)
-	}
-	var paths []string
-	for _, f := range got.Files {
-		paths = append(paths, f.Path)
-	}
-	want := "config.json criu/core-1.img criu/pagemap-1.img criu/pages-65537.img criu/pstree.img"
-	if strings.Join(paths, " ") != want {
-		t.Errorf("manifest lists %v, want %s", paths, want)
+	for _, name := range []string{"pagemap-1.img", "pages-65537.img"} {
+		if _, err := os.Stat(filepath.Join(dir, bundle.CRIUDir, name)); err != nil {
+			t.Errorf("the checkpoint lacks the streamed %s: %v", name, err)
+		}
 	}
 	if _, err := os.Stat(a.streamPagesDir("m1")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the received pages' directory is still there: %v", err)
 	}
-	// The digests are the pages': a page changed on disk is caught.
+	// Nothing but the receipt vouches for the pages.
+	if _, err := bundle.Verify(dir); !errors.Is(err, bundle.ErrCorrupt) {
+		t.Errorf("Verify without the receipt: %v, want %v (the pages are not listed)", err, bundle.ErrCorrupt)
+	}
+	// A page changed on disk is caught by the restore's check.
+	time.Sleep(20 * time.Millisecond) // past a coarse clock tick
 	if err := os.WriteFile(filepath.Join(dir, bundle.CRIUDir, "pages-65537.img"), []byte("MEMORY"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bundle.Verify(dir); !errors.Is(err, bundle.ErrCorrupt) {
-		t.Errorf("Verify of a changed page: %v, want %v", err, bundle.ErrCorrupt)
+	if _, err := a.verifyReceived("m1", dir); !errors.Is(err, bundle.ErrCorrupt) {
+		t.Errorf("the restore's check of a changed page: %v, want %v", err, bundle.ErrCorrupt)
+	}
+}
+
+// TestCompleteStreamIsCheckedByTheRestore: the restore's check of a
+// completed stream checkpoint passes, and returns the manifest the source
+// sent.
+func TestCompleteStreamIsCheckedByTheRestore(t *testing.T) {
+	a := pagesTestAgent(t)
+	dir := streamCheckpoint(t, a, false)
+	writeFiles(t, a.streamPagesDir("m1"), map[string]string{"pagemap-1.img": "map", "pages-65537.img": "memory"})
+	if err := a.completeStream("m1"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := a.verifyReceived("m1", dir)
+	if err != nil {
+		t.Fatalf("the restore's check: %v", err)
+	}
+	if m.ID != "m1" || len(m.Files) != 3 {
+		t.Errorf("manifest %+v, want m1's as sent, with its 3 files", m)
 	}
 }
 
 func TestCompleteStreamRefuses(t *testing.T) {
 	tests := []struct {
-		name    string
-		pages   map[string]string // nil: no pages received
-		wantErr error
+		name      string
+		pages     map[string]string // nil: no pages received
+		noReceipt bool
+		wantErr   error
 	}{
 		{name: "no pages received", wantErr: ErrInvalidState},
 		{name: "a page file the checkpoint has already", pages: map[string]string{"core-1.img": "x"}, wantErr: ErrInvalid},
+		{name: "no receipt (the agent restarted)", pages: map[string]string{"pagemap-1.img": "map"}, noReceipt: true, wantErr: ErrInvalidState},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := pagesTestAgent(t)
-			dir := a.checkpointDir("m1")
-			writeFiles(t, filepath.Join(dir, bundle.CRIUDir), map[string]string{"core-1.img": "core"})
-			writeFiles(t, dir, map[string]string{bundle.SpecName: "{}"})
-			m := &bundle.Manifest{ID: "m1", Container: bundle.Container{Name: "web"}, Image: bundle.Image{Name: "busybox"},
-				Host: bundle.HostInfo{Node: "a", Kernel: "6.18.44", CRIUVersion: "4.2.1", RuncVersion: "1.3.6"}, Spec: bundle.SpecName}
-			if err := bundle.WriteManifest(dir, m); err != nil {
-				t.Fatal(err)
-			}
+			streamCheckpoint(t, a, tt.noReceipt)
 			if tt.pages != nil {
 				writeFiles(t, a.streamPagesDir("m1"), tt.pages)
 			}

@@ -107,7 +107,17 @@ func (a *Agent) mountScratch() error {
 	// Private to root, like the data dir: the images hold the
 	// container's memory. Its size is the kernel's default (half the
 	// memory); scratchFor checks the memory each checkpoint needs.
-	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700"); err != nil {
+	// Huge pages for files large enough to fill them: with 4 KiB pages a
+	// tmpfs writes the images slower than ext4's page cache does
+	// (docs/benchmarks.md). A kernel without transparent huge pages
+	// refuses the option: then 4 KiB pages it is.
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	err := unix.Mount("tmpfs", root, "tmpfs", flags, "mode=0700,huge=within_size")
+	if errors.Is(err, unix.EINVAL) {
+		a.log.Info("the migrations' tmpfs has no huge pages: the kernel refused them", "dir", root, "err", err)
+		err = unix.Mount("tmpfs", root, "tmpfs", flags, "mode=0700")
+	}
+	if err != nil {
 		return fmt.Errorf("mount a tmpfs on %s: %w", root, err)
 	}
 	return nil

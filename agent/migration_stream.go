@@ -622,21 +622,26 @@ func checkPageFiles(dir string) error {
 }
 
 // completeStream adds the pages that migration id's stream dump sent to
-// the checkpoint the source sent without them: they join its CRIU images
-// and the manifest lists them with digests computed here (the data
-// channel's TLS protected them on the way). Once they are in, it does
-// nothing.
+// the checkpoint the source sent without them: they join its CRIU images,
+// and the transfer's receipt admits them (bundle.Receipt.Admit) without
+// a digest. The data channel's TLS authenticated them on the way, and a
+// digest taken here would only check the page server's files against
+// themselves, in a pass over every page inside the freeze. Only this
+// agent, holding the receipt, restores from them: one restarted since
+// the checkpoint arrived refuses, and the migration aborts. Once they
+// are in, it does nothing.
 func (a *Agent) completeStream(id string) error {
 	_, unlock, err := a.migration(id, migrate.RoleDestination, false)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	dir := a.checkpointDir(id)
+	criuDir := filepath.Join(dir, bundle.CRIUDir)
 	pages := a.streamPagesDir(id)
 	entries, err := os.ReadDir(pages)
 	if errors.Is(err, os.ErrNotExist) {
-		dir := a.checkpointDir(id)
-		if m, err := bundle.ReadManifest(dir); err == nil && listsPagemap(m) {
+		if pagemaps, _ := filepath.Glob(filepath.Join(criuDir, "pagemap-*.img")); len(pagemaps) > 0 {
 			return nil // completed already
 		}
 		return errorf(ErrInvalidState, "migration %s: node %s has not received the stream dump's memory pages (a restarted agent drops them): abort the migration", id, a.cfg.Name)
@@ -644,13 +649,13 @@ func (a *Agent) completeStream(id string) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	dir := a.checkpointDir(id)
-	m, err := bundle.ReadManifest(dir)
-	if err != nil {
-		return fmt.Errorf("migration %s: %w", id, err)
+	a.mig.mu.Lock()
+	receipt := a.mig.receipts[id]
+	a.mig.mu.Unlock()
+	if receipt == nil {
+		return errorf(ErrInvalidState, "migration %s: node %s holds no receipt of the checkpoint the source sent (its agent restarted since), so nothing vouches for the streamed pages: abort the migration", id, a.cfg.Name)
 	}
-	criuDir := filepath.Join(dir, bundle.CRIUDir)
+	admitted := make([]string, 0, len(entries))
 	for _, e := range entries {
 		target := filepath.Join(criuDir, e.Name())
 		if _, err := os.Lstat(target); err == nil {
@@ -659,35 +664,14 @@ func (a *Agent) completeStream(id string) error {
 		if err := os.Rename(filepath.Join(pages, e.Name()), target); err != nil {
 			return err
 		}
+		admitted = append(admitted, bundle.CRIUDir+"/"+e.Name())
 	}
-	// The manifest from the source lists no page; digest everything again
-	// with the pages in, in the one pass over them inside the freeze: its
-	// receipt replaces the transfer's, so that the restore checks the
-	// directory with a stat per file (bundle.Receipt).
-	m.Files = nil
-	receipt, err := bundle.WriteManifestWithReceipt(dir, m)
-	if err != nil {
+	if err := receipt.Admit(dir, admitted...); err != nil {
 		a.dropReceipt(id) // migration_transfer.go
 		return fmt.Errorf("migration %s: add the streamed pages to the checkpoint: %w", id, err)
 	}
-	a.mig.mu.Lock()
-	if a.mig.receipts == nil {
-		a.mig.receipts = map[string]*bundle.Receipt{}
-	}
-	a.mig.receipts[id] = receipt
-	a.mig.mu.Unlock()
-	a.log.Info("memory pages added to the checkpoint", "migration", id, "files", len(m.Files), "bytes", m.Size(),
-		"took", time.Since(start).Round(time.Millisecond))
+	a.log.Info("memory pages added to the checkpoint", "migration", id, "files", len(admitted))
 	return os.Remove(pages)
-}
-
-func listsPagemap(m *bundle.Manifest) bool {
-	for _, f := range m.Files {
-		if strings.HasPrefix(f.Path, bundle.CRIUDir+"/pagemap-") {
-			return true
-		}
-	}
-	return false
 }
 
 // dropPages ends and removes what migration id holds of pages beside

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	"github.com/godwit/godwit/agent/internal/mountinfo"
 	"github.com/godwit/godwit/internal/testutil"
 	"github.com/godwit/godwit/migrate"
 )
@@ -235,6 +237,34 @@ func TestReceiveCheckpointAgainReplacesALeftover(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(a.scratchRoot(), ".*")); len(left) != 0 {
 		t.Errorf("the earlier transfer's staging is still there: %v", left)
+	}
+}
+
+// TestScratchHasHugePages: the migrations' tmpfs is mounted with huge
+// pages for large files where the kernel has them for tmpfs.
+func TestScratchHasHugePages(t *testing.T) {
+	testutil.RequireRoot(t)
+	a, _ := testAgent(t)
+	if err := a.mountScratch(); err != nil {
+		t.Fatal(err)
+	}
+	root, err := filepath.EvalSymlinks(a.scratchRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(mounts, func(m mountinfo.Mount) bool { return m.MountPoint == root })
+	if i < 0 {
+		t.Fatalf("%s is not mounted", root)
+	}
+	_, err = os.Stat("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+	hasTHP := err == nil
+	if huge := strings.Contains(mounts[i].SuperOptions, "huge=within_size"); huge != hasTHP {
+		t.Errorf("tmpfs options %q (kernel has huge tmpfs pages: %v), want huge=within_size exactly where the kernel has them",
+			mounts[i].SuperOptions, hasTHP)
 	}
 }
 

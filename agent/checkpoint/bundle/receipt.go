@@ -1,6 +1,8 @@
 package bundle
 
 import (
+	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 
@@ -21,6 +23,9 @@ import (
 type Receipt struct {
 	manifest digest.Digest
 	files    map[string]fileStamp
+	// admitted are files the manifest does not list, vouched for by
+	// their stamp alone (Admit).
+	admitted map[string]fileStamp
 }
 
 // fileStamp identifies a file's inode and its last change: any write,
@@ -79,6 +84,9 @@ func (r *Receipt) Verify(dir string) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	if onDisk, err = r.checkAdmitted(dir, onDisk); err != nil {
+		return nil, err
+	}
 	if err := sameFiles(m, onDisk); err != nil {
 		return nil, err
 	}
@@ -96,4 +104,73 @@ func (r *Receipt) Verify(dir string) (*Manifest, error) {
 		}
 	}
 	return m, nil
+}
+
+// Admit makes r vouch for files of dir that its manifest does not list
+// and no digest covers: files that reached dir by another way than the
+// import, over a channel that authenticated them (a stream migration's
+// memory pages, which CRIU's page server wrote as they came over the
+// agents' TLS connection). Digesting them here would only check the
+// bytes against themselves, inside the container's downtime. Verify
+// accepts each, unlisted, while its stamp is the one taken here, and
+// refuses the directory once one changed or went; a Verify without r
+// refuses it too (a file the manifest does not list), so that only the
+// process that admitted them restores from them. paths are relative to
+// dir and "/"-separated, as in a manifest; each must be a regular file
+// the manifest does not list.
+func (r *Receipt) Admit(dir string, paths ...string) error {
+	if r == nil {
+		return errors.New("admit files to a checkpoint: no receipt to vouch for them")
+	}
+	m, data, err := readManifestFile(dir)
+	if err != nil {
+		return err
+	}
+	if digest.FromBytes(data) != r.manifest {
+		return dirError(ManifestName, ErrCorrupt, "changed since the checkpoint was imported; %s", adviceDir)
+	}
+	listed := m.index()
+	stamps := make(map[string]fileStamp, len(paths))
+	for _, p := range paths {
+		if listed[p] != nil {
+			return dirError(p, ErrInvalidManifest, "is listed in the manifest: only an unlisted file is admitted")
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, filepath.FromSlash(p)), &st); err != nil {
+			return dirError(p, err, "stat: %v", err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return dirError(p, ErrUnsafe, "is not a regular file")
+		}
+		stamps[p] = stampOf(&st)
+	}
+	if r.admitted == nil {
+		r.admitted = make(map[string]fileStamp, len(stamps))
+	}
+	maps.Copy(r.admitted, stamps)
+	return nil
+}
+
+// checkAdmitted takes the files r admitted out of onDisk, the files of
+// dir, after checking that each is there with the stamp Admit took.
+func (r *Receipt) checkAdmitted(dir string, onDisk []File) ([]File, error) {
+	if len(r.admitted) == 0 {
+		return onDisk, nil
+	}
+	rest := make([]File, 0, len(onDisk))
+	for _, f := range onDisk {
+		if _, ok := r.admitted[f.Path]; !ok {
+			rest = append(rest, f)
+		}
+	}
+	for p, want := range r.admitted {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, filepath.FromSlash(p)), &st); err != nil {
+			return nil, dirError(p, ErrCorrupt, "was admitted to the checkpoint but is gone (%v); %s", err, adviceDir)
+		}
+		if stampOf(&st) != want {
+			return nil, dirError(p, ErrCorrupt, "changed since it was admitted to the checkpoint, and no digest covers it; %s", adviceDir)
+		}
+	}
+	return rest, nil
 }

@@ -168,3 +168,79 @@ func TestReceiptIsForItsOwnImport(t *testing.T) {
 		t.Errorf("another import's receipt spared digesting its files")
 	}
 }
+
+// TestReceiptAdmit: files a receipt admitted (a stream migration's
+// pages) pass its Verify unlisted and undigested while they stay as they
+// were, and nothing else lets them pass.
+func TestReceiptAdmit(t *testing.T) {
+	admitted := map[string][]byte{
+		"criu/pagemap-9.img": []byte("pagemap"),
+		"criu/pages-9.img":   bytes.Repeat([]byte{7}, 8192),
+	}
+	admit := func(t *testing.T) (string, *Receipt) {
+		t.Helper()
+		dir, receipt := received(t, "Receive")
+		writeFiles(t, dir, admitted)
+		if err := receipt.Admit(dir, "criu/pagemap-9.img", "criu/pages-9.img"); err != nil {
+			t.Fatalf("Admit: %v", err)
+		}
+		return dir, receipt
+	}
+
+	t.Run("intact: accepted, nothing digested", func(t *testing.T) {
+		dir, receipt := admit(t)
+		want, err := ReadManifest(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digested := digestedFiles(t)
+		m, err := receipt.Verify(dir)
+		if err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+		if !reflect.DeepEqual(m, want) {
+			t.Errorf("Verify returned\n%+v\nwant the manifest as imported\n%+v", m, want)
+		}
+		if got := digested(); len(got) != 0 {
+			t.Errorf("Verify digested %v, want nothing", got)
+		}
+	})
+	t.Run("changed after it was admitted", func(t *testing.T) {
+		dir, receipt := admit(t)
+		time.Sleep(20 * time.Millisecond) // past a coarse clock tick (fileStamp)
+		flipFile(t, filepath.Join(dir, "criu", "pages-9.img"), 100)
+		_, err := receipt.Verify(dir)
+		wantRefused(t, err, ErrCorrupt, "criu/pages-9.img", "changed since it was admitted")
+	})
+	t.Run("gone", func(t *testing.T) {
+		dir, receipt := admit(t)
+		os.Remove(filepath.Join(dir, "criu", "pagemap-9.img"))
+		_, err := receipt.Verify(dir)
+		wantRefused(t, err, ErrCorrupt, "criu/pagemap-9.img", "gone")
+	})
+	t.Run("without the receipt", func(t *testing.T) {
+		dir, _ := admit(t)
+		var none *Receipt
+		_, err := none.Verify(dir)
+		wantRefused(t, err, ErrCorrupt, "not listed")
+	})
+	t.Run("another import's receipt", func(t *testing.T) {
+		dir, _ := admit(t)
+		_, other := received(t, "Receive")
+		_, err := other.Verify(dir)
+		wantRefused(t, err, ErrCorrupt, "not listed")
+	})
+	t.Run("a listed file is not admitted", func(t *testing.T) {
+		dir, receipt := received(t, "Receive")
+		err := receipt.Admit(dir, "criu/pages-1.img")
+		wantRefused(t, err, ErrInvalidManifest, "criu/pages-1.img", "listed")
+	})
+	t.Run("no receipt admits nothing", func(t *testing.T) {
+		dir, _ := received(t, "Receive")
+		writeFiles(t, dir, admitted)
+		var none *Receipt
+		if err := none.Admit(dir, "criu/pages-9.img"); err == nil {
+			t.Error("a nil receipt admitted a file")
+		}
+	})
+}
