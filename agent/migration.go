@@ -231,8 +231,9 @@ const (
 )
 
 // MigrateSend streams the migration's checkpoint to w, the destination's
-// data connection, reporting progress.
-func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progress func(done, total int64)) error {
+// data connection, reporting progress. checksum is the transfer's (one
+// of the destination's MigratePrepare listed; "": sha256).
+func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, checksum string, progress func(done, total int64)) error {
 	rec, unlock, err := a.migration(id, migrate.RoleSource, false)
 	if err != nil {
 		return err
@@ -244,10 +245,11 @@ func (a *Agent) MigrateSend(ctx context.Context, id string, w io.Writer, progres
 	if failpoint.Armed(FailpointSourceCorruptSend) == failpoint.ActionCorrupt {
 		w = &corruptingWriter{w: w, at: corruptOffset}
 	}
-	// The transfer framing digests the files as it sends them
+	// The transfer framing checksums the files as it sends them
 	// (migration_transfer.go).
 	var sent int64
-	if err := bundle.Send(ctx, a.checkpointDir(id), w, bundle.SendOptions{Progress: tally(&sent, progress)}); err != nil {
+	opts := bundle.SendOptions{Checksum: bundle.Checksum(checksum), Progress: tally(&sent, progress)}
+	if err := bundle.Send(ctx, a.checkpointDir(id), w, opts); err != nil {
 		return err
 	}
 	a.observeTransfer(TransferCheckpoint, sent)
@@ -406,8 +408,9 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 
 // MigratePrepare records migration id on the destination and checks that
 // it can take the container: its name free, its image here with the same
-// layers or not at all; it says which layers it lacks and in which
-// format it takes the writable layer's sync (migration_rootfs.go).
+// layers or not at all; it says which layers it lacks, in which format it
+// takes the writable layer's sync (migration_rootfs.go), and which
+// checksums it takes on the checkpoint's transfer.
 func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Container) (migrate.Phase, migrate.Prepared, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleDestination, true)
 	if err != nil {
@@ -427,6 +430,9 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 	if err != nil {
 		return rec.Phase, migrate.Prepared{}, err
 	}
+	for _, ck := range bundle.ReceivedChecksums() {
+		p.TransferChecksums = append(p.TransferChecksums, string(ck))
+	}
 	rec.Container, rec.ContainerID = c.Name, c.ID
 	if err := a.mig.journal.Put(rec); err != nil { // before the network, so that an abort finds it
 		return rec.Phase, migrate.Prepared{}, err
@@ -435,7 +441,7 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 }
 
 // MigrateReceive imports the checkpoint the source sends on r into the
-// migration's checkpoint, checking every digest.
+// migration's checkpoint, checking every file's checksum.
 func (a *Agent) MigrateReceive(ctx context.Context, id string, r io.Reader) (migrate.Phase, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleDestination, false)
 	if err != nil {

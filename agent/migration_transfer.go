@@ -14,14 +14,19 @@ import (
 
 // A stop-copy migration's checkpoint travels in bundle's transfer framing
 // (bundle.Send, bundle.Receive): the source seals its dump without
-// digests (CheckpointRequest.pendingDigests) and digests the files as it
-// sends them; the destination digests them as it writes them, checks them
-// against the digests that follow the files, and keeps the receipt of
-// what it wrote, so that the restore moments later checks the directory
-// with a stat per file instead of a second pass over every page. Both
-// passes the checkpoint used to take inside the freeze (sealing on the
-// source, Verify on the destination) are gone; docs/benchmarks.md has the
-// measurements.
+// digests (CheckpointRequest.pendingDigests) and checksums the files as
+// it sends them; the destination checksums them as it writes them,
+// checks them against the checksums that follow the files, and keeps the
+// receipt of what it wrote, so that the restore moments later checks the
+// directory with a stat per file instead of a second pass over every
+// page. Between agents that both take it (MigratePrepare's
+// TransferChecksums), the checksum is CRC-32C rather than sha256: the
+// data connection's TLS authenticates the bytes, the checksum only
+// catches what changed between the two files, and sha256 cost each side
+// a pass over the pages inside the freeze. The destination's copy then
+// stays unsealed, vouched for by the receipt alone: an agent restarted
+// since it arrived cannot restore it, and the migration aborts.
+// docs/benchmarks.md has the measurements.
 
 const (
 	// transferPrefix tells bundle's transfer framing apart from an

@@ -95,8 +95,18 @@ func testAgent(t *testing.T) (*Agent, *logBuffer) {
 }
 
 func sendTransfer(t *testing.T, dir string) []byte {
+	return sendTransferWith(t, dir, "")
+}
+
+// sendTransferCRC32C sends as a source does to a destination that takes
+// CRC-32C.
+func sendTransferCRC32C(t *testing.T, dir string) []byte {
+	return sendTransferWith(t, dir, bundle.ChecksumCRC32C)
+}
+
+func sendTransferWith(t *testing.T, dir string, c bundle.Checksum) []byte {
 	var buf bytes.Buffer
-	if err := bundle.Send(context.Background(), dir, &buf, bundle.SendOptions{}); err != nil {
+	if err := bundle.Send(context.Background(), dir, &buf, bundle.SendOptions{Checksum: c}); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -118,7 +128,9 @@ func sendArchive(t *testing.T, dir string) []byte {
 // dir) and, from a source that predates the framing, as an exported
 // archive; the restore's check then passes on the intact checkpoint and
 // refuses one changed since, with the receipt or without, and nothing of
-// it is left once the migration ends.
+// it is left once the migration ends. A transfer checksummed with
+// CRC-32C arrives unsealed: without its receipt (used once, or lost with
+// a restart) nothing restores it.
 func TestReceiveCheckpointThenVerify(t *testing.T) {
 	tests := []struct {
 		name string
@@ -127,10 +139,13 @@ func TestReceiveCheckpointThenVerify(t *testing.T) {
 		// into memory.
 		strategy migrate.Strategy
 		inMemory bool
+		unsealed bool
 	}{
-		{"transfer framing, stop-copy", sendTransfer, migrate.StopCopy, true},
-		{"transfer framing, a strategy that adds to the checkpoint", sendTransfer, migrate.Stream, false},
-		{"exported archive", sendArchive, migrate.StopCopy, false},
+		{"transfer framing, stop-copy", sendTransfer, migrate.StopCopy, true, false},
+		{"transfer framing, a strategy that adds to the checkpoint", sendTransfer, migrate.Stream, false, false},
+		{"transfer framing with CRC-32C, stop-copy", sendTransferCRC32C, migrate.StopCopy, true, true},
+		{"transfer framing with CRC-32C, stream", sendTransferCRC32C, migrate.Stream, false, true},
+		{"exported archive", sendArchive, migrate.StopCopy, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,13 +179,18 @@ func TestReceiveCheckpointThenVerify(t *testing.T) {
 					}
 				}
 				// The receipt is used once; a repeated restore verifies in
-				// full, with the same verdict.
+				// full, with the same verdict, or refuses an unsealed
+				// checkpoint.
 				for attempt := range 2 {
 					m, err := a.verifyReceived(rec.ID, dir)
 					switch {
+					case tt.unsealed && attempt == 1:
+						if !errors.Is(err, bundle.ErrUnsealed) {
+							t.Errorf("verify of an unsealed checkpoint without its receipt: %v, want %v", err, bundle.ErrUnsealed)
+						}
 					case damaged && !errors.Is(err, bundle.ErrCorrupt):
 						t.Errorf("attempt %d: verify of a checkpoint changed since it arrived: %v, want it refused as corrupt", attempt, err)
-					case !damaged && (err != nil || m.DigestsPending):
+					case !damaged && (err != nil || m.DigestsPending != tt.unsealed):
 						t.Errorf("attempt %d: verify of the intact checkpoint: %v (digests pending: %v)", attempt, err, m != nil && m.DigestsPending)
 					}
 				}

@@ -58,7 +58,7 @@ func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateDumpRequest) (*
 func (s *server) MigrateSend(req *pb.MigrateSendRequest, stream grpc.ServerStreamingServer[pb.MigrateProgress]) error {
 	return s.sendData(stream, req.GetId(), req.GetAddress(), req.GetDataToken(), "transfer", false,
 		func(ctx context.Context, w io.Writer, progress func(done, total int64)) error {
-			return s.a.MigrateSend(ctx, req.GetId(), w, progress)
+			return s.a.MigrateSend(ctx, req.GetId(), w, req.GetChecksum(), progress)
 		})
 }
 
@@ -91,7 +91,8 @@ func (s *server) MigratePrepare(ctx context.Context, req *pb.MigratePrepareReque
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &pb.MigrateReply{Phase: string(phase), MissingLayers: p.MissingLayers, MissingImage: p.MissingImage, RootfsFormat: p.RootfsFormat}, nil
+	return &pb.MigrateReply{Phase: string(phase), MissingLayers: p.MissingLayers, MissingImage: p.MissingImage, RootfsFormat: p.RootfsFormat,
+		TransferChecksums: p.TransferChecksums}, nil
 }
 
 // MigrateReceive takes the checkpoint from the data connection that

@@ -389,8 +389,8 @@ func TestCorruptTransferIsRefusedAndTheSourceResumes(t *testing.T) {
 	before := m.client.Count()
 	res, err := migrate.Drive(context.Background(), migrate.Migration{ID: "m-corrupt", Container: "w", Strategy: migrate.StopCopy},
 		migrationAgent(m.a), migrationAgent(m.b), quickAbort)
-	if err == nil || errors.Is(err, migrate.ErrHeld) || !strings.Contains(err.Error(), "sha256") {
-		t.Fatalf("move with a corrupt transfer: err = %v, want a clean abort naming the digest check", err)
+	if err == nil || errors.Is(err, migrate.ErrHeld) || !strings.Contains(err.Error(), "crc32c mismatch") {
+		t.Fatalf("move with a corrupt transfer: err = %v, want a clean abort naming the CRC-32C check", err)
 	}
 	if res.Record.Phase != migrate.PhaseAborted {
 		t.Errorf("record ends in %s, want aborted", res.Record.Phase)

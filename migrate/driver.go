@@ -437,6 +437,10 @@ type driver struct {
 	// once the sync was or may have been started: an abort must have the
 	// source forget it, even while the container still runs.
 	rootfsFormat string
+	// transferChecksum is the checksum of the checkpoint's transfer the
+	// destination takes ("" for sha256; beforeSync). A driver that
+	// resumes a migration does not know it, and sends with sha256.
+	transferChecksum string
 	rootfsSynced bool
 
 	mu    sync.Mutex // serialises OnEvent; guards bytes
@@ -565,7 +569,7 @@ func (d *driver) transfer(ctx context.Context) error {
 			return nil
 		},
 		func(ctx context.Context, token string, progress func(done, total int64)) error {
-			if err := d.src.Send(ctx, d.rec.ID, addr, token, progress); err != nil {
+			if err := d.src.Send(ctx, d.rec.ID, addr, token, d.transferChecksum, progress); err != nil {
 				return fmt.Errorf("send from the source to %s: %w", addr, err)
 			}
 			return nil

@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"slices"
 )
 
 // The root filesystem before the freeze: the image layers the destination
@@ -11,9 +12,13 @@ import (
 
 // beforeSync takes the destination's answer to Prepare: it has the source
 // send the image layers the destination lacks, still in PhasePrepare, and
-// notes the format of the writable layer's sync for PhaseSync.
+// notes the format of the writable layer's sync for PhaseSync, and the
+// checksum of the checkpoint's transfer.
 func (d *driver) beforeSync(ctx context.Context, p Prepared) error {
 	d.rootfsFormat = p.RootfsFormat
+	if slices.Contains(p.TransferChecksums, ChecksumCRC32C) {
+		d.transferChecksum = ChecksumCRC32C
+	}
 	if len(p.MissingLayers) == 0 && !p.MissingImage {
 		return nil
 	}

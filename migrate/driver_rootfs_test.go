@@ -41,7 +41,8 @@ func (w *world) rootfsPrepared() Prepared {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	missing := w.rootfsMissing()
-	return Prepared{MissingLayers: missing, MissingImage: len(missing) > 0 || w.rootfs.recordMissing, RootfsFormat: w.rootfs.format}
+	return Prepared{MissingLayers: missing, MissingImage: len(missing) > 0 || w.rootfs.recordMissing, RootfsFormat: w.rootfs.format,
+		TransferChecksums: w.checksums}
 }
 
 // rootfsMissing is the layers the destination still lacks; the caller

@@ -95,6 +95,10 @@ type world struct {
 
 	// strategy is the one Prepare expects (default StopCopy).
 	strategy Strategy
+	// checksums are the transfer checksums the destination takes;
+	// sentChecksum the one the source's Send was given.
+	checksums    []string
+	sentChecksum string
 	// Pre-copy (driver_precopy_test.go): what the source holds and
 	// the destination received, and what Dump and Restore were told.
 	preCopy preCopyWorld
@@ -239,11 +243,12 @@ func (s fakeSource) Dump(ctx context.Context, id string, opts DumpOptions) (err 
 	return err
 }
 
-func (s fakeSource) Send(ctx context.Context, id, address, token string, progress func(done, total int64)) (err error) {
+func (s fakeSource) Send(ctx context.Context, id, address, token, checksum string, progress func(done, total int64)) (err error) {
 	w := s.w
 	defer w.end("src.Send", &err)
 	w.mu.Lock()
 	w.tokens["send"] = token
+	w.sentChecksum = checksum
 	w.mu.Unlock()
 	if address != fakeAddress {
 		w.t.Errorf("Send to %q, want the destination's address %q", address, fakeAddress)
@@ -465,6 +470,31 @@ func options(w *world, c *collected) DriveOptions {
 }
 
 var webMigration = Migration{ID: "m1", Container: "web", Strategy: StopCopy}
+
+// TestDriveSendsWithTheDestinationsChecksum: the source sends with
+// CRC-32C only to a destination that said it takes it, else with sha256,
+// which every agent takes.
+func TestDriveSendsWithTheDestinationsChecksum(t *testing.T) {
+	for _, tt := range []struct {
+		takes []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"sha256"}, ""},
+		{[]string{"sha256", ChecksumCRC32C}, ChecksumCRC32C},
+	} {
+		t.Run(strings.Join(tt.takes, ","), func(t *testing.T) {
+			w := newWorld(t)
+			w.checksums = tt.takes
+			if _, err := Drive(context.Background(), webMigration, fakeSource{w}, fakeDest{w}, options(w, &collected{})); err != nil {
+				t.Fatalf("Drive: %v", err)
+			}
+			if w.sentChecksum != tt.want {
+				t.Errorf("the source sent with checksum %q, want %q", w.sentChecksum, tt.want)
+			}
+		})
+	}
+}
 
 func TestDriveMovesTheContainer(t *testing.T) {
 	w := newWorld(t)

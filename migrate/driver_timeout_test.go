@@ -118,9 +118,9 @@ type stallSource struct {
 	got *time.Duration
 }
 
-func (s stallSource) Send(ctx context.Context, id, address, token string, progress func(done, total int64)) error {
+func (s stallSource) Send(ctx context.Context, id, address, token, checksum string, progress func(done, total int64)) error {
 	*s.got = datachan.StallTimeout(ctx)
-	return s.fakeSource.Send(ctx, id, address, token, progress)
+	return s.fakeSource.Send(ctx, id, address, token, checksum, progress)
 }
 
 // TestStallTimeoutReachesTheAgents: the transfer's calls carry the

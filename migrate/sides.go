@@ -35,7 +35,18 @@ type Prepared struct {
 	// which the destination takes the writable layer's sync
 	// (SyncRootfs, ReceiveRootfs); empty: no sync.
 	RootfsFormat string
+	// TransferChecksums are the checksums the destination takes on the
+	// checkpoint's transfer (Receive); sha256, which every agent takes,
+	// may go unsaid. The driver has the source use ChecksumCRC32C when
+	// it is among them (Send).
+	TransferChecksums []string
 }
+
+// ChecksumCRC32C names the transfer checksum that costs a fraction of
+// sha256 inside the downtime, for a destination that restores the
+// checkpoint moments later (see agent/checkpoint/bundle's transfer
+// framing). The data channel's TLS authenticates the bytes either way.
+const ChecksumCRC32C = "crc32c"
 
 // Source is the source agent as the driver of a migration sees it. Every
 // call is idempotent by migration ID: repeating a call that succeeded does
@@ -61,8 +72,10 @@ type Source interface {
 	// until its ctx ends.
 	ServePages(ctx context.Context, id, token string) error
 	// Send streams the dumped checkpoint to the destination's data
-	// connection at address with token, reporting bytes sent.
-	Send(ctx context.Context, id, address, token string, progress func(done, total int64)) error
+	// connection at address with token, reporting bytes sent; checksum
+	// is the transfer checksum, one the destination takes
+	// (Prepared.TransferChecksums), "" for sha256.
+	Send(ctx context.Context, id, address, token, checksum string, progress func(done, total int64)) error
 	// SendLayers streams the record of the container's image and its
 	// layers named in layers (digests) to the destination's data
 	// connection at address with token, reporting bytes sent.

@@ -89,8 +89,8 @@ func (m *MigrationAgent) Dump(ctx context.Context, id string, opts migrate.DumpO
 	return fencing(err)
 }
 
-func (m *MigrationAgent) Send(ctx context.Context, id, address, token string, progress func(done, total int64)) error {
-	stream, err := m.Client.MigrateSend(ctx, &pb.MigrateSendRequest{Id: id, Address: address, DataToken: token})
+func (m *MigrationAgent) Send(ctx context.Context, id, address, token, checksum string, progress func(done, total int64)) error {
+	stream, err := m.Client.MigrateSend(ctx, &pb.MigrateSendRequest{Id: id, Address: address, DataToken: token, Checksum: checksum})
 	if err != nil {
 		return fencing(err)
 	}
@@ -114,7 +114,8 @@ func (m *MigrationAgent) Prepare(ctx context.Context, id string, c migrate.Conta
 	if err != nil {
 		return migrate.Prepared{}, fencing(err)
 	}
-	return migrate.Prepared{MissingLayers: r.GetMissingLayers(), MissingImage: r.GetMissingImage(), RootfsFormat: r.GetRootfsFormat()}, nil
+	return migrate.Prepared{MissingLayers: r.GetMissingLayers(), MissingImage: r.GetMissingImage(), RootfsFormat: r.GetRootfsFormat(),
+		TransferChecksums: r.GetTransferChecksums()}, nil
 }
 
 func (m *MigrationAgent) Receive(ctx context.Context, id, token string) error {

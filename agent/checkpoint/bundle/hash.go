@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"crypto/sha256"
 	"hash"
 	"io"
 
@@ -19,8 +18,8 @@ type hashingWriter struct {
 	done   chan struct{}
 }
 
-func newHashingWriter(w io.Writer) *hashingWriter {
-	hw := &hashingWriter{w: w, h: sha256.New(), chunks: make(chan []byte), done: make(chan struct{})}
+func newHashingWriter(w io.Writer, h hash.Hash) *hashingWriter {
+	hw := &hashingWriter{w: w, h: h, chunks: make(chan []byte), done: make(chan struct{})}
 	go func() {
 		for p := range hw.chunks {
 			hw.h.Write(p)
@@ -40,9 +39,9 @@ func (hw *hashingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// digest stops the hasher and returns the digest of everything written.
-// The writer must not be used afterwards.
-func (hw *hashingWriter) digest() digest.Digest {
-	close(hw.chunks)
-	return digest.NewDigest(digest.SHA256, hw.h)
-}
+// stop stops the hasher, whose hash then holds everything written. The
+// writer must not be used afterwards.
+func (hw *hashingWriter) stop() { close(hw.chunks) }
+
+// sha256Digest is the digest of what h, a sha256, hashed.
+func sha256Digest(h hash.Hash) digest.Digest { return digest.NewDigest(digest.SHA256, h) }

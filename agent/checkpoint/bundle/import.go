@@ -5,8 +5,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,7 +17,6 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
@@ -370,7 +371,8 @@ func tarTypeName(t byte) string {
 // (writeFile), and returns the identity of the file it wrote.
 func extractFile(ctx context.Context, s *source, dir string, f *File) (fileStamp, error) {
 	in := &errRecorder{r: ctxReader{ctx: ctx, r: s.tr}}
-	d, stamp, err := writeFile(dir, f.Path, in)
+	h := sha256.New()
+	stamp, err := writeFile(dir, f.Path, in, h)
 	switch {
 	case in.failed() != nil:
 		if cerr := ctx.Err(); cerr != nil {
@@ -380,31 +382,31 @@ func extractFile(ctx context.Context, s *source, dir string, f *File) (fileStamp
 	case err != nil:
 		return fileStamp{}, fmt.Errorf("import %s: %w", f.Path, err)
 	}
-	if d != f.Digest {
+	if d := sha256Digest(h); d != f.Digest {
 		return fileStamp{}, archiveError(f.Path, ErrCorrupt, "sha256 mismatch: manifest says %s, content is %s; %s", f.Digest.Encoded(), d.Encoded(), adviceArchive)
 	}
 	return stamp, nil
 }
 
 // writeFile creates the checkpoint file p in dir (and CRIUDir, when p is
-// in it), which must not exist, and copies r into it, digesting it on the
-// way: r is read ahead in one goroutine while the file is written in this
-// one and hashed in a third. A file that fits in one chunk is copied and
-// hashed in this goroutine alone, since starting the others would cost
-// more than they save. It returns the digest and the identity of the
-// file as written (for a Receipt).
-func writeFile(dir, p string, r io.Reader) (digest.Digest, fileStamp, error) {
+// in it), which must not exist, and copies r into it, hashing it into h
+// on the way: r is read ahead in one goroutine while the file is written
+// in this one and hashed in a third. A file that fits in one chunk is
+// copied and hashed in this goroutine alone, since starting the others
+// would cost more than they save. It returns the identity of the file as
+// written (for a Receipt).
+func writeFile(dir, p string, r io.Reader, h hash.Hash) (fileStamp, error) {
 	path := filepath.Join(dir, filepath.FromSlash(p))
 	if parent := filepath.Dir(path); parent != dir {
 		if err := os.Mkdir(parent, dirMode); err != nil && !errors.Is(err, os.ErrExist) {
-			return "", fileStamp{}, err
+			return fileStamp{}, err
 		}
 	}
 	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, fileMode)
 	if err != nil {
-		return "", fileStamp{}, err
+		return fileStamp{}, err
 	}
-	_, d, err := copyDigest(out, r, true)
+	_, err = copyHashed(out, r, h)
 	var stamp fileStamp
 	if err == nil {
 		// Taken once the file is complete: any later change to it
@@ -414,46 +416,46 @@ func writeFile(dir, p string, r io.Reader) (digest.Digest, fileStamp, error) {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	return d, stamp, err
+	return stamp, err
 }
 
-// copyDigest copies r to w and returns how many bytes it copied and,
-// when hash is set, their sha256. A short r (at most one chunk) is copied
+// copyHashed copies r to w and returns how many bytes it copied, hashing
+// them into h unless h is nil. A short r (at most one chunk) is copied
 // and hashed inline; a longer one is read ahead and hashed on goroutines
 // of their own, overlapping w.
-func copyDigest(w io.Writer, r io.Reader, hash bool) (int64, digest.Digest, error) {
+func copyHashed(w io.Writer, r io.Reader, h hash.Hash) (int64, error) {
 	buf := getChunk()
 	n, err := io.ReadFull(r, buf)
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		defer putChunk(buf)
-		var d digest.Digest
-		if hash {
-			d = digest.FromBytes(buf[:n])
+		if h != nil {
+			h.Write(buf[:n])
 		}
 		n, err := w.Write(buf[:n])
-		return int64(n), d, err
+		return int64(n), err
 	case err != nil:
 		putChunk(buf)
-		return 0, "", err
+		return 0, err
 	}
-	if !hash {
+	if h == nil {
 		_, err = w.Write(buf)
 		putChunk(buf)
 		var rest int64
 		if err == nil {
 			rest, err = newReadAhead(r).WriteTo(w)
 		}
-		return int64(n) + rest, "", err
+		return int64(n) + rest, err
 	}
-	hw := newHashingWriter(w)
+	hw := newHashingWriter(w, h)
+	defer hw.stop()
 	_, err = hw.Write(buf)
 	putChunk(buf)
 	var rest int64
 	if err == nil {
 		rest, err = newReadAhead(r).WriteTo(hw)
 	}
-	return int64(n) + rest, hw.digest(), err
+	return int64(n) + rest, err
 }
 
 // maxPadding bounds the zeroes accepted after the tar's end marker: tar

@@ -65,7 +65,10 @@ func newReceipt(manifest []byte, files int) *Receipt {
 // byte for byte, and every listed file is still there, with no other, as
 // Verify requires; a file whose stamp (inode, size, mtime, ctime) is
 // unchanged is taken as the import checked it, and any other is digested
-// and checked against the manifest. A nil Receipt verifies every file.
+// and checked against the manifest. A checkpoint received unsealed (a
+// transfer checksummed with CRC-32C) has no digest to check a changed
+// file against: one is refused. A nil Receipt verifies every file, and
+// refuses an unsealed checkpoint (ErrUnsealed).
 func (r *Receipt) Verify(dir string) (*Manifest, error) {
 	if r == nil {
 		return Verify(dir)
@@ -76,9 +79,6 @@ func (r *Receipt) Verify(dir string) (*Manifest, error) {
 	}
 	if digest.FromBytes(data) != r.manifest {
 		return nil, dirError(ManifestName, ErrCorrupt, "changed since the checkpoint was imported; %s", adviceDir)
-	}
-	if m.DigestsPending {
-		return nil, errUnsealed("verified") // an import never writes one
 	}
 	onDisk, err := scan(dir)
 	if err != nil {
@@ -98,6 +98,9 @@ func (r *Receipt) Verify(dir string) (*Manifest, error) {
 		}
 		if want, ok := r.files[f.Path]; ok && stampOf(&st) == want {
 			continue
+		}
+		if m.DigestsPending { // a transfer checksummed with CRC-32C
+			return nil, dirError(f.Path, ErrCorrupt, "changed since it arrived, and no digest covers it; %s", adviceDir)
 		}
 		if err := checkFile(dir, f); err != nil {
 			return nil, err

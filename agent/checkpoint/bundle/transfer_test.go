@@ -11,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 // writePendingCheckpoint creates the sample checkpoint as a migration's
@@ -28,8 +30,14 @@ func writePendingCheckpoint(t *testing.T, files map[string][]byte) string {
 
 func send(t *testing.T, dir string) []byte {
 	t.Helper()
+	return sendWith(t, dir, "")
+}
+
+// sendWith is send with the trailer's checksum c.
+func sendWith(t *testing.T, dir string, c Checksum) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	if err := Send(context.Background(), dir, &buf, SendOptions{}); err != nil {
+	if err := Send(context.Background(), dir, &buf, SendOptions{Checksum: c}); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
 	return buf.Bytes()
@@ -166,9 +174,14 @@ func parseTransfer(t *testing.T, b []byte) transfer {
 		// Capped, so that appending to a part never writes into the next.
 		tr.files, b = append(tr.files, b[:f.Size:f.Size]), b[f.Size:]
 	}
-	tr.trailer, b = string(b[:len(trailerMagic)]), b[len(trailerMagic):]
+	fr := framingSHA256
+	if tr.magic == transferMagicCRC {
+		fr = framingCRC32C
+	}
+	size := fr.newHash().Size()
+	tr.trailer, b = string(b[:len(fr.trailer)]), b[len(fr.trailer):]
 	for range m.Files {
-		tr.sums, b = append(tr.sums, b[:sha256.Size:sha256.Size]), b[sha256.Size:]
+		tr.sums, b = append(tr.sums, b[:size:size]), b[size:]
 	}
 	if len(b) != 0 {
 		t.Fatalf("%d bytes after the trailer", len(b))
@@ -191,6 +204,8 @@ func TestReceiveRefuses(t *testing.T) {
 	stream := send(t, pending)
 	tr := parseTransfer(t, stream)
 	sealedTr := parseTransfer(t, send(t, sealed))
+	crcStream := sendWith(t, pending, ChecksumCRC32C)
+	crcTr := parseTransfer(t, crcStream)
 	m, err := parseManifest(tr.manifest)
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +251,7 @@ func TestReceiveRefuses(t *testing.T) {
 		{"trailer digests swapped", tr.with(func(c *transfer) { c.sums[0], c.sums[1] = c.sums[1], c.sums[0] }).bytes(),
 			ErrCorrupt, []string{m.Files[0].Path, "sha256 mismatch"}},
 		{"trailer magic damaged", flipBit(stream, trailerAt+2),
-			ErrCorrupt, []string{"digests that must follow the last file are not there"}},
+			ErrCorrupt, []string{"checksums that must follow the last file are not there"}},
 		{"file longer than listed", tr.with(func(c *transfer) { c.files[pages] = append(c.files[pages], 0) }).bytes(),
 			ErrCorrupt, nil},
 		{"file shorter than listed", tr.with(func(c *transfer) { c.files[pages] = c.files[pages][1:] }).bytes(),
@@ -244,15 +259,25 @@ func TestReceiveRefuses(t *testing.T) {
 		{"trailer missing", stream[:trailerAt],
 			ErrCorrupt, []string{"truncated"}},
 		{"one trailer digest missing", stream[:len(stream)-sha256.Size],
-			ErrCorrupt, []string{"the digests after the last file", "truncated"}},
+			ErrCorrupt, []string{"the checksums after the last file", "truncated"}},
 		{"data after the trailer", append(append([]byte(nil), stream...), 0),
-			ErrCorrupt, []string{"unexpected data after the digests"}},
+			ErrCorrupt, []string{"unexpected data after the checksums"}},
 		{"empty stream", nil,
 			ErrCorrupt, []string{"the stream's head", "truncated"}},
 		{"an exported archive", export(t, sealed, ExportOptions{Compression: NoCompression}),
 			ErrCorrupt, []string{"does not start as a godwit migration transfer"}},
-		{"another version", tr.with(func(c *transfer) { c.magic = "GODWIT-TRANSFER/2\n" }).bytes(),
-			ErrCorrupt, []string{"GODWIT-TRANSFER/2", "this version"}},
+		{"another version", tr.with(func(c *transfer) { c.magic = "GODWIT-TRANSFER/3\n" }).bytes(),
+			ErrCorrupt, []string{"GODWIT-TRANSFER/3", "this version"}},
+		{"bit flipped in an image, checked with CRC-32C", crcTr.with(func(c *transfer) { c.files[pages] = flipBit(c.files[pages], 5000) }).bytes(),
+			ErrCorrupt, []string{"criu/pages-1.img", "crc32c mismatch: the sender read", "migration aborts"}},
+		{"bit flipped in a CRC-32C of the trailer", crcTr.with(func(c *transfer) { c.sums[pages] = flipBit(c.sums[pages], 1) }).bytes(),
+			ErrCorrupt, []string{"criu/pages-1.img", "crc32c mismatch"}},
+		{"CRC-32C trailer cut short", crcStream[:len(crcStream)-2],
+			ErrCorrupt, []string{"the checksums after the last file", "truncated"}},
+		{"a sealed checkpoint checked with CRC-32C", sealedTr.with(func(c *transfer) {
+			c.magic, c.trailer = transferMagicCRC, trailerMagicCRC
+			c.sums = crcTr.sums
+		}).bytes(), ErrInvalidManifest, []string{ManifestName, "CRC-32C", "pending"}},
 		{"manifest larger than allowed", binary.BigEndian.AppendUint32([]byte(transferMagic), maxManifestSize+1),
 			ErrInvalidManifest, []string{ManifestName, "larger than"}},
 		{"manifest listing a file outside the checkpoint", editManifest(tr, func(m *Manifest) {
@@ -281,47 +306,109 @@ func TestReceiveRefuses(t *testing.T) {
 // boundary of its framing, and at points inside each part: every cut is
 // refused as truncated, and leaves nothing behind.
 func TestReceiveRefusesEveryTruncation(t *testing.T) {
-	stream := send(t, writePendingCheckpoint(t, largeFiles()))
-	tr := parseTransfer(t, stream)
-	var bounds []int
-	at := len(tr.magic)
-	bounds = append(bounds, at, at+4)
-	at += 4 + len(tr.manifest)
-	bounds = append(bounds, at, at+sha256.Size/2)
-	at += sha256.Size
-	for _, f := range tr.files {
-		bounds = append(bounds, at, at+len(f)/2)
-		at += len(f)
-	}
-	bounds = append(bounds, at, at+len(trailerMagic))
-	at += len(trailerMagic)
-	for range tr.sums {
-		at += sha256.Size
-		bounds = append(bounds, at)
-	}
-	if at != len(stream) {
-		t.Fatalf("parts add up to %d bytes, the stream has %d", at, len(stream))
-	}
-	cuts := map[int]bool{}
-	for _, b := range bounds {
-		for _, c := range []int{b - 1, b, b + 1} {
-			if c >= 0 && c < len(stream) {
-				cuts[c] = true
+	for _, c := range ReceivedChecksums() {
+		t.Run(string(c), func(t *testing.T) {
+			stream := sendWith(t, writePendingCheckpoint(t, largeFiles()), c)
+			tr := parseTransfer(t, stream)
+			var bounds []int
+			at := len(tr.magic)
+			bounds = append(bounds, at, at+4)
+			at += 4 + len(tr.manifest)
+			bounds = append(bounds, at, at+sha256.Size/2)
+			at += sha256.Size
+			for _, f := range tr.files {
+				bounds = append(bounds, at, at+len(f)/2)
+				at += len(f)
 			}
-		}
-	}
-	for cut := range cuts {
-		t.Run(fmt.Sprint(cut), func(t *testing.T) {
-			parent := t.TempDir()
-			_, _, err := Receive(context.Background(), bytes.NewReader(stream[:cut]), filepath.Join(parent, "received"))
-			wantRefused(t, err, ErrCorrupt, "truncated")
-			if !errors.Is(err, io.ErrUnexpectedEOF) {
-				t.Errorf("error %q does not match io.ErrUnexpectedEOF", err)
+			bounds = append(bounds, at, at+len(tr.trailer))
+			at += len(tr.trailer)
+			for _, sum := range tr.sums {
+				at += len(sum)
+				bounds = append(bounds, at)
 			}
-			if left, _ := os.ReadDir(parent); len(left) != 0 {
-				t.Errorf("left %v behind", left)
+			if at != len(stream) {
+				t.Fatalf("parts add up to %d bytes, the stream has %d", at, len(stream))
+			}
+			cuts := map[int]bool{}
+			for _, b := range bounds {
+				for _, c := range []int{b - 1, b, b + 1} {
+					if c >= 0 && c < len(stream) {
+						cuts[c] = true
+					}
+				}
+			}
+			for cut := range cuts {
+				t.Run(fmt.Sprint(cut), func(t *testing.T) {
+					parent := t.TempDir()
+					_, _, err := Receive(context.Background(), bytes.NewReader(stream[:cut]), filepath.Join(parent, "received"))
+					wantRefused(t, err, ErrCorrupt, "truncated")
+					if !errors.Is(err, io.ErrUnexpectedEOF) {
+						t.Errorf("error %q does not match io.ErrUnexpectedEOF", err)
+					}
+					if left, _ := os.ReadDir(parent); len(left) != 0 {
+						t.Errorf("left %v behind", left)
+					}
+				})
 			}
 		})
+	}
+}
+
+// TestCRC32CTransfer: a checkpoint whose digests are pending goes with
+// CRC-32C checksums and arrives byte for byte, unsealed: its receipt
+// vouches for it without a pass over its files, and nothing else does. A
+// sealed one goes with its digests whatever the sender asks.
+func TestCRC32CTransfer(t *testing.T) {
+	files := largeFiles()
+	stream := sendWith(t, writePendingCheckpoint(t, files), ChecksumCRC32C)
+	if !bytes.HasPrefix(stream, []byte(transferMagicCRC)) {
+		t.Fatalf("stream opens with %q, want %q", stream[:len(transferMagicCRC)], transferMagicCRC)
+	}
+	dest := filepath.Join(t.TempDir(), "received")
+	got, receipt, err := Receive(context.Background(), bytes.NewReader(stream), dest)
+	if err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	if !got.DigestsPending {
+		t.Error("the received manifest is sealed, want its digests pending")
+	}
+	received := readTree(t, dest)
+	delete(received, ManifestName)
+	if len(received) != len(files) {
+		t.Errorf("received %d files, sent %d", len(received), len(files))
+	}
+	for name, data := range files {
+		if !bytes.Equal(received[name], data) {
+			t.Errorf("received %s differs from the sent one", name)
+		}
+	}
+
+	digested := digestedFiles(t)
+	m, err := receipt.Verify(dest)
+	if err != nil {
+		t.Fatalf("Receipt.Verify: %v", err)
+	}
+	if !reflect.DeepEqual(m, got) {
+		t.Errorf("Receipt.Verify returned\n%+v\nwant what Receive returned\n%+v", m, got)
+	}
+	if d := digested(); len(d) != 0 {
+		t.Errorf("Receipt.Verify digested %v, want nothing", d)
+	}
+	var none *Receipt
+	_, err = none.Verify(dest)
+	wantRefused(t, err, ErrUnsealed, ManifestName)
+
+	time.Sleep(20 * time.Millisecond) // past a coarse clock tick (fileStamp)
+	flipFile(t, filepath.Join(dest, "criu", "pages-2.img"), 10)
+	_, err = receipt.Verify(dest)
+	wantRefused(t, err, ErrCorrupt, "criu/pages-2.img", "no digest covers it")
+
+	sealed, _ := writeCheckpoint(t)
+	if s := sendWith(t, sealed, ChecksumCRC32C); !bytes.HasPrefix(s, []byte(transferMagic)) {
+		t.Errorf("a sealed checkpoint went as %q, want %q", s[:len(transferMagic)], transferMagic)
+	}
+	if err := Send(context.Background(), sealed, io.Discard, SendOptions{Checksum: "md5"}); err == nil || !strings.Contains(err.Error(), "md5") {
+		t.Errorf("Send with an unknown checksum: %v, want it refused naming it", err)
 	}
 }
 

@@ -81,9 +81,13 @@ type MigrateReply struct {
 	RootfsFormat  string   `protobuf:"bytes,3,opt,name=rootfs_format,json=rootfsFormat,proto3" json:"rootfs_format,omitempty"`
 	// missing_image: the destination lacks the image's record even where
 	// it has every layer; the source sends it with the layers.
-	MissingImage  bool `protobuf:"varint,4,opt,name=missing_image,json=missingImage,proto3" json:"missing_image,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MissingImage bool `protobuf:"varint,4,opt,name=missing_image,json=missingImage,proto3" json:"missing_image,omitempty"`
+	// transfer_checksums: the checksums the destination takes on the
+	// checkpoint's transfer ("sha256", "crc32c"); empty from an agent that
+	// takes sha256 alone.
+	TransferChecksums []string `protobuf:"bytes,5,rep,name=transfer_checksums,json=transferChecksums,proto3" json:"transfer_checksums,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *MigrateReply) Reset() {
@@ -142,6 +146,13 @@ func (x *MigrateReply) GetMissingImage() bool {
 		return x.MissingImage
 	}
 	return false
+}
+
+func (x *MigrateReply) GetTransferChecksums() []string {
+	if x != nil {
+		return x.TransferChecksums
+	}
+	return nil
 }
 
 type MigrateDescribeRequest struct {
@@ -288,8 +299,11 @@ type MigrateSendRequest struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// address is the destination agent's address; data_token the token the
 	// destination's MigrateReceive expects.
-	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	DataToken     string `protobuf:"bytes,3,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	Address   string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	DataToken string `protobuf:"bytes,3,opt,name=data_token,json=dataToken,proto3" json:"data_token,omitempty"`
+	// checksum is the transfer's checksum, one of the destination's
+	// transfer_checksums; "": sha256.
+	Checksum      string `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +355,13 @@ func (x *MigrateSendRequest) GetAddress() string {
 func (x *MigrateSendRequest) GetDataToken() string {
 	if x != nil {
 		return x.DataToken
+	}
+	return ""
+}
+
+func (x *MigrateSendRequest) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
 	}
 	return ""
 }
@@ -1290,12 +1311,13 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"\x17godwit/v1/migrate.proto\x12\tgodwit.v1\"\x1c\n" +
 	"\n" +
 	"MigrateRef\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x95\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xc4\x01\n" +
 	"\fMigrateReply\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12%\n" +
 	"\x0emissing_layers\x18\x02 \x03(\tR\rmissingLayers\x12#\n" +
 	"\rrootfs_format\x18\x03 \x01(\tR\frootfsFormat\x12#\n" +
-	"\rmissing_image\x18\x04 \x01(\bR\fmissingImage\"F\n" +
+	"\rmissing_image\x18\x04 \x01(\bR\fmissingImage\x12-\n" +
+	"\x12transfer_checksums\x18\x05 \x03(\tR\x11transferChecksums\"F\n" +
 	"\x16MigrateDescribeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\"\xa6\x01\n" +
@@ -1305,12 +1327,13 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"\x05image\x18\x03 \x01(\tR\x05image\x12!\n" +
 	"\fimage_layers\x18\x04 \x03(\tR\vimageLayers\x12\x0e\n" +
 	"\x02ip\x18\x05 \x01(\tR\x02ip\x12%\n" +
-	"\x0erootfs_formats\x18\x06 \x03(\tR\rrootfsFormats\"]\n" +
+	"\x0erootfs_formats\x18\x06 \x03(\tR\rrootfsFormats\"y\n" +
 	"\x12MigrateSendRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
 	"\n" +
-	"data_token\x18\x03 \x01(\tR\tdataToken\"Q\n" +
+	"data_token\x18\x03 \x01(\tR\tdataToken\x12\x1a\n" +
+	"\bchecksum\x18\x04 \x01(\tR\bchecksum\"Q\n" +
 	"\x0fMigrateProgress\x12\x1d\n" +
 	"\n" +
 	"done_bytes\x18\x01 \x01(\x03R\tdoneBytes\x12\x1f\n" +
