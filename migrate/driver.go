@@ -437,11 +437,11 @@ type driver struct {
 	// once the sync was or may have been started: an abort must have the
 	// source forget it, even while the container still runs.
 	rootfsFormat string
+	rootfsSynced bool
 	// transferChecksum is the checksum of the checkpoint's transfer the
 	// destination takes ("" for sha256; beforeSync). A driver that
 	// resumes a migration does not know it, and sends with sha256.
 	transferChecksum string
-	rootfsSynced bool
 
 	mu    sync.Mutex // serialises OnEvent; guards bytes
 	bytes int64

@@ -15,9 +15,10 @@ import (
 
 	criu "github.com/checkpoint-restore/go-criu/v7"
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
-	"github.com/godwit/godwit/internal/testutil"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/godwit/godwit/internal/testutil"
 )
 
 // Limits of the integration test.
