@@ -27,7 +27,8 @@ const transferPagesMiB = 256
 // data-channel endpoints in this process, as two agents do (bufio of
 // 1 MiB on both sides, the datachan Mux and Dialer, with and without
 // mutual TLS), in the export archive (Export, Import) and in the
-// migration transfer framing (Send, Receive), each with what the
+// migration transfer framing (Send, Receive; with sha256 or CRC-32C
+// checksums), each with what the
 // migration's freeze then does before and after: seal the dump (digest
 // every file, or list their sizes only) and verify it before restore
 // (digest every file again, or check the receipt). It reports each
@@ -91,18 +92,24 @@ var transferWays = []transferWay{
 			return func() error { _, err := bundle.Verify(dest); return err }, err
 		},
 	},
-	{
-		name:       "send-receive-receipt",
+	sendReceiveReceipt("send-receive-receipt", bundle.ChecksumSHA256),
+	sendReceiveReceipt("send-receive-receipt-crc32c", bundle.ChecksumCRC32C),
+}
+
+// sendReceiveReceipt is a migration's transfer, checksummed with c.
+func sendReceiveReceipt(name string, c bundle.Checksum) transferWay {
+	return transferWay{
+		name:       name,
 		sendBuffer: 0, receiveBuffer: 4 << 10,
 		seal: bundle.WritePendingManifest,
 		send: func(dir string, w io.Writer) error {
-			return bundle.Send(context.Background(), dir, w, bundle.SendOptions{})
+			return bundle.Send(context.Background(), dir, w, bundle.SendOptions{Checksum: c})
 		},
 		receive: func(r io.Reader, dest string) (func() error, error) {
 			_, receipt, err := bundle.Receive(context.Background(), r, dest)
 			return func() error { _, err := receipt.Verify(dest); return err }, err
 		},
-	},
+	}
 }
 
 func benchmarkTransfer(b *testing.B, cfg datachan.Config, way transferWay) {
