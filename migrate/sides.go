@@ -136,8 +136,8 @@ type Destination interface {
 	// ReceivePages (Stream) runs a CRIU page server fed by the data
 	// connection that presents token, where the source's Dump sends the
 	// memory pages; it returns once the dump's pages are all in, and
-	// Receive then completes the checkpoint with them (their digests are
-	// computed here). Once it has them, a repeated call returns at once.
+	// Restore then completes the checkpoint with them. Once it has them,
+	// a repeated call returns at once.
 	ReceivePages(ctx context.Context, id, token string) error
 	// ReceivePreDump takes pre-copy round round's images the source sends
 	// with token, checking every digest, as Receive does; a round it holds

@@ -118,8 +118,8 @@ func (r report) render() string {
 		switch st {
 		case migrate.StopCopy:
 			fmt.Fprintf(&b, "  - %s: transfer is the checkpoint's bytes over the transfer phase (in the migration transfer framing, "+
-				"docs/migration-transfer.md: uncompressed, each file's sha256 computed as it is sent and again as it is received "+
-				"to disk, and checked)\n", toolOf(st))
+				"docs/migration-transfer.md: uncompressed, each file's CRC-32C computed as it is sent and again as it is received "+
+				"to the destination's tmpfs, and checked)\n", toolOf(st))
 		case migrate.Stream:
 			fmt.Fprintf(&b, "  - %s: the source's CRIU dumps the memory pages into a CRIU page server on the destination through "+
 				"the agents' data connection in the dump phase; transfer is the pages' bytes over the time from their first byte "+

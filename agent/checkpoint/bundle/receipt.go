@@ -11,7 +11,8 @@ import (
 )
 
 // Receipt is what an import (Receive, ImportWithReceipt) wrote after it
-// checked every digest: the manifest's bytes and, for each file, the
+// checked every file (against its digest, or its CRC-32C for a transfer
+// checksummed so): the manifest's bytes and, for each file, the
 // identity of the inode it wrote, taken once the file was complete. A
 // restore moments later verifies the directory against it (Verify) with a
 // stat per file instead of a pass over every byte: on a migration's

@@ -79,15 +79,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type framing struct {
 	magic, trailer string
 	newHash        func() hash.Hash
-	name           string
+	checksum       Checksum
 	// seals: the trailer holds the files' sha256 digests, which the
 	// received manifest lists.
 	seals bool
 }
 
 var (
-	framingSHA256 = framing{transferMagic, trailerMagic, sha256.New, "sha256", true}
-	framingCRC32C = framing{transferMagicCRC, trailerMagicCRC, func() hash.Hash { return crc32.New(castagnoli) }, "crc32c", false}
+	framingSHA256 = framing{transferMagic, trailerMagic, sha256.New, ChecksumSHA256, true}
+	framingCRC32C = framing{transferMagicCRC, trailerMagicCRC, func() hash.Hash { return crc32.New(castagnoli) }, ChecksumCRC32C, false}
 )
 
 // SendOptions tune Send.
@@ -355,7 +355,7 @@ func receiveFiles(r *errRecorder, dir string, m *Manifest, fr framing, stamps ma
 	for i, f := range m.Files {
 		want := sums[i*size : (i+1)*size]
 		if !bytes.Equal(got[i], want) {
-			return archiveError(f.Path, ErrCorrupt, "%s mismatch: the sender read %x, what arrived is %x; %s", fr.name, want, got[i], adviceTransfer)
+			return archiveError(f.Path, ErrCorrupt, "%s mismatch: the sender read %x, what arrived is %x; %s", fr.checksum, want, got[i], adviceTransfer)
 		}
 		if fr.seals {
 			m.Files[i].Digest = digest.NewDigestFromBytes(digest.SHA256, got[i])
