@@ -177,15 +177,35 @@ func oneScheduler(t *testing.T, cfg devcluster.Config, nodes []string, more ...s
 }
 
 // epoch is node's registration count as the cluster records it.
+//
+// A call answered Unavailable (a leader that just went, before the others
+// elect a new one) is asked again of each running scheduler in turn, as
+// an operator would (docs/operations.md), within devcluster.LeaderTimeout.
 func (sc *schedCluster) epoch(t *testing.T, node string) uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n, err := sc.client(t).InspectNode(ctx, &pb.NodeRef{Name: node})
-	if err != nil {
-		t.Fatalf("inspect node %s: %v", node, err)
+	deadline := time.Now().Add(devcluster.LeaderTimeout)
+	for {
+		var err error
+		for _, s := range sc.schedulers {
+			if !s.Running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var n *pb.Node
+			n, err = s.Client().InspectNode(ctx, &pb.NodeRef{Name: node})
+			cancel()
+			if err == nil {
+				return n.GetEpoch()
+			}
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("inspect node %s: %v", node, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("inspect node %s: no scheduler answered within %s: %v", node, devcluster.LeaderTimeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return n.GetEpoch()
 }
 
 // waitRegistered waits until node has registered again since its
