@@ -87,6 +87,9 @@ const (
 	// faultAttempts is how many moves a fault is tried in, when the
 	// leadership changes on its own before it (waitFault).
 	faultAttempts = 3
+	// overtakenSettle is how long overtaken lets a runc that a stopped
+	// agent had started finish before it looks at the host.
+	overtakenSettle = 300 * time.Millisecond
 )
 
 // faultStrategies are those a seed picks from where the fault does not
@@ -529,6 +532,10 @@ func (fc *faultCluster) agentPausedPastItsLease(t *testing.T, rng *rand.Rand) {
 
 // pausedAfterTheCommit is agentPausedPastItsLease for one side.
 //
+// The schedulers elect a new leader while the old one is paused at the
+// failpoint; one that got to the side before its agent stopped leaves no
+// fault to observe, and the move is tried again (overtaken).
+//
 // The source, stopped, cannot drop its old copy, so the move stays
 // committed while the destination runs the container; continued, it
 // refuses to run its old copy (no lease, and the cluster moved the
@@ -562,6 +569,20 @@ func (fc *faultCluster) pausedAfterTheCommit(t *testing.T, rng *rand.Rand, side 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = daemon.Signal(syscall.SIGCONT) })
+	if fc.overtaken(t, side, to, m.GetId()) {
+		// The leader paused at the failpoint, so the others elected a
+		// new one (in a few hundred ms with the test timings), which
+		// finished the step before the agent stopped: no fault here.
+		t.Logf("a leader elected while %s was paused got to the %s first: trying again", leader.Name(), side)
+		leader.Kill()
+		if err := daemon.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		fc.waitLeader(t)
+		end := fc.waitSettled(t, m.GetId())
+		fc.checkSettled(t, end, true)
+		return false
+	}
 	leader.Kill()
 	fc.waitLeader(t)
 
@@ -645,6 +666,25 @@ func (fc *faultCluster) pausedAfterTheCommit(t *testing.T, rng *rand.Rand, side 
 	fc.waitCluster(t, to.Node(), gen+1)
 	fc.waitOneCopy(t, to)
 	return true
+}
+
+// overtaken says whether, by the time side's agent stopped, a new
+// leader had already done that side's part after the commit: the
+// destination runs the container, or the source dropped what it kept
+// and the move is done (a stop-copy source holds no runc container after
+// its dump, only images, so the record tells). It waits a moment first,
+// for a runc the agent started before it stopped, and for the record.
+func (fc *faultCluster) overtaken(t *testing.T, side string, to *devcluster.Host, id string) bool {
+	t.Helper()
+	time.Sleep(overtakenSettle)
+	if side == "destination" {
+		running, err := runsOn(to, faultWorkload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return running
+	}
+	return fc.inspect(t, id).GetPhase() == "done"
 }
 
 // runsOnlyOnceRegistered follows host h's agent, just continued past its
