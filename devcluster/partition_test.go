@@ -81,7 +81,7 @@ func TestCutAndHeal(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := devclustertest.Start(t, devcluster.Config{Name: "dcut", Bin: self,
-		Subnet: netip.MustParsePrefix("10.77.49.0/24"), ContainerCIDR: netip.MustParsePrefix("10.78.49.0/24")}, "a", "b", "c")
+		Subnet: netip.MustParsePrefix("10.77.39.0/24"), ContainerCIDR: netip.MustParsePrefix("10.78.39.0/24")}, "a", "b", "c")
 	a, b, third := c.Host("a"), c.Host("b"), c.Host("c")
 	for _, h := range c.Hosts() {
 		listenIn(t, h)

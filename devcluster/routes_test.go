@@ -26,10 +26,10 @@ func TestSyncRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	ip := netip.MustParseAddr("10.78.48.9")
+	ip := netip.MustParseAddr("10.78.38.9")
 	// Another route in the container CIDR, not a cluster route: the
 	// agents' own routes are like it.
-	if out, err := third.Exec(ctx, "ip", "route", "add", "10.78.48.10/32", "dev", "lo"); err != nil {
+	if out, err := third.Exec(ctx, "ip", "route", "add", "10.78.38.10/32", "dev", "lo"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 
@@ -78,7 +78,7 @@ func TestSyncRoutes(t *testing.T) {
 					via = nil // its agent routes its own containers
 				}
 				expect("host "+h.Name(), string(out), via)
-				if h == third && !strings.Contains(string(out), "10.78.48.10 dev lo") {
+				if h == third && !strings.Contains(string(out), "10.78.38.10 dev lo") {
 					t.Errorf("host c lost a route SyncRoutes did not set:\n%s", out)
 				}
 			}

@@ -24,8 +24,8 @@ import (
 const schedClusterName = "dcs"
 
 var (
-	schedSubnet     = netip.MustParsePrefix("10.77.48.0/24")
-	schedContainers = netip.MustParsePrefix("10.78.48.0/24")
+	schedSubnet     = netip.MustParsePrefix("10.77.38.0/24")
+	schedContainers = netip.MustParsePrefix("10.78.38.0/24")
 )
 
 // registerTimeout bounds the wait for an agent to show ready: with the
@@ -60,7 +60,7 @@ func TestSchedulerRegistersAnAgent(t *testing.T) {
 			if want := schedClusterName + "-a.sched"; s.Name() != want {
 				t.Errorf("scheduler name = %q, want %q", s.Name(), want)
 			}
-			if want := "10.77.48.2:7712"; s.GossipAddr() != want {
+			if want := "10.77.38.2:7712"; s.GossipAddr() != want {
 				t.Errorf("gossip address = %q, want %q", s.GossipAddr(), want)
 			}
 			if h.Scheduler() != s {
@@ -199,8 +199,8 @@ func TestDetachedClusterOutlivesItsProcess(t *testing.T) {
 		t.Fatalf("Exists of the detached cluster = %v, %v; want true", ok, err)
 	}
 
-	_, err = devcluster.New(ctx, devcluster.Config{Name: schedClusterName, Subnet: netip.MustParsePrefix("10.77.47.0/24"),
-		ContainerCIDR: netip.MustParsePrefix("10.78.47.0/24"), Bin: testutil.Godwit(t)})
+	_, err = devcluster.New(ctx, devcluster.Config{Name: schedClusterName, Subnet: netip.MustParsePrefix("10.77.37.0/24"),
+		ContainerCIDR: netip.MustParsePrefix("10.78.37.0/24"), Bin: testutil.Godwit(t)})
 	if !errors.Is(err, devcluster.ErrDetached) {
 		t.Fatalf("New with a detached cluster's name: err = %v, want ErrDetached", err)
 	}

@@ -278,18 +278,16 @@ func (s *Scheduler) checkLeases(ctx context.Context) {
 }
 
 // setHealth records n's health, as decided on the registration n is.
-func (s *Scheduler) setHealth(ctx context.Context, n *state.Node, h state.Health, at time.Time, why string) bool {
+func (s *Scheduler) setHealth(ctx context.Context, n *state.Node, h state.Health, at time.Time, why string) {
 	_, err := s.apply(ctx, &fsm.SetNodeHealth{Name: n.Name, Health: h, Epoch: n.Epoch, At: at})
 	switch {
 	case errors.Is(err, fsm.ErrStaleEpoch):
 		s.log.Info("node health left as is: it registered again", "node", n.Name, "health", h, "err", err)
-		return false
 	case err != nil:
 		s.log.Error("set node health", "node", n.Name, "health", h, "err", err)
-		return false
+	default:
+		s.log.Warn("node health changed", "node", n.Name, "health", h, "why", why)
 	}
-	s.log.Warn("node health changed", "node", n.Name, "health", h, "why", why)
-	return true
 }
 
 // apply commits cmd through raft on this replica, which must lead, and
