@@ -724,7 +724,15 @@ func (fc *faultCluster) armSchedulers(t *testing.T, env ...string) {
 // scenario must not leave a failpoint for the next.
 func (fc *faultCluster) armAgent(t *testing.T, h *devcluster.Host, env ...string) {
 	t.Helper()
+	before := fc.placement(t)
 	fc.restartAgent(t, h, env...)
+	if before.GetState() == pb.ContainerState_CONTAINER_STATE_RUNNING {
+		// A restart slow enough for the node to go down (a loaded
+		// machine, the test timings) leaves the workload lost until the
+		// new agent's report is in, which the node's registration shows
+		// a moment before: the move must not start in between.
+		fc.waitCluster(t, before.GetNode(), before.GetGeneration())
+	}
 	armed := h.Agent()
 	t.Cleanup(func() {
 		if h.Agent() == armed {
