@@ -80,15 +80,16 @@ type framing struct {
 	magic, trailer string
 	newHash        func() hash.Hash
 	checksum       Checksum
-	// seals: the trailer holds the files' sha256 digests, which the
-	// received manifest lists.
-	seals bool
 }
 
 var (
-	framingSHA256 = framing{transferMagic, trailerMagic, sha256.New, ChecksumSHA256, true}
-	framingCRC32C = framing{transferMagicCRC, trailerMagicCRC, func() hash.Hash { return crc32.New(castagnoli) }, ChecksumCRC32C, false}
+	framingSHA256 = framing{transferMagic, trailerMagic, sha256.New, ChecksumSHA256}
+	framingCRC32C = framing{transferMagicCRC, trailerMagicCRC, func() hash.Hash { return crc32.New(castagnoli) }, ChecksumCRC32C}
 )
+
+// seals says whether the trailer holds the files' sha256 digests, which
+// the received manifest then lists.
+func (f framing) seals() bool { return f.checksum == ChecksumSHA256 }
 
 // SendOptions tune Send.
 type SendOptions struct {
@@ -311,7 +312,7 @@ func receiveManifest(r io.Reader) (*Manifest, framing, error) {
 	if err != nil {
 		return nil, framing{}, &FileError{Path: ManifestName, Archive: true, Reason: err.Error(), Err: err}
 	}
-	if !fr.seals && !m.DigestsPending {
+	if !fr.seals() && !m.DigestsPending {
 		return nil, framing{}, archiveError(ManifestName, ErrInvalidManifest, "lists digests, but the transfer checks its files with CRC-32C, which only a checkpoint whose digests are pending is sent with; %s", adviceTransfer)
 	}
 	return m, fr, nil
@@ -357,11 +358,11 @@ func receiveFiles(r *errRecorder, dir string, m *Manifest, fr framing, stamps ma
 		if !bytes.Equal(got[i], want) {
 			return archiveError(f.Path, ErrCorrupt, "%s mismatch: the sender read %x, what arrived is %x; %s", fr.checksum, want, got[i], adviceTransfer)
 		}
-		if fr.seals {
+		if fr.seals() {
 			m.Files[i].Digest = digest.NewDigestFromBytes(digest.SHA256, got[i])
 		}
 	}
-	if fr.seals {
+	if fr.seals() {
 		m.DigestsPending = false
 	}
 	var extra [1]byte

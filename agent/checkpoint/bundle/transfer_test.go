@@ -383,17 +383,7 @@ func TestCRC32CTransfer(t *testing.T) {
 		}
 	}
 
-	digested := digestedFiles(t)
-	m, err := receipt.Verify(dest)
-	if err != nil {
-		t.Fatalf("Receipt.Verify: %v", err)
-	}
-	if !reflect.DeepEqual(m, got) {
-		t.Errorf("Receipt.Verify returned\n%+v\nwant what Receive returned\n%+v", m, got)
-	}
-	if d := digested(); len(d) != 0 {
-		t.Errorf("Receipt.Verify digested %v, want nothing", d)
-	}
+	verifiesUndigested(t, receipt, dest, got)
 	var none *Receipt
 	_, err = none.Verify(dest)
 	wantRefused(t, err, ErrUnsealed, ManifestName)
