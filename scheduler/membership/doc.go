@@ -20,8 +20,10 @@
 // Events reports joins, tag updates, departures (EventLeave, after Leave)
 // and failures (EventFail, a member that stopped answering). memberlist
 // v0.7.0 reports a leave and a failure alike, so Leave first gossips a
-// leaving flag in the member's metadata, then memberlist's leave: a
-// departure whose member carried the flag is a leave. memberlist
+// leaving flag in the member's metadata and sends every scheduler a leave
+// notice directly (gossip may lose the flag, or let the leave overtake
+// it), then memberlist's leave: a departure whose member carried the
+// flag, or announced itself, is a leave. memberlist
 // delivers them with its node lock held, so the pool never makes it
 // wait: it queues them, keeping only the latest undelivered event per
 // member, and a goroutine hands them to the Events channel. Members is

@@ -89,6 +89,9 @@ type Pool struct {
 type tracked struct {
 	member   Member
 	departed time.Time // when it failed or left; zero while alive
+	// leaving: the member told this one directly that it leaves (see
+	// tellSchedulersLeaving); its departure is a leave.
+	leaving bool
 }
 
 // Start creates this member's pool: it listens on cfg.BindAddr and is a
@@ -294,9 +297,9 @@ func (p *Pool) UpdateTags(t Tags) error {
 // Leave tells the pool this member is leaving on purpose, so that the
 // others report it left (EventLeave) rather than failed, and waits up to
 // timeout (0: no limit) for that to go out. It gossips the intent in its
-// metadata first, then memberlist's leave message: a member that missed
-// the first reports a failure instead. Call Shutdown after it; leaving
-// twice is harmless.
+// metadata, tells every scheduler directly, then sends memberlist's leave
+// message: a member that heard neither the intent nor the notice reports
+// a failure instead. Call Shutdown after it; leaving twice is harmless.
 func (p *Pool) Leave(timeout time.Duration) error {
 	p.life.RLock()
 	defer p.life.RUnlock()
@@ -332,12 +335,86 @@ func (p *Pool) Leave(timeout time.Duration) error {
 		}
 	}
 	p.updateMu.Unlock()
+	p.tellSchedulersLeaving(deadline)
 
 	if err := p.ml.Leave(remaining()); err != nil {
 		return fmt.Errorf("leave gossip pool: %w (the others will report this member failed instead of left)", err)
 	}
 	p.log.Info("left gossip pool", "member", p.cfg.Name)
 	return nil
+}
+
+// leaveNotice is the kind byte of the user message tellSchedulersLeaving
+// sends; the leaving member's name follows it.
+const leaveNotice byte = 1
+
+// tellSchedulersLeaving sends every alive scheduler a leave notice over
+// memberlist's stream connection (TCP, encrypted like the gossip).
+// Gossip alone may carry the leaving flag to some members only, or let
+// the leave message overtake it (a member's newer message replaces an
+// older one in every queue it waits in), and a scheduler that missed the
+// flag would take the departure for a failure and keep a scheduler that
+// left a raft voter. Schedulers are the members that act on the
+// difference; a notice that cannot be sent is logged.
+func (p *Pool) tellSchedulersLeaving(deadline time.Time) {
+	notice := append([]byte{leaveNotice}, p.cfg.Name...)
+	for _, m := range p.Members() {
+		if m.Role != RoleScheduler || m.State != MemberAlive || m.Name == p.cfg.Name {
+			continue
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			p.log.Warn("no time left to tell the other schedulers this member leaves; they may report a failure", "scheduler", m.Name)
+			return
+		}
+		to, err := memberlistNode(m)
+		if err == nil {
+			err = p.ml.SendReliable(to, notice)
+		}
+		if err != nil {
+			p.log.Warn("telling a scheduler this member leaves failed; it may report a failure", "scheduler", m.Name, "addr", m.Addr, "error", err)
+		}
+	}
+}
+
+// memberlistNode addresses m for memberlist's sends.
+func memberlistNode(m Member) (*memberlist.Node, error) {
+	host, port, err := net.SplitHostPort(m.Addr)
+	if err != nil {
+		return nil, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %s: %w", m.Addr, err)
+	}
+	return &memberlist.Node{Name: m.Name, Addr: net.ParseIP(host), Port: uint16(p)}, nil
+}
+
+// heardLeaving records a leave notice. A notice that comes after the
+// departure it announces (the leave message overtook it) turns the
+// recorded failure into a leave, and reports it again as one.
+func (p *Pool) heardLeaving(msg []byte) {
+	if len(msg) < 2 || msg[0] != leaveNotice {
+		p.log.Warn("gossip user message of an unknown kind dropped (another godwit version?)", "bytes", len(msg))
+		return
+	}
+	name := string(msg[1:])
+	p.mu.Lock()
+	t := p.members[name]
+	var left *Event
+	switch {
+	case t == nil || t.member.State == MemberLeft:
+	case t.member.State == MemberAlive:
+		t.leaving = true
+	case t.member.State == MemberDead:
+		t.member.State = MemberLeft
+		left = &Event{Kind: EventLeave, Member: t.member}
+		left.Member.Tags = left.Member.Tags.clone()
+	}
+	p.mu.Unlock()
+	if left != nil {
+		p.log.Debug("gossip member left; its notice came after its departure", "member", name)
+		p.queue.push(*left)
+	}
 }
 
 // Shutdown stops gossiping and closes the Events channel; it waits for a
@@ -378,17 +455,20 @@ func (p *Pool) observe(kind EventKind, n *memberlist.Node) {
 			"member", n.Name, "addr", m.Addr, "error", err)
 	}
 	m.Role, m.Tags = role, tags
-	var departed time.Time
-	if kind == EventFail {
-		m.State, departed = MemberDead, time.Now()
-		if leaving {
-			kind, m.State = EventLeave, MemberLeft
-		}
-	}
 
 	p.mu.Lock()
 	prev := p.members[n.Name]
-	p.members[n.Name] = &tracked{member: m, departed: departed}
+	// A notice (heardLeaving) holds until the member departs; a member
+	// that joins again starts afresh.
+	noticed := kind != EventJoin && prev != nil && prev.leaving
+	var departed time.Time
+	if kind == EventFail {
+		m.State, departed = MemberDead, time.Now()
+		if leaving || noticed {
+			kind, m.State = EventLeave, MemberLeft
+		}
+	}
+	p.members[n.Name] = &tracked{member: m, departed: departed, leaving: noticed}
 	p.mu.Unlock()
 	if kind == EventUpdate && prev != nil && prev.member.State == MemberAlive && prev.member.Addr == m.Addr &&
 		prev.member.Role == m.Role && prev.member.Tags.Equal(m.Tags) {
@@ -419,9 +499,9 @@ func (d delegate) NodeMeta(limit int) []byte {
 	return slices.Clone(d.p.meta)
 }
 
-// godwit sends no user messages or state over gossip: cluster state lives
-// in raft.
-func (delegate) NotifyMsg([]byte)                           {}
+// The only user message is the leave notice, sent directly; godwit
+// gossips no state of its own: cluster state lives in raft.
+func (d delegate) NotifyMsg(msg []byte)                     { d.p.heardLeaving(msg) }
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 
@@ -197,4 +198,64 @@ func TestMemberlistLogLevels(t *testing.T) {
 			t.Errorf("logged %s at info level", buf.String())
 		}
 	})
+}
+
+// A leave notice makes the departure a leave whichever comes first: gossip
+// may lose the leaving flag, and the leave message may overtake the
+// notice.
+func TestALeaveNoticeMakesTheDepartureALeave(t *testing.T) {
+	meta, err := encodeMeta(RoleScheduler, Tags{RPCAddr: "127.0.0.1:7000"}, false) // the flag lost
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &memberlist.Node{Name: "b", Addr: net.ParseIP("127.0.0.1"), Port: 7946, Meta: meta}
+	notice := append([]byte{leaveNotice}, "b"...)
+	lastEvent := func(p *Pool) Event {
+		var last Event
+		for e, ok := p.queue.pop(); ok; e, ok = p.queue.pop() {
+			last = e
+		}
+		return last
+	}
+	newPool := func() (*Pool, delegate) {
+		p := &Pool{log: slog.New(slog.DiscardHandler), members: map[string]*tracked{}, queue: newEventQueue()}
+		d := delegate{p}
+		d.NotifyJoin(node)
+		return p, d
+	}
+
+	tests := []struct {
+		name   string
+		events func(d delegate)
+		want   EventKind
+		state  MemberState
+	}{
+		{"no notice: a failure", func(d delegate) { d.NotifyLeave(node) }, EventFail, MemberDead},
+		{"notice, then the departure", func(d delegate) { d.NotifyMsg(notice); d.NotifyLeave(node) }, EventLeave, MemberLeft},
+		{"notice, an update, then the departure", func(d delegate) {
+			d.NotifyMsg(notice)
+			d.NotifyUpdate(node)
+			d.NotifyLeave(node)
+		}, EventLeave, MemberLeft},
+		{"the departure overtook the notice", func(d delegate) { d.NotifyLeave(node); d.NotifyMsg(notice) }, EventLeave, MemberLeft},
+		{"a notice before leaving, then back: a later departure is a failure", func(d delegate) {
+			d.NotifyMsg(notice)
+			d.NotifyLeave(node)
+			d.NotifyJoin(node)
+			d.NotifyLeave(node)
+		}, EventFail, MemberDead},
+		{"an unknown message changes nothing", func(d delegate) { d.NotifyMsg([]byte{9, 'b'}); d.NotifyLeave(node) }, EventFail, MemberDead},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, d := newPool()
+			tt.events(d)
+			if e := lastEvent(p); e.Kind != tt.want || e.Member.Name != "b" || e.Member.State != tt.state {
+				t.Errorf("last event %s of %q in state %s, want %s in state %s", e.Kind, e.Member.Name, e.Member.State, tt.want, tt.state)
+			}
+			if got := p.Members()[0]; got.State != tt.state || got.Tags.RPCAddr != "127.0.0.1:7000" {
+				t.Errorf("b listed %s with tags %+v, want %s with its tags", got.State, got.Tags, tt.state)
+			}
+		})
+	}
 }

@@ -491,7 +491,10 @@ func TestALeavingSchedulerIsRemovedAndAKilledOneByRemovePeer(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if status.Code(err) != codes.FailedPrecondition || time.Now().After(deadline) {
+		// Until gossip declares s4 dead it refuses; with s4 gone the
+		// leader needs s3 for its quorum, and a slow machine may make it
+		// step down for a moment: the operator retries, as the error says.
+		if c := status.Code(err); c != codes.FailedPrecondition && c != codes.Unavailable || time.Now().After(deadline) {
 			t.Fatalf("remove-peer of a dead scheduler: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
