@@ -27,11 +27,35 @@ func lookupNode(tx *state.Txn, name string) (*state.Node, error) {
 // becomes alive with a new epoch (1 for a new node, the old one plus one
 // otherwise). A new node starts schedulable; a known one keeps the
 // operator's cordon or drain. Node.Schedulability, Health, HealthChanged,
-// Epoch and Registered in the command are ignored. Result value: the
-// stored *state.Node, whose Epoch the agent presents from then on.
+// Epoch and Registered in the command are ignored. Result value: a
+// Registration, whose node's Epoch the agent presents from then on.
+//
+// An agent's registration carries what the node holds (Inventory),
+// applied in the same entry: the node is never seen registered with its
+// old image list, or alive with containers it runs still lost from its
+// last time down. Entries without it (older schedulers) record only the
+// node; the images and reports then came in entries of their own.
 type RegisterNode struct {
-	Node state.Node `json:"node"`
-	At   time.Time  `json:"at"`
+	Node      state.Node `json:"node"`
+	Inventory *Inventory `json:"inventory,omitempty"`
+	At        time.Time  `json:"at"`
+}
+
+// Inventory is what a registering node holds: its whole list of images
+// (as SetImages), and the complete report of its containers (as
+// ReportContainers with Complete; its Node, Epoch and At are taken from
+// the registration).
+type Inventory struct {
+	Images     []state.Image    `json:"images,omitempty"`
+	Containers ReportContainers `json:"containers"`
+}
+
+// Registration is RegisterNode's result value: the stored node and, with
+// an inventory, what its images and report changed.
+type Registration struct {
+	Node   *state.Node
+	Images ImagesOutcome
+	Report ReportOutcome
 }
 
 func (RegisterNode) Type() CommandType { return TypeRegisterNode }
@@ -65,8 +89,24 @@ func (c RegisterNode) apply(tx *state.Txn) (any, error) {
 		return nil, err
 	}
 	tx.Emit(state.EventNodeRegistered, n.Name, "", fmt.Sprintf("registered at %s, epoch %d", n.Address, n.Epoch))
-	stored, _ := tx.Node(n.Name)
-	return stored, nil
+	var out Registration
+	out.Node, _ = tx.Node(n.Name)
+	if c.Inventory == nil {
+		return out, nil
+	}
+	images, err := SetImages{Node: n.Name, Images: c.Inventory.Images, At: c.At}.apply(tx)
+	if err != nil {
+		return nil, err
+	}
+	out.Images = images.(ImagesOutcome)
+	report := c.Inventory.Containers
+	report.Node, report.Epoch, report.Complete, report.At = n.Name, n.Epoch, true, c.At
+	reported, err := report.apply(tx)
+	if err != nil {
+		return nil, err
+	}
+	out.Report = reported.(ReportOutcome)
+	return out, nil
 }
 
 // healthMove checks a health transition. Down is left only by

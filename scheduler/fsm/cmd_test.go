@@ -106,7 +106,7 @@ func TestRegisterNode(t *testing.T) {
 			if !slices.Equal(n.CPU.Flags, []string{"avx2", "sse4_2"}) {
 				t.Errorf("CPU flags %v, want them sorted", n.CPU.Flags)
 			}
-			if v.(*state.Node).Epoch != 1 {
+			if v.(fsm.Registration).Node.Epoch != 1 {
 				t.Errorf("result %+v, want the stored node", v)
 			}
 			wantEvents(t, h, state.EventNodeRegistered)
@@ -148,6 +148,69 @@ func TestRegisterNode(t *testing.T) {
 			}},
 		{name: "no name", cmd: fsm.RegisterNode{Node: state.Node{Address: "x:1"}}, wantErr: fsm.ErrInvalid},
 		{name: "no address", cmd: fsm.RegisterNode{Node: state.Node{Name: "n9"}}, wantErr: fsm.ErrInvalid},
+	})
+}
+
+// A registration with its inventory is one entry: the node that comes
+// back from down is never alive with its containers still lost or its
+// old images.
+func TestRegisterNodeWithItsInventory(t *testing.T) {
+	t1 := t0.Add(time.Minute)
+	bb := state.Image{Name: "busybox:latest", ID: "sha256:bb", Size: 10}
+	// n1 ran a and b, then went down: both lost.
+	base := func(tb testing.TB) *harness {
+		h := cluster(tb)
+		h.place("a", "web", "n1", 100)
+		h.place("b", "db", "n1", 100)
+		h.must(fsm.MarkNodeLost{Name: "n1", At: t0})
+		return h
+	}
+	inventory := func(images []state.Image, reports ...fsm.Report) *fsm.Inventory {
+		inv := &fsm.Inventory{Images: images}
+		for _, r := range reports {
+			inv.Containers.Reports = append(inv.Containers.Reports, r)
+			inv.Containers.Seen = append(inv.Containers.Seen, r.ID)
+		}
+		return inv
+	}
+	runCases(t, base, []cmdCase{
+		{name: "alive, its images and containers as it reports them",
+			cmd: fsm.RegisterNode{Node: testNode("n1"), At: t1,
+				Inventory: inventory([]state.Image{bb}, fsm.Report{ID: "a", State: state.ReportedRunning})},
+			check: func(t *testing.T, h *harness, v any) {
+				reg := v.(fsm.Registration)
+				if n := h.node("n1"); n.Health != state.HealthAlive || n.Epoch != 2 || reg.Node.Epoch != 2 {
+					t.Errorf("node %+v, result %+v: want alive at epoch 2", n, reg.Node)
+				}
+				if a := h.container("a"); a.Reported != state.ReportedRunning || !a.ReportedAt.Equal(t1) {
+					t.Errorf("a %s at %v, want running at %v", a.Reported, a.ReportedAt, t1)
+				}
+				if b := h.container("b"); b.Reported != state.ReportedLost {
+					t.Errorf("b %s, want still lost: n1 does not have it", b.Reported)
+				}
+				if !h.snap().HasImage("n1", "busybox") || !slices.Equal(reg.Images.Added, []string{"busybox:latest"}) {
+					t.Errorf("n1's images %v (added %v), want busybox", h.snap().Images("n1"), reg.Images.Added)
+				}
+				wantEvents(t, h, state.EventNodeRegistered, state.EventImageAdded, state.EventContainerState)
+			}},
+		{name: "a container it no longer has is lost in the same entry",
+			setup: func(h *harness) {
+				h.must(fsm.RegisterNode{Node: testNode("n1"), At: t0,
+					Inventory: inventory(nil, fsm.Report{ID: "a", State: state.ReportedRunning}, fsm.Report{ID: "b", State: state.ReportedRunning})})
+			},
+			cmd: fsm.RegisterNode{Node: testNode("n1"), At: t1, Inventory: inventory(nil, fsm.Report{ID: "a", State: state.ReportedRunning})},
+			check: func(t *testing.T, h *harness, v any) {
+				if got := v.(fsm.Registration).Report.Lost; !slices.Equal(got, []string{"b"}) {
+					t.Errorf("lost %v, want [b]", got)
+				}
+				if h.node("n1").Epoch != 3 || h.container("b").Reported != state.ReportedLost {
+					t.Errorf("n1 at epoch %d, b %s: want epoch 3, b lost", h.node("n1").Epoch, h.container("b").Reported)
+				}
+			}},
+		{name: "an inventory refused refuses the registration",
+			cmd: fsm.RegisterNode{Node: testNode("n1"), At: t1,
+				Inventory: inventory(nil, fsm.Report{ID: "a", State: state.ReportedLost})},
+			wantErr: fsm.ErrInvalid},
 	})
 }
 

@@ -30,19 +30,20 @@ func (a *nodeAPI) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 	// node is alive, and the leader's lease check must not find the old,
 	// long expired lease on it (checkLeases).
 	s.leases.renew(req.GetName(), now)
-	v, err := s.apply(ctx, &fsm.RegisterNode{Node: nodeFromRegister(req), At: now})
+	containers := a.containerReport(s.store.Snapshot(), req.GetName(), req.GetContainers(), true)
+	v, err := s.apply(ctx, &fsm.RegisterNode{Node: nodeFromRegister(req), At: now, Inventory: &fsm.Inventory{
+		Images:     imagesFromProto(req.GetName(), req.GetImages()),
+		Containers: *containers,
+	}})
 	if err != nil {
 		return nil, stateError(err)
 	}
-	n, ok := v.(*state.Node)
+	reg, ok := v.(fsm.Registration)
 	if !ok {
-		got, _ := s.store.Snapshot().Node(req.GetName())
-		n = got
+		return nil, status.Errorf(codes.Internal, "register node %s: the state answered %T, not a registration", req.GetName(), v)
 	}
-	if _, err := s.apply(ctx, &fsm.SetImages{Node: n.Name, Images: imagesFromProto(n.Name, req.GetImages()), At: now}); err != nil {
-		return nil, stateError(err)
-	}
-	a.reconcile(ctx, n, req.GetContainers(), true)
+	n := reg.Node
+	a.logReport(n.Name, containers.Unknown, reg.Report)
 	s.log.Info("node registered", "node", n.Name, "address", n.Address, "epoch", n.Epoch)
 
 	resp := &pb.RegisterResponse{
@@ -75,19 +76,35 @@ func (a *nodeAPI) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 	if n.Health == state.HealthSuspect {
 		s.setHealth(ctx, n, state.HealthAlive, now, "heartbeat received")
 	}
-	a.reconcile(ctx, n, req.GetContainers(), false)
+	a.reconcile(ctx, n, req.GetContainers())
 	s.enforceDesired(n)
 	return &pb.HeartbeatResponse{LeaseTtlMs: s.cfg.Timing.LeaseTTL.Milliseconds()}, nil
 }
 
-// reconcile records what a node reports of its containers when it
-// differs from the state. complete: the report lists every container of
-// the node (a registration), so those the state has on it and it lacks
-// are lost. A container the node runs that the cluster does not know is
-// reported as an event (once per leader), never killed.
-func (a *nodeAPI) reconcile(ctx context.Context, n *state.Node, reports []*pb.ContainerReport, complete bool) {
-	s := a.s
-	snap := s.store.Snapshot()
+// reconcile records what a node's heartbeat reports of its containers
+// when it differs from the state.
+func (a *nodeAPI) reconcile(ctx context.Context, n *state.Node, reports []*pb.ContainerReport) {
+	r := a.containerReport(a.s.store.Snapshot(), n.Name, reports, false)
+	if r == nil {
+		return
+	}
+	r.Epoch = n.Epoch
+	v, err := a.s.apply(ctx, r)
+	if err != nil {
+		a.s.log.Warn("record containers' states", "node", n.Name, "err", err)
+		return
+	}
+	out, _ := v.(fsm.ReportOutcome)
+	a.logReport(n.Name, r.Unknown, out)
+}
+
+// containerReport is the command that records what node reports of its
+// containers, or nil when nothing differs from snap. complete: the report
+// lists every container of the node (a registration), so those the state
+// has on it and it lacks are lost. A container the node runs that the
+// cluster does not know is reported as an event (once per leader), never
+// killed. The caller sets the epoch the report was made on.
+func (a *nodeAPI) containerReport(snap *state.Snapshot, node string, reports []*pb.ContainerReport, complete bool) *fsm.ReportContainers {
 	var rs []fsm.Report
 	var unknown []fsm.Unknown
 	seen := make([]string, 0, len(reports))
@@ -99,8 +116,8 @@ func (a *nodeAPI) reconcile(ctx context.Context, n *state.Node, reports []*pb.Co
 		}
 		c, known := snap.ContainerByID(r.GetId())
 		switch {
-		case !known || c.Node != n.Name:
-			if s.unknown.first(n.Name, r.GetId()) {
+		case !known || c.Node != node:
+			if a.s.unknown.first(node, r.GetId()) {
 				unknown = append(unknown, fsm.Unknown{ID: r.GetId(), Name: r.GetName()})
 			}
 		case complete || c.Reported != st:
@@ -108,21 +125,19 @@ func (a *nodeAPI) reconcile(ctx context.Context, n *state.Node, reports []*pb.Co
 		}
 	}
 	if len(rs) == 0 && len(unknown) == 0 && !complete {
-		return
+		return nil
 	}
-	v, err := s.apply(ctx, &fsm.ReportContainers{Node: n.Name, Epoch: n.Epoch, Reports: rs, Unknown: unknown,
-		Complete: complete, Seen: seen, At: time.Now()})
-	if err != nil {
-		s.log.Warn("record containers' states", "node", n.Name, "err", err)
-		return
-	}
+	return &fsm.ReportContainers{Node: node, Reports: rs, Unknown: unknown, Complete: complete, Seen: seen, At: time.Now()}
+}
+
+// logReport logs what recording a node's report found: containers the
+// cluster does not know, left running, and containers lost.
+func (a *nodeAPI) logReport(node string, unknown []fsm.Unknown, out fsm.ReportOutcome) {
 	for _, u := range unknown {
-		s.log.Warn("node runs a container the cluster does not know: left running", "node", n.Name, "container", u.Name, "id", u.ID)
+		a.s.log.Warn("node runs a container the cluster does not know: left running", "node", node, "container", u.Name, "id", u.ID)
 	}
-	if out, ok := v.(fsm.ReportOutcome); ok {
-		for _, id := range out.Lost {
-			s.log.Warn("container lost: its node no longer has it", "node", n.Name, "container", id)
-		}
+	for _, id := range out.Lost {
+		a.s.log.Warn("container lost: its node no longer has it", "node", node, "container", id)
 	}
 }
 
