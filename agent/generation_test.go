@@ -135,7 +135,7 @@ func TestGenerationFenceRefusesEveryCommand(t *testing.T) {
 			return err
 		}},
 		{"describe a migration", func(ctx context.Context, a *Agent) error {
-			_, err := a.MigrateDescribe(ctx, "m-new", "web")
+			_, err := a.MigrateDescribe(ctx, "m-new", "web", migrate.StopCopy)
 			return err
 		}},
 		{"dump for a migration", func(ctx context.Context, a *Agent) error {

@@ -52,13 +52,6 @@ func (a *Agent) Load(ctx context.Context) (Load, error) {
 // sample samples the load of the node and of those of containers that
 // run (a migrating container's cgroup is still here, frozen or not).
 func (a *Agent) sample(ctx context.Context, containers []containerSnapshot) (Load, error) {
-	a.report.once.Do(func() {
-		src, err := detectLoadSources()
-		if err != nil {
-			a.log.Warn("container load will not be reported: no cgroup hierarchy found", "err", err)
-		}
-		a.report.sampler = newLoadSampler(src)
-	})
 	var targets []loadTarget
 	for _, c := range containers {
 		if c.State == StateRunning || c.State == StateMigrating {
@@ -68,7 +61,28 @@ func (a *Agent) sample(ctx context.Context, containers []containerSnapshot) (Loa
 	if err := ctx.Err(); err != nil {
 		return Load{}, err
 	}
-	return a.report.sampler.sample(time.Now(), targets)
+	return a.loadSampler().sample(time.Now(), targets)
+}
+
+func (a *Agent) loadSampler() *loadSampler {
+	a.report.once.Do(func() {
+		src, err := detectLoadSources()
+		if err != nil {
+			a.log.Warn("container load will not be reported: no cgroup hierarchy found", "err", err)
+		}
+		a.report.sampler = newLoadSampler(src)
+	})
+	return a.report.sampler
+}
+
+// containerMemory is the memory container id uses, as
+// ContainerLoad.MemoryBytes, or 0 when its cgroup cannot be read.
+func (a *Agent) containerMemory(id string) int64 {
+	n, err := a.loadSampler().memoryInUse(a.cfg.cgroupsPath(id))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // loadSources locate what the sampler reads. Each cgroup field is a

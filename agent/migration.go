@@ -15,6 +15,7 @@ import (
 	"github.com/godwit/godwit/agent/network"
 	"github.com/godwit/godwit/agent/runtime"
 	"github.com/godwit/godwit/internal/failpoint"
+	"github.com/godwit/godwit/internal/memreserve"
 	"github.com/godwit/godwit/migrate"
 )
 
@@ -33,6 +34,9 @@ type migrations struct {
 	// pages are the page servers, lazy dumps and lazy restores of stream
 	// and post-copy migrations (migration_stream.go).
 	pages *pagesState
+	// reserves are the memory faulted in ahead of a source's dump
+	// (migration_reserve.go).
+	reserves map[string]*memreserve.Process
 }
 
 func (a *Agent) migrationsDir() string { return filepath.Join(a.cfg.DataDir, "migrations") }
@@ -100,7 +104,7 @@ func migrationError(err error) error {
 
 // MigrateDescribe records migration id on the source and describes the
 // container it moves.
-func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Container, error) {
+func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string, s migrate.Strategy) (migrate.Container, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleSource, true)
 	if err != nil {
 		return migrate.Container{}, err
@@ -124,6 +128,9 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string) (migrate.Co
 		return migrate.Container{}, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
 	}
 	out := migrate.Container{Name: c.Name, ID: c.ID, Image: c.Image, IP: c.IP, RootfsFormats: a.rootfsFormats()}
+	if s == migrate.StopCopy { // its dump writes the pages to the data dir
+		a.reserveMemory(ctx, id, a.containerMemory(c.ID))
+	}
 	for _, l := range img.Layers {
 		out.ImageLayers = append(out.ImageLayers, l.Digest.String())
 	}
@@ -153,6 +160,8 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 		return rec.Phase, err
 	}
 	defer unlinkRounds()
+	// The memory Describe faulted in for the pages, freed for the dump.
+	a.releaseMemory(id)
 	frozen := time.Now()
 	a.holdPackets(ctx, id, rec.Container)
 	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{ParentImages: parent, rootfsChanges: a.rootfsChanges(id), pendingDigests: true}); err != nil {
@@ -359,6 +368,7 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 		return "", err
 	}
 	defer unlock()
+	a.releaseMemory(id) // a move that failed before its dump
 	if rec.Phase == migrate.PhaseDone {
 		return rec.Phase, fenced(id, migrate.ErrCommitted)
 	}

@@ -31,7 +31,7 @@ func (s *server) MigrateDescribe(ctx context.Context, req *pb.MigrateDescribeReq
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.a.MigrateDescribe(ctx, req.GetId(), req.GetContainer())
+	c, err := s.a.MigrateDescribe(ctx, req.GetId(), req.GetContainer(), migrate.Strategy(req.GetStrategy()))
 	if err != nil {
 		return nil, grpcError(err)
 	}

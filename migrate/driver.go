@@ -463,7 +463,7 @@ func (d *driver) prepare(ctx context.Context) (*Result, error) {
 	d.emit(Event{Phase: PhasePrepare, Message: "preparing the destination"})
 	var c Container
 	err := d.call(ctx, func(ctx context.Context) (err error) { // driver_timeout.go
-		c, err = d.src.Describe(ctx, d.rec.ID, name)
+		c, err = d.src.Describe(ctx, d.rec.ID, name, d.rec.Strategy)
 		return err
 	})
 	if err != nil {

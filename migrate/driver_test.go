@@ -212,7 +212,7 @@ type fakeSource struct{ w *world }
 
 var _ Source = fakeSource{}
 
-func (s fakeSource) Describe(ctx context.Context, id, container string) (Container, error) {
+func (s fakeSource) Describe(ctx context.Context, id, container string, _ Strategy) (Container, error) {
 	if _, err := s.w.call(ctx, "src.Describe"); err != nil {
 		return Container{}, err
 	}

@@ -55,8 +55,9 @@ type Source interface {
 	// Address is the source agent's address, where the destination fetches
 	// a post-copy migration's pages (ServePages).
 	Address() string
-	// Describe returns the container to move, for Prepare.
-	Describe(ctx context.Context, id, container string) (Container, error)
+	// Describe returns the container to move, for Prepare; s is the
+	// migration's strategy, by which the source readies its dump.
+	Describe(ctx context.Context, id, container string, s Strategy) (Container, error)
 	// Dump freezes and dumps the container and leaves it stopped: the
 	// downtime starts here. Where the memory pages go depends on
 	// opts.Strategy (see DumpOptions); what the source keeps until the

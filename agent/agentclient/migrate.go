@@ -74,8 +74,8 @@ func fencing(err error) error {
 
 func (m *MigrationAgent) Address() string { return m.Addr }
 
-func (m *MigrationAgent) Describe(ctx context.Context, id, container string) (migrate.Container, error) {
-	c, err := m.Client.MigrateDescribe(m.fenced(ctx), &pb.MigrateDescribeRequest{Id: id, Container: container})
+func (m *MigrationAgent) Describe(ctx context.Context, id, container string, s migrate.Strategy) (migrate.Container, error) {
+	c, err := m.Client.MigrateDescribe(m.fenced(ctx), &pb.MigrateDescribeRequest{Id: id, Container: container, Strategy: string(s)})
 	if err != nil {
 		return migrate.Container{}, fencing(err)
 	}

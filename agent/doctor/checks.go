@@ -74,7 +74,7 @@ func (p *prober) checks() []func() Check {
 		p.checkRoot, p.checkKernel, p.checkCRIU, p.checkRunc, p.checkCgroups,
 		p.checkOverlayfs, p.checkBtrfs, p.checkNetns, p.checkNetworkLock,
 		p.checkIPForward, p.checkUserfaultfd, p.checkLazyPages,
-		p.checkSoftDirty, p.checkPipeMaxSize, p.checkPageServer,
+		p.checkSoftDirty, p.checkPipeMaxSize, p.checkPageServer, p.checkFreePageReporting,
 	}
 }
 
@@ -518,4 +518,12 @@ func FilesystemName(magic int64) string {
 		return "overlayfs"
 	}
 	return fmt.Sprintf("filesystem type %#x", magic)
+}
+
+func (p *prober) checkFreePageReporting() Check {
+	if p.host.freePageReporting() {
+		return pass(CheckFreePageReporting, false, "the memory balloon reports free pages to the hypervisor, so fresh memory is slow to write "+
+			"the first time: a stop-copy source faults in the memory its dump writes ahead of the freeze (migrate/README.md)")
+	}
+	return pass(CheckFreePageReporting, false, "no memory balloon reports free pages: fresh memory is written at memory speed, and moves reserve none ahead of the freeze")
 }

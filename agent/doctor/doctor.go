@@ -91,6 +91,10 @@ const (
 	CheckSoftDirty   = "soft-dirty"
 	CheckPipeMaxSize = "pipe-max-size"
 	CheckPageServer  = "page-server"
+	// CheckFreePageReporting says whether a stop-copy source faults its
+	// dump's memory in ahead of the freeze (migrate/README.md); it never
+	// fails.
+	CheckFreePageReporting = "free-page-reporting"
 )
 
 // strategyNeeds lists, for each strategy, the checks it needs beyond the

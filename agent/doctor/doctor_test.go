@@ -564,7 +564,7 @@ func TestCheckOrderAndRequiredSet(t *testing.T) {
 	}
 	wantNames := []string{CheckRoot, CheckKernel, CheckCRIU, CheckRunc, CheckCgroups, CheckOverlayfs, CheckBtrfs,
 		CheckNetns, CheckNetworkLock, CheckIPForward, CheckUserfaultfd, CheckLazyPages, CheckSoftDirty, CheckPipeMaxSize,
-		CheckPageServer}
+		CheckPageServer, CheckFreePageReporting}
 	if !slices.Equal(names, wantNames) {
 		t.Errorf("checks %v, want %v", names, wantNames)
 	}
@@ -640,5 +640,19 @@ func TestCheckPageServer(t *testing.T) {
 			c := findCheck(t, m.run(t, Options{}), CheckPageServer)
 			assertCheck(t, c, tt.wantStatus, []string{tt.wantDetail}, tt.wantFix)
 		})
+	}
+}
+
+func TestCheckFreePageReporting(t *testing.T) {
+	for _, balloon := range []bool{true, false} {
+		m := healthyMachine()
+		m.balloon = balloon
+		c := findCheck(t, m.run(t, Options{}), CheckFreePageReporting)
+		if c.Status != StatusPass || c.Required {
+			t.Errorf("balloon %v: %s, required %v; want a pass that is not required", balloon, c.Status, c.Required)
+		}
+		if says := strings.Contains(c.Detail, "faults in the memory"); says != balloon {
+			t.Errorf("balloon %v: %q; want it to say moves fault memory in ahead of the freeze only with the balloon", balloon, c.Detail)
+		}
 	}
 }

@@ -42,6 +42,7 @@ type fakeMachine struct {
 	mountedIn   []string             // where mountOverlay was asked to mount
 	pageServer  error                // starting a page server
 	criuRPC     int                  // CRIU's version over RPC; zero: 4.2.1
+	balloon     bool                 // the memory balloon reports free pages
 	ranCommands []string             // every command, in order
 }
 
@@ -143,6 +144,7 @@ func (m *fakeMachine) host() host {
 			}
 			return pageServerProbe{version: v, port: 41203}, m.pageServer
 		},
+		freePageReporting: func() bool { return m.balloon },
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit/godwit/internal/memreserve"
 )
 
 // host is every way the checks look at the machine. Tests replace the
@@ -50,6 +52,9 @@ type host struct {
 	// pageServer starts a CRIU page server through go-criu with the CRIU
 	// binary at criu, reaches it and lets it end.
 	pageServer func(ctx context.Context, criu string) (pageServerProbe, error)
+	// freePageReporting reports whether the machine's memory balloon
+	// reports free pages to the hypervisor.
+	freePageReporting func() bool
 }
 
 func realHost() host {
@@ -67,15 +72,16 @@ func realHost() host {
 			}
 			return int64(st.Type), nil
 		},
-		lookPath:      exec.LookPath,
-		command:       runCommand,
-		geteuid:       os.Geteuid,
-		kernelRelease: kernelRelease,
-		userfaultfd:   openUserfaultfd,
-		softDirty:     probeSoftDirty,
-		setPipeSize:   trySetPipeSize,
-		mountOverlay:  tryOverlayMount,
-		pageServer:    startPageServer,
+		lookPath:          exec.LookPath,
+		command:           runCommand,
+		geteuid:           os.Geteuid,
+		kernelRelease:     kernelRelease,
+		userfaultfd:       openUserfaultfd,
+		softDirty:         probeSoftDirty,
+		setPipeSize:       trySetPipeSize,
+		mountOverlay:      tryOverlayMount,
+		pageServer:        startPageServer,
+		freePageReporting: func() bool { return memreserve.Reporting("/") },
 	}
 }
 

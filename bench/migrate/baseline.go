@@ -144,6 +144,9 @@ func (b *bench) moveBaseline(ctx context.Context, method copyMethod, sizeMiB, ru
 		return s, err
 	}
 	defer recv.close()
+	if err := benchutil.Sleep(ctx, b.cool); err != nil {
+		return s, err
+	}
 	p := startProbe(cl, probeInterval)
 	defer p.Abort()
 	if err := benchutil.Sleep(ctx, probeWarmup); err != nil {

@@ -65,6 +65,9 @@ type bench struct {
 	work string
 	info *pb.NodeInfoResponse
 	log  *slog.Logger
+	// cool is how long each move waits, its container running, before it
+	// starts (--cool).
+	cool time.Duration
 }
 
 // newBench creates the cluster, starts the agents and imports the
@@ -185,6 +188,7 @@ func (b *bench) conditions() conditions {
 		criu:        b.info.GetCriuVersion(),
 		snapshotter: b.info.GetSnapshotter(),
 		insecure:    b.a.Agent().Insecure(),
+		cool:        b.cool,
 	}
 }
 

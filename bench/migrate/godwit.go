@@ -90,6 +90,9 @@ func (b *bench) moveGodwit(ctx context.Context, st migrate.Strategy, sizeMiB, ru
 	if err := cl.checkMemory(); err != nil {
 		return s, fmt.Errorf("before the move: %w", err)
 	}
+	if err := benchutil.Sleep(ctx, b.cool); err != nil {
+		return s, err
+	}
 	p := startProbe(cl, probeInterval)
 	defer p.Abort()
 	if err := benchutil.Sleep(ctx, probeWarmup); err != nil {

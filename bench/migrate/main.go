@@ -24,7 +24,12 @@
 // tar, and leaves nothing behind:
 //
 //	go run ./bench/migrate [--godwit bin/godwit] [--sizes 64,512,2048] [--runs 3]
-//		[--strategies stop-copy,stream,post-copy] [--baselines tcp,nc] [--raw-mib 1024] [--out FILE]
+//		[--strategies stop-copy,stream,post-copy] [--baselines tcp,nc] [--raw-mib 1024] [--cool 20s] [--out FILE]
+//
+// --cool waits before each move: in a VM whose memory balloon reports
+// free pages, the memory one move freed is fast to write for a few
+// seconds after, and the next move would find it so; cooled, every move
+// writes fresh memory, as a node that sat idle does.
 package main
 
 import (
@@ -37,6 +42,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/testutil"
@@ -66,6 +72,8 @@ type options struct {
 	out        string
 	// insecure runs the agents with --insecure instead of mutual TLS.
 	insecure bool
+	// cool is the wait before each move (bench.cool).
+	cool time.Duration
 }
 
 func main() {
@@ -82,6 +90,8 @@ func main() {
 	flag.StringVar(&o.workDir, "work-dir", "", "directory for the baseline's images and the workload image (default: a new one in $TMPDIR); its filesystem is reported")
 	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	flag.BoolVar(&o.insecure, "insecure", false, "run the agents with --insecure (plaintext data connections) instead of mutual TLS, as production runs them")
+	flag.DurationVar(&o.cool, "cool", 0, "wait this long before each move, the container running, so that where a memory balloon reports free pages "+
+		"the hypervisor takes back the memory earlier moves freed and every move writes fresh memory, as on nodes that sat idle (20s does here)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -142,6 +152,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	b.cool = o.cool
 	defer func() { err = errors.Join(err, b.Close()) }()
 
 	strats, left, err := b.strategies(ctx, o.strategies)

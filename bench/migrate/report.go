@@ -46,6 +46,8 @@ type conditions struct {
 	snapshotter string
 	// insecure: the agents ran with --insecure, not mutual TLS.
 	insecure bool
+	// cool is the wait before each move (--cool).
+	cool time.Duration
 }
 
 // row is one tool at one size.
@@ -107,6 +109,10 @@ func (r report) render() string {
 		security = "`--insecure` (plaintext data connections)"
 	}
 	fmt.Fprintf(&b, "- hosts: network namespaces on one bridge (veth pairs), one kernel; agents %s\n", security)
+	if c.cool > 0 {
+		fmt.Fprintf(&b, "- each move waited %s before it started, its container running (--cool): where a memory balloon reports free pages, "+
+			"the hypervisor has taken back what earlier moves freed, so every tool writes fresh memory\n", c.cool)
+	}
 	fmt.Fprintf(&b, "- downtime (probe): the longest gap between two replies of a client on host c asking COUNT on one connection "+
 		"every %s (or as soon as the answer came, when later), from its last reply before the move to its first after; "+
 		"it includes TCP's retransmission backoff once the container runs again\n", probeInterval)

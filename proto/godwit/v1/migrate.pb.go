@@ -159,7 +159,10 @@ type MigrateDescribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// container is the container to move: a name, full ID or unique prefix.
-	Container     string `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	Container string `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	// strategy is the migration's strategy, by which the source readies
+	// its dump; "": none known (an older driver).
+	Strategy      string `protobuf:"bytes,3,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +207,13 @@ func (x *MigrateDescribeRequest) GetId() string {
 func (x *MigrateDescribeRequest) GetContainer() string {
 	if x != nil {
 		return x.Container
+	}
+	return ""
+}
+
+func (x *MigrateDescribeRequest) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
 	}
 	return ""
 }
@@ -1317,10 +1327,11 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"\x0emissing_layers\x18\x02 \x03(\tR\rmissingLayers\x12#\n" +
 	"\rrootfs_format\x18\x03 \x01(\tR\frootfsFormat\x12#\n" +
 	"\rmissing_image\x18\x04 \x01(\bR\fmissingImage\x12-\n" +
-	"\x12transfer_checksums\x18\x05 \x03(\tR\x11transferChecksums\"F\n" +
+	"\x12transfer_checksums\x18\x05 \x03(\tR\x11transferChecksums\"b\n" +
 	"\x16MigrateDescribeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
-	"\tcontainer\x18\x02 \x01(\tR\tcontainer\"\xa6\x01\n" +
+	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x1a\n" +
+	"\bstrategy\x18\x03 \x01(\tR\bstrategy\"\xa6\x01\n" +
 	"\x10MigrateContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +

@@ -1,0 +1,86 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/godwit/godwit/internal/memreserve"
+)
+
+// A stop-copy source dumps the container's memory into its page cache
+// inside the freeze. Where the memory balloon reports free pages to the
+// hypervisor, the memory the page cache takes is fresh, and writing it
+// the first time runs at a fraction of memory speed
+// (internal/memreserve): so when the driver describes a stop-copy move,
+// the source faults in as much as the container uses, in a child
+// process, and its dump frees it just before the freeze: freed memory
+// stays backed for a few seconds here, long enough for the dump. The
+// reserve is taken in Describe, not in Dump, so that the time it takes
+// is not counted as downtime (the driver counts from the dump's start).
+
+// balloonReportsFreePages is read once: the machine's devices do not
+// change under a running agent. Tests replace it.
+var balloonReportsFreePages = sync.OnceValue(func() bool { return memreserve.Reporting("/") })
+
+// reserveMemory faults in n bytes for migration id's dump, when this
+// machine's balloon reports free pages and the memory available leaves
+// the node's reserve (scratchFor's) to everything else; otherwise, and if
+// one is held already (a repeated call), it does nothing. Failing to
+// reserve never fails the migration.
+func (a *Agent) reserveMemory(ctx context.Context, id string, n int64) {
+	if n <= 0 || a.cfg.Self == "" || !balloonReportsFreePages() {
+		return
+	}
+	a.mig.mu.Lock()
+	_, held := a.mig.reserves[id]
+	a.mig.mu.Unlock()
+	if held {
+		return
+	}
+	log := a.log.With("migration", id, "bytes", n)
+	avail, total, err := memInfo()
+	if err != nil {
+		log.Warn("memory not reserved ahead of the dump: cannot tell the memory available", "err", err)
+		return
+	}
+	if spare := avail - max(int64(scratchReserveMin), total*scratchReserveShare/100); spare < n {
+		log.Info("memory not reserved ahead of the dump: too little available", "mem_available", avail)
+		return
+	}
+	start := time.Now()
+	p, err := memreserve.Start(a.cfg.Self, n)
+	if err == nil {
+		err = p.Wait(ctx)
+	}
+	if err != nil {
+		log.Warn("memory not reserved ahead of the dump", "err", err)
+		if p != nil {
+			p.Release()
+		}
+		return
+	}
+	log.Info("memory reserved ahead of the dump: the balloon reports free pages, and fresh memory is slow to write",
+		"pid", p.Pid(), "took", time.Since(start).Round(time.Millisecond))
+	a.mig.mu.Lock()
+	if a.mig.reserves == nil {
+		a.mig.reserves = map[string]*memreserve.Process{}
+	}
+	a.mig.reserves[id] = p
+	a.mig.mu.Unlock()
+}
+
+// releaseMemory frees migration id's reserve into the kernel's free
+// lists, for the dump to write. Without a reserve it does nothing.
+func (a *Agent) releaseMemory(id string) {
+	a.mig.mu.Lock()
+	p, ok := a.mig.reserves[id]
+	delete(a.mig.reserves, id)
+	a.mig.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := p.Release(); err != nil {
+		a.log.Warn("the memory reserve's process ended badly", "migration", id, "pid", p.Pid(), "err", err)
+	}
+}

@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/godwit/godwit/internal/testutil"
+)
+
+// residentBytes is VmRSS of process pid.
+func residentBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS for process %d", pid)
+	return 0
+}
+
+func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
+
+// A stop-copy source's reserve is held, faulted in, by a child process
+// of the godwit binary until its dump, and none is taken where the
+// balloon does not report free pages.
+func TestASourcesMemoryIsHeldByAChildUntilItsDump(t *testing.T) {
+	a := &Agent{cfg: Config{Self: testutil.Godwit(t)}, log: slog.New(slog.DiscardHandler)}
+	reporting := true
+	balloon := balloonReportsFreePages
+	balloonReportsFreePages = func() bool { return reporting }
+	t.Cleanup(func() { balloonReportsFreePages = balloon })
+	ctx := context.Background()
+
+	const n = 48 << 20
+	a.reserveMemory(ctx, "m1", n)
+	p := a.mig.reserves["m1"]
+	if p == nil {
+		t.Fatal("no reserve taken")
+	}
+	if got := residentBytes(t, p.Pid()); got < n {
+		t.Errorf("the reserve's process holds %d MiB resident, want at least %d", got>>20, n>>20)
+	}
+	a.reserveMemory(ctx, "m1", n) // a repeated Describe
+	if again := a.mig.reserves["m1"]; again != p {
+		t.Errorf("a repeated reserve started process %d beside %d", again.Pid(), p.Pid())
+	}
+
+	a.releaseMemory("m1")
+	if !gone(p.Pid()) || len(a.mig.reserves) != 0 {
+		t.Errorf("after the release: the process gone %v (want true), reserves left %v", gone(p.Pid()), a.mig.reserves)
+	}
+	a.releaseMemory("m1") // nothing left: nothing to do
+
+	reporting = false
+	a.reserveMemory(ctx, "m2", n)
+	if len(a.mig.reserves) != 0 {
+		t.Errorf("memory reserved without free page reporting: %v", a.mig.reserves)
+	}
+}
