@@ -61,10 +61,10 @@ func (a *Agent) sample(ctx context.Context, containers []containerSnapshot) (Loa
 	if err := ctx.Err(); err != nil {
 		return Load{}, err
 	}
-	return a.loadSampler().sample(time.Now(), targets)
+	return a.sampler().sample(time.Now(), targets)
 }
 
-func (a *Agent) loadSampler() *loadSampler {
+func (a *Agent) sampler() *loadSampler {
 	a.report.once.Do(func() {
 		src, err := detectLoadSources()
 		if err != nil {
@@ -78,7 +78,7 @@ func (a *Agent) loadSampler() *loadSampler {
 // containerMemory is the memory container id uses, as
 // ContainerLoad.MemoryBytes, or 0 when its cgroup cannot be read.
 func (a *Agent) containerMemory(id string) int64 {
-	n, err := a.loadSampler().memoryInUse(a.cfg.cgroupsPath(id))
+	n, err := a.sampler().memoryInUse(a.cfg.cgroupsPath(id))
 	if err != nil {
 		return 0
 	}

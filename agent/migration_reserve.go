@@ -25,7 +25,7 @@ var balloonReportsFreePages = sync.OnceValue(func() bool { return memreserve.Rep
 
 // reserveMemory faults in n bytes for migration id's dump, when this
 // machine's balloon reports free pages and the memory available leaves
-// the node's reserve (scratchFor's) to everything else; otherwise, and if
+// what the node keeps (memoryKept) to everything else; otherwise, and if
 // one is held already (a repeated call), it does nothing. Failing to
 // reserve never fails the migration.
 func (a *Agent) reserveMemory(ctx context.Context, id string, n int64) {
@@ -44,7 +44,7 @@ func (a *Agent) reserveMemory(ctx context.Context, id string, n int64) {
 		log.Warn("memory not reserved ahead of the dump: cannot tell the memory available", "err", err)
 		return
 	}
-	if spare := avail - max(int64(scratchReserveMin), total*scratchReserveShare/100); spare < n {
+	if avail-memoryKept(total) < n {
 		log.Info("memory not reserved ahead of the dump: too little available", "mem_available", avail)
 		return
 	}

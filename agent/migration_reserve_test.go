@@ -4,35 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/godwit/godwit/internal/testutil"
 )
-
-// residentBytes is VmRSS of process pid.
-func residentBytes(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmRSS for process %d", pid)
-	return 0
-}
 
 func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
@@ -53,7 +29,7 @@ func TestASourcesMemoryIsHeldByAChildUntilItsDump(t *testing.T) {
 	if p == nil {
 		t.Fatal("no reserve taken")
 	}
-	if got := residentBytes(t, p.Pid()); got < n {
+	if got := testutil.StatusBytes(t, p.Pid(), "VmRSS"); got < n {
 		t.Errorf("the reserve's process holds %d MiB resident, want at least %d", got>>20, n>>20)
 	}
 	a.reserveMemory(ctx, "m1", n) // a repeated Describe

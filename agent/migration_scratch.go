@@ -43,6 +43,12 @@ const (
 	tmpfsMagic = 0x01021994
 )
 
+// memoryKept is what a node of total bytes of memory keeps for everything
+// but a migration's extra memory (its tmpfs, its reserve).
+func memoryKept(total int64) int64 {
+	return max(int64(scratchReserveMin), total*scratchReserveShare/100)
+}
+
 func (a *Agent) scratchRoot() string { return filepath.Join(a.cfg.RunDir, scratchDir) }
 
 // scratchFor returns where the checkpoint of size bytes of the migration
@@ -79,7 +85,7 @@ func (a *Agent) scratchFor(rec *migrate.Record, size int64) string {
 		log.Warn("receiving the migration's checkpoint to the data dir: cannot tell the free memory for a tmpfs", "err", err)
 		return ""
 	}
-	reserve := max(int64(scratchReserveMin), total*scratchReserveShare/100)
+	reserve := memoryKept(total)
 	if need := 2*size + reserve; avail < need {
 		log.Warn("receiving the migration's checkpoint to the data dir, not to memory: too little memory available for a tmpfs",
 			"mem_available", avail, "needed", need)

@@ -32,15 +32,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
-// Reserve is memory faulted in and held until released. Its methods are
-// safe for concurrent use; a nil Reserve holds nothing.
+// Reserve is memory faulted in and held until closed. It is not safe for
+// concurrent use; a nil Reserve holds nothing.
 type Reserve struct {
-	mu  sync.Mutex
 	mem []byte
 }
 
@@ -76,12 +74,7 @@ func Take(n int64) (*Reserve, error) {
 
 // Close frees r's memory.
 func (r *Reserve) Close() error {
-	if r == nil {
-		return nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mem == nil {
+	if r == nil || r.mem == nil {
 		return nil
 	}
 	err := unix.Munmap(r.mem)

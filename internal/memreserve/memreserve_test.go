@@ -1,35 +1,14 @@
 package memreserve
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/godwit/godwit/internal/testutil"
 )
 
-// rssAnon is this process's resident anonymous memory, in bytes.
-func rssAnon(t *testing.T) int64 {
-	t.Helper()
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no RssAnon in /proc/self/status")
-	return 0
-}
+func rssAnon(t *testing.T) int64 { return testutil.StatusBytes(t, 0, "RssAnon") }
 
 func TestAReserveIsResidentUntilClosed(t *testing.T) {
 	const n = 64 << 20

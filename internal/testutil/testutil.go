@@ -4,10 +4,13 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -129,4 +132,29 @@ func BusyboxTar(t testing.TB, path string) {
 	if err := busybox.WriteTar(path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// StatusBytes is a kB field of /proc/PID/status (VmRSS, RssAnon, ...) in
+// bytes; pid 0 is this process.
+func StatusBytes(t testing.TB, pid int, field string) int64 {
+	t.Helper()
+	path := "/proc/self/status"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/status", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", path, field, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("%s has no %s", path, field)
+	return 0
 }
