@@ -13,8 +13,10 @@
 // sent and the transfer's throughput (for stream and post-copy: the
 // memory pages' bytes over the time from their first byte to their last
 // at the destination, which its agent logs) against the raw TCP throughput
-// between hosts a and b measured in the same run, and the agents' peak
-// resident memory during each move.
+// between hosts a and b measured in the same run (and, with TLS, against
+// the throughput of the agents' own data connection between them, memory
+// to memory: the most any transfer through TLS could reach), and the
+// agents' peak resident memory during each move.
 //
 // Every move is checked, not only timed: the probe's connection is
 // answered after it, the workload's counter never went back, and its
@@ -174,7 +176,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 		}
 		gw := make([][]sample, len(strats))
 		base := make([][]sample, len(o.baselines))
-		var raw []float64
+		var raw, channel []float64
 		for i := range o.runs {
 			log.Info("measuring raw TCP", "mib", o.rawMiB, "from", hostA, "to", hostB)
 			r, err := b.rawTCP(ctx, int64(o.rawMiB)<<20)
@@ -183,6 +185,15 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 			}
 			raw = append(raw, r)
 			log.Info("measured raw TCP", "mib_per_s", fmt.Sprintf("%.0f", r/(1<<20)))
+			if !o.insecure {
+				log.Info("measuring the agents' data channel", "mib", o.rawMiB, "from", hostA, "to", hostB)
+				r, err := b.dataChannel(ctx, int64(o.rawMiB)<<20)
+				if err != nil {
+					return fmt.Errorf("data channel before %d MiB, run %d: %w", size, i+1, err)
+				}
+				channel = append(channel, r)
+				log.Info("measured the agents' data channel", "mib_per_s", fmt.Sprintf("%.0f", r/(1<<20)))
+			}
 
 			// The tools take turns going first, run after run: a move
 			// leaves the host's memory and page cache otherwise than it
@@ -225,10 +236,10 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 			}
 		}
 		for j, st := range strats {
-			rep.rows = append(rep.rows, newRow(size, toolOf(st), gw[j], raw))
+			rep.rows = append(rep.rows, newRow(size, toolOf(st), gw[j], raw, channel))
 		}
 		for j, m := range o.baselines {
-			rep.rows = append(rep.rows, newRow(size, m.tool(), base[j], raw))
+			rep.rows = append(rep.rows, newRow(size, m.tool(), base[j], raw, channel))
 		}
 	}
 

@@ -215,7 +215,7 @@ func TestNewRowTakesMediansApartAndPeaksWhole(t *testing.T) {
 			phases: map[migrate.Phase]time.Duration{migrate.PhaseDump: 5 * time.Second}},
 		{probeDowntime: 3 * time.Second, total: 2 * time.Second, bytes: 20, moved: 20, transfer: time.Second, rssSource: 30, rssDestination: 40,
 			phases: map[migrate.Phase]time.Duration{migrate.PhaseDump: 3 * time.Second}},
-	}, []float64{300, 100, 200})
+	}, []float64{300, 100, 200}, []float64{90, 70, 80})
 	if r.median.probeDowntime != 3*time.Second || r.median.total != 2*time.Second || r.median.bytes != 20 {
 		t.Errorf("medians = %+v, want downtime 3s, total 2s, bytes 20", r.median)
 	}
@@ -231,25 +231,26 @@ func TestNewRowTakesMediansApartAndPeaksWhole(t *testing.T) {
 	if _, ok := r.median.phases[migrate.PhaseSync]; ok {
 		t.Error("a phase no run went through has a median")
 	}
-	if r.raw != 200 {
-		t.Errorf("raw = %v, want the median 200", r.raw)
+	if r.raw != 200 || r.channel != 80 {
+		t.Errorf("raw, channel = %v, %v; want the medians 200, 80", r.raw, r.channel)
 	}
 }
 
 func TestReportTable(t *testing.T) {
-	gw := row{size: 64, tool: toolOf(migrate.StopCopy), rate: 300 << 20, raw: 1000 << 20, peak: [2]int64{30 << 20, 40 << 20},
+	gw := row{size: 64, tool: toolOf(migrate.StopCopy), rate: 300 << 20, raw: 1000 << 20, channel: 400 << 20, peak: [2]int64{30 << 20, 40 << 20},
 		median: sample{probeDowntime: 1500 * time.Millisecond, engineDowntime: 1200 * time.Millisecond, total: 2 * time.Second, bytes: 70 << 20,
 			phases: map[migrate.Phase]time.Duration{migrate.PhasePrepare: 100 * time.Millisecond, migrate.PhaseDump: 400 * time.Millisecond,
 				migrate.PhaseTransfer: 200 * time.Millisecond, migrate.PhaseRestore: 500 * time.Millisecond,
 				migrate.PhaseReady: 100 * time.Millisecond, migrate.PhaseCommitted: 300 * time.Millisecond}}}
-	base := row{size: 64, tool: copyNC.tool(), rate: 500 << 20, raw: 1000 << 20,
+	base := row{size: 64, tool: copyNC.tool(), rate: 500 << 20, raw: 1000 << 20, channel: 400 << 20,
 		median: sample{probeDowntime: 3 * time.Second, total: 2500 * time.Millisecond, bytes: 66 << 20,
 			checkpoint: time.Second, transfer: 500 * time.Millisecond, restore: time.Second}}
 	text := report{runs: 1, rawMiB: 1024, rows: []row{gw, base}, skipped: []string{"2048 MiB: needs 3072 MiB of memory available"},
 		unmeasured: []unmeasured{{migrate.PreCopy, "neither host supports it: no soft-dirty"}}}.render()
 	for _, want := range []string{
-		"| 64 MiB | godwit stop-copy | 1.50 s | 1.20 s | 2.00 s | 70.0 MiB | 300 | 1000 | 30% |",
-		"| 64 MiB | runc + tar + busybox nc | 3.00 s | — | 2.50 s | 66.0 MiB | 500 | 1000 | 50% |",
+		"| 64 MiB | godwit stop-copy | 1.50 s | 1.20 s | 2.00 s | 70.0 MiB | 300 | 1000 | 30% | 400 |",
+		"| 64 MiB | runc + tar + busybox nc | 3.00 s | — | 2.50 s | 66.0 MiB | 500 | 1000 | 50% | 400 |",
+		"- data channel: the same 1024 MiB over a data connection as the agents open it",
 		"runc + tar + busybox nc steps (medians):\n\n- 64 MiB: checkpoint 1.00 s, copy 0.50 s, restore 1.00 s",
 		"busybox's nc moves 1 KiB per system call",
 		"| 64 MiB | stop-copy | 30.0 MiB | 40.0 MiB |",
@@ -306,6 +307,8 @@ func TestReportTargets(t *testing.T) {
 			[]string{"3.10 s against 2.00 s (1.55x) — NOT met"}},
 		{"post-copy at one size", []row{pc(64, 2*time.Second, 0, 0)},
 			[]string{"at most 1.5 times its downtime at 64 MiB: not measured in this run (it needs --sizes with 64 and 2048)"}},
+		{"the data channel beside raw TCP", []row{{size: 512, tool: toolOf(migrate.StopCopy), rate: 300, raw: 1000, channel: 400}},
+			[]string{"stop-copy, 512 MiB: 300 MiB/s against 1000 MiB/s (30%) — NOT met (the data channel alone: 400 MiB/s, 40% of raw TCP; the transfer is 75% of it)"}},
 		{"below 512 MiB the downtime target does not apply", []row{gw(64, 3*time.Second, 700, 0), base(tcp, 64, 1*time.Second)},
 			[]string{"and above (each baseline apart): not measured in this run", "stop-copy, 64 MiB: 700 MiB/s against 1000 MiB/s (70%) — met"}},
 	}
@@ -315,6 +318,7 @@ func TestReportTargets(t *testing.T) {
 			for i := range tc.rows {
 				tc.rows[i].rate *= 1 << 20
 				tc.rows[i].raw *= 1 << 20
+				tc.rows[i].channel *= 1 << 20
 			}
 			text := report{runs: 1, rows: tc.rows}.render()
 			for _, want := range tc.want {

@@ -66,12 +66,15 @@ type row struct {
 	// raw is the median raw TCP throughput measured before the size's
 	// runs, bytes/s.
 	raw float64
+	// channel is the median throughput of the agents' data connection
+	// (TLS) measured beside raw, bytes/s; 0 when not measured.
+	channel float64
 }
 
-// newRow sums up the runs of one tool at one size, with the raw TCP
-// throughputs measured alongside them.
-func newRow(size int, tool string, samples []sample, raw []float64) row {
-	r := row{size: size, tool: tool, median: median(samples), raw: medianFloat(raw)}
+// newRow sums up the runs of one tool at one size, with the raw TCP and
+// data channel throughputs measured alongside them.
+func newRow(size int, tool string, samples []sample, raw, channel []float64) row {
+	r := row{size: size, tool: tool, median: median(samples), raw: medianFloat(raw), channel: medianFloat(channel)}
 	rates := make([]float64, len(samples))
 	for i, s := range samples {
 		rates[i] = s.throughput()
@@ -156,6 +159,11 @@ func (r report) render() string {
 		}
 	}
 	fmt.Fprintf(&b, "- raw TCP: %d MiB from memory in host a to memory in host b over one connection, before each run; the median\n", r.rawMiB)
+	if !c.insecure {
+		fmt.Fprintf(&b, "- data channel: the same %d MiB over a data connection as the agents open it (mutual TLS with node certificates, "+
+			"internal/datachan), memory to memory, after each raw TCP measurement; the median: the most a transfer through the agents' TLS "+
+			"could carry between these hosts\n", r.rawMiB)
+	}
 	b.WriteString("- each move is verified: the probe's connection is answered after it, the workload's counter never went back and went on, " +
 		"and its memory checksum is the one taken at start-up\n")
 	for _, u := range r.unmeasured {
@@ -163,17 +171,17 @@ func (r report) render() string {
 	}
 	b.WriteString("\n")
 
-	b.WriteString("| size | tool | downtime (probe) | downtime (engine) | total | bytes | transfer MiB/s | raw TCP MiB/s | transfer / raw TCP |\n")
-	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| size | tool | downtime (probe) | downtime (engine) | total | bytes | transfer MiB/s | raw TCP MiB/s | transfer / raw TCP | data channel MiB/s |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, x := range r.rows {
 		s := x.median
 		engine := "—"
 		if isGodwit(x.tool) {
 			engine = seconds(s.engineDowntime)
 		}
-		fmt.Fprintf(&b, "| %d MiB | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %d MiB | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			x.size, x.tool, seconds(s.probeDowntime), engine, seconds(s.total), benchutil.MiB(s.bytes),
-			mibps(x.rate), mibps(x.raw), percent(x.rate, x.raw))
+			mibps(x.rate), mibps(x.raw), percent(x.rate, x.raw), mibps(x.channel))
 	}
 	for _, s := range r.skipped {
 		fmt.Fprintf(&b, "\nSkipped %s\n", s)
@@ -251,6 +259,10 @@ func (r report) renderTargets(b *strings.Builder) {
 			ratio := g.rate / g.raw
 			fmt.Fprintf(b, "\n  - %s, %d MiB: %s MiB/s against %s MiB/s (%.0f%%) — %s", st, g.size, mibps(g.rate), mibps(g.raw), 100*ratio,
 				benchutil.Verdict(ratio >= transferTargetRatio))
+			if g.channel > 0 {
+				fmt.Fprintf(b, " (the data channel alone: %s MiB/s, %s of raw TCP; the transfer is %s of it)",
+					mibps(g.channel), percent(g.channel, g.raw), percent(g.rate, g.channel))
+			}
 		}
 	}
 	if !measured {

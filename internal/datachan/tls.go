@@ -1,6 +1,7 @@
 package datachan
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -135,7 +136,7 @@ func (d Dialer) connect(ctx context.Context, addr string) (_ net.Conn, err error
 		cfg.ServerName = host
 	}
 	cfg.NextProtos = []string{alpnData}
-	batch := &batchConn{Conn: c}
+	batch := newBatchConn(c)
 	tc := tls.Client(batch, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
@@ -186,7 +187,7 @@ func (m *Mux) secure(conn net.Conn) (net.Conn, error) {
 	if m.tls == nil {
 		return conn, nil
 	}
-	batch := &batchConn{Conn: conn}
+	batch := newBatchConn(conn)
 	tc := tls.Server(batch, m.tls)
 	err := tc.Handshake()
 	if err == nil {
@@ -298,6 +299,11 @@ func (muxCredentials) OverrideServerName(string) error { return nil }
 // much as the encryption.
 const batchBytes = 256 << 10
 
+// readBytes is how many bytes of TLS records a read of the connection
+// asks the kernel for: tls.Conn reads a record at a time, little more
+// than 16 KiB, and on a bulk transfer those calls cost as the writes'.
+const readBytes = 256 << 10
+
 // batchConn is the TCP connection under a tls.Conn: while a Write of the
 // tls.Conn above it is in progress (begin, end), the records it writes
 // gather in a buffer and go out in batchBytes; any other write (an alert,
@@ -305,10 +311,17 @@ const batchBytes = 256 << 10
 // records leave in the order TLS made them.
 type batchConn struct {
 	net.Conn
+	in      *bufio.Reader // reads in readBytes, the TLS records of a Read
 	mu      sync.Mutex
 	buf     []byte
 	writing int // Writes of the tls.Conn in progress
 }
+
+func newBatchConn(c net.Conn) *batchConn {
+	return &batchConn{Conn: c, in: bufio.NewReaderSize(c, readBytes)}
+}
+
+func (b *batchConn) Read(p []byte) (int, error) { return b.in.Read(p) }
 
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
