@@ -6,9 +6,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"syscall"
 	"time"
 
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/scheduler/balance"
 	"github.com/godwit/godwit/scheduler/balance/balancetest"
 	"github.com/godwit/godwit/scheduler/placement"
@@ -199,7 +199,7 @@ type move struct{ container, from, to string }
 // decide runs the policy, timed.
 func (s *sim) decide() ([]move, error) {
 	var moves []move
-	cpu0 := processCPU()
+	cpu0 := benchutil.ProcessCPU()
 	begin := time.Now()
 	switch s.kind {
 	case policyGodwit:
@@ -222,17 +222,8 @@ func (s *sim) decide() ([]move, error) {
 		}
 	}
 	s.res.planTimes = append(s.res.planTimes, time.Since(begin))
-	s.res.planCPU = append(s.res.planCPU, processCPU()-cpu0)
+	s.res.planCPU = append(s.res.planCPU, benchutil.ProcessCPU()-cpu0)
 	return moves, nil
-}
-
-// processCPU is the CPU time this process has used, user and system.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // events starts a phase: its nodes join, its drains begin.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/devcluster"
 	"github.com/godwit/godwit/internal/datachan"
 	"github.com/godwit/godwit/internal/netnsutil"
@@ -30,10 +31,21 @@ const (
 // sends, and b's, which receives; close releases what else it made.
 type opener func(ctx context.Context) (send, receive net.Conn, close func(), err error)
 
-// rawTCP measures the TCP throughput from host a to host b, in bytes per
-// second (measureLink): what the link between the two hosts carries with
+// linkRate is what one link measurement found.
+type linkRate struct {
+	// bytesPerSec is the throughput.
+	bytesPerSec float64
+	// cores is this process's CPU time over the measurement, both ends
+	// and the kernel's work on their system calls, per second of it: how
+	// many of the host's CPUs the link kept busy. Near the host's count,
+	// the link is bound by CPU, not by the network.
+	cores float64
+}
+
+// rawTCP measures the TCP throughput from host a to host b
+// (measureLink): what the link between the two hosts carries with
 // nothing else in the way: no TLS, no disk, no checksums.
-func (b *bench) rawTCP(ctx context.Context, n int64) (float64, error) {
+func (b *bench) rawTCP(ctx context.Context, n int64) (linkRate, error) {
 	return measureLink(ctx, n, b.openTCP)
 }
 
@@ -43,20 +55,20 @@ func (b *bench) rawTCP(ctx context.Context, n int64) (float64, error) {
 // agents' are), memory to memory (measureLink): what any transfer
 // between the agents could reach, with no disk and no checksum. It is
 // the cost of the TLS the agents add to the link.
-func (b *bench) dataChannel(ctx context.Context, n int64) (float64, error) {
+func (b *bench) dataChannel(ctx context.Context, n int64) (linkRate, error) {
 	return measureLink(ctx, n, b.openDataChannel)
 }
 
 // measureLink sends n bytes from memory over a connection open opens to
 // a receiver that discards them and acknowledges the last byte, and
 // returns the bytes per second from the first write to the
-// acknowledgement.
-func measureLink(ctx context.Context, n int64, open opener) (float64, error) {
+// acknowledgement, and the CPUs busy meanwhile.
+func measureLink(ctx context.Context, n int64, open opener) (linkRate, error) {
 	ctx, cancel := context.WithTimeout(ctx, linkTimeout)
 	defer cancel()
 	conn, peer, closeLink, err := open(ctx)
 	if err != nil {
-		return 0, err
+		return linkRate{}, err
 	}
 	defer closeLink()
 	defer conn.Close()
@@ -69,25 +81,27 @@ func measureLink(ctx context.Context, n int64, open opener) (float64, error) {
 	go func() { received <- receive(peer, n) }()
 	buf := make([]byte, linkBuffer)
 	_, _ = rand.NewChaCha8([32]byte{}).Read(buf) // never fails
+	cpu := benchutil.ProcessCPU()
 	start := time.Now()
 	for left := n; left > 0; {
 		chunk := buf[:min(left, int64(len(buf)))]
 		if _, err := conn.Write(chunk); err != nil {
 			peer.Close() // ends the receiver's reads
-			return 0, errors.Join(fmt.Errorf("send to host b: %w", err), <-received)
+			return linkRate{}, errors.Join(fmt.Errorf("send to host b: %w", err), <-received)
 		}
 		left -= int64(len(chunk))
 	}
 	var ack [1]byte
 	if _, err := io.ReadFull(conn, ack[:]); err != nil {
 		peer.Close()
-		return 0, errors.Join(fmt.Errorf("host b's acknowledgement: %w", err), <-received)
+		return linkRate{}, errors.Join(fmt.Errorf("host b's acknowledgement: %w", err), <-received)
 	}
 	elapsed := time.Since(start)
+	cpu = benchutil.ProcessCPU() - cpu
 	if err := <-received; err != nil {
-		return 0, err
+		return linkRate{}, err
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return linkRate{bytesPerSec: float64(n) / elapsed.Seconds(), cores: cpu.Seconds() / elapsed.Seconds()}, nil
 }
 
 // receive reads n bytes from conn and acknowledges them with one byte.

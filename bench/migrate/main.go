@@ -183,16 +183,18 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 			if err != nil {
 				return fmt.Errorf("raw TCP before %d MiB, run %d: %w", size, i+1, err)
 			}
-			raw = append(raw, r)
-			log.Info("measured raw TCP", "mib_per_s", fmt.Sprintf("%.0f", r/(1<<20)))
+			raw = append(raw, r.bytesPerSec)
+			rep.rawCores = append(rep.rawCores, r.cores)
+			log.Info("measured raw TCP", "mib_per_s", fmt.Sprintf("%.0f", r.bytesPerSec/(1<<20)), "cpus_busy", fmt.Sprintf("%.2f", r.cores))
 			if !o.insecure {
 				log.Info("measuring the agents' data channel", "mib", o.rawMiB, "from", hostA, "to", hostB)
 				r, err := b.dataChannel(ctx, int64(o.rawMiB)<<20)
 				if err != nil {
 					return fmt.Errorf("data channel before %d MiB, run %d: %w", size, i+1, err)
 				}
-				channel = append(channel, r)
-				log.Info("measured the agents' data channel", "mib_per_s", fmt.Sprintf("%.0f", r/(1<<20)))
+				channel = append(channel, r.bytesPerSec)
+				rep.channelCores = append(rep.channelCores, r.cores)
+				log.Info("measured the agents' data channel", "mib_per_s", fmt.Sprintf("%.0f", r.bytesPerSec/(1<<20)), "cpus_busy", fmt.Sprintf("%.2f", r.cores))
 			}
 
 			// The tools take turns going first, run after run: a move

@@ -245,12 +245,15 @@ func TestReportTable(t *testing.T) {
 	base := row{size: 64, tool: copyNC.tool(), rate: 500 << 20, raw: 1000 << 20, channel: 400 << 20,
 		median: sample{probeDowntime: 3 * time.Second, total: 2500 * time.Millisecond, bytes: 66 << 20,
 			checkpoint: time.Second, transfer: 500 * time.Millisecond, restore: time.Second}}
-	text := report{runs: 1, rawMiB: 1024, rows: []row{gw, base}, skipped: []string{"2048 MiB: needs 3072 MiB of memory available"},
+	text := report{runs: 1, rawMiB: 1024, rows: []row{gw, base}, conditions: conditions{cores: 2},
+		rawCores: []float64{1.5, 1.9, 1.7}, channelCores: []float64{2}, skipped: []string{"2048 MiB: needs 3072 MiB of memory available"},
 		unmeasured: []unmeasured{{migrate.PreCopy, "neither host supports it: no soft-dirty"}}}.render()
 	for _, want := range []string{
 		"| 64 MiB | godwit stop-copy | 1.50 s | 1.20 s | 2.00 s | 70.0 MiB | 300 | 1000 | 30% | 400 |",
 		"| 64 MiB | runc + tar + busybox nc | 3.00 s | — | 2.50 s | 66.0 MiB | 500 | 1000 | 50% | 400 |",
 		"- data channel: the same 1024 MiB over a data connection as the agents open it",
+		"before each run; the median (it kept 1.7 of the host's 2 CPUs busy",
+		"between these hosts (it kept 2.0 of the host's 2 CPUs busy",
 		"runc + tar + busybox nc steps (medians):\n\n- 64 MiB: checkpoint 1.00 s, copy 0.50 s, restore 1.00 s",
 		"busybox's nc moves 1 KiB per system call",
 		"| 64 MiB | stop-copy | 30.0 MiB | 40.0 MiB |",

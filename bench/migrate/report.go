@@ -89,8 +89,11 @@ type report struct {
 	conditions conditions
 	runs       int
 	rawMiB     int
-	rows       []row
-	skipped    []string
+	// rawCores and channelCores are the CPUs each raw TCP and data
+	// channel measurement kept busy (linkRate.cores).
+	rawCores, channelCores []float64
+	rows                   []row
+	skipped                []string
 	// unmeasured are the strategies left out, with why.
 	unmeasured []unmeasured
 }
@@ -158,11 +161,12 @@ func (r report) render() string {
 				"the only netcat this host has; busybox's nc moves 1 KiB per system call, which caps the copy\n", tool)
 		}
 	}
-	fmt.Fprintf(&b, "- raw TCP: %d MiB from memory in host a to memory in host b over one connection, before each run; the median\n", r.rawMiB)
+	fmt.Fprintf(&b, "- raw TCP: %d MiB from memory in host a to memory in host b over one connection, before each run; the median%s\n",
+		r.rawMiB, busy(r.rawCores, c.cores))
 	if !c.insecure {
 		fmt.Fprintf(&b, "- data channel: the same %d MiB over a data connection as the agents open it (mutual TLS with node certificates, "+
 			"internal/datachan), memory to memory, after each raw TCP measurement; the median: the most a transfer through the agents' TLS "+
-			"could carry between these hosts\n", r.rawMiB)
+			"could carry between these hosts%s\n", r.rawMiB, busy(r.channelCores, c.cores))
 	}
 	b.WriteString("- each move is verified: the probe's connection is answered after it, the workload's counter never went back and went on, " +
 		"and its memory checksum is the one taken at start-up\n")
@@ -399,6 +403,15 @@ func medianFloat(v []float64) float64 {
 	v = slices.Clone(v)
 	slices.Sort(v)
 	return v[len(v)/2]
+}
+
+// busy says how many of the host's cores a link measurement kept busy
+// (the median of cores), "" when none was measured.
+func busy(cores []float64, of int) string {
+	if len(cores) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (it kept %.1f of the host's %d CPUs busy, both ends and the kernel's work for them)", medianFloat(cores), of)
 }
 
 func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }

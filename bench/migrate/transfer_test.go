@@ -9,13 +9,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/godwit/godwit/agent/checkpoint/bundle"
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/internal/datachan"
 	"github.com/godwit/godwit/internal/pki"
 )
@@ -146,7 +146,7 @@ func benchmarkTransfer(b *testing.B, cfg datachan.Config, way transferWay) {
 		os.RemoveAll(dest)
 		writeBenchCheckpoint(b, src, pages)
 		b.StartTimer()
-		cpu0 := cpuTime(b)
+		cpu0 := benchutil.ProcessCPU()
 
 		t0 := time.Now()
 		if err := way.seal(src, benchManifest()); err != nil {
@@ -198,7 +198,7 @@ func benchmarkTransfer(b *testing.B, cfg datachan.Config, way transferWay) {
 			b.Fatal(err)
 		}
 		t3 := time.Now()
-		cpu += cpuTime(b) - cpu0
+		cpu += benchutil.ProcessCPU() - cpu0
 		sealT += t1.Sub(t0)
 		transferT += t2.Sub(t1)
 		verifyT += t3.Sub(t2)
@@ -246,13 +246,4 @@ func benchManifest() *bundle.Manifest {
 	}
 	m.Image.Layers = []digest.Digest{digest.FromString("layer")}
 	return &m
-}
-
-// cpuTime is the process's CPU time so far, user and system.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

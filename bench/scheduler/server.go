@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/scheduler/fsm"
 	"github.com/godwit/godwit/scheduler/placement"
 	"github.com/godwit/godwit/scheduler/server"
@@ -67,7 +68,7 @@ func measureServer(ctx context.Context, c committer, cfg loadConfig, log *slog.L
 	errs := make([]error, cfg.callers)
 	var wg sync.WaitGroup
 	runtime.GC()
-	cpu0 := cpuTime()
+	cpu0 := benchutil.ProcessCPU()
 	start := time.Now()
 	for i := range cfg.callers {
 		wg.Go(func() {
@@ -96,7 +97,7 @@ func measureServer(ctx context.Context, c committer, cfg loadConfig, log *slog.L
 	}
 	wg.Wait()
 	s.elapsed = time.Since(start)
-	s.cpu = cpuTime() - cpu0
+	s.cpu = benchutil.ProcessCPU() - cpu0
 	stats := p.Stats()
 	s.entries = int(stats.Batches)
 	s.placing, s.verifying = stats.Deciding, stats.Verifying

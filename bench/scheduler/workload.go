@@ -17,8 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/godwit/godwit/bench/internal/benchutil"
 	"github.com/godwit/godwit/scheduler/fsm"
 	"github.com/godwit/godwit/scheduler/placement"
 	"github.com/godwit/godwit/scheduler/state"
@@ -309,7 +308,7 @@ func measureThroughput(ctx context.Context, c committer, cfg loadConfig) (throug
 	errs := make([]error, cfg.proposers)
 	var wg sync.WaitGroup
 	runtime.GC()
-	cpu0 := cpuTime()
+	cpu0 := benchutil.ProcessCPU()
 	start := time.Now()
 	// propose claims, decides and commits one batch; false when there is
 	// nothing left to propose.
@@ -380,7 +379,7 @@ func measureThroughput(ctx context.Context, c committer, cfg loadConfig) (throug
 	}
 	wg.Wait()
 	s.elapsed = time.Since(start)
-	s.cpu = cpuTime() - cpu0
+	s.cpu = benchutil.ProcessCPU() - cpu0
 	s.entries = len(s.latencies)
 	s.placements = int(placed.Load())
 	if err := errors.Join(errs...); err != nil {
@@ -426,15 +425,6 @@ func checkPlaced(snap *state.Snapshot, want int) error {
 		}
 	}
 	return nil
-}
-
-// cpuTime is this process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // throughputKey names one row of a throughput table: batch is 0 and

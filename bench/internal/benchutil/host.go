@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/godwit/godwit/agent/doctor"
 
@@ -138,4 +139,14 @@ func Revision() string {
 		rev += " + changes"
 	}
 	return "commit " + rev
+}
+
+// ProcessCPU is the CPU time this process has used so far, user and
+// system; 0 where the kernel does not say.
+func ProcessCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
