@@ -301,14 +301,16 @@ const batchBytes = 256 << 10
 
 // readBytes is how many bytes of TLS records a read of the connection
 // asks the kernel for: tls.Conn reads a record at a time, little more
-// than 16 KiB, and on a bulk transfer those calls cost as the writes'.
+// than 16 KiB, and on a bulk transfer those calls cost as much as the
+// writes' did.
 const readBytes = 256 << 10
 
 // batchConn is the TCP connection under a tls.Conn: while a Write of the
 // tls.Conn above it is in progress (begin, end), the records it writes
 // gather in a buffer and go out in batchBytes; any other write (an alert,
 // a post-handshake message) first sends what has gathered, so that
-// records leave in the order TLS made them.
+// records leave in the order TLS made them. Reads go through a buffer of
+// readBytes, which the tls.Conn alone reads, so no byte is skipped.
 type batchConn struct {
 	net.Conn
 	in      *bufio.Reader // reads in readBytes, the TLS records of a Read
