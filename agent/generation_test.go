@@ -305,7 +305,7 @@ func TestDestinationGenerations(t *testing.T) {
 			return err
 		}, 4, 6},
 		{"a prepare of a container the cluster placed here later", 6, func(ctx context.Context, a *Agent) error {
-			_, _, err := a.MigratePrepare(ctx, "m-new-dst", migrate.Container{Name: "web", ID: webID})
+			_, _, err := a.MigratePrepare(ctx, "m-new-dst", migrate.Container{Name: "web", ID: webID}, migrate.StopCopy)
 			return err
 		}, 4, 6},
 	} {

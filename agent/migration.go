@@ -127,9 +127,9 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string, s migrate.S
 	if err != nil {
 		return migrate.Container{}, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
 	}
-	out := migrate.Container{Name: c.Name, ID: c.ID, Image: c.Image, IP: c.IP, RootfsFormats: a.rootfsFormats()}
+	out := migrate.Container{Name: c.Name, ID: c.ID, Image: c.Image, IP: c.IP, RootfsFormats: a.rootfsFormats(), Memory: a.containerMemory(c.ID)}
 	if s == migrate.StopCopy { // its dump writes the pages to the data dir
-		a.reserveMemory(ctx, id, a.containerMemory(c.ID))
+		a.reserveMemory(ctx, id, "dump", out.Memory)
 	}
 	for _, l := range img.Layers {
 		out.ImageLayers = append(out.ImageLayers, l.Digest.String())
@@ -421,7 +421,7 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 // layers or not at all; it says which layers it lacks, in which format it
 // takes the writable layer's sync (migration_rootfs.go), and which
 // checksums it takes on the checkpoint's transfer.
-func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Container) (migrate.Phase, migrate.Prepared, error) {
+func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Container, s migrate.Strategy) (migrate.Phase, migrate.Prepared, error) {
 	rec, unlock, err := a.migration(id, migrate.RoleDestination, true)
 	if err != nil {
 		return "", migrate.Prepared{}, err
@@ -446,6 +446,9 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 	rec.Container, rec.ContainerID = c.Name, c.ID
 	if err := a.mig.journal.Put(rec); err != nil { // before the network, so that an abort finds it
 		return rec.Phase, migrate.Prepared{}, err
+	}
+	if s != migrate.PostCopy { // its restore writes the memory inside the freeze
+		a.reserveMemory(ctx, id, "restore", c.Memory)
 	}
 	return rec.Phase, p, a.prepareNetwork(ctx, c) // migration_network.go
 }
@@ -505,6 +508,8 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 	if failpoint.Armed(FailpointDestinationRestore) == failpoint.ActionFail {
 		return rec.Phase, fmt.Errorf("migration %s: restore refused by failpoint %s", id, FailpointDestinationRestore)
 	}
+	// The memory Prepare faulted in for the restore, freed for it.
+	a.releaseMemory(id)
 	if _, err := a.restore(ctx, dir, m, "", true); err != nil {
 		return rec.Phase, err
 	}
@@ -663,6 +668,7 @@ func (a *Agent) MigrateAbort(ctx context.Context, id, why string) (migrate.Phase
 	a.dropPreparedNetwork(ctx, id, rec.ContainerID)
 	a.dropReceived(id) // migration_transfer.go
 	a.dropPages(id)    // migration_stream.go
+	a.releaseMemory(id)
 	a.log.Warn("migration aborted", "migration", id, "container", rec.Container, "why", why)
 	return rec.Phase, a.mig.journal.Put(rec)
 }

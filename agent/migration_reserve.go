@@ -8,27 +8,30 @@ import (
 	"github.com/godwit/godwit/internal/memreserve"
 )
 
-// A stop-copy source dumps the container's memory into its page cache
-// inside the freeze. Where the memory balloon reports free pages to the
-// hypervisor, the memory the page cache takes is fresh, and writing it
-// the first time runs at a fraction of memory speed
-// (internal/memreserve): so when the driver describes a stop-copy move,
-// the source faults in as much as the container uses, in a child
-// process, and its dump frees it just before the freeze: freed memory
-// stays backed for a few seconds here, long enough for the dump. The
-// reserve is taken in Describe, not in Dump, so that the time it takes
-// is not counted as downtime (the driver counts from the dump's start).
+// Inside the freeze a stop-copy source dumps the container's memory into
+// its page cache, and a destination restores it into the new process's
+// memory (every strategy but post-copy, which restores without it).
+// Where the memory balloon reports free pages to the hypervisor, memory
+// the kernel hands out is fresh, and writing it the first time runs at a
+// fraction of memory speed (internal/memreserve): so each side faults in
+// as much as the container uses ahead of time, in a child process, and
+// frees it just before it writes: freed memory stays backed for a few
+// seconds here, long enough to be taken again. The source reserves when
+// the driver describes the move and frees at the dump; the destination
+// reserves when it prepares and frees at the restore (and at an abort).
+// Both are before the freeze, so that the time they take is not counted
+// as downtime (the driver counts from the dump's start).
 
 // balloonReportsFreePages is read once: the machine's devices do not
 // change under a running agent. Tests replace it.
 var balloonReportsFreePages = sync.OnceValue(func() bool { return memreserve.Reporting("/") })
 
-// reserveMemory faults in n bytes for migration id's dump, when this
-// machine's balloon reports free pages and the memory available leaves
-// what the node keeps (memoryKept) to everything else; otherwise, and if
-// one is held already (a repeated call), it does nothing. Failing to
-// reserve never fails the migration.
-func (a *Agent) reserveMemory(ctx context.Context, id string, n int64) {
+// reserveMemory faults in n bytes for migration id's step for (the dump,
+// the restore), when this machine's balloon reports free pages and the
+// memory available leaves what the node keeps (memoryKept) to everything
+// else; otherwise, and if one is held already (a repeated call), it does
+// nothing. Failing to reserve never fails the migration.
+func (a *Agent) reserveMemory(ctx context.Context, id, step string, n int64) {
 	if n <= 0 || a.cfg.Self == "" || !balloonReportsFreePages() {
 		return
 	}
@@ -38,14 +41,14 @@ func (a *Agent) reserveMemory(ctx context.Context, id string, n int64) {
 	if held {
 		return
 	}
-	log := a.log.With("migration", id, "bytes", n)
+	log := a.log.With("migration", id, "bytes", n, "for", step)
 	avail, total, err := memInfo()
 	if err != nil {
-		log.Warn("memory not reserved ahead of the dump: cannot tell the memory available", "err", err)
+		log.Warn("memory not reserved ahead of the freeze: cannot tell the memory available", "err", err)
 		return
 	}
 	if avail-memoryKept(total) < n {
-		log.Info("memory not reserved ahead of the dump: too little available", "mem_available", avail)
+		log.Info("memory not reserved ahead of the freeze: too little available", "mem_available", avail)
 		return
 	}
 	start := time.Now()
@@ -54,13 +57,13 @@ func (a *Agent) reserveMemory(ctx context.Context, id string, n int64) {
 		err = p.Wait(ctx)
 	}
 	if err != nil {
-		log.Warn("memory not reserved ahead of the dump", "err", err)
+		log.Warn("memory not reserved ahead of the freeze", "err", err)
 		if p != nil {
 			p.Release()
 		}
 		return
 	}
-	log.Info("memory reserved ahead of the dump: the balloon reports free pages, and fresh memory is slow to write",
+	log.Info("memory reserved ahead of the freeze: the balloon reports free pages, and fresh memory is slow to write",
 		"pid", p.Pid(), "took", time.Since(start).Round(time.Millisecond))
 	a.mig.mu.Lock()
 	if a.mig.reserves == nil {
@@ -70,8 +73,20 @@ func (a *Agent) reserveMemory(ctx context.Context, id string, n int64) {
 	a.mig.mu.Unlock()
 }
 
+// reservedMemory is how many bytes migration id's reserve holds: memory
+// its own restore takes back, not memory taken from anything else.
+func (a *Agent) reservedMemory(id string) int64 {
+	a.mig.mu.Lock()
+	defer a.mig.mu.Unlock()
+	if p, ok := a.mig.reserves[id]; ok {
+		return p.Bytes()
+	}
+	return 0
+}
+
 // releaseMemory frees migration id's reserve into the kernel's free
-// lists, for the dump to write. Without a reserve it does nothing.
+// lists, for the dump or the restore to write. Without a reserve it does
+// nothing.
 func (a *Agent) releaseMemory(id string) {
 	a.mig.mu.Lock()
 	p, ok := a.mig.reserves[id]

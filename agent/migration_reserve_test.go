@@ -12,10 +12,11 @@ import (
 
 func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
-// A stop-copy source's reserve is held, faulted in, by a child process
-// of the godwit binary until its dump, and none is taken where the
+// A migration's reserve (a stop-copy source's for its dump, a
+// destination's for its restore) is held, faulted in, by a child process
+// of the godwit binary until it is released, and none is taken where the
 // balloon does not report free pages.
-func TestASourcesMemoryIsHeldByAChildUntilItsDump(t *testing.T) {
+func TestAMigrationsMemoryIsHeldByAChildUntilReleased(t *testing.T) {
 	a := &Agent{cfg: Config{Self: testutil.Godwit(t)}, log: slog.New(slog.DiscardHandler)}
 	reporting := true
 	balloon := balloonReportsFreePages
@@ -24,15 +25,18 @@ func TestASourcesMemoryIsHeldByAChildUntilItsDump(t *testing.T) {
 	ctx := context.Background()
 
 	const n = 48 << 20
-	a.reserveMemory(ctx, "m1", n)
+	a.reserveMemory(ctx, "m1", "restore", n)
 	p := a.mig.reserves["m1"]
 	if p == nil {
 		t.Fatal("no reserve taken")
 	}
+	if got := a.reservedMemory("m1"); got != n {
+		t.Errorf("reservedMemory = %d, want %d", got, n)
+	}
 	if got := testutil.StatusBytes(t, p.Pid(), "VmRSS"); got < n {
 		t.Errorf("the reserve's process holds %d MiB resident, want at least %d", got>>20, n>>20)
 	}
-	a.reserveMemory(ctx, "m1", n) // a repeated Describe
+	a.reserveMemory(ctx, "m1", "restore", n) // a repeated Prepare
 	if again := a.mig.reserves["m1"]; again != p {
 		t.Errorf("a repeated reserve started process %d beside %d", again.Pid(), p.Pid())
 	}
@@ -41,10 +45,13 @@ func TestASourcesMemoryIsHeldByAChildUntilItsDump(t *testing.T) {
 	if !gone(p.Pid()) || len(a.mig.reserves) != 0 {
 		t.Errorf("after the release: the process gone %v (want true), reserves left %v", gone(p.Pid()), a.mig.reserves)
 	}
+	if got := a.reservedMemory("m1"); got != 0 {
+		t.Errorf("reservedMemory after the release = %d, want 0", got)
+	}
 	a.releaseMemory("m1") // nothing left: nothing to do
 
 	reporting = false
-	a.reserveMemory(ctx, "m2", n)
+	a.reserveMemory(ctx, "m2", "dump", n)
 	if len(a.mig.reserves) != 0 {
 		t.Errorf("memory reserved without free page reporting: %v", a.mig.reserves)
 	}

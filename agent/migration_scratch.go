@@ -85,6 +85,9 @@ func (a *Agent) scratchFor(rec *migrate.Record, size int64) string {
 		log.Warn("receiving the migration's checkpoint to the data dir: cannot tell the free memory for a tmpfs", "err", err)
 		return ""
 	}
+	// What the migration reserved for its restore is the restored
+	// container's share, counted below.
+	avail += a.reservedMemory(id)
 	reserve := memoryKept(total)
 	if need := 2*size + reserve; avail < need {
 		log.Warn("receiving the migration's checkpoint to the data dir, not to memory: too little memory available for a tmpfs",

@@ -35,7 +35,8 @@ func (s *server) MigrateDescribe(ctx context.Context, req *pb.MigrateDescribeReq
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &pb.MigrateContainer{Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP, RootfsFormats: c.RootfsFormats}, nil
+	return &pb.MigrateContainer{Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP, RootfsFormats: c.RootfsFormats,
+		MemoryBytes: c.Memory}, nil
 }
 
 func (s *server) MigrateDump(ctx context.Context, req *pb.MigrateDumpRequest) (*pb.MigrateReply, error) {
@@ -86,8 +87,8 @@ func (s *server) MigratePrepare(ctx context.Context, req *pb.MigratePrepareReque
 	c := req.GetContainer()
 	phase, p, err := s.a.MigratePrepare(ctx, req.GetId(), migrate.Container{
 		Name: c.GetName(), ID: c.GetId(), Image: c.GetImage(), ImageLayers: c.GetImageLayers(), IP: c.GetIp(),
-		RootfsFormats: c.GetRootfsFormats(),
-	})
+		RootfsFormats: c.GetRootfsFormats(), Memory: c.GetMemoryBytes(),
+	}, migrate.Strategy(req.GetStrategy()))
 	if err != nil {
 		return nil, grpcError(err)
 	}

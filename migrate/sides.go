@@ -18,6 +18,10 @@ type Container struct {
 	// names), preferred first; empty when it cannot, and the checkpoint
 	// then carries the whole writable layer.
 	RootfsFormats []string
+	// Memory is the memory the container uses on the source, in bytes
+	// (its cgroup's, less inactive file pages): what its restore writes.
+	// 0: unknown.
+	Memory int64
 }
 
 // Prepared is the destination's answer to Prepare: what it needs from the

@@ -80,7 +80,7 @@ func (m *MigrationAgent) Describe(ctx context.Context, id, container string, s m
 		return migrate.Container{}, fencing(err)
 	}
 	return migrate.Container{Name: c.GetName(), ID: c.GetId(), Image: c.GetImage(), ImageLayers: c.GetImageLayers(), IP: c.GetIp(),
-		RootfsFormats: c.GetRootfsFormats()}, nil
+		RootfsFormats: c.GetRootfsFormats(), Memory: c.GetMemoryBytes()}, nil
 }
 
 func (m *MigrationAgent) Dump(ctx context.Context, id string, opts migrate.DumpOptions) error {
@@ -109,7 +109,7 @@ func (m *MigrationAgent) Resume(ctx context.Context, id string) error {
 
 func (m *MigrationAgent) Prepare(ctx context.Context, id string, c migrate.Container, s migrate.Strategy) (migrate.Prepared, error) {
 	r, err := m.Client.MigratePrepare(m.fenced(ctx), &pb.MigratePrepareRequest{Id: id, Strategy: string(s), Container: &pb.MigrateContainer{
-		Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP, RootfsFormats: c.RootfsFormats,
+		Name: c.Name, Id: c.ID, Image: c.Image, ImageLayers: c.ImageLayers, Ip: c.IP, RootfsFormats: c.RootfsFormats, MemoryBytes: c.Memory,
 	}})
 	if err != nil {
 		return migrate.Prepared{}, fencing(err)

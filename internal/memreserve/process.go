@@ -38,6 +38,7 @@ func Serve(n int64, in io.Reader, out io.Writer) error {
 // Process is a reserve held by a child process. It is not safe for
 // concurrent use.
 type Process struct {
+	n     int64
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	ready chan error // receives once: nil when the memory is faulted in
@@ -62,7 +63,7 @@ func Start(bin string, n int64) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s %s: %w", bin, Command, err)
 	}
-	p := &Process{cmd: cmd, stdin: stdin, ready: make(chan error, 1)}
+	p := &Process{n: n, cmd: cmd, stdin: stdin, ready: make(chan error, 1)}
 	go func() {
 		line, err := bufio.NewReader(stdout).ReadString('\n')
 		if strings.TrimSpace(line) != readyLine {
@@ -86,6 +87,9 @@ func (p *Process) Wait(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// Bytes is how much p holds once ready.
+func (p *Process) Bytes() int64 { return p.n }
 
 // Pid is the child's process ID.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }

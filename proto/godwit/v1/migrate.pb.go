@@ -228,6 +228,11 @@ type MigrateContainer struct {
 	// rootfs_formats are the formats in which the source can sync the
 	// writable layer while the container runs, preferred first.
 	RootfsFormats []string `protobuf:"bytes,6,rep,name=rootfs_formats,json=rootfsFormats,proto3" json:"rootfs_formats,omitempty"`
+	// memory_bytes is the memory the container uses on the source (its
+	// cgroup's, less inactive file pages): what its restore writes. A
+	// destination whose memory balloon reports free pages faults that much
+	// in ahead of the restore; 0: unknown.
+	MemoryBytes   int64 `protobuf:"varint,7,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -302,6 +307,13 @@ func (x *MigrateContainer) GetRootfsFormats() []string {
 		return x.RootfsFormats
 	}
 	return nil
+}
+
+func (x *MigrateContainer) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
 }
 
 type MigrateSendRequest struct {
@@ -1331,14 +1343,15 @@ const file_godwit_v1_migrate_proto_rawDesc = "" +
 	"\x16MigrateDescribeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x1a\n" +
-	"\bstrategy\x18\x03 \x01(\tR\bstrategy\"\xa6\x01\n" +
+	"\bstrategy\x18\x03 \x01(\tR\bstrategy\"\xc9\x01\n" +
 	"\x10MigrateContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x03 \x01(\tR\x05image\x12!\n" +
 	"\fimage_layers\x18\x04 \x03(\tR\vimageLayers\x12\x0e\n" +
 	"\x02ip\x18\x05 \x01(\tR\x02ip\x12%\n" +
-	"\x0erootfs_formats\x18\x06 \x03(\tR\rrootfsFormats\"y\n" +
+	"\x0erootfs_formats\x18\x06 \x03(\tR\rrootfsFormats\x12!\n" +
+	"\fmemory_bytes\x18\a \x01(\x03R\vmemoryBytes\"y\n" +
 	"\x12MigrateSendRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
