@@ -34,9 +34,9 @@ type migrations struct {
 	// pages are the page servers, lazy dumps and lazy restores of stream
 	// and post-copy migrations (migration_stream.go).
 	pages *pagesState
-	// reserves are the memory faulted in ahead of a source's dump
-	// (migration_reserve.go).
-	reserves map[string]*memreserve.Process
+	// reserves are the memory faulted in ahead of the freeze, by
+	// migration and step (migration_reserve.go).
+	reserves map[reserveKey]*memreserve.Process
 }
 
 func (a *Agent) migrationsDir() string { return filepath.Join(a.cfg.DataDir, "migrations") }
@@ -129,7 +129,7 @@ func (a *Agent) MigrateDescribe(ctx context.Context, id, ref string, s migrate.S
 	}
 	out := migrate.Container{Name: c.Name, ID: c.ID, Image: c.Image, IP: c.IP, RootfsFormats: a.rootfsFormats(), Memory: a.containerMemory(c.ID)}
 	if s == migrate.StopCopy { // its dump writes the pages to the data dir
-		a.reserveMemory(ctx, id, "dump", out.Memory)
+		a.reserveMemory(ctx, id, reserveDump, out.Memory)
 	}
 	for _, l := range img.Layers {
 		out.ImageLayers = append(out.ImageLayers, l.Digest.String())
@@ -161,7 +161,7 @@ func (a *Agent) MigrateDump(ctx context.Context, id string, opts migrate.DumpOpt
 	}
 	defer unlinkRounds()
 	// The memory Describe faulted in for the pages, freed for the dump.
-	a.releaseMemory(id)
+	a.releaseMemory(id, reserveDump)
 	frozen := time.Now()
 	a.holdPackets(ctx, id, rec.Container)
 	if _, err := a.checkpoint(ctx, rec.Container, id, CheckpointRequest{ParentImages: parent, rootfsChanges: a.rootfsChanges(id), pendingDigests: true}); err != nil {
@@ -368,7 +368,7 @@ func (a *Agent) MigrateResume(ctx context.Context, id, why string) (migrate.Phas
 		return "", err
 	}
 	defer unlock()
-	a.releaseMemory(id) // a move that failed before its dump
+	a.releaseMemory(id, reserveDump) // a move that failed before its dump
 	if rec.Phase == migrate.PhaseDone {
 		return rec.Phase, fenced(id, migrate.ErrCommitted)
 	}
@@ -448,7 +448,10 @@ func (a *Agent) MigratePrepare(ctx context.Context, id string, c migrate.Contain
 		return rec.Phase, migrate.Prepared{}, err
 	}
 	if s != migrate.PostCopy { // its restore writes the memory inside the freeze
-		a.reserveMemory(ctx, id, "restore", c.Memory)
+		a.reserveMemory(ctx, id, reserveRestore, c.Memory)
+	}
+	if s == migrate.StopCopy { // and its transfer writes it into the tmpfs
+		a.reserveMemory(ctx, id, reserveReceive, c.Memory)
 	}
 	return rec.Phase, p, a.prepareNetwork(ctx, c) // migration_network.go
 }
@@ -509,7 +512,7 @@ func (a *Agent) MigrateRestore(ctx context.Context, id string, opts migrate.Rest
 		return rec.Phase, fmt.Errorf("migration %s: restore refused by failpoint %s", id, FailpointDestinationRestore)
 	}
 	// The memory Prepare faulted in for the restore, freed for it.
-	a.releaseMemory(id)
+	a.releaseMemory(id, reserveRestore)
 	if _, err := a.restore(ctx, dir, m, "", true); err != nil {
 		return rec.Phase, err
 	}

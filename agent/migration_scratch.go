@@ -87,7 +87,7 @@ func (a *Agent) scratchFor(rec *migrate.Record, size int64) string {
 	}
 	// What the migration reserved for its restore is the restored
 	// container's share, counted below.
-	avail += a.reservedMemory(id)
+	avail += a.reservedMemory(id, reserveRestore)
 	reserve := memoryKept(total)
 	if need := 2*size + reserve; avail < need {
 		log.Warn("receiving the migration's checkpoint to the data dir, not to memory: too little memory available for a tmpfs",

@@ -50,6 +50,8 @@ func (a *Agent) receiveCheckpoint(ctx context.Context, rec *migrate.Record, dir 
 	if err := a.clearScratch(id, dir); err != nil {
 		return fmt.Errorf("remove what an earlier transfer left: %w", err)
 	}
+	// The memory Prepare faulted in for the checkpoint, freed for it.
+	a.releaseMemory(id, reserveReceive)
 	br := bufio.NewReaderSize(r, receiveBuffer)
 	var receipt *bundle.Receipt
 	if head, _ := br.Peek(len(transferPrefix)); string(head) == transferPrefix {
