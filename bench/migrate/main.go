@@ -178,23 +178,25 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 		base := make([][]sample, len(o.baselines))
 		var raw, channel []float64
 		for i := range o.runs {
-			log.Info("measuring raw TCP", "mib", o.rawMiB, "from", hostA, "to", hostB)
-			r, err := b.rawTCP(ctx, int64(o.rawMiB)<<20)
-			if err != nil {
-				return fmt.Errorf("raw TCP before %d MiB, run %d: %w", size, i+1, err)
-			}
-			raw = append(raw, r.bytesPerSec)
-			rep.rawCores = append(rep.rawCores, r.cores)
-			log.Info("measured raw TCP", "mib_per_s", fmt.Sprintf("%.0f", r.bytesPerSec/(1<<20)), "cpus_busy", fmt.Sprintf("%.2f", r.cores))
-			if !o.insecure {
-				log.Info("measuring the agents' data channel", "mib", o.rawMiB, "from", hostA, "to", hostB)
-				r, err := b.dataChannel(ctx, int64(o.rawMiB)<<20)
+			// measure measures one link from host a to host b, keeping
+			// its throughput for this size and the CPUs it kept busy.
+			measure := func(what string, link func(context.Context, int64) (linkRate, error), rates, cores *[]float64) error {
+				log.Info("measuring "+what, "mib", o.rawMiB, "from", hostA, "to", hostB)
+				r, err := link(ctx, int64(o.rawMiB)<<20)
 				if err != nil {
-					return fmt.Errorf("data channel before %d MiB, run %d: %w", size, i+1, err)
+					return fmt.Errorf("%s before %d MiB, run %d: %w", what, size, i+1, err)
 				}
-				channel = append(channel, r.bytesPerSec)
-				rep.channelCores = append(rep.channelCores, r.cores)
-				log.Info("measured the agents' data channel", "mib_per_s", fmt.Sprintf("%.0f", r.bytesPerSec/(1<<20)), "cpus_busy", fmt.Sprintf("%.2f", r.cores))
+				*rates, *cores = append(*rates, r.bytesPerSec), append(*cores, r.cores)
+				log.Info("measured "+what, "mib_per_s", fmt.Sprintf("%.0f", r.bytesPerSec/(1<<20)), "cpus_busy", fmt.Sprintf("%.2f", r.cores))
+				return nil
+			}
+			if err := measure("raw TCP", b.rawTCP, &raw, &rep.rawCores); err != nil {
+				return err
+			}
+			if !o.insecure {
+				if err := measure("the agents' data channel", b.dataChannel, &channel, &rep.channelCores); err != nil {
+					return err
+				}
 			}
 
 			// The tools take turns going first, run after run: a move
