@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,9 @@ type bench struct {
 	// cool is how long each move waits, its container running, before it
 	// starts (--cool).
 	cool time.Duration
+	// linkTLS is the data channel measurement's server and client TLS
+	// (dataChannelTLS).
+	linkTLS [2]*tls.Config
 }
 
 // newBench creates the cluster, starts the agents and imports the

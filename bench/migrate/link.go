@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -156,15 +157,7 @@ func (b *bench) openTCP(ctx context.Context) (net.Conn, net.Conn, func(), error)
 // in host b, both with node certificates of the cluster's CA, as agents
 // on a and b hold them.
 func (b *bench) openDataChannel(ctx context.Context) (_, _ net.Conn, _ func(), err error) {
-	server, err := b.nodeTLS(b.b)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	client, err := b.nodeTLS(b.a)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	serverTLS, err := server.ServerConfig()
+	serverTLS, clientTLS, err := b.dataChannelTLS()
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -172,7 +165,7 @@ func (b *bench) openDataChannel(ctx context.Context) (_, _ net.Conn, _ func(), e
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	mux := datachan.Listen(ln, datachan.Config{TLS: serverTLS, ClientTLS: client.ClientConfig()})
+	mux := datachan.Listen(ln, datachan.Config{TLS: serverTLS, ClientTLS: clientTLS})
 	defer func() {
 		if err != nil {
 			mux.Close()
@@ -199,10 +192,11 @@ func (b *bench) openDataChannel(ctx context.Context) (_, _ net.Conn, _ func(), e
 	var conn net.Conn
 	err = netnsutil.Run(ns, func() error {
 		var err error
-		conn, err = datachan.Dialer{TLS: client.ClientConfig()}.Dial(ctx, ln.Addr().String(), token)
+		conn, err = datachan.Dialer{TLS: clientTLS}.Dial(ctx, ln.Addr().String(), token)
 		return err
 	})
 	if err != nil {
+		mux.Close() // ends the Accept
 		return nil, nil, nil, errors.Join(fmt.Errorf("data connection from host %s: %w", b.a.Name(), err), (<-acc).err)
 	}
 	a := <-acc
@@ -213,15 +207,30 @@ func (b *bench) openDataChannel(ctx context.Context) (_, _ net.Conn, _ func(), e
 	return conn, a.c, func() { mux.Close() }, nil
 }
 
-// nodeTLS issues host h a node certificate of the cluster's CA, as an
-// agent on h holds, into the bench's work dir.
-func (b *bench) nodeTLS(h *devcluster.Host) (*pki.Identity, error) {
-	f, err := b.cluster.CA().IssueTo(filepath.Join(b.work, "link-tls", h.Name()),
-		pki.CertRequest{Name: h.Node(), Role: pki.RoleAgent, Hosts: []string{h.Addr().String()}})
-	if err != nil {
-		return nil, fmt.Errorf("node certificate for host %s: %w", h.Name(), err)
+// dataChannelTLS is the TLS of a data connection from host a to host b:
+// b's server configuration and a's client one, each of a node
+// certificate of the cluster's CA, as agents on a and b hold them;
+// issued into the bench's work dir on the first call.
+func (b *bench) dataChannelTLS() (server, client *tls.Config, err error) {
+	if b.linkTLS[0] != nil {
+		return b.linkTLS[0], b.linkTLS[1], nil
 	}
-	return pki.Load(f)
+	var ids [2]*pki.Identity
+	for i, h := range []*devcluster.Host{b.b, b.a} {
+		f, err := b.cluster.CA().IssueTo(filepath.Join(b.work, "link-tls", h.Name()),
+			pki.CertRequest{Name: h.Node(), Role: pki.RoleAgent, Hosts: []string{h.Addr().String()}})
+		if err != nil {
+			return nil, nil, fmt.Errorf("node certificate for host %s: %w", h.Name(), err)
+		}
+		if ids[i], err = pki.Load(f); err != nil {
+			return nil, nil, err
+		}
+	}
+	if server, err = ids[0].ServerConfig(); err != nil {
+		return nil, nil, err
+	}
+	b.linkTLS = [2]*tls.Config{server, ids[1].ClientConfig()}
+	return b.linkTLS[0], b.linkTLS[1], nil
 }
 
 // listenIn listens on a free port of host h's address, inside its network
